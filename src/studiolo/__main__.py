@@ -1,0 +1,3 @@
+from studiolo.cli import main
+
+main()

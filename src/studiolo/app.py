@@ -1,0 +1,126 @@
+"""The composition root: ``create_app(settings)`` wires settings, services and routers, nothing else."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from studiolo import __version__
+from studiolo.domain.gallery.router import router as gallery_router
+from studiolo.domain.generation.router import router as generation_router
+from studiolo.errors import PayloadTooLarge, error_body, install_error_handlers
+from studiolo.ops import router as ops_router
+from studiolo.services import Services, build_services
+from studiolo.settings import Settings
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413, declared or streamed, before they fill memory."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", ())).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await _send_413(send, self.limit, scope.get("state", {}).get("request_id", ""))
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise PayloadTooLarge(
+                        f"The request body is larger than {self.limit} bytes.", details={"limit": self.limit}
+                    )
+            return message
+
+        await self.app(scope, limited, send)
+
+
+class RequestId:
+    """Give every request an id (the client's X-Request-ID or a new one), echoed in the response and errors."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers", ())).get(b"x-request-id", b"").decode("latin-1")[:64]
+        rid = given if given.isprintable() and given else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid.encode("latin-1"))]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+async def _send_413(send: Send, limit: int, request_id: str) -> None:
+    message = f"The request body is larger than {limit} bytes."
+    body = json.dumps(error_body("payload_too_large", message, {"limit": limit}, request_id)).encode()
+    headers = [(b"content-type", b"application/json"), (b"x-request-id", request_id.encode())]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(
+    settings: Settings | None = None, *, services: Services | None = None, start_workers: bool = True
+) -> FastAPI:
+    settings = settings or (services.settings if services else Settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        svc = services or build_services(settings)
+        app.state.services = svc
+        if start_workers and settings.inline_workers > 0:
+            svc.start_workers(settings.inline_workers)
+        try:
+            yield
+        finally:
+            if services is None:
+                svc.close()
+            else:
+                for pool in svc.pools:
+                    pool.stop()
+                svc.pools.clear()
+
+    app = FastAPI(
+        title="Studiolo",
+        version=__version__,
+        description="Self-hosted AI creative studio: prompt in, images out, kept in a private gallery.",
+        lifespan=lifespan,
+    )
+    if services is not None:
+        app.state.services = services
+    install_error_handlers(app)
+
+    # Multipart submissions carry up to two images plus form fields.
+    app.add_middleware(BodyLimit, limit=2 * settings.max_upload_bytes + 1024 * 1024)
+    app.add_middleware(RequestId)  # added last = outermost, so even a 413 from BodyLimit carries the id
+    app.include_router(generation_router, prefix="/api/v1")
+    app.include_router(gallery_router, prefix="/api/v1")
+    app.include_router(ops_router)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    return app

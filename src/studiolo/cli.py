@@ -1,0 +1,355 @@
+"""The ``studiolo`` command line: serve, worker, generate, models, db. Same services as the HTTP API."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from studiolo.domain.accounts.models import LOCAL_USER_ID
+from studiolo.domain.generation.catalog import how_to_install
+from studiolo.domain.generation.schemas import GenerationParams, JobView
+from studiolo.domain.generation.service import Upload
+from studiolo.engines.base import JobKind
+from studiolo.errors import StudioloError
+from studiolo.settings import Settings
+
+app = typer.Typer(help="Studiolo: a self-hosted AI creative studio.", no_args_is_help=True, add_completion=False)
+models_app = typer.Typer(help="Install, list and remove models.", no_args_is_help=True)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(db_app, name="db")
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:  # a configuration problem, not a stack trace
+        console.print(f"[red]Invalid configuration:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _fail(exc: StudioloError) -> typer.Exit:
+    console.print(f"[red]error[/red] [bold]{exc.code}[/bold]: {exc.message}")
+    return typer.Exit(1)
+
+
+def _services(settings: Settings) -> Any:
+    from studiolo.services import build_services
+
+    return build_services(settings)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default from STUDIOLO_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from STUDIOLO_PORT).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="In-process worker threads (0: run `studiolo worker` separately).")
+    ] = None,
+) -> None:
+    """Run the web server (API, docs at /docs) with in-process workers on the embedded defaults."""
+    import uvicorn
+
+    from studiolo.app import create_app
+
+    settings = _settings()
+    updates: dict[str, Any] = {}
+    if host is not None:
+        updates["host"] = host
+    if port is not None:
+        updates["port"] = port
+    if workers is not None:
+        updates["inline_workers"] = workers
+    settings = settings.model_copy(update=updates)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    console.print(f"Studiolo on http://{settings.host}:{settings.port}  (data: {settings.data_dir})")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Worker threads in this process.")] = 1,
+) -> None:
+    """Run job workers as a separate process against the configured database."""
+    settings = _settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    services = _services(settings)
+    services.start_workers(concurrency)
+    stop = threading.Event()
+
+    def _graceful(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _graceful)
+    signal.signal(signal.SIGINT, _graceful)
+    console.print(f"worker running ({concurrency} thread(s)); Ctrl-C to stop")
+    while not stop.wait(1.0):
+        pass
+    console.print("stopping: running jobs are handed back to the queue")
+    services.close()
+
+
+def _wait_with_progress(services: Any, job_id: str, n: int) -> JobView:
+    gen = services.generation
+    done = threading.Event()
+    latest: dict[str, Any] = {}
+
+    def on_event(ev: dict[str, Any]) -> None:
+        latest.update(ev if ev["type"] == "progress" else {"type": ev["type"]})
+        if ev["type"] in ("succeeded", "failed", "canceled"):
+            done.set()
+
+    unsubscribe = services.events.subscribe(job_id, on_event)
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("steps"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task("queued", total=None)
+            while True:
+                view: JobView = gen.get(LOCAL_USER_ID, job_id)
+                if view.status in ("succeeded", "failed", "canceled"):
+                    if view.status == "succeeded":
+                        progress.update(
+                            task, description="done", total=view.progress.total, completed=view.progress.total
+                        )
+                    return view
+                step, total = latest.get("step", view.progress.step), latest.get("total", view.progress.total)
+                desc = f"generating {n} image{'s' if n > 1 else ''}" if view.status == "running" else "queued"
+                progress.update(task, description=desc, total=total or None, completed=step)
+                done.wait(0.1)
+    finally:
+        unsubscribe()
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What to draw.")],
+    style: Annotated[str | None, typer.Option(help="Style template, e.g. ghibli (see GET /api/v1/styles).")] = None,
+    size: Annotated[str | None, typer.Option(help="WIDTHxHEIGHT, e.g. 768x768.")] = None,
+    aspect_ratio: Annotated[str | None, typer.Option("--aspect-ratio", help="1:1, 16:9, 9:16, 4:3 or 3:4.")] = None,
+    quality: Annotated[str | None, typer.Option(help="draft, standard or high.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Inference steps (overrides quality).")] = None,
+    guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale.")] = None,
+    sampler: Annotated[str | None, typer.Option(help="euler, euler_a, dpmpp_2m, ddim, lms, pndm.")] = None,
+    negative: Annotated[str, typer.Option("--negative", help="Negative prompt.")] = "",
+    seed: Annotated[int | None, typer.Option(help="Seed of the first image (image k uses seed+k).")] = None,
+    n: Annotated[int, typer.Option("--n", "-n", min=1, help="Number of images.")] = 1,
+    model: Annotated[str | None, typer.Option(help="Model id (default: the catalog's default).")] = None,
+    init_image: Annotated[Path | None, typer.Option("--init-image", help="Image for img2img/inpaint.")] = None,
+    mask: Annotated[Path | None, typer.Option(help="Mask for inpaint (white = repaint).")] = None,
+    strength: Annotated[float, typer.Option(help="img2img strength, 0..1.")] = 0.75,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Also write the PNGs to this folder.")] = None,
+) -> None:
+    """Generate images through the same job queue as the server; they are kept in the gallery."""
+    settings = _settings().model_copy(update={"inline_workers": 0})
+    services = _services(settings)
+    try:
+        params = GenerationParams(
+            prompt=prompt,
+            negative_prompt=negative,
+            style=style,
+            size=size,
+            aspect_ratio=aspect_ratio,
+            quality=quality,
+            steps=steps,
+            guidance=guidance,
+            sampler=sampler,
+            seed=seed,
+            n=n,
+            model=model,
+            strength=strength,
+        )
+    except ValidationError as exc:
+        console.print(f"[red]error[/red] [bold]invalid_input[/bold]: {exc}")
+        raise typer.Exit(2) from exc
+    kind: JobKind = "inpaint" if mask else "img2img" if init_image else "txt2img"
+    job_id: str | None = None
+    try:
+        init = services.generation.validate_upload(init_image.read_bytes(), field="init_image") if init_image else None
+        mask_up: Upload | None = (
+            services.generation.validate_upload(mask.read_bytes(), field="mask_image", mode="L") if mask else None
+        )
+        accepted, _ = services.generation.submit(LOCAL_USER_ID, params, kind=kind, init_image=init, mask_image=mask_up)
+        job_id = accepted.id
+        services.start_workers(1)
+        view = _wait_with_progress(services, accepted.id, n)
+    except StudioloError as exc:
+        services.close()
+        raise _fail(exc) from exc
+    except OSError as exc:
+        services.close()
+        console.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(2) from exc
+    except KeyboardInterrupt:
+        if job_id:
+            services.generation.cancel(LOCAL_USER_ID, job_id)
+        services.close(timeout=5)
+        console.print("canceled")
+        raise typer.Exit(130) from None
+    try:
+        if view.status != "succeeded":
+            err = view.error
+            console.print(
+                f"[red]job {view.status}[/red] [bold]{err.code if err else ''}[/bold]: {err.message if err else ''}"
+            )
+            raise typer.Exit(1)
+        written: list[Path] = []
+        for o in view.outputs:
+            if out_dir is not None:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                key, _ = services.gallery.file(LOCAL_USER_ID, o.image_id, "original")
+                path = out_dir / f"{view.id[:8]}-{o.seed}.png"
+                path.write_bytes(services.gallery.read(key))
+                written.append(path)
+        dur = f"{view.duration_seconds:.1f} s" if view.duration_seconds is not None else "?"
+        console.print(f"[green]done[/green] job {view.id} in {dur}; seeds {view.seeds}")
+        for o in view.outputs:
+            out.print(f"image {o.image_id} seed {o.seed}")
+        for p in written:
+            out.print(str(p))
+    finally:
+        services.close()
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List installed models; the default is marked with *."""
+    services = _services(_settings())
+    try:
+        table = Table("", "id", "engine", "source", "arch", "size")
+        for m in services.catalog.models():
+            table.add_row(
+                "*" if m.is_default else "", m.id, m.engine, m.source, m.arch or "", f"{m.size_bytes / 2**20:.0f} MB"
+            )
+        out.print(table)
+        default = services.catalog.default_model_id()
+        if not any(m.id == default for m in services.catalog.models()):
+            console.print(f"default model '{default}' is not installed: {how_to_install(default)}")
+    finally:
+        services.close()
+
+
+@models_app.command("pull")
+def models_pull(
+    repo_id: Annotated[str, typer.Argument(help="Hugging Face hub id, e.g. stabilityai/sd-turbo.")],
+    default: Annotated[bool, typer.Option("--default", help="Make it the default model.")] = False,
+) -> None:
+    """Download a diffusers model from the Hugging Face hub (needs network)."""
+    services = _services(_settings())
+    try:
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=console
+        ) as progress:
+            task = progress.add_task(f"pulling {repo_id}", total=None)
+
+            def on_progress(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total or None)
+
+            info = services.catalog.pull(repo_id, progress=on_progress, default=default)
+        console.print(f"[green]installed[/green] {info.id} ({info.size_bytes / 2**20:.0f} MB)")
+    except StudioloError as exc:
+        raise _fail(exc) from exc
+    finally:
+        services.close()
+
+
+@models_app.command("import")
+def models_import(
+    path: Annotated[Path, typer.Argument(help="A diffusers folder (with model_index.json) or a .safetensors file.")],
+    model_id: Annotated[
+        str | None, typer.Option("--id", help="Name to register it under (default: from the path).")
+    ] = None,
+    arch: Annotated[str | None, typer.Option(help="sd15, sd21 or sdxl for single files (default: detected).")] = None,
+    link: Annotated[bool, typer.Option("--link", help="Use the files in place instead of copying them.")] = False,
+    default: Annotated[bool, typer.Option("--default", help="Make it the default model.")] = False,
+) -> None:
+    """Import a local model (no network needed)."""
+    services = _services(_settings())
+    try:
+        info = services.catalog.import_path(path, model_id=model_id, arch=arch, copy=not link, default=default)
+        console.print(f"[green]imported[/green] {info.id} ({info.source}, {info.arch or 'arch detected at load'})")
+    except StudioloError as exc:
+        raise _fail(exc) from exc
+    finally:
+        services.close()
+
+
+@models_app.command("remove")
+def models_remove(model_id: str) -> None:
+    """Remove an installed model and the files Studiolo copied for it."""
+    services = _services(_settings())
+    try:
+        services.catalog.remove(model_id)
+        console.print(f"removed {model_id}")
+    except StudioloError as exc:
+        raise _fail(exc) from exc
+    finally:
+        services.close()
+
+
+@models_app.command("default")
+def models_default(model_id: str) -> None:
+    """Set the model used when a request names none."""
+    services = _services(_settings())
+    try:
+        services.catalog.set_default(model_id)
+        console.print(f"default model: {model_id}")
+    except StudioloError as exc:
+        raise _fail(exc) from exc
+    finally:
+        services.close()
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply database migrations."""
+    from studiolo.db import migrate
+
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(settings.resolved_database_url, revision)
+    console.print(f"database at {migrate.current_revision(settings.resolved_database_url)}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the database's migration revision."""
+    from studiolo.db import migrate
+
+    out.print(migrate.current_revision(_settings().resolved_database_url) or "empty")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,8 @@
+"""Imports every ORM module so ``Base.metadata`` is complete (Alembic, tests, create_all)."""
+
+from studiolo.db.base import Base
+from studiolo.domain.accounts import models as _accounts  # noqa: F401
+from studiolo.domain.gallery import models as _gallery  # noqa: F401
+from studiolo.domain.generation import models as _generation  # noqa: F401
+
+metadata = Base.metadata

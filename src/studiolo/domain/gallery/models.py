@@ -1,0 +1,72 @@
+"""Gallery ORM: images, collections and membership."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from studiolo.db.base import Base, UTCDateTime, new_id, utcnow
+
+
+class Image(Base):
+    __tablename__ = "images"
+    __table_args__ = (
+        # Keyset pages walk (owner_id, id DESC); filters narrow within an owner.
+        Index("ix_images_owner_id_id", "owner_id", "id"),
+        Index("ix_images_owner_style", "owner_id", "style", "id"),
+        Index("ix_images_owner_model", "owner_id", "model_id", "id"),
+        Index("ix_images_owner_starred", "owner_id", "starred", "id"),
+        Index("ix_images_original_key", "original_key"),
+        Index("ix_images_job_id", "job_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(String(36), ForeignKey("users.id", ondelete="CASCADE"))
+    job_id: Mapped[str | None] = mapped_column(String(36), ForeignKey("jobs.id", ondelete="SET NULL"))
+    batch_index: Mapped[int] = mapped_column(Integer, default=0)
+    kind: Mapped[str] = mapped_column(String(16), default="txt2img")
+    prompt: Mapped[str] = mapped_column(Text)
+    negative_prompt: Mapped[str] = mapped_column(Text, default="")
+    style: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    model_id: Mapped[str] = mapped_column(String(200))
+    seed: Mapped[int] = mapped_column(Integer)
+    steps: Mapped[int] = mapped_column(Integer)
+    guidance: Mapped[float] = mapped_column(Float)
+    sampler: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    original_key: Mapped[str] = mapped_column(String(200))
+    thumbnail_keys: Mapped[dict[str, str]] = mapped_column(JSON)
+    size_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # prompt + tags, kept in step by the service; indexed by FTS5 (SQLite) or a GIN tsvector (PostgreSQL).
+    search_text: Mapped[str] = mapped_column(Text, default="")
+    starred: Mapped[bool] = mapped_column(Boolean, default=False)
+    public: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Collection(Base):
+    __tablename__ = "collections"
+    __table_args__ = (Index("ix_collections_owner_id_id", "owner_id", "id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(String(36), ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(120))
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CollectionItem(Base):
+    __tablename__ = "collection_items"
+    __table_args__ = (Index("ix_collection_items_image_id", "image_id"),)
+
+    collection_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True
+    )
+    image_id: Mapped[str] = mapped_column(String(36), ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,146 @@
+"""HTTP routes for the gallery: images, their files, regenerate, collections."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse
+
+from studiolo.deps import OwnerId, ServicesDep
+from studiolo.domain.gallery.schemas import (
+    CollectionCreate,
+    CollectionItems,
+    CollectionPage,
+    CollectionPatch,
+    CollectionView,
+    ImagePage,
+    ImagePatch,
+    ImageView,
+    RegenerateRequest,
+)
+from studiolo.domain.generation.schemas import JobAccepted
+
+router = APIRouter(tags=["gallery"])
+
+Limit = Annotated[int, Query(ge=1, le=100)]
+
+
+@router.get("/images", response_model=ImagePage)
+def list_images(
+    services: ServicesDep,
+    owner: OwnerId,
+    limit: Limit = 50,
+    cursor: str | None = None,
+    style: str | None = None,
+    model: str | None = None,
+    starred: bool | None = None,
+    collection: str | None = None,
+    job: str | None = None,
+    q: Annotated[str | None, Query(max_length=500)] = None,
+) -> ImagePage:
+    return services.gallery.list(
+        owner,
+        limit=limit,
+        cursor=cursor,
+        style=style,
+        model=model,
+        starred=starred,
+        collection_id=collection,
+        q=q,
+        job_id=job,
+    )
+
+
+@router.get("/images/{image_id}", response_model=ImageView)
+def get_image(image_id: str, services: ServicesDep, owner: OwnerId) -> ImageView:
+    return services.gallery.get(owner, image_id)
+
+
+@router.patch("/images/{image_id}", response_model=ImageView)
+def update_image(image_id: str, patch: ImagePatch, services: ServicesDep, owner: OwnerId) -> ImageView:
+    return services.gallery.update(owner, image_id, patch)
+
+
+@router.delete("/images/{image_id}", status_code=204)
+def delete_image(image_id: str, services: ServicesDep, owner: OwnerId) -> Response:
+    services.gallery.delete(owner, image_id)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/images/{image_id}/file",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}, "image/webp": {}}}},
+)
+def image_file(
+    image_id: str,
+    request: Request,
+    services: ServicesDep,
+    owner: OwnerId,
+    size: str = "original",
+    download: bool = False,
+) -> Response:
+    key, media_type = services.gallery.file(owner, image_id, size)
+    etag = '"' + key.rsplit("/", 1)[-1].split(".")[0] + '"'
+    # Content-addressed keys never change content: clients may cache forever (privately: it is a user's image).
+    headers = {"Cache-Control": "private, max-age=31536000, immutable", "ETag": etag}
+    if download:
+        ext = "png" if media_type == "image/png" else "webp"
+        headers["Content-Disposition"] = f'attachment; filename="studiolo-{image_id}-{size}.{ext}"'
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    path = services.store.local_path(key)
+    if path is not None and path.exists():
+        return FileResponse(path, media_type=media_type, headers=headers)
+    return Response(services.gallery.read(key), media_type=media_type, headers=headers)
+
+
+@router.post("/images/{image_id}/regenerate", response_model=JobAccepted, status_code=202)
+def regenerate_image(
+    image_id: str, services: ServicesDep, owner: OwnerId, req: RegenerateRequest | None = None
+) -> JobAccepted:
+    return services.generation.regenerate(owner, image_id, req or RegenerateRequest())
+
+
+@router.get("/collections", response_model=CollectionPage)
+def list_collections(
+    services: ServicesDep, owner: OwnerId, limit: Limit = 50, cursor: str | None = None
+) -> CollectionPage:
+    return services.gallery.list_collections(owner, limit=limit, cursor=cursor)
+
+
+@router.post("/collections", response_model=CollectionView, status_code=201)
+def create_collection(data: CollectionCreate, services: ServicesDep, owner: OwnerId) -> CollectionView:
+    return services.gallery.create_collection(owner, data)
+
+
+@router.get("/collections/{collection_id}", response_model=CollectionView)
+def get_collection(collection_id: str, services: ServicesDep, owner: OwnerId) -> CollectionView:
+    return services.gallery.get_collection(owner, collection_id)
+
+
+@router.patch("/collections/{collection_id}", response_model=CollectionView)
+def update_collection(
+    collection_id: str, patch: CollectionPatch, services: ServicesDep, owner: OwnerId
+) -> CollectionView:
+    return services.gallery.update_collection(owner, collection_id, patch)
+
+
+@router.delete("/collections/{collection_id}", status_code=204)
+def delete_collection(collection_id: str, services: ServicesDep, owner: OwnerId) -> Response:
+    services.gallery.delete_collection(owner, collection_id)
+    return Response(status_code=204)
+
+
+@router.post("/collections/{collection_id}/images", response_model=CollectionView)
+def add_collection_images(
+    collection_id: str, data: CollectionItems, services: ServicesDep, owner: OwnerId
+) -> CollectionView:
+    return services.gallery.add_to_collection(owner, collection_id, data.image_ids)
+
+
+@router.delete("/collections/{collection_id}/images/{image_id}", status_code=204)
+def remove_collection_image(collection_id: str, image_id: str, services: ServicesDep, owner: OwnerId) -> Response:
+    services.gallery.remove_from_collection(owner, collection_id, image_id)
+    return Response(status_code=204)

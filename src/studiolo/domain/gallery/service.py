@@ -1,0 +1,310 @@
+"""The gallery: images (rows + files), search, collections.
+
+Files and rows are separate stores; this service composes them so a failure leaves neither half
+behind: files are written first (content-addressed, so rewriting is harmless), rows are inserted in
+the caller's transaction, and ``discard_files`` removes files no row references when that fails.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, TextClause, func, select, text
+from sqlalchemy.orm import Session
+
+from studiolo.db.session import Database
+from studiolo.domain.gallery import imaging
+from studiolo.domain.gallery.models import Collection, CollectionItem, Image
+from studiolo.domain.gallery.schemas import (
+    CollectionCreate,
+    CollectionPage,
+    CollectionPatch,
+    CollectionView,
+    ImagePage,
+    ImagePatch,
+    ImageUrls,
+    ImageView,
+)
+from studiolo.domain.ownership import get_owned
+from studiolo.errors import InvalidInput, NotFound
+from studiolo.storage.base import ObjectNotFound, ObjectStore
+
+API = "/api/v1"
+FILE_SIZES = ("original", *(str(s) for s in imaging.THUMBNAIL_SIZES))
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class StoredFiles:
+    """Keys of one generated image's files, written before its row exists."""
+
+    original_key: str
+    thumbnail_keys: dict[str, str]
+    size_bytes: int
+
+    @property
+    def all_keys(self) -> list[str]:
+        return [self.original_key, *self.thumbnail_keys.values()]
+
+
+def image_urls(image_id: str) -> ImageUrls:
+    base = f"{API}/images/{image_id}/file"
+    return ImageUrls(file=base, thumbnails={str(s): f"{base}?size={s}" for s in imaging.THUMBNAIL_SIZES})
+
+
+def to_view(img: Image) -> ImageView:
+    return ImageView(
+        id=img.id,
+        job_id=img.job_id,
+        kind=img.kind,
+        prompt=img.prompt,
+        negative_prompt=img.negative_prompt,
+        style=img.style,
+        model=img.model_id,
+        seed=img.seed,
+        steps=img.steps,
+        guidance=img.guidance,
+        sampler=img.sampler,
+        width=img.width,
+        height=img.height,
+        size_bytes=img.size_bytes,
+        tags=list(img.tags or []),
+        starred=img.starred,
+        public=img.public,
+        metadata=dict(img.meta or {}),
+        created_at=img.created_at,
+        urls=image_urls(img.id),
+    )
+
+
+def search_text(prompt: str, tags: Iterable[str]) -> str:
+    return " ".join([prompt, *tags])
+
+
+class GalleryService:
+    def __init__(self, db: Database, store: ObjectStore):
+        self.db = db
+        self.store = store
+
+    # -- files -------------------------------------------------------------------------------
+    def write_files(self, png: bytes, thumbnails: dict[int, bytes]) -> StoredFiles:
+        """Store one image's PNG and WebP thumbnails under keys addressed by the PNG's content.
+
+        Thumbnail keys hash the *original*, not themselves, so a thumbnail belongs to exactly one
+        original and ``discard_files`` only needs to ask whether a row still holds that original.
+        """
+        original_key = imaging.content_key(png, "png", prefix="images")
+        self.store.put(original_key, png, "image/png")
+        thumb_keys: dict[str, str] = {}
+        for size, data in thumbnails.items():
+            key = imaging.content_key(png, "webp", prefix=f"thumbs/{size}")
+            self.store.put(key, data, "image/webp")
+            thumb_keys[str(size)] = key
+        return StoredFiles(original_key, thumb_keys, len(png))
+
+    def discard_files(self, files: Iterable[StoredFiles]) -> None:
+        """Delete the files of images whose original no row references any more.
+
+        Identical images (same bytes) share keys, so a file is only removed once its last row is gone.
+        """
+        files = list(files)
+        if not files:
+            return
+        with self.db.session() as session:
+            referenced = set(
+                session.scalars(
+                    select(Image.original_key).where(Image.original_key.in_([f.original_key for f in files]))
+                )
+            )
+        for f in files:
+            if f.original_key not in referenced:
+                for key in f.all_keys:
+                    self.store.delete(key)
+
+    # -- images ------------------------------------------------------------------------------
+    def get(self, owner_id: str, image_id: str) -> ImageView:
+        with self.db.session() as session:
+            return to_view(get_owned(session, Image, image_id, owner_id, what="image"))
+
+    def get_row(self, session: Session, owner_id: str, image_id: str) -> Image:
+        return get_owned(session, Image, image_id, owner_id, what="image")
+
+    def list(
+        self,
+        owner_id: str,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        style: str | None = None,
+        model: str | None = None,
+        starred: bool | None = None,
+        collection_id: str | None = None,
+        q: str | None = None,
+        job_id: str | None = None,
+    ) -> ImagePage:
+        with self.db.session() as session:
+            stmt = select(Image).where(Image.owner_id == owner_id)
+            if cursor:
+                stmt = stmt.where(Image.id < cursor)
+            if style is not None:
+                stmt = stmt.where(Image.style == style)
+            if model is not None:
+                stmt = stmt.where(Image.model_id == model)
+            if starred is not None:
+                stmt = stmt.where(Image.starred.is_(starred))
+            if job_id is not None:
+                stmt = stmt.where(Image.job_id == job_id)
+            if collection_id is not None:
+                get_owned(session, Collection, collection_id, owner_id, what="collection")
+                stmt = stmt.where(
+                    Image.id.in_(select(CollectionItem.image_id).where(CollectionItem.collection_id == collection_id))
+                )
+            if q is not None and q.strip():
+                stmt = stmt.where(self._search_clause(q))
+            rows = session.scalars(stmt.order_by(Image.id.desc()).limit(limit + 1)).all()
+        items = [to_view(r) for r in rows[:limit]]
+        return ImagePage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
+
+    def _search_clause(self, q: str) -> ColumnElement[bool] | TextClause:
+        words = _WORD.findall(q)[:16]
+        if not words:
+            raise InvalidInput("The search needs at least one word.", code="invalid_search", details={"q": q})
+        if self.db.is_sqlite:
+            # Each word quoted (so FTS5 operators in user text are inert) and prefix-matched.
+            match = " ".join('"' + w.replace('"', "") + '"*' for w in words)
+            return text("images.rowid IN (SELECT rowid FROM images_fts WHERE images_fts MATCH :fts_q)").bindparams(
+                fts_q=match
+            )
+        tsq = " & ".join(w + ":*" for w in words)
+        return func.to_tsvector("simple", Image.search_text).op("@@")(func.to_tsquery("simple", tsq))
+
+    def update(self, owner_id: str, image_id: str, patch: ImagePatch) -> ImageView:
+        with self.db.session() as session:
+            img = get_owned(session, Image, image_id, owner_id, what="image")
+            if patch.tags is not None:
+                img.tags = patch.tags
+                img.search_text = search_text(img.prompt, patch.tags)
+            if patch.starred is not None:
+                img.starred = patch.starred
+            if patch.public is not None:
+                img.public = patch.public
+            session.flush()
+            return to_view(img)
+
+    def delete(self, owner_id: str, image_id: str) -> None:
+        with self.db.session() as session:
+            img = get_owned(session, Image, image_id, owner_id, what="image")
+            files = StoredFiles(img.original_key, dict(img.thumbnail_keys), img.size_bytes)
+            session.delete(img)
+        self.discard_files([files])
+
+    def file(self, owner_id: str, image_id: str, size: str) -> tuple[str, str]:
+        """(storage key, media type) of an image's original or one thumbnail."""
+        if size not in FILE_SIZES:
+            raise InvalidInput(
+                f"size must be one of {', '.join(FILE_SIZES)}.", code="invalid_size", details={"size": size}
+            )
+        with self.db.session() as session:
+            img = get_owned(session, Image, image_id, owner_id, what="image")
+            if size == "original":
+                return img.original_key, "image/png"
+            return img.thumbnail_keys[size], "image/webp"
+
+    def read(self, key: str) -> bytes:
+        try:
+            return self.store.get(key)
+        except ObjectNotFound as exc:
+            raise NotFound("The file of this image is missing from storage.", code="file_missing") from exc
+
+    # -- collections -------------------------------------------------------------------------
+    def _collection_view(self, session: Session, c: Collection) -> CollectionView:
+        count = session.scalar(select(func.count()).where(CollectionItem.collection_id == c.id)) or 0
+        cover = session.scalar(
+            select(CollectionItem.image_id)
+            .where(CollectionItem.collection_id == c.id)
+            .order_by(CollectionItem.added_at.desc())
+            .limit(1)
+        )
+        return CollectionView(
+            id=c.id,
+            name=c.name,
+            description=c.description,
+            image_count=int(count),
+            cover_thumbnail_url=image_urls(cover).thumbnails["300"] if cover else None,
+            created_at=c.created_at,
+        )
+
+    def create_collection(self, owner_id: str, data: CollectionCreate) -> CollectionView:
+        with self.db.session() as session:
+            c = Collection(owner_id=owner_id, name=data.name.strip(), description=data.description)
+            session.add(c)
+            session.flush()
+            return self._collection_view(session, c)
+
+    def list_collections(self, owner_id: str, *, limit: int = 50, cursor: str | None = None) -> CollectionPage:
+        with self.db.session() as session:
+            stmt = select(Collection).where(Collection.owner_id == owner_id)
+            if cursor:
+                stmt = stmt.where(Collection.id < cursor)
+            rows = session.scalars(stmt.order_by(Collection.id.desc()).limit(limit + 1)).all()
+            items = [self._collection_view(session, c) for c in rows[:limit]]
+        return CollectionPage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
+
+    def get_collection(self, owner_id: str, collection_id: str) -> CollectionView:
+        with self.db.session() as session:
+            return self._collection_view(
+                session, get_owned(session, Collection, collection_id, owner_id, what="collection")
+            )
+
+    def update_collection(self, owner_id: str, collection_id: str, patch: CollectionPatch) -> CollectionView:
+        with self.db.session() as session:
+            c = get_owned(session, Collection, collection_id, owner_id, what="collection")
+            if patch.name is not None:
+                c.name = patch.name.strip()
+            if patch.description is not None:
+                c.description = patch.description
+            session.flush()
+            return self._collection_view(session, c)
+
+    def delete_collection(self, owner_id: str, collection_id: str) -> None:
+        with self.db.session() as session:
+            session.delete(get_owned(session, Collection, collection_id, owner_id, what="collection"))
+
+    def add_to_collection(self, owner_id: str, collection_id: str, image_ids: Sequence[str]) -> CollectionView:
+        """Add images (idempotent); every id must be one of the caller's images."""
+        with self.db.session() as session:
+            c = get_owned(session, Collection, collection_id, owner_id, what="collection")
+            wanted = list(dict.fromkeys(image_ids))
+            owned = set(session.scalars(select(Image.id).where(Image.id.in_(wanted), Image.owner_id == owner_id)))
+            missing = [i for i in wanted if i not in owned]
+            if missing:
+                raise NotFound("Some images do not exist.", code="image_not_found", details={"image_ids": missing})
+            present = set(
+                session.scalars(
+                    select(CollectionItem.image_id).where(
+                        CollectionItem.collection_id == c.id, CollectionItem.image_id.in_(wanted)
+                    )
+                )
+            )
+            for image_id in wanted:
+                if image_id not in present:
+                    session.add(CollectionItem(collection_id=c.id, image_id=image_id))
+            session.flush()
+            return self._collection_view(session, c)
+
+    def remove_from_collection(self, owner_id: str, collection_id: str, image_id: str) -> None:
+        with self.db.session() as session:
+            c = get_owned(session, Collection, collection_id, owner_id, what="collection")
+            item = session.get(CollectionItem, (c.id, image_id))
+            if item is None:
+                raise NotFound("That image is not in this collection.", code="image_not_found")
+            session.delete(item)
+
+    def stats_counts(self, session: Session, owner_id: str) -> dict[str, Any]:
+        images = session.scalar(select(func.count()).where(Image.owner_id == owner_id)) or 0
+        starred = session.scalar(select(func.count()).where(Image.owner_id == owner_id, Image.starred.is_(True))) or 0
+        collections = session.scalar(select(func.count()).where(Collection.owner_id == owner_id)) or 0
+        return {"images": int(images), "starred": int(starred), "collections": int(collections)}

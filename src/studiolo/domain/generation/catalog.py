@@ -1,0 +1,218 @@
+"""The model catalog: which models are installed, where their files are, and which one is the default.
+
+Rows live in the ``models`` table so the server, workers and the CLI agree; files live under
+``settings.models_dir``. File inspection, copying and hub downloads are in ``engines/model_files.py``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from studiolo.db.session import Database
+from studiolo.domain.generation.models import InstalledModel
+from studiolo.engines.base import Engine, ModelRef
+from studiolo.errors import Conflict, InvalidInput, ModelUnavailable, NotFound, ServiceUnavailable, StudioloError
+from studiolo.settings import Settings
+
+ECHO_MODEL_ID = "echo"
+_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str
+    engine: str
+    source: str
+    arch: str | None
+    size_bytes: int
+    is_default: bool
+    loaded: bool
+    path: str | None
+
+
+def how_to_install(model_id: str) -> str:
+    return (
+        f"Model '{model_id}' is not installed. Download it with `studiolo models pull {model_id}` "
+        "(needs network access to the Hugging Face hub), or import one you have with "
+        "`studiolo models import PATH` (a diffusers folder or a single .safetensors checkpoint)."
+    )
+
+
+def _model_file_error(exc: Exception) -> StudioloError:
+    code = getattr(exc, "code", "model_file_invalid")
+    if code == "hub_unreachable":
+        return ServiceUnavailable(str(exc), code=code)
+    if code == "model_not_found_on_hub":
+        return NotFound(str(exc), code=code)
+    return InvalidInput(str(exc), code=code)
+
+
+class ModelCatalog:
+    def __init__(self, db: Database, settings: Settings, engines: dict[str, Engine]):
+        self.db = db
+        self.settings = settings
+        self.engines = engines
+
+    def _builtin(self) -> dict[str, ModelRef]:
+        if self.settings.enable_echo_engine and "echo" in self.engines:
+            return {ECHO_MODEL_ID: ModelRef(id=ECHO_MODEL_ID, engine="echo", source="builtin")}
+        return {}
+
+    def default_model_id(self) -> str:
+        with self.db.session() as session:
+            chosen = session.scalar(select(InstalledModel.id).where(InstalledModel.is_default.is_(True)))
+        return chosen or self.settings.default_model
+
+    def models(self) -> list[ModelInfo]:
+        default = self.default_model_id()
+        with self.db.session() as session:
+            rows = session.scalars(select(InstalledModel).order_by(InstalledModel.id)).all()
+        infos = [
+            ModelInfo(
+                id=r.id,
+                engine=r.engine,
+                source=r.source,
+                arch=r.arch,
+                size_bytes=r.size_bytes,
+                is_default=r.id == default,
+                loaded=self._is_loaded(r.engine, r.id),
+                path=r.path,
+            )
+            for r in rows
+        ]
+        for ref in self._builtin().values():
+            infos.append(
+                ModelInfo(
+                    ref.id,
+                    ref.engine,
+                    ref.source,
+                    None,
+                    0,
+                    ref.id == default,
+                    self._is_loaded(ref.engine, ref.id),
+                    None,
+                )
+            )
+        return infos
+
+    def _is_loaded(self, engine: str, model_id: str) -> bool:
+        eng = self.engines.get(engine)
+        return bool(eng and eng.is_loaded(model_id))
+
+    def resolve(self, model_id: str | None) -> ModelRef:
+        """The ModelRef for ``model_id`` (or the default); ModelUnavailable with install advice if absent."""
+        model_id = model_id or self.default_model_id()
+        builtin = self._builtin().get(model_id)
+        if builtin:
+            return builtin
+        with self.db.session() as session:
+            row = session.get(InstalledModel, model_id)
+        if row is None or row.engine not in self.engines:
+            raise ModelUnavailable(how_to_install(model_id), details={"model": model_id})
+        path = Path(row.path)
+        if not path.exists():
+            raise ModelUnavailable(
+                f"The files of model '{model_id}' are missing from {path}. Remove it with "
+                f"`studiolo models remove {model_id}` and import or pull it again.",
+                details={"model": model_id},
+            )
+        return ModelRef(id=row.id, engine=row.engine, source=row.source, path=path, arch=row.arch)  # type: ignore[arg-type]
+
+    def loaded_model_ids(self) -> list[str]:
+        return [m.id for m in self.models() if m.loaded]
+
+    def _check_new_id(self, model_id: str) -> None:
+        if not _MODEL_ID.match(model_id) or ".." in model_id:
+            raise InvalidInput(
+                "Model ids use letters, digits, '.', '_', '-' and '/', start with a letter or digit, "
+                "and are at most 200 characters.",
+                code="invalid_model_id",
+                details={"model": model_id},
+            )
+        with self.db.session() as session:
+            if session.get(InstalledModel, model_id) is not None or model_id in self._builtin():
+                raise Conflict(f"A model named '{model_id}' is already installed.", code="model_exists")
+
+    def _dest(self, model_id: str) -> Path:
+        return self.settings.models_dir / model_id.replace("/", "--")
+
+    def _register(
+        self, model_id: str, source: str, path: Path, arch: str | None, size: int, default: bool
+    ) -> ModelInfo:
+        with self.db.session() as session:
+            session.add(
+                InstalledModel(
+                    id=model_id, engine="diffusers", source=source, path=str(path), arch=arch, size_bytes=size
+                )
+            )
+        if default:
+            self.set_default(model_id)
+        return next(m for m in self.models() if m.id == model_id)
+
+    def import_path(
+        self,
+        path: Path,
+        *,
+        model_id: str | None = None,
+        arch: str | None = None,
+        copy: bool = True,
+        default: bool = False,
+    ) -> ModelInfo:
+        """Register a local diffusers folder or ``.safetensors`` checkpoint (copied into the data dir by default)."""
+        from studiolo.engines import model_files
+
+        path = path.expanduser().resolve()
+        try:
+            info = model_files.inspect_model_path(path)
+        except model_files.ModelFileError as exc:
+            raise _model_file_error(exc) from exc
+        model_id = model_id or (path.stem if info.format == "single_file" else path.name)
+        self._check_new_id(model_id)
+        target = path
+        if copy:
+            dest = self._dest(model_id)
+            if info.format == "single_file":
+                dest = dest / path.name
+            target = model_files.copy_into(path, dest)
+        source = "single_file" if info.format == "single_file" else "folder"
+        return self._register(model_id, source, target, arch or info.arch, info.size_bytes, default)
+
+    def pull(self, repo_id: str, *, progress: ProgressFn | None = None, default: bool = False) -> ModelInfo:
+        """Download a diffusers model from the Hugging Face hub into the models directory."""
+        from studiolo.engines import model_files
+
+        self._check_new_id(repo_id)
+        dest = self._dest(repo_id)
+        try:
+            folder = model_files.pull_from_hub(repo_id, dest, progress, self.settings.hub_timeout_seconds)
+            info = model_files.inspect_model_path(folder)
+        except model_files.ModelFileError as exc:
+            raise _model_file_error(exc) from exc
+        return self._register(repo_id, "hub", folder, info.arch, info.size_bytes, default)
+
+    def remove(self, model_id: str, *, delete_files: bool = True) -> None:
+        with self.db.session() as session:
+            row = session.get(InstalledModel, model_id)
+            if row is None:
+                raise NotFound(f"No installed model named '{model_id}'.", code="model_not_found")
+            path = Path(row.path)
+            session.delete(row)
+        # Only files we put under models_dir are ours to delete; an in-place import points elsewhere.
+        models_dir = self.settings.models_dir.resolve()
+        if delete_files and path.exists() and models_dir in path.resolve().parents:
+            owned = self._dest(model_id)
+            shutil.rmtree(owned if owned.exists() else path, ignore_errors=True)
+
+    def set_default(self, model_id: str) -> None:
+        with self.db.session() as session:
+            if session.get(InstalledModel, model_id) is None:
+                raise NotFound(f"No installed model named '{model_id}'.", code="model_not_found")
+            session.execute(update(InstalledModel).values(is_default=InstalledModel.id == model_id))

@@ -1,0 +1,112 @@
+"""Generation ORM: jobs (the queue itself), installed models, style templates, worker liveness."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from studiolo.db.base import Base, UTCDateTime, new_id, utcnow
+
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
+
+
+class Job(Base):
+    """One generation request. The jobs table *is* the queue: workers claim rows atomically."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        # The claim query scans queued rows by priority then age; this index serves it and queue_position.
+        Index("ix_jobs_claim", "status", "priority", "created_at"),
+        Index("ix_jobs_owner_id", "owner_id", "id"),
+        Index("ix_jobs_lease", "status", "lease_expires_at"),
+        UniqueConstraint("owner_id", "idempotency_key", name="uq_jobs_owner_idempotency"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(String(36), ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    model_id: Mapped[str] = mapped_column(String(200))
+    seeds: Mapped[list[int]] = mapped_column(JSON)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    progress_step: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    lease_owner: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    run_after: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Where uploaded init/mask images for img2img/inpaint are kept until the job ends.
+    input_keys: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    cost: Mapped[float] = mapped_column(Float, default=0.0)
+    duration_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class QueueTurn(Base):
+    """When each user last had a job claimed: the round-robin turn order of the queue."""
+
+    __tablename__ = "queue_turns"
+
+    owner_id: Mapped[str] = mapped_column(String(36), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    last_claimed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class InstalledModel(Base):
+    """A model the catalog knows about: its files live under the models directory."""
+
+    __tablename__ = "models"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    engine: Mapped[str] = mapped_column(String(32), default="diffusers")
+    source: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(Text)
+    arch: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    size_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class StyleTemplate(Base):
+    """A user's own style template (built-in styles live in code, see ``styles.py``)."""
+
+    __tablename__ = "style_templates"
+    __table_args__ = (UniqueConstraint("owner_id", "slug", name="uq_style_templates_owner_slug"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(String(36), ForeignKey("users.id", ondelete="CASCADE"))
+    slug: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(120))
+    category: Mapped[str] = mapped_column(String(64), default="custom")
+    prompt_template: Mapped[str] = mapped_column(Text)
+    negative_template: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WorkerRecord(Base):
+    """Liveness of worker processes/threads, for ``/ready`` and operations."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    current_job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)

@@ -1,0 +1,298 @@
+"""HTTP routes for generation: submit, jobs (status, cancel, retry, live events), styles, models, stats."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from studiolo.deps import OwnerId, ServicesDep
+from studiolo.domain.generation.schemas import (
+    GenerationParams,
+    JobAccepted,
+    JobPage,
+    JobView,
+    ModelList,
+    ModelView,
+    Stats,
+    StyleCatalog,
+    StyleCreate,
+    StyleView,
+)
+from studiolo.domain.generation.service import GenerationService, Upload
+from studiolo.engines.base import JobKind
+from studiolo.errors import InvalidInput, UnsupportedMediaType
+
+router = APIRouter(tags=["generation"])
+
+_TERMINAL = {"succeeded", "failed", "canceled"}
+_FILE_FIELDS = ("init_image", "mask_image")
+
+_GENERATION_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": GenerationParams.model_json_schema(ref_template="#/components/schemas/{model}")
+            },
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "kind": {"type": "string", "enum": ["txt2img", "img2img", "inpaint"]},
+                        "params": {"type": "string", "description": "GenerationParams as JSON"},
+                        "prompt": {"type": "string"},
+                        "init_image": {"type": "string", "format": "binary"},
+                        "mask_image": {"type": "string", "format": "binary", "description": "white = repaint"},
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+def _params(data: Any) -> GenerationParams:
+    try:
+        return GenerationParams.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from exc
+
+
+async def _parse_submission(
+    request: Request, generation: GenerationService
+) -> tuple[GenerationParams, JobKind, Upload | None, Upload | None]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in ("", "application/json"):
+        try:
+            data = json.loads(await request.body() or b"null")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidInput("The body is not valid JSON.", code="invalid_json") from exc
+        return _params(data), "txt2img", None, None
+    if content_type != "multipart/form-data":
+        raise UnsupportedMediaType(
+            "Send application/json, or multipart/form-data for image uploads.", code="unsupported_content_type"
+        )
+    form = await request.form()
+    fields: dict[str, Any] = {}
+    if "params" in form:
+        raw = form["params"]
+        if not isinstance(raw, str):
+            raise InvalidInput("'params' must be a JSON text field.", code="invalid_json")
+        try:
+            fields.update(json.loads(raw))
+        except json.JSONDecodeError as exc:
+            raise InvalidInput("'params' is not valid JSON.", code="invalid_json") from exc
+    for key, value in form.multi_items():
+        if key in ("params", "kind", *_FILE_FIELDS) or isinstance(value, UploadFile):
+            continue
+        if key == "tags":
+            fields.setdefault("tags", []).append(value)
+        elif value != "":
+            fields[key] = value
+    kind_raw = form.get("kind")
+    files = {name: form.get(name) for name in _FILE_FIELDS}
+    kind_value = kind_raw if isinstance(kind_raw, str) else ("inpaint" if files["mask_image"] else "img2img")
+    if kind_value not in ("txt2img", "img2img", "inpaint"):
+        raise InvalidInput("kind must be txt2img, img2img or inpaint.", code="invalid_kind")
+    kind: JobKind = kind_value  # type: ignore[assignment]
+    params = _params(fields)
+    uploads: dict[str, Upload] = {}
+    modes: tuple[tuple[str, Literal["RGB", "L"]], ...] = (("init_image", "RGB"), ("mask_image", "L"))
+    for name, mode in modes:
+        f = files[name]
+        if isinstance(f, UploadFile):
+            data = await f.read()
+            uploads[name] = await run_in_threadpool(generation.validate_upload, data, field=name, mode=mode)
+        elif f is not None:
+            raise InvalidInput(f"'{name}' must be a file upload.", code="invalid_upload", details={"field": name})
+    return params, kind, uploads.get("init_image"), uploads.get("mask_image")
+
+
+@router.post(
+    "/generations",
+    status_code=202,
+    response_model=JobAccepted,
+    openapi_extra=_GENERATION_BODY,
+    summary="Queue a generation (JSON for txt2img; multipart with init_image/mask_image for img2img and inpaint)",
+)
+async def submit_generation(
+    request: Request,
+    response: Response,
+    services: ServicesDep,
+    owner: OwnerId,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JobAccepted:
+    params, kind, init, mask = await _parse_submission(request, services.generation)
+    accepted, created = await run_in_threadpool(
+        lambda: services.generation.submit(
+            owner, params, kind=kind, init_image=init, mask_image=mask, idempotency_key=idempotency_key
+        )
+    )
+    response.headers["Location"] = accepted.urls.get
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return accepted
+
+
+@router.get("/jobs", response_model=JobPage)
+def list_jobs(
+    services: ServicesDep,
+    owner: OwnerId,
+    status: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    cursor: str | None = None,
+) -> JobPage:
+    return services.generation.list(owner, status=status, limit=limit, cursor=cursor)
+
+
+@router.get("/jobs/{job_id}", response_model=JobView)
+def get_job(job_id: str, services: ServicesDep, owner: OwnerId) -> JobView:
+    return services.generation.get(owner, job_id)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobView)
+def cancel_job(job_id: str, services: ServicesDep, owner: OwnerId) -> JobView:
+    return services.generation.cancel(owner, job_id)
+
+
+@router.post("/jobs/{job_id}/retry", response_model=JobAccepted, status_code=202)
+def retry_job(job_id: str, services: ServicesDep, owner: OwnerId) -> JobAccepted:
+    return services.generation.retry(owner, job_id)
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    return f"event: {event['type']}\ndata: {json.dumps(event, default=str)}\n\n".encode()
+
+
+@router.get(
+    "/jobs/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events until the job ends"}},
+)
+async def job_events(job_id: str, request: Request, services: ServicesDep, owner: OwnerId) -> StreamingResponse:
+    """Live job events: queued{position}, started, progress{step,total}, output, succeeded, failed, canceled.
+
+    Events published in this process arrive at once; the row is re-read every second as well, so a job run
+    by a worker in another process is followed too (progress then arrives at that pace).
+    """
+    gen = services.generation
+    first = await run_in_threadpool(gen.get, owner, job_id)  # 404 for someone else's job, before streaming
+    loop = asyncio.get_running_loop()
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    def deliver(ev: dict[str, Any]) -> None:
+        loop.call_soon_threadsafe(inbox.put_nowait, ev)
+
+    unsubscribe = services.events.subscribe(job_id, deliver)
+
+    def snapshot_events(view: JobView) -> list[dict[str, Any]]:
+        if view.status == "queued":
+            return [{"type": "queued", "position": view.queue_position}]
+        if view.status == "running":
+            return [
+                {"type": "started", "attempt": view.attempts},
+                {"type": "progress", "step": view.progress.step, "total": view.progress.total},
+            ]
+        return [_terminal_event(view)]
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            yield b"retry: 2000\n\n"
+            last_status, last_step = first.status, first.progress.step
+            for ev in snapshot_events(first):
+                yield _sse(ev)
+            if first.status in _TERMINAL:
+                return
+            idle = 0.0
+            while True:
+                try:
+                    ev = await asyncio.wait_for(inbox.get(), timeout=1.0)
+                except TimeoutError:
+                    if await request.is_disconnected():
+                        return
+                    view = await run_in_threadpool(gen.get, owner, job_id)
+                    if view.status in _TERMINAL:
+                        yield _sse(_terminal_event(view))
+                        return
+                    if view.status != last_status or view.progress.step != last_step:
+                        for snap in snapshot_events(view):
+                            yield _sse(snap)
+                        last_status, last_step = view.status, view.progress.step
+                    idle += 1.0
+                    if idle >= 15.0:
+                        idle = 0.0
+                        yield b": keep-alive\n\n"
+                    continue
+                idle = 0.0
+                if ev["type"] in _TERMINAL:
+                    # Re-read so the terminal event carries the final outputs/error from the committed row.
+                    view = await run_in_threadpool(gen.get, owner, job_id)
+                    yield _sse(_terminal_event(view) if view.status in _TERMINAL else ev)
+                    return
+                if ev["type"] == "progress":
+                    last_status, last_step = "running", int(ev["step"])
+                elif ev["type"] in ("queued", "started"):
+                    last_status = "queued" if ev["type"] == "queued" else "running"
+                yield _sse(ev)
+        finally:
+            unsubscribe()
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+def _terminal_event(view: JobView) -> dict[str, Any]:
+    ev: dict[str, Any] = {"type": view.status, "job": view.model_dump(mode="json")}
+    if view.status == "succeeded":
+        ev["image_ids"] = [o.image_id for o in view.outputs]
+    elif view.error:
+        ev["error"] = view.error.model_dump()
+    return ev
+
+
+@router.get("/styles", response_model=StyleCatalog)
+def list_styles(services: ServicesDep, owner: OwnerId) -> StyleCatalog:
+    return services.generation.style_catalog(owner)
+
+
+@router.post("/styles", response_model=StyleView, status_code=201)
+def create_style(data: StyleCreate, services: ServicesDep, owner: OwnerId) -> StyleView:
+    return services.generation.create_style(owner, data)
+
+
+@router.delete("/styles/{slug}", status_code=204)
+def delete_style(slug: str, services: ServicesDep, owner: OwnerId) -> Response:
+    services.generation.delete_style(owner, slug)
+    return Response(status_code=204)
+
+
+@router.get("/models", response_model=ModelList)
+def list_models(services: ServicesDep) -> ModelList:
+    catalog = services.catalog
+    items = [
+        ModelView(
+            id=m.id,
+            engine=m.engine,
+            source=m.source,
+            arch=m.arch,
+            size_bytes=m.size_bytes,
+            is_default=m.is_default,
+            loaded=m.loaded,
+        )
+        for m in catalog.models()
+    ]
+    return ModelList(default=catalog.default_model_id(), items=items)
+
+
+@router.get("/stats", response_model=Stats)
+def stats(services: ServicesDep, owner: OwnerId) -> Stats:
+    return services.generation.stats(owner)

@@ -1,0 +1,173 @@
+"""API shapes for generation: requests, jobs, styles, models. ORM classes never leave the services."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from studiolo.domain.generation.styles import ASPECT_RATIOS
+
+
+class GenerationParams(BaseModel):
+    """What a user asks for. Sizes may be given as ``size``, ``aspect_ratio`` or ``width``+``height``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=10_000)
+    negative_prompt: str = Field(default="", max_length=10_000)
+    style: str | None = Field(default=None, max_length=64)
+    model: str | None = Field(default=None, max_length=200)
+    size: str | None = Field(default=None, pattern=r"^\d{2,5}x\d{2,5}$", examples=["768x768"])
+    aspect_ratio: str | None = Field(default=None, examples=list(ASPECT_RATIOS))
+    width: int | None = Field(default=None, ge=64, le=8192)
+    height: int | None = Field(default=None, ge=64, le=8192)
+    quality: Literal["draft", "standard", "high"] | None = None
+    steps: int | None = Field(default=None, ge=1, le=150)
+    guidance: float | None = Field(default=None, ge=0, le=30)
+    sampler: str | None = Field(default=None, max_length=32)
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    n: int = Field(default=1, ge=1, le=64)
+    priority: int = Field(default=0, ge=-10, le=10)
+    strength: float = Field(default=0.75, ge=0.0, le=1.0)
+    tags: list[str] = Field(default_factory=list, max_length=32)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("prompt must not be blank")
+        return v.strip()
+
+    @field_validator("aspect_ratio")
+    @classmethod
+    def _known_ratio(cls, v: str | None) -> str | None:
+        if v is not None and v not in ASPECT_RATIOS:
+            raise ValueError(f"aspect_ratio must be one of {', '.join(ASPECT_RATIOS)}")
+        return v
+
+    @field_validator("tags")
+    @classmethod
+    def _clean_tags(cls, v: list[str]) -> list[str]:
+        out: list[str] = []
+        for tag in v:
+            t = tag.strip().lower()
+            if not t or len(t) > 64:
+                raise ValueError("tags must be 1-64 characters")
+            if t not in out:
+                out.append(t)
+        return out
+
+
+class JobUrls(BaseModel):
+    get: str
+    cancel: str
+    events: str
+
+
+class JobAccepted(BaseModel):
+    id: str
+    status: str
+    queue_position: int | None
+    urls: JobUrls
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobProgress(BaseModel):
+    step: int
+    total: int
+
+
+class JobOutput(BaseModel):
+    image_id: str
+    seed: int
+    url: str
+    thumbnail_url: str
+
+
+class JobView(BaseModel):
+    id: str
+    kind: str
+    status: str
+    model: str
+    params: dict[str, Any]
+    seeds: list[int]
+    priority: int
+    attempts: int
+    max_attempts: int
+    queue_position: int | None
+    progress: JobProgress
+    error: JobError | None
+    cost: float
+    duration_seconds: float | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    outputs: list[JobOutput]
+    urls: JobUrls
+
+
+class JobPage(BaseModel):
+    items: list[JobView]
+    next_cursor: str | None
+
+
+class StyleView(BaseModel):
+    slug: str
+    name: str
+    category: str
+    prompt_template: str
+    negative_template: str
+    builtin: bool
+
+
+class StyleCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    slug: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
+    name: str = Field(min_length=1, max_length=120)
+    category: str = Field(default="custom", min_length=1, max_length=64)
+    prompt_template: str = Field(min_length=1, max_length=2000)
+    negative_template: str = Field(default="", max_length=2000)
+
+
+class SizeOption(BaseModel):
+    width: int
+    height: int
+    label: str
+
+
+class StyleCatalog(BaseModel):
+    styles: list[StyleView]
+    sizes: list[SizeOption]
+    aspect_ratios: list[str]
+    qualities: dict[str, int]
+
+
+class ModelView(BaseModel):
+    id: str
+    engine: str
+    source: str
+    arch: str | None
+    size_bytes: int
+    is_default: bool
+    loaded: bool
+
+
+class ModelList(BaseModel):
+    default: str
+    items: list[ModelView]
+
+
+class Stats(BaseModel):
+    jobs: dict[str, int]
+    images: int
+    starred: int
+    collections: int
+    total_cost: float
+    duration_seconds: dict[str, float | None]

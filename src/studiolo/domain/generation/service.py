@@ -1,0 +1,499 @@
+"""Generation: turn a request into a durable job, and report on jobs, styles and usage.
+
+The HTTP API, the OpenAI/A1111 compatibility layers and the CLI all submit through ``submit``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from studiolo.db.base import utcnow
+from studiolo.db.session import Database
+from studiolo.dispatch.base import JobDispatch
+from studiolo.domain.gallery import imaging
+from studiolo.domain.gallery.models import Image
+from studiolo.domain.gallery.schemas import RegenerateRequest
+from studiolo.domain.gallery.service import GalleryService, image_urls
+from studiolo.domain.generation import styles as st
+from studiolo.domain.generation.catalog import ModelCatalog
+from studiolo.domain.generation.events import EventBus
+from studiolo.domain.generation.models import Job, StyleTemplate
+from studiolo.domain.generation.queue import JobQueue
+from studiolo.domain.generation.schemas import (
+    GenerationParams,
+    JobAccepted,
+    JobError,
+    JobOutput,
+    JobPage,
+    JobProgress,
+    JobUrls,
+    JobView,
+    SizeOption,
+    Stats,
+    StyleCatalog,
+    StyleCreate,
+    StyleView,
+)
+from studiolo.domain.ownership import get_owned
+from studiolo.engines.base import Engine, JobKind
+from studiolo.errors import Conflict, InvalidInput, NotFound
+from studiolo.settings import Settings
+from studiolo.storage.base import ObjectStore
+
+API = "/api/v1"
+JOB_STATUS_FILTERS = ("queued", "running", "succeeded", "failed", "canceled")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A validated init or mask image, as bytes of a normalised PNG."""
+
+    png: bytes
+
+
+def job_urls(job_id: str) -> JobUrls:
+    base = f"{API}/jobs/{job_id}"
+    return JobUrls(get=base, cancel=f"{base}/cancel", events=f"{base}/events")
+
+
+def _request_hash(kind: str, params: dict[str, Any], uploads: dict[str, bytes]) -> str:
+    h = hashlib.sha256(json.dumps({"kind": kind, "params": params}, sort_keys=True).encode())
+    for name in sorted(uploads):
+        h.update(name.encode())
+        h.update(hashlib.sha256(uploads[name]).digest())
+    return h.hexdigest()
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    idx = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return float(sorted_values[idx])
+
+
+class GenerationService:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        settings: Settings,
+        queue: JobQueue,
+        dispatch: JobDispatch,
+        events: EventBus,
+        catalog: ModelCatalog,
+        gallery: GalleryService,
+        store: ObjectStore,
+        engines: dict[str, Engine],
+    ):
+        self.db = db
+        self.settings = settings
+        self.queue = queue
+        self.dispatch = dispatch
+        self.events = events
+        self.catalog = catalog
+        self.gallery = gallery
+        self.store = store
+        self.engines = engines
+
+    # -- styles ------------------------------------------------------------------------------
+    def _style(self, session: Session, owner_id: str, slug: str) -> st.Style:
+        builtin = st.BUILTIN_BY_SLUG.get(slug)
+        if builtin:
+            return builtin
+        row = session.scalar(
+            select(StyleTemplate).where(StyleTemplate.owner_id == owner_id, StyleTemplate.slug == slug)
+        )
+        if row is None:
+            raise InvalidInput(
+                f"Unknown style '{slug}'. GET /api/v1/styles lists the styles you can use.",
+                code="unknown_style",
+                details={"style": slug},
+            )
+        return st.Style(row.slug, row.name, row.category, row.prompt_template, row.negative_template, builtin=False)
+
+    def style_catalog(self, owner_id: str) -> StyleCatalog:
+        with self.db.session() as session:
+            own = session.scalars(
+                select(StyleTemplate).where(StyleTemplate.owner_id == owner_id).order_by(StyleTemplate.slug)
+            ).all()
+        styles = [StyleView(**{k: getattr(s, k) for k in StyleView.model_fields}) for s in st.BUILTIN_STYLES]
+        styles += [
+            StyleView(
+                slug=s.slug,
+                name=s.name,
+                category=s.category,
+                prompt_template=s.prompt_template,
+                negative_template=s.negative_template,
+                builtin=False,
+            )
+            for s in own
+        ]
+        return StyleCatalog(
+            styles=styles,
+            sizes=[SizeOption(width=w, height=h, label=f"{w}x{h}") for w, h in st.STANDARD_SIZES],
+            aspect_ratios=list(st.ASPECT_RATIOS),
+            qualities=dict(st.QUALITY_STEPS),
+        )
+
+    def create_style(self, owner_id: str, data: StyleCreate) -> StyleView:
+        if data.slug in st.BUILTIN_BY_SLUG:
+            raise Conflict(f"'{data.slug}' is a built-in style name.", code="style_exists")
+        try:
+            with self.db.session() as session:
+                session.add(StyleTemplate(owner_id=owner_id, **data.model_dump()))
+        except IntegrityError as exc:
+            raise Conflict(f"You already have a style named '{data.slug}'.", code="style_exists") from exc
+        return StyleView(**data.model_dump(), builtin=False)
+
+    def delete_style(self, owner_id: str, slug: str) -> None:
+        with self.db.session() as session:
+            row = session.scalar(
+                select(StyleTemplate).where(StyleTemplate.owner_id == owner_id, StyleTemplate.slug == slug)
+            )
+            if row is None:
+                raise NotFound(f"No style of yours named '{slug}'.", code="style_not_found")
+            session.delete(row)
+
+    # -- submit ------------------------------------------------------------------------------
+    def _resolve_size(self, p: GenerationParams, turbo_or_xl_base: int) -> tuple[int, int]:
+        given = [p.size is not None, p.aspect_ratio is not None, p.width is not None or p.height is not None]
+        if sum(given) > 1:
+            raise InvalidInput("Give the size as one of: size, aspect_ratio, or width and height.", code="invalid_size")
+        if p.width is not None or p.height is not None:
+            if p.width is None or p.height is None:
+                raise InvalidInput("width and height must be given together.", code="invalid_size")
+            w, h = p.width, p.height
+        elif p.size is not None:
+            w, h = (int(x) for x in p.size.split("x"))
+        elif p.aspect_ratio is not None:
+            w, h = st.aspect_size(p.aspect_ratio, turbo_or_xl_base)
+        else:
+            w = h = turbo_or_xl_base
+        if w % 8 or h % 8:
+            raise InvalidInput(
+                "width and height must be multiples of 8.", code="invalid_size", details={"width": w, "height": h}
+            )
+        if w < 64 or h < 64:
+            raise InvalidInput("width and height must be at least 64.", code="invalid_size")
+        return w, h
+
+    def prepare(self, owner_id: str, p: GenerationParams, kind: JobKind) -> tuple[dict[str, Any], str, list[int]]:
+        """Validate and resolve a request into (job params, model id, seeds); raises 4xx domain errors."""
+        if len(p.prompt) > self.settings.max_prompt_chars:
+            raise InvalidInput(
+                f"The prompt is longer than {self.settings.max_prompt_chars} characters.",
+                code="prompt_too_long",
+                details={"limit": self.settings.max_prompt_chars, "length": len(p.prompt)},
+            )
+        if p.n > self.settings.max_images_per_job:
+            raise InvalidInput(
+                f"At most {self.settings.max_images_per_job} images per job.",
+                code="too_many_images",
+                details={"limit": self.settings.max_images_per_job},
+            )
+        model = self.catalog.resolve(p.model)
+        engine = self.engines[model.engine]
+        caps = engine.capabilities(model)
+        if not caps.supports(kind):
+            raise InvalidInput(f"Model '{model.id}' cannot do {kind}.", code="unsupported_task", details={"kind": kind})
+        base = 1024 if (model.arch or "").startswith("sdxl") or "xl" in model.id.lower() else 512
+        width, height = self._resolve_size(p, base)
+        limit = min(self.settings.max_pixels, caps.max_pixels)
+        if width * height > limit:
+            raise InvalidInput(
+                f"{width}x{height} is more than the {limit} pixels allowed.",
+                code="image_too_large",
+                details={"width": width, "height": height, "max_pixels": limit},
+            )
+        turbo = st.is_turbo(model.id)
+        table = st.TURBO_QUALITY_STEPS if turbo else st.QUALITY_STEPS
+        steps = p.steps if p.steps is not None else table[p.quality or "standard"]
+        guidance = p.guidance if p.guidance is not None else (0.0 if turbo else 7.0)
+        with self.db.session() as session:
+            style = self._style(session, owner_id, p.style) if p.style else None
+        final_prompt, final_negative = (
+            style.apply(p.prompt, p.negative_prompt) if style else (p.prompt, p.negative_prompt)
+        )
+        base_seed = p.seed if p.seed is not None else secrets.randbelow(2**32)
+        seeds = [(base_seed + i) % 2**32 for i in range(p.n)]
+        params = {
+            "prompt": p.prompt,
+            "negative_prompt": p.negative_prompt,
+            "style": p.style,
+            "final_prompt": final_prompt,
+            "final_negative_prompt": final_negative,
+            "width": width,
+            "height": height,
+            "steps": steps,
+            "guidance": guidance,
+            "sampler": p.sampler,
+            "strength": p.strength,
+            "n": p.n,
+            "tags": p.tags,
+            "seed": p.seed,
+        }
+        return params, model.id, seeds
+
+    def validate_upload(self, data: bytes, *, field: str, mode: Literal["RGB", "L"] = "RGB") -> Upload:
+        img = imaging.load_upload(
+            data,
+            max_bytes=self.settings.max_upload_bytes,
+            max_pixels=self.settings.max_upload_pixels,
+            field=field,
+            mode=mode,
+        )
+        return Upload(png=imaging.encode_png(img, parameters="", metadata={}))
+
+    def submit(
+        self,
+        owner_id: str,
+        p: GenerationParams,
+        *,
+        kind: JobKind = "txt2img",
+        init_image: Upload | None = None,
+        mask_image: Upload | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[JobAccepted, bool]:
+        """Queue a job; returns (accepted view, created). ``created`` is False for an idempotent replay."""
+        if kind in ("img2img", "inpaint") and init_image is None:
+            raise InvalidInput(f"{kind} needs an init image.", code="missing_init_image")
+        if kind == "inpaint" and mask_image is None:
+            raise InvalidInput("inpaint needs a mask image.", code="missing_mask_image")
+        uploads = {k: u.png for k, u in (("init", init_image), ("mask", mask_image)) if u is not None}
+        if idempotency_key is not None:
+            if not 1 <= len(idempotency_key) <= 200:
+                raise InvalidInput("Idempotency-Key must be 1-200 characters.", code="invalid_idempotency_key")
+            request_hash = _request_hash(kind, p.model_dump(mode="json"), uploads)
+            existing = self._replay(owner_id, idempotency_key, request_hash)
+            if existing:
+                return existing, False
+        else:
+            request_hash = None
+        params, model_id, seeds = self.prepare(owner_id, p, kind)
+        input_keys: dict[str, str] = {}
+        for name, png in uploads.items():
+            key = imaging.content_key(png, "png", prefix="inputs")
+            self.store.put(key, png, "image/png")
+            input_keys[name] = key
+        job = Job(
+            owner_id=owner_id,
+            kind=kind,
+            params=params,
+            model_id=model_id,
+            seeds=seeds,
+            priority=p.priority,
+            max_attempts=self.settings.max_attempts,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            input_keys=input_keys,
+            progress_total=params["steps"],
+        )
+        try:
+            with self.db.session() as session:
+                session.add(job)
+                session.flush()
+                accepted = self._accepted(session, job)
+        except IntegrityError:
+            # Two requests with one Idempotency-Key raced; the other one's row won.
+            if idempotency_key is None or request_hash is None:
+                raise
+            existing = self._replay(owner_id, idempotency_key, request_hash)
+            if existing is None:
+                raise
+            return existing, False
+        self.dispatch.notify(job.id)
+        self.events.publish(job.id, {"type": "queued", "position": accepted.queue_position})
+        return accepted, True
+
+    def _replay(self, owner_id: str, key: str, request_hash: str) -> JobAccepted | None:
+        with self.db.session() as session:
+            job = session.scalar(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key))
+            if job is None:
+                return None
+            if job.request_hash != request_hash:
+                raise Conflict(
+                    "This Idempotency-Key was already used for a different request.",
+                    code="idempotency_key_reused",
+                    details={"job_id": job.id},
+                )
+            return self._accepted(session, job)
+
+    def _accepted(self, session: Session, job: Job) -> JobAccepted:
+        return JobAccepted(
+            id=job.id, status=job.status, queue_position=self.queue.queue_position(session, job), urls=job_urls(job.id)
+        )
+
+    # -- read --------------------------------------------------------------------------------
+    def view(self, session: Session, job: Job) -> JobView:
+        outputs = (
+            session.scalars(select(Image).where(Image.job_id == job.id).order_by(Image.batch_index)).all()
+            if job.status == "succeeded"
+            else []
+        )
+        error = JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None
+        if job.status in ("queued", "running", "succeeded") and error and error.code != "canceled":
+            # An earlier attempt's error stays visible while a retry is pending, labelled as such.
+            error = JobError(code=error.code, message=f"(previous attempt) {error.message}")
+        return JobView(
+            id=job.id,
+            kind=job.kind,
+            status=job.status,
+            model=job.model_id,
+            params=job.params,
+            seeds=list(job.seeds),
+            priority=job.priority,
+            attempts=job.attempts,
+            max_attempts=job.max_attempts,
+            queue_position=self.queue.queue_position(session, job),
+            progress=JobProgress(step=job.progress_step, total=job.progress_total),
+            error=error if job.status != "succeeded" else None,
+            cost=job.cost,
+            duration_seconds=job.duration_seconds,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            outputs=[
+                JobOutput(
+                    image_id=i.id,
+                    seed=i.seed,
+                    url=image_urls(i.id).file,
+                    thumbnail_url=image_urls(i.id).thumbnails["300"],
+                )
+                for i in outputs
+            ],
+            urls=job_urls(job.id),
+        )
+
+    def get(self, owner_id: str, job_id: str) -> JobView:
+        with self.db.session() as session:
+            return self.view(session, get_owned(session, Job, job_id, owner_id, what="job"))
+
+    def list(self, owner_id: str, *, status: str | None = None, limit: int = 50, cursor: str | None = None) -> JobPage:
+        if status is not None and status not in JOB_STATUS_FILTERS:
+            raise InvalidInput(
+                f"status must be one of {', '.join(JOB_STATUS_FILTERS)}.",
+                code="invalid_status",
+                details={"status": status},
+            )
+        with self.db.session() as session:
+            stmt = select(Job).where(Job.owner_id == owner_id)
+            if status:
+                stmt = stmt.where(Job.status == status)
+            if cursor:
+                stmt = stmt.where(Job.id < cursor)
+            rows = session.scalars(stmt.order_by(Job.id.desc()).limit(limit + 1)).all()
+            items = [self.view(session, j) for j in rows[:limit]]
+        return JobPage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
+
+    # -- control -----------------------------------------------------------------------------
+    def cancel(self, owner_id: str, job_id: str) -> JobView:
+        """Cancel a job: a queued one at once, a running one at its next step; a finished one is left as is."""
+        with self.db.session() as session:
+            job = get_owned(session, Job, job_id, owner_id, what="job", for_update=True)
+            event: dict[str, Any] | None = None
+            if job.status == "queued":
+                job.status = "canceled"
+                job.finished_at = utcnow()
+                job.error_code, job.error_message = "canceled", "Canceled by its owner."
+                event = {"type": "canceled"}
+            elif job.status == "running" and not job.cancel_requested:
+                job.cancel_requested = True
+                event = {"type": "cancel_requested"}
+            session.flush()
+            view = self.view(session, job)
+        if event:
+            self.events.publish(job_id, event)
+        return view
+
+    def retry(self, owner_id: str, job_id: str) -> JobAccepted:
+        """Queue a failed or canceled job again (same id, same seeds, fresh attempts)."""
+        with self.db.session() as session:
+            job = get_owned(session, Job, job_id, owner_id, what="job", for_update=True)
+            if job.status not in ("failed", "canceled"):
+                raise Conflict(
+                    f"Only failed or canceled jobs can be retried; this one is {job.status}.",
+                    code="job_not_retryable",
+                    details={"status": job.status},
+                )
+            job.status = "queued"
+            job.attempts = 0
+            job.cancel_requested = False
+            job.error_code = job.error_message = None
+            job.run_after = utcnow()
+            job.started_at = job.finished_at = None
+            job.progress_step = 0
+            session.flush()
+            accepted = self._accepted(session, job)
+        self.dispatch.notify(job_id)
+        self.events.publish(job_id, {"type": "queued", "position": accepted.queue_position})
+        return accepted
+
+    def regenerate(self, owner_id: str, image_id: str, req: RegenerateRequest) -> JobAccepted:
+        """A new job with an image's parameters: the same seed (same picture), a new one, or a given one."""
+        with self.db.session() as session:
+            img = self.gallery.get_row(session, owner_id, image_id)
+            job = session.get(Job, img.job_id) if img.job_id else None
+            init_key = (job.input_keys or {}).get("init") if job else None
+            mask_key = (job.input_keys or {}).get("mask") if job else None
+            seed: int | None = img.seed if req.seed == "same" else None if req.seed == "new" else int(req.seed)
+            params = GenerationParams(
+                prompt=img.prompt,
+                negative_prompt=img.negative_prompt,
+                style=img.style,
+                model=img.model_id,
+                width=img.width,
+                height=img.height,
+                steps=img.steps,
+                guidance=img.guidance,
+                sampler=img.sampler if img.sampler not in (None, "default") else None,
+                seed=seed,
+                n=req.n,
+                strength=float((job.params if job else {}).get("strength", 0.75)),
+                tags=list(img.tags or []),
+            )
+            kind: JobKind = img.kind  # type: ignore[assignment]
+        init = Upload(self.store.get(init_key)) if init_key else None
+        mask = Upload(self.store.get(mask_key)) if mask_key else None
+        accepted, _ = self.submit(owner_id, params, kind=kind, init_image=init, mask_image=mask)
+        return accepted
+
+    # -- usage -------------------------------------------------------------------------------
+    def stats(self, owner_id: str) -> Stats:
+        with self.db.session() as session:
+            by_status = dict(
+                session.execute(
+                    select(Job.status, func.count()).where(Job.owner_id == owner_id).group_by(Job.status)
+                ).all()
+            )
+            total_cost = session.scalar(select(func.coalesce(func.sum(Job.cost), 0.0)).where(Job.owner_id == owner_id))
+            durations = [
+                d
+                for d in session.scalars(
+                    select(Job.duration_seconds)
+                    .where(Job.owner_id == owner_id, Job.status == "succeeded", Job.duration_seconds.is_not(None))
+                    .order_by(Job.duration_seconds)
+                )
+                if d is not None
+            ]
+            counts = self.gallery.stats_counts(session, owner_id)
+        return Stats(
+            jobs={s: int(by_status.get(s, 0)) for s in JOB_STATUS_FILTERS},
+            images=counts["images"],
+            starred=counts["starred"],
+            collections=counts["collections"],
+            total_cost=round(float(total_cost or 0.0), 6),
+            duration_seconds={
+                "p50": _percentile(durations, 0.5),
+                "p95": _percentile(durations, 0.95),
+                "mean": (sum(durations) / len(durations)) if durations else None,
+            },
+        )

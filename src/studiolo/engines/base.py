@@ -1,0 +1,119 @@
+"""The Engine contract: what every image generator (local diffusers, the echo engine, remote APIs) offers.
+
+The queue and the services only ever talk to this contract; ``tests/contract/test_engine_contract.py``
+runs the same checks against every adapter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+from PIL import Image
+
+JobKind = Literal["txt2img", "img2img", "inpaint"]
+ModelSource = Literal["hub", "folder", "single_file", "builtin"]
+
+# (step, total_steps, optional preview) — called from the engine's step callback.
+StepCallback = Callable[[int, int], None]
+CancelCheck = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Where a model lives and which engine runs it. ``path`` is None only for built-in models."""
+
+    id: str
+    engine: str
+    source: ModelSource
+    path: Path | None = None
+    # Architecture hint for single-file checkpoints: "sd15", "sd21", "sdxl" (None: detect).
+    arch: str | None = None
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    txt2img: bool = True
+    img2img: bool = False
+    inpaint: bool = False
+    upscale: bool = False
+    max_pixels: int = 2048 * 2048
+
+    def supports(self, kind: JobKind) -> bool:
+        return bool(getattr(self, kind))
+
+
+@dataclass
+class GenerationRequest:
+    model: ModelRef
+    prompt: str
+    seeds: list[int]
+    width: int = 512
+    height: int = 512
+    kind: JobKind = "txt2img"
+    negative_prompt: str = ""
+    steps: int = 20
+    guidance: float = 7.0
+    sampler: str | None = None
+    # img2img/inpaint: how far from the init image to go (0 keeps it, 1 ignores it).
+    strength: float = 0.75
+    init_image: Image.Image | None = None
+    mask_image: Image.Image | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+
+@dataclass
+class GeneratedImage:
+    image: Image.Image
+    seed: int
+    # The sampler actually used (engines may map "default" to a concrete scheduler name).
+    sampler: str | None = None
+
+
+class EngineError(Exception):
+    """A generation failed for a reason worth showing the user; ``code`` is a stable error code."""
+
+    def __init__(self, message: str, *, code: str = "engine_error", retryable: bool = False):
+        super().__init__(message)
+        self.code = code
+        self.retryable = retryable
+
+
+class ModelLoadError(EngineError):
+    def __init__(self, message: str):
+        super().__init__(message, code="model_unavailable", retryable=False)
+
+
+class GenerationCanceled(Exception):
+    """Raised inside ``generate`` when ``should_cancel()`` turned true at a step boundary."""
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """An image generator. Implementations must be safe to call from one worker thread at a time per model."""
+
+    name: str
+
+    def capabilities(self, model: ModelRef) -> Capabilities:
+        """What this engine can do with ``model``."""
+        ...
+
+    def load(self, model: ModelRef) -> None:
+        """Make ``model`` ready (may be slow); raises ModelLoadError with a helpful message."""
+        ...
+
+    def is_loaded(self, model_id: str) -> bool:
+        """True when ``model_id`` is in memory (used to prefer jobs for already loaded models)."""
+        ...
+
+    def generate(
+        self, request: GenerationRequest, on_step: StepCallback, should_cancel: CancelCheck
+    ) -> list[GeneratedImage]:
+        """Return one image per seed, in seed order; image k equals the same seed generated alone."""
+        ...

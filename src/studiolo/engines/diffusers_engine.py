@@ -1,0 +1,687 @@
+"""The local engine: Stable Diffusion family models run with 🤗 diffusers.
+
+This is the only module that touches diffusers. torch and diffusers are imported lazily (inside methods) so
+that importing it, and running a server with no model loaded, stays cheap.
+
+One loaded set of weights serves txt2img, img2img and inpainting: the pipeline loaded from disk is turned
+into the three task pipelines with ``AutoPipelineFor*.from_pipe``, which share the modules instead of copying
+them. Loaded models live in an LRU cache bounded by a byte budget.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import gzip
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from studiolo.engines.base import (
+    CancelCheck,
+    Capabilities,
+    EngineError,
+    GeneratedImage,
+    GenerationCanceled,
+    GenerationRequest,
+    JobKind,
+    ModelLoadError,
+    ModelRef,
+    StepCallback,
+)
+from studiolo.engines.model_files import IMPORT_HINT, ModelFileError, inspect_model_path
+
+if TYPE_CHECKING:
+    import torch
+
+CONFIGS_DIR = Path(__file__).parent / "configs"
+CLIP_BPE_MERGES = CONFIGS_DIR / "clip_bpe" / "merges.txt.gz"
+SINGLE_FILE_ARCHS = ("sd15", "sd21", "sdxl")
+JOB_KINDS: tuple[JobKind, ...] = ("txt2img", "img2img", "inpaint")
+
+# Sampler name -> (diffusers scheduler class, config overrides applied on top of the model's own config).
+SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "dpmpp_2m_karras": (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
+    ),
+    "ddim": ("DDIMScheduler", {}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+}
+DEFAULT_SAMPLERS = (None, "default")
+# For reporting which sampler "default" turned out to be.
+_SAMPLER_BY_SCHEDULER = {
+    "EulerDiscreteScheduler": "euler",
+    "EulerAncestralDiscreteScheduler": "euler_a",
+    "HeunDiscreteScheduler": "heun",
+    "DPMSolverMultistepScheduler": "dpmpp_2m",
+    "DDIMScheduler": "ddim",
+    "LMSDiscreteScheduler": "lms",
+    "PNDMScheduler": "pndm",
+    "UniPCMultistepScheduler": "unipc",
+}
+
+# Pipeline classes whose task variants (img2img / inpaint) diffusers' AutoPipelines know, used to answer
+# capabilities() before a model is loaded (which would mean importing torch). After loading, the answer comes
+# from the loaded pipeline itself. tests/unit/test_diffusers_engine.py checks this table against diffusers.
+_KNOWN_TASKS: dict[str, tuple[bool, bool, bool]] = {
+    "StableDiffusionPipeline": (True, True, True),
+    "StableDiffusionImg2ImgPipeline": (True, True, True),
+    "StableDiffusionXLPipeline": (True, True, True),
+    "StableDiffusionXLImg2ImgPipeline": (True, True, True),
+    "StableDiffusion3Pipeline": (True, True, True),
+    "LatentConsistencyModelPipeline": (True, True, False),
+    "FluxPipeline": (True, True, True),
+    "PixArtAlphaPipeline": (True, False, False),
+    "PixArtSigmaPipeline": (True, False, False),
+}
+
+
+def _is_inpaint_only(pipeline_class: str) -> bool:
+    # Dedicated inpainting checkpoints have a 9-channel UNet that cannot run txt2img or img2img.
+    return "Inpaint" in pipeline_class
+
+
+def _static_capabilities(pipeline_class: str | None) -> Capabilities:
+    if pipeline_class is None:
+        return Capabilities(txt2img=True)
+    if _is_inpaint_only(pipeline_class):
+        return Capabilities(txt2img=False, img2img=False, inpaint=True)
+    txt2img, img2img, inpaint = _KNOWN_TASKS.get(pipeline_class, (True, False, False))
+    return Capabilities(txt2img=txt2img, img2img=img2img, inpaint=inpaint)
+
+
+# --- CLIP tokenizer from the packaged BPE merges -----------------------------------------------------------
+
+
+def _bytes_to_unicode() -> list[str]:
+    """The byte -> printable character table of GPT-2/CLIP BPE, in CLIP's id order."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    codes = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            codes.append(256 + extra)
+            extra += 1
+    return [chr(c) for c in codes]
+
+
+@functools.cache
+def _clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    # CLIP's vocabulary is fully determined by its merges: bytes, bytes + "</w>", one token per merge, then
+    # the two special tokens (49,408 ids in all), so only the merges are shipped.
+    lines = gzip.decompress(CLIP_BPE_MERGES.read_bytes()).decode("utf-8").splitlines()
+    merges: list[tuple[str, str]] = []
+    for line in lines:
+        left, right = line.split(" ")
+        merges.append((left, right))
+    chars = _bytes_to_unicode()
+    tokens = chars + [c + "</w>" for c in chars] + [a + b for a, b in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    return {t: i for i, t in enumerate(tokens)}, merges
+
+
+def clip_tokenizer_from_package(settings: dict[str, Any] | None = None) -> Any:
+    """A CLIPTokenizer identical to the one SD 1.x/2.x/SDXL ship with, built offline.
+
+    ``settings`` are tokenizer_config.json values (pad_token, model_max_length...).
+    """
+    from transformers import CLIPTokenizer
+
+    vocab, merges = _clip_vocab_and_merges()
+    options: dict[str, Any] = {"model_max_length": 77}
+    for key in ("bos_token", "eos_token", "unk_token", "pad_token", "model_max_length"):
+        if settings and key in settings:
+            options[key] = settings[key]
+    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), **options)
+
+
+def _load_tokenizer(folder: Path) -> Any:
+    """The tokenizer for one single-file component: real files if the config folder has them, else packaged."""
+    if (folder / "tokenizer.json").is_file() or (folder / "vocab.json").is_file():
+        from transformers import CLIPTokenizer
+
+        return CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
+    settings_file = folder / "tokenizer_config.json"
+    settings = json.loads(settings_file.read_text(encoding="utf-8")) if settings_file.is_file() else None
+    return clip_tokenizer_from_package(settings)
+
+
+# --- the engine ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Loaded:
+    ref: ModelRef
+    base: Any  # the DiffusionPipeline loaded from disk
+    pipes: dict[JobKind, Any]  # task pipelines sharing ``base``'s modules
+    capabilities: Capabilities
+    size_bytes: int
+    # Schedulers hold per-run state and the pipelines are shared, so one generation per model at a time.
+    run_lock: threading.Lock = field(default_factory=threading.Lock)
+    in_use: int = 0
+
+
+class DiffusersEngine:
+    """Runs diffusers pipelines from diffusers folders (local or pulled from a hub) or single .safetensors files."""
+
+    name = "diffusers"
+
+    def __init__(
+        self,
+        device: str = "auto",
+        memory_budget_bytes: int = 8 * 2**30,
+        *,
+        config_root: Path | None = None,
+    ):
+        """``device``: "auto" (cuda > mps > cpu) or a torch device string. ``memory_budget_bytes`` bounds the
+        parameter bytes of cached pipelines. ``config_root`` holds the ``<arch>/`` config folders used for
+        single-file checkpoints (default: the ones shipped in the package)."""
+        self._device_pref = device
+        self._device: str | None = None
+        self.memory_budget_bytes = memory_budget_bytes
+        self.config_root = Path(config_root) if config_root is not None else CONFIGS_DIR
+        self._cache: OrderedDict[str, _Loaded] = OrderedDict()
+        self._lock = threading.Lock()  # guards _cache
+        self._load_lock = threading.Lock()  # one load at a time: two would need both models' memory at once
+
+    # -- contract ---------------------------------------------------------------------------------------------
+
+    @property
+    def device(self) -> str:
+        """The torch device in use (resolving "auto" imports torch)."""
+        if self._device is None:
+            self._device = _resolve_device(self._device_pref)
+        return self._device
+
+    def capabilities(self, model: ModelRef) -> Capabilities:
+        with self._lock:
+            entry = self._cache.get(model.id)
+            if entry is not None:
+                return entry.capabilities
+        try:
+            if model.source == "single_file":
+                arch = model.arch
+                pipeline_class: str | None = None
+                if model.path is not None:
+                    inspection = inspect_model_path(model.path)
+                    arch = arch or inspection.arch
+                    pipeline_class = inspection.pipeline_class
+                if pipeline_class is None and arch is not None:
+                    pipeline_class = "StableDiffusionXLPipeline" if arch == "sdxl" else "StableDiffusionPipeline"
+                return _static_capabilities(pipeline_class)
+            if model.path is not None:
+                return _static_capabilities(inspect_model_path(model.path).pipeline_class)
+        except ModelFileError:
+            pass  # an unreadable model reports the basic capability; load() will say what is wrong
+        return Capabilities(txt2img=True)
+
+    def load(self, model: ModelRef) -> None:
+        entry = self._acquire(model)
+        self._release(entry)
+
+    def is_loaded(self, model_id: str) -> bool:
+        with self._lock:
+            return model_id in self._cache
+
+    def unload(self, model_id: str) -> bool:
+        """Drop a model from the cache (it stays alive until a running generation finishes)."""
+        with self._lock:
+            entry = self._cache.pop(model_id, None)
+        if entry is None:
+            return False
+        del entry
+        self._free_memory()
+        return True
+
+    def loaded_bytes(self) -> int:
+        """Parameter bytes of all cached pipelines."""
+        with self._lock:
+            return sum(e.size_bytes for e in self._cache.values())
+
+    def generate(
+        self, request: GenerationRequest, on_step: StepCallback, should_cancel: CancelCheck
+    ) -> list[GeneratedImage]:
+        import numpy as np
+
+        results, sampler_name = self._generate(request, on_step, should_cancel)
+        # The same rounding diffusers uses for its own PIL output.
+        return [
+            GeneratedImage(
+                image=Image.fromarray((array * 255).round().astype(np.uint8)).convert("RGB"),
+                seed=seed,
+                sampler=sampler_name,
+            )
+            for seed, array in results
+        ]
+
+    def generate_arrays(
+        self, request: GenerationRequest, on_step: StepCallback, should_cancel: CancelCheck
+    ) -> list[tuple[int, Any]]:
+        """Like ``generate`` but returns (seed, float32 HxWx3 array in [0, 1]) pairs, before 8-bit rounding."""
+        results, _sampler = self._generate(request, on_step, should_cancel)
+        return results
+
+    # -- generation -------------------------------------------------------------------------------------------
+
+    def _generate(
+        self, request: GenerationRequest, on_step: StepCallback, should_cancel: CancelCheck
+    ) -> tuple[list[tuple[int, Any]], str]:
+        _validate_request(request)
+        entry = self._acquire(request.model)
+        try:
+            if not entry.capabilities.supports(request.kind):
+                raise EngineError(
+                    f"Model '{request.model.id}' cannot do {request.kind} "
+                    f"(it supports: {', '.join(k for k in JOB_KINDS if entry.capabilities.supports(k))}).",
+                    code="unsupported_task",
+                )
+            if request.width * request.height > entry.capabilities.max_pixels:
+                raise EngineError(
+                    f"{request.width}x{request.height} is larger than this model allows "
+                    f"({entry.capabilities.max_pixels} pixels).",
+                    code="invalid_request",
+                )
+            with entry.run_lock:
+                return self._run(entry, request, on_step, should_cancel)
+        finally:
+            self._release(entry)
+
+    def _run(
+        self, entry: _Loaded, request: GenerationRequest, on_step: StepCallback, should_cancel: CancelCheck
+    ) -> tuple[list[tuple[int, Any]], str]:
+        import torch
+
+        pipe = entry.pipes[request.kind]
+        scheduler, sampler_name = _make_scheduler(entry.base.scheduler, request.sampler)
+        pipe.scheduler = scheduler
+        # CPU generators on MPS: MPS generators are not reproducible across runs.
+        gen_device = "cpu" if self.device.startswith("mps") else self.device
+        generators = [torch.Generator(gen_device).manual_seed(seed) for seed in request.seeds]
+
+        def on_step_end(pipeline: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+            total = int(getattr(pipeline, "num_timesteps", 0) or request.steps)
+            on_step(step + 1, total)
+            if should_cancel():
+                raise GenerationCanceled()
+            return callback_kwargs
+
+        n = request.n
+        # Everything is passed as per-image lists (not num_images_per_prompt): some pipelines (inpainting)
+        # encode a single init image with the first generator only and repeat it, which would make image k of
+        # a batch differ from the same seed alone.
+        kwargs: dict[str, Any] = {
+            "prompt": [request.prompt] * n,
+            "negative_prompt": [request.negative_prompt] * n if request.negative_prompt else None,
+            "num_inference_steps": request.steps,
+            "guidance_scale": request.guidance,
+            "num_images_per_prompt": 1,
+            "generator": generators,
+            "output_type": "np",
+            "callback_on_step_end": on_step_end,
+            "callback_on_step_end_tensor_inputs": [],
+        }
+        size = (request.width, request.height)
+        if request.kind in ("txt2img", "inpaint"):
+            kwargs["width"], kwargs["height"] = size
+        if request.kind in ("img2img", "inpaint"):
+            assert request.init_image is not None  # checked by _validate_request
+            init = request.init_image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+            kwargs["image"] = [init] * n
+            kwargs["strength"] = request.strength
+        if request.kind == "inpaint":
+            assert request.mask_image is not None
+            mask = request.mask_image.convert("L").resize(size, Image.Resampling.NEAREST)
+            kwargs["mask_image"] = [mask] * n
+
+        if should_cancel():
+            raise GenerationCanceled()
+        try:
+            with torch.inference_mode():
+                result = pipe(**kwargs)
+        except GenerationCanceled:
+            raise
+        except Exception as exc:
+            if _is_oom(exc):
+                self._free_memory()
+                raise EngineError(
+                    f"Out of memory generating {n} image(s) at {request.width}x{request.height} on "
+                    f"{self.device}. Try fewer images, a smaller size, or unload other models.",
+                    code="out_of_memory",
+                    retryable=True,
+                ) from exc
+            if isinstance(exc, ValueError | TypeError):
+                raise EngineError(f"Invalid generation request: {exc}", code="invalid_request") from exc
+            raise EngineError(f"Generation failed: {type(exc).__name__}: {exc}", code="generation_failed") from exc
+        arrays = list(result.images)
+        return list(zip(request.seeds, arrays, strict=True)), sampler_name
+
+    # -- cache ------------------------------------------------------------------------------------------------
+
+    def _acquire(self, model: ModelRef) -> _Loaded:
+        """Return the loaded model (loading it if needed), marked in use until ``_release``."""
+        with self._lock:
+            entry = self._cache.get(model.id)
+            if entry is not None:
+                self._cache.move_to_end(model.id)
+                entry.in_use += 1
+                return entry
+        with self._load_lock:
+            with self._lock:
+                entry = self._cache.get(model.id)
+                if entry is not None:
+                    self._cache.move_to_end(model.id)
+                    entry.in_use += 1
+                    return entry
+            try:
+                entry = self._load_entry(model)
+            except EngineError as exc:
+                if exc.code != "out_of_memory":
+                    raise
+                # Make room by dropping every idle model, then try once more.
+                with self._lock:
+                    dropped = self._evict_locked(keep=model.id, budget=0)
+                if not dropped:
+                    raise
+                del dropped
+                self._free_memory()
+                entry = self._load_entry(model)
+            with self._lock:
+                entry.in_use += 1
+                self._cache[model.id] = entry
+                evicted = self._evict_locked(keep=model.id)
+        if evicted:
+            del evicted
+            self._free_memory()
+        return entry
+
+    def _release(self, entry: _Loaded) -> None:
+        with self._lock:
+            entry.in_use -= 1
+
+    def _evict_locked(self, keep: str, budget: int | None = None) -> list[_Loaded]:
+        """Drop least recently used idle models until the cache fits ``budget``; returns what was dropped."""
+        limit = self.memory_budget_bytes if budget is None else budget
+        total = sum(e.size_bytes for e in self._cache.values())
+        evicted: list[_Loaded] = []
+        for model_id in list(self._cache):  # least recently used first
+            if total <= limit:
+                break
+            entry = self._cache[model_id]
+            if model_id == keep or entry.in_use:
+                continue
+            del self._cache[model_id]
+            total -= entry.size_bytes
+            evicted.append(entry)
+        return evicted
+
+    def _free_memory(self) -> None:
+        gc.collect()
+        if self._device is not None and self._device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+    # -- loading ----------------------------------------------------------------------------------------------
+
+    def _load_entry(self, model: ModelRef) -> _Loaded:
+        try:
+            base = self._load_pipeline(model)
+        except (EngineError, GenerationCanceled):
+            raise
+        except Exception as exc:
+            if _is_oom(exc):
+                self._free_memory()
+                raise EngineError(
+                    f"Not enough memory on {self.device} to load model '{model.id}'. Unload other models or "
+                    "lower the memory budget so fewer stay cached.",
+                    code="out_of_memory",
+                    retryable=True,
+                ) from exc
+            raise ModelLoadError(
+                f"Could not load model '{model.id}' from {model.path}: {type(exc).__name__}: {exc}. The files "
+                f"may be damaged or not a supported diffusers model; re-import it with {IMPORT_HINT}."
+            ) from exc
+        pipes: dict[JobKind, Any] = {}
+        unet = getattr(base, "unet", None)
+        inpaint_only = int(getattr(getattr(unet, "config", None), "in_channels", 4) or 4) == 9
+        for kind in JOB_KINDS:
+            if inpaint_only and kind != "inpaint":
+                continue
+            pipe = _task_pipeline(base, kind)
+            if pipe is not None:
+                pipe.set_progress_bar_config(disable=True)
+                pipes[kind] = pipe
+        capabilities = Capabilities(
+            txt2img="txt2img" in pipes, img2img="img2img" in pipes, inpaint="inpaint" in pipes
+        )
+        return _Loaded(
+            ref=model, base=base, pipes=pipes, capabilities=capabilities, size_bytes=_pipeline_bytes(base)
+        )
+
+    def _load_pipeline(self, model: ModelRef) -> Any:
+        import torch
+
+        dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
+        if model.source == "single_file":
+            pipe = self._load_single_file(model, dtype)
+        elif model.source in ("folder", "hub", "builtin"):
+            pipe = self._load_folder(model, dtype)
+        else:
+            raise ModelLoadError(f"Model '{model.id}' has an unknown source {model.source!r}.")
+        pipe.to(self.device)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def _load_folder(self, model: ModelRef, dtype: torch.dtype) -> Any:
+        import diffusers
+
+        path = _require_path(model)
+        if not path.is_dir():
+            raise ModelLoadError(
+                f"Model '{model.id}' should be a diffusers folder but {path} is a file. If it is a .safetensors "
+                f"checkpoint, import it as one with {IMPORT_HINT}."
+            )
+        try:
+            inspect_model_path(path)  # a readable model_index.json, or a message saying what is wrong
+        except ModelFileError as exc:
+            raise ModelLoadError(f"Model '{model.id}': {exc}") from exc
+        index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
+        kwargs: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": True}
+        if "safety_checker" in index:
+            kwargs.update(safety_checker=None, requires_safety_checker=False)
+        if "feature_extractor" in index:
+            kwargs["feature_extractor"] = None  # only the safety checker uses it
+        if _only_fp16_variant_weights(path):
+            kwargs["variant"] = "fp16"
+        return diffusers.DiffusionPipeline.from_pretrained(str(path), **kwargs)
+
+    def _load_single_file(self, model: ModelRef, dtype: torch.dtype) -> Any:
+        import diffusers
+
+        path = _require_path(model)
+        try:
+            inspection = inspect_model_path(path)
+        except ModelFileError as exc:
+            raise ModelLoadError(f"Model '{model.id}': {exc}") from exc
+        if inspection.format != "single_file":
+            raise ModelLoadError(
+                f"Model '{model.id}' is registered as a single file but {path} is a folder; re-import it with "
+                f"{IMPORT_HINT}."
+            )
+        arch = model.arch or inspection.arch
+        if arch not in SINGLE_FILE_ARCHS:
+            raise ModelLoadError(
+                f"Model '{model.id}': unknown architecture {arch!r} (supported: {', '.join(SINGLE_FILE_ARCHS)})."
+            )
+        if inspection.pipeline_class and _is_inpaint_only(inspection.pipeline_class):
+            raise ModelLoadError(
+                f"{path.name} is an inpainting checkpoint (9-channel UNet); single-file inpainting checkpoints "
+                "are not supported yet. Use the diffusers-folder version of the model with "
+                f"{IMPORT_HINT}."
+            )
+        config_dir = self.config_root / arch
+        index_file = config_dir / "model_index.json"
+        if not index_file.is_file():
+            raise ModelLoadError(f"Architecture config for {arch!r} is missing at {config_dir}; reinstall Studiolo.")
+        index = json.loads(index_file.read_text(encoding="utf-8"))
+        pipeline_cls = getattr(diffusers, index["_class_name"])
+        components: dict[str, Any] = {
+            name: _load_tokenizer(config_dir / name) for name in ("tokenizer", "tokenizer_2") if name in index
+        }
+        try:
+            return pipeline_cls.from_single_file(
+                str(path), config=str(config_dir), local_files_only=True, torch_dtype=dtype, **components
+            )
+        except Exception as exc:
+            if _is_oom(exc):
+                raise
+            hint = ""
+            if model.arch and inspection.arch and model.arch != inspection.arch:
+                hint = f" The file looks like {inspection.arch}, but the model is registered as {model.arch}."
+            raise ModelLoadError(
+                f"Could not load {path.name} as a {arch} checkpoint: {type(exc).__name__}: {exc}.{hint} The file "
+                f"may be damaged or use an unsupported layout; import a diffusers folder instead with "
+                f"{IMPORT_HINT}."
+            ) from exc
+
+
+# --- helpers --------------------------------------------------------------------------------------------------
+
+
+def _resolve_device(preference: str) -> str:
+    import torch
+
+    if preference != "auto":
+        return preference
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _require_path(model: ModelRef) -> Path:
+    if model.path is None:
+        raise ModelLoadError(f"Model '{model.id}' has no path on disk; import it with {IMPORT_HINT}.")
+    path = Path(model.path)
+    if not path.exists():
+        raise ModelLoadError(
+            f"Model '{model.id}' is missing: nothing at {path}. It may have been moved or deleted; import it "
+            f"again with {IMPORT_HINT}."
+        )
+    return path
+
+
+def _only_fp16_variant_weights(path: Path) -> bool:
+    """True when some component folder holds only ``*.fp16.*`` weights (as a hub download may)."""
+    for component in path.iterdir():
+        if not component.is_dir():
+            continue
+        weights = [p.name for p in component.iterdir() if p.suffix in (".safetensors", ".bin")]
+        if weights and all(".fp16" in name for name in weights):
+            return True
+    return False
+
+
+def _task_pipeline(base: Any, kind: JobKind) -> Any | None:
+    import diffusers
+
+    auto = {
+        "txt2img": diffusers.AutoPipelineForText2Image,
+        "img2img": diffusers.AutoPipelineForImage2Image,
+        "inpaint": diffusers.AutoPipelineForInpainting,
+    }[kind]
+    try:
+        return auto.from_pipe(base)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        # AutoPipeline has no variant of this pipeline class for the task.
+        return None
+
+
+def _pipeline_bytes(pipe: Any) -> int:
+    import torch
+
+    seen: set[int] = set()
+    total = 0
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module) and id(component) not in seen:
+            seen.add(id(component))
+            for tensor in (*component.parameters(), *component.buffers()):
+                total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def _make_scheduler(current: Any, sampler: str | None) -> tuple[Any, str]:
+    """A fresh scheduler for one run (schedulers keep per-run state) and the sampler name used."""
+    import diffusers
+
+    if sampler in DEFAULT_SAMPLERS:
+        cls_name = type(current).__name__
+        return type(current).from_config(current.config), _SAMPLER_BY_SCHEDULER.get(cls_name, cls_name)
+    assert sampler is not None
+    if sampler not in SAMPLERS:
+        raise EngineError(
+            f"Unknown sampler {sampler!r}; choose one of: default, {', '.join(SAMPLERS)}.", code="invalid_sampler"
+        )
+    cls_name, overrides = SAMPLERS[sampler]
+    try:
+        scheduler_cls = getattr(diffusers, cls_name)
+        return scheduler_cls.from_config(current.config, **overrides), sampler
+    except ImportError as exc:  # e.g. LMS needs scipy
+        raise EngineError(f"Sampler {sampler!r} is not available here: {exc}", code="invalid_sampler") from exc
+
+
+def _validate_request(request: GenerationRequest) -> None:
+    if not request.seeds:
+        raise EngineError("A generation needs at least one seed.", code="invalid_request")
+    if request.steps < 1:
+        raise EngineError("steps must be at least 1.", code="invalid_request")
+    if request.width <= 0 or request.height <= 0 or request.width % 8 or request.height % 8:
+        raise EngineError(
+            f"Width and height must be positive multiples of 8 (got {request.width}x{request.height}).",
+            code="invalid_request",
+        )
+    if request.sampler not in DEFAULT_SAMPLERS and request.sampler not in SAMPLERS:
+        raise EngineError(
+            f"Unknown sampler {request.sampler!r}; choose one of: default, {', '.join(SAMPLERS)}.",
+            code="invalid_sampler",
+        )
+    if request.kind in ("img2img", "inpaint"):
+        if request.init_image is None:
+            raise EngineError(f"{request.kind} needs an init image.", code="invalid_request")
+        if not 0.0 < request.strength <= 1.0:
+            raise EngineError("strength must be in (0, 1].", code="invalid_request")
+    if request.kind == "inpaint" and request.mask_image is None:
+        raise EngineError("inpaint needs a mask image (white = repaint).", code="invalid_request")
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    oom_types = tuple(
+        t
+        for t in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None))
+        if isinstance(t, type)
+    )
+    if oom_types and isinstance(exc, oom_types):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+

@@ -1,0 +1,126 @@
+"""Domain exceptions and the one place that maps them to HTTP.
+
+Services raise these; they never raise ``HTTPException``. Every error body has the same shape:
+``{"error": {"code", "message", "details"}, "request_id"}`` and ``code`` is stable (clients branch on it).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class StudioloError(Exception):
+    """Base of every error a user may see. ``code`` is part of the API contract."""
+
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.details = details or {}
+
+
+class InvalidInput(StudioloError):
+    status_code = 422
+    code = "invalid_input"
+
+
+class NotFound(StudioloError):
+    status_code = 404
+    code = "not_found"
+
+
+class Forbidden(StudioloError):
+    status_code = 403
+    code = "forbidden"
+
+
+class Conflict(StudioloError):
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(StudioloError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(StudioloError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class QuotaExceeded(StudioloError):
+    status_code = 429
+    code = "quota_exceeded"
+
+
+class ModelUnavailable(StudioloError):
+    """The requested model is not installed or cannot be loaded."""
+
+    status_code = 409
+    code = "model_unavailable"
+
+
+class ServiceUnavailable(StudioloError):
+    status_code = 503
+    code = "service_unavailable"
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None, request_id: str | None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or {}}, "request_id": request_id}
+
+
+def _request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every exception to the standard envelope; nothing reaches the client as a bare 500 trace."""
+
+    @app.exception_handler(StudioloError)
+    async def _domain(request: Request, exc: StudioloError) -> JSONResponse:
+        return JSONResponse(
+            error_body(exc.code, exc.message, exc.details, _request_id(request)), status_code=exc.status_code
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        return JSONResponse(
+            error_body("invalid_input", "The request is not valid.", {"errors": errors}, _request_id(request)),
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+            exc.status_code, "http_error"
+        )
+        return JSONResponse(
+            error_body(code, str(exc.detail), None, _request_id(request)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", extra={"request_id": _request_id(request)})
+        return JSONResponse(
+            error_body("internal_error", "Something went wrong on our side.", None, _request_id(request)),
+            status_code=500,
+        )

@@ -1,0 +1,51 @@
+"""The ObjectStore port: where image bytes live (local files, S3-compatible buckets).
+
+Records (database rows) and files (this store) are separate; ``gallery.service`` composes them and
+cleans up half-failures. Every adapter passes ``tests/contract/test_storage_contract.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+
+class ObjectNotFound(KeyError):
+    """No object under that key."""
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    name: str
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        """Store ``data`` atomically: readers see the old object, or the whole new one, never a part."""
+        ...
+
+    def get(self, key: str) -> bytes:
+        """Return the bytes under ``key``; raise ObjectNotFound when there are none."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; removing a missing key is not an error."""
+        ...
+
+    def local_path(self, key: str) -> Path | None:
+        """A filesystem path for ``key`` when the adapter keeps files locally (lets HTTP stream them)."""
+        ...
+
+    def check(self) -> None:
+        """Raise if the store cannot be written (readiness probe)."""
+        ...
+
+    def iter_keys(self, prefix: str = "") -> Iterator[str]:
+        """Yield every stored key that starts with ``prefix``, in no particular order.
+
+        ``prefix`` is a plain string prefix, as in an S3 listing ("images/a" matches "images/ab/…").
+        Objects written while iterating may or may not appear. Lets maintenance find files that no
+        database row refers to.
+        """
+        ...

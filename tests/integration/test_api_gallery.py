@@ -1,0 +1,146 @@
+"""The gallery API: listing, filters, search, edits, files, deletion, regenerate, collections."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from studiolo.services import Services
+from tests.helpers import drain
+
+GEN = "/api/v1/generations"
+
+
+def _generate(client: TestClient, services: Services, **body: object) -> list[str]:
+    body.setdefault("prompt", "a lighthouse at dusk")
+    body.setdefault("size", "64x64")
+    body.setdefault("steps", 2)
+    r = client.post(GEN, json=body)
+    assert r.status_code == 202, r.text
+    drain(services)
+    job = client.get(r.json()["urls"]["get"]).json()
+    assert job["status"] == "succeeded", job
+    return [o["image_id"] for o in job["outputs"]]
+
+
+def _pixels(client: TestClient, image_id: str) -> np.ndarray:
+    data = client.get(f"/api/v1/images/{image_id}/file").content
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def test_list_filter_search_and_paginate(client: TestClient, services: Services) -> None:
+    a = _generate(client, services, prompt="red fox in snow", style="watercolor", n=2, tags=["Animals", "winter"])
+    b = _generate(client, services, prompt="neon city at night", style="cyberpunk")
+    items = client.get("/api/v1/images").json()["items"]
+    assert [i["id"] for i in items] == [*b, *reversed(a)]  # newest first
+    first = items[-1]
+    assert first["tags"] == ["animals", "winter"] and first["style"] == "watercolor" and first["model"] == "echo"
+    assert set(first["urls"]["thumbnails"]) == {"150", "300", "800", "1920"}
+
+    def ids(**params: object) -> set[str]:
+        r = client.get("/api/v1/images", params=params)
+        assert r.status_code == 200, r.text
+        return {i["id"] for i in r.json()["items"]}
+
+    assert ids(style="cyberpunk") == set(b)
+    assert ids(model="echo") == set(a + b)
+    assert ids(q="fox") == set(a)
+    assert ids(q="FOX snow") == set(a)
+    assert ids(q="anim") == set(a)  # prefix match, tags searched too
+    assert ids(q='neon" OR fox') == set()  # FTS operators in user text are inert words, never a 500
+    assert ids(q="citi") == set()
+    assert client.get("/api/v1/images", params={"q": "!!!"}).json()["error"]["code"] == "invalid_search"
+
+    page1 = client.get("/api/v1/images", params={"limit": 2}).json()
+    page2 = client.get("/api/v1/images", params={"limit": 2, "cursor": page1["next_cursor"]}).json()
+    assert len(page1["items"]) == 2 and len(page2["items"]) == 1 and page2["next_cursor"] is None
+    assert client.get("/api/v1/images", params={"limit": 0}).status_code == 422
+
+
+def test_patch_star_tags_public(client: TestClient, services: Services) -> None:
+    (image_id,) = _generate(client, services, prompt="a quiet harbour")
+    r = client.patch(
+        f"/api/v1/images/{image_id}", json={"starred": True, "tags": ["Boats", "boats", "sea"], "public": True}
+    )
+    assert r.status_code == 200
+    assert (r.json()["starred"], r.json()["tags"], r.json()["public"]) == (True, ["boats", "sea"], True)
+    assert {i["id"] for i in client.get("/api/v1/images", params={"starred": True}).json()["items"]} == {image_id}
+    assert {i["id"] for i in client.get("/api/v1/images", params={"q": "boats"}).json()["items"]} == {image_id}
+    assert client.patch(f"/api/v1/images/{image_id}", json={"tags": [""]}).status_code == 422
+    assert client.patch(f"/api/v1/images/{image_id}", json={"bogus": 1}).status_code == 422
+
+
+def test_files_sizes_cache_and_download(client: TestClient, services: Services) -> None:
+    (image_id,) = _generate(client, services, size="512x256")
+    for size, expect in [("150", (150, 75)), ("300", (300, 150)), ("800", (512, 256)), ("1920", (512, 256))]:
+        r = client.get(f"/api/v1/images/{image_id}/file", params={"size": size})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/webp"
+        assert Image.open(io.BytesIO(r.content)).size == expect
+    r = client.get(f"/api/v1/images/{image_id}/file")
+    assert "immutable" in r.headers["cache-control"]
+    again = client.get(f"/api/v1/images/{image_id}/file", headers={"If-None-Match": r.headers["etag"]})
+    assert again.status_code == 304
+    dl = client.get(f"/api/v1/images/{image_id}/file", params={"download": True})
+    assert dl.headers["content-disposition"].startswith("attachment;")
+    bad = client.get(f"/api/v1/images/{image_id}/file", params={"size": "999"})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_size"
+
+
+def test_regenerate_same_seed_reproduces_pixels(client: TestClient, services: Services) -> None:
+    (image_id,) = _generate(client, services, prompt="a windmill", seed=42)
+    r = client.post(f"/api/v1/images/{image_id}/regenerate", json={"seed": "same"})
+    assert r.status_code == 202
+    drain(services)
+    job = client.get(r.json()["urls"]["get"]).json()
+    (again,) = [o["image_id"] for o in job["outputs"]]
+    assert again != image_id and job["seeds"] == [42]
+    assert np.array_equal(_pixels(client, image_id), _pixels(client, again))
+
+    r = client.post(f"/api/v1/images/{image_id}/regenerate", json={"seed": "new"})
+    drain(services)
+    new_job = client.get(r.json()["urls"]["get"]).json()
+    assert new_job["seeds"] != [42]
+    assert client.post(f"/api/v1/images/{image_id}/regenerate", json={"seed": "maybe"}).status_code == 422
+
+
+def test_delete_removes_row_and_unshared_files(client: TestClient, services: Services) -> None:
+    (keep,) = _generate(client, services, prompt="a windmill", seed=5)
+    # Regenerating with the same seed makes identical pixels but a different PNG (its metadata names its job).
+    (other,) = _generate(client, services, prompt="a windmill", seed=5)
+    before = set(services.store.iter_keys())
+    assert client.delete(f"/api/v1/images/{other}").status_code == 204
+    after = set(services.store.iter_keys())
+    assert len(before - after) == 5  # the PNG and its four thumbnails
+    assert client.get(f"/api/v1/images/{other}").status_code == 404
+    assert client.get(f"/api/v1/images/{keep}/file").status_code == 200
+    assert client.delete(f"/api/v1/images/{other}").status_code == 404
+
+
+def test_collections_crud_and_membership(client: TestClient, services: Services) -> None:
+    images = _generate(client, services, n=3)
+    r = client.post("/api/v1/collections", json={"name": "  Favourites ", "description": "best"})
+    assert r.status_code == 201
+    cid = r.json()["id"]
+    assert r.json()["name"] == "Favourites" and r.json()["image_count"] == 0
+    r = client.post(f"/api/v1/collections/{cid}/images", json={"image_ids": images[:2] + images[:1]})
+    assert r.status_code == 200 and r.json()["image_count"] == 2 and r.json()["cover_thumbnail_url"]
+    again = client.post(f"/api/v1/collections/{cid}/images", json={"image_ids": images[:2]})
+    assert again.json()["image_count"] == 2  # idempotent
+    missing = client.post(f"/api/v1/collections/{cid}/images", json={"image_ids": ["nope"]})
+    assert missing.status_code == 404 and missing.json()["error"]["details"]["image_ids"] == ["nope"]
+    listed = {i["id"] for i in client.get("/api/v1/images", params={"collection": cid}).json()["items"]}
+    assert listed == set(images[:2])
+    assert client.delete(f"/api/v1/collections/{cid}/images/{images[0]}").status_code == 204
+    assert client.delete(f"/api/v1/collections/{cid}/images/{images[0]}").status_code == 404
+    assert client.patch(f"/api/v1/collections/{cid}", json={"name": "Best"}).json()["name"] == "Best"
+    assert client.patch(f"/api/v1/collections/{cid}", json={"name": ""}).status_code == 422
+    assert [c["id"] for c in client.get("/api/v1/collections").json()["items"]] == [cid]
+    # Deleting an image removes it from collections; deleting a collection keeps its images.
+    client.delete(f"/api/v1/images/{images[1]}")
+    assert client.get(f"/api/v1/collections/{cid}").json()["image_count"] == 0
+    assert client.delete(f"/api/v1/collections/{cid}").status_code == 204
+    assert client.get(f"/api/v1/images/{images[2]}").status_code == 200
+    assert client.get("/api/v1/images", params={"collection": cid}).status_code == 404

@@ -1,0 +1,67 @@
+"""Per-user isolation: every route of the OpenAPI schema, called by a second user on the first user's
+resources, answers 404 (never 403, never data); list routes never show the first user's rows."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from studiolo.deps import current_owner_id
+from studiolo.domain.accounts.models import User
+from studiolo.services import Services
+from tests.helpers import drain
+
+INTRUDER = "00000000-0000-7000-8000-0000000000ee"
+
+BODIES: dict[str, object] = {
+    "/api/v1/images/{image_id}": {"starred": True},
+    "/api/v1/images/{image_id}/regenerate": {"seed": "same"},
+    "/api/v1/collections/{collection_id}": {"name": "mine now"},
+    "/api/v1/collections/{collection_id}/images": {"image_ids": ["x"]},
+}
+
+
+def test_every_route_denies_another_users_resources(client: TestClient, services: Services) -> None:
+    job = client.post("/api/v1/generations", json={"prompt": "private", "size": "64x64", "steps": 2}).json()
+    drain(services)
+    image_id = client.get(job["urls"]["get"]).json()["outputs"][0]["image_id"]
+    collection_id = client.post("/api/v1/collections", json={"name": "secret"}).json()["id"]
+    client.post(f"/api/v1/collections/{collection_id}/images", json={"image_ids": [image_id]})
+    client.post("/api/v1/styles", json={"slug": "house-style", "name": "House", "prompt_template": "{prompt}, teal"})
+    owned = {"job_id": job["id"], "image_id": image_id, "collection_id": collection_id, "slug": "house-style"}
+
+    with services.db.session() as s:
+        s.add(User(id=INTRUDER, email="intruder@example.test"))
+    client.app.dependency_overrides[current_owner_id] = lambda: INTRUDER  # type: ignore[attr-defined]
+
+    schema = client.get("/openapi.json").json()
+    checked = 0
+    for path, ops in schema["paths"].items():
+        for method in ops:
+            if "{" in path:
+                url = path
+                for name, value in owned.items():
+                    url = url.replace("{" + name + "}", value)
+                if "{" in url:  # a path parameter that names no owned resource (e.g. a nested image id)
+                    url = url.replace("{image_id}", image_id)
+                assert "{" not in url, f"no test value for a parameter of {path}"
+                r = client.request(method, url, json=BODIES.get(path))
+                assert r.status_code == 404, (method, path, r.status_code, r.text)
+                assert r.json()["error"]["code"].endswith("not_found")
+            else:
+                if method != "get":
+                    continue
+                r = client.get(path)
+                assert r.status_code in (200, 503), (path, r.status_code)
+                for value in owned.values():
+                    if value != "house-style" or path != "/api/v1/styles":
+                        assert value not in r.text, (path, value)
+                if path == "/api/v1/styles":
+                    assert "house-style" not in r.text
+            checked += 1
+    assert checked >= 20
+
+    # And the owner still has everything.
+    client.app.dependency_overrides.clear()  # type: ignore[attr-defined]
+    assert client.get(f"/api/v1/images/{image_id}").status_code == 200
+    assert client.get(f"/api/v1/collections/{collection_id}").json()["image_count"] == 1
+    assert client.get(job["urls"]["get"]).json()["status"] == "succeeded"
