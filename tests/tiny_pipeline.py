@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from studiolo.engines.model_files import bytes_to_unicode
+
 TINY_TEXT_VOCAB_SIZE = 49408  # the real CLIP vocabulary size, so the packaged CLIP BPE tokenizer fits too
 TINY_UNET_LAYERS_PER_BLOCK = 2
 TINY_VAE_LAYERS_PER_BLOCK = 1
@@ -20,28 +22,11 @@ TINY_VAE_LAYERS_PER_BLOCK = 1
 TINY_CONFIG_ROOT_NAME = "configs"
 
 
-def _bytes_to_unicode() -> list[str]:
-    """The GPT-2/CLIP byte-to-printable-character table, in the order CLIP assigns ids."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    codes = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            codes.append(256 + extra)
-            extra += 1
-    return [chr(c) for c in codes]
-
-
 def _write_byte_level_tokenizer(folder: Path) -> None:
     # With no merges every character is its own token, so the vocab needs each byte character and its
     # end-of-word form; that is all a CLIPTokenizer needs to run offline.
     folder.mkdir(parents=True, exist_ok=True)
-    chars = _bytes_to_unicode()
+    chars = bytes_to_unicode()
     tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
     (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}), encoding="utf-8")
     (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
@@ -287,9 +272,7 @@ def _write_arch_config(pipeline_dir: Path, config_dir: Path) -> None:
         "model_max_length": 77,
         "pad_token": "<|endoftext|>",
     }
-    (config_dir / "tokenizer" / "tokenizer_config.json").write_text(
-        json.dumps(tokenizer_config), encoding="utf-8"
-    )
+    (config_dir / "tokenizer" / "tokenizer_config.json").write_text(json.dumps(tokenizer_config), encoding="utf-8")
 
 
 def make_tiny_single_file(dir: Path, seed: int = 0) -> Path:

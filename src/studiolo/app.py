@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
-import uuid
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -56,13 +57,16 @@ class RequestId:
 
     def __init__(self, app: ASGIApp):
         self.app = app
+        # A random per-process prefix and a counter: unique, and cheaper than a uuid4 per request.
+        self._prefix = os.urandom(6).hex()
+        self._counter = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         given = dict(scope.get("headers", ())).get(b"x-request-id", b"").decode("latin-1")[:64]
-        rid = given if given.isprintable() and given else uuid.uuid4().hex
+        rid = given if given.isprintable() and given else f"{self._prefix}-{next(self._counter):x}"
         scope.setdefault("state", {})["request_id"] = rid
 
         async def send_with_id(message: Message) -> None:

@@ -53,12 +53,23 @@ def test_no_module_over_600_lines() -> None:
     assert not big, big
 
 
+_ROUTE_DECORATORS = {"get", "post", "put", "patch", "delete", "api_route", "websocket"}
+
+
+def _is_route(node: ast.AsyncFunctionDef) -> bool:
+    return any(
+        isinstance(d, ast.Call) and isinstance(d.func, ast.Attribute) and d.func.attr in _ROUTE_DECORATORS
+        for d in node.decorator_list
+    )
+
+
 def test_no_async_handler_without_await() -> None:
+    """An ``async def`` route that never awaits runs its blocking work on the event loop and stalls every client."""
     offenders = []
     for path in _modules():
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
-            if isinstance(node, ast.AsyncFunctionDef):
+            if isinstance(node, ast.AsyncFunctionDef) and _is_route(node):
                 awaits = any(isinstance(n, ast.Await | ast.AsyncFor | ast.AsyncWith) for n in ast.walk(node))
                 yields = any(isinstance(n, ast.Yield) for n in ast.walk(node))
                 if not awaits and not yields:
@@ -70,3 +81,13 @@ def test_torch_is_not_imported_by_the_server_at_start() -> None:
     code = "import sys, studiolo.app, studiolo.cli, studiolo.services; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+def test_ids_are_uuid7_and_strictly_increasing() -> None:
+    import uuid
+
+    from studiolo.db.base import new_id
+
+    ids = [new_id() for _ in range(20_000)]  # many share a millisecond
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert all(uuid.UUID(i).version == 7 for i in ids[:10])

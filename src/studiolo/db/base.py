@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -25,13 +26,32 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+_id_lock = threading.Lock()
+_last_ms = 0
+_seq = 0
+
+
 def new_id() -> str:
-    """A UUIDv7-style id: time-ordered, so ``ORDER BY id`` is creation order and keyset pages need one column."""
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & ((1 << 48) - 1)) << 80 | rand
-    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    """A UUIDv7: time-ordered, so ``ORDER BY id`` is creation order and keyset pages need one column.
+
+    The 12 ``rand_a`` bits hold a per-millisecond sequence (RFC 9562, method 3), so ids made by one
+    process are strictly increasing even within a millisecond: the queue's "oldest first" relies on it.
+    """
+    global _last_ms, _seq
+    with _id_lock:
+        ms = time.time_ns() // 1_000_000
+        if ms <= _last_ms:
+            ms = _last_ms
+            _seq += 1
+            if _seq > 0xFFF:
+                ms += 1
+                _seq = 0
+        else:
+            _seq = 0
+        _last_ms = ms
+        seq = _seq
+    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | seq << 64 | 0x2 << 62 | rand_b
     return str(uuid.UUID(int=value))
 
 

@@ -10,9 +10,8 @@ them. Loaded models live in an LRU cache bounded by a byte budget.
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import gc
-import gzip
 import json
 import threading
 from collections import OrderedDict
@@ -34,107 +33,39 @@ from studiolo.engines.base import (
     ModelRef,
     StepCallback,
 )
-from studiolo.engines.model_files import IMPORT_HINT, ModelFileError, inspect_model_path
+from studiolo.engines.model_files import (
+    CONFIGS_DIR,
+    IMPORT_HINT,
+    ModelFileError,
+    clip_vocab_and_merges,
+    inspect_model_path,
+    pipeline_tasks,
+)
 
 if TYPE_CHECKING:
     import torch
 
-CONFIGS_DIR = Path(__file__).parent / "configs"
-CLIP_BPE_MERGES = CONFIGS_DIR / "clip_bpe" / "merges.txt.gz"
 SINGLE_FILE_ARCHS = ("sd15", "sd21", "sdxl")
 JOB_KINDS: tuple[JobKind, ...] = ("txt2img", "img2img", "inpaint")
 
+_DPMPP_2M = {"algorithm_type": "dpmsolver++", "solver_order": 2}
 # Sampler name -> (diffusers scheduler class, config overrides applied on top of the model's own config).
 SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
     "euler": ("EulerDiscreteScheduler", {}),
     "euler_a": ("EulerAncestralDiscreteScheduler", {}),
     "heun": ("HeunDiscreteScheduler", {}),
-    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    "dpmpp_2m_karras": (
-        "DPMSolverMultistepScheduler",
-        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
-    ),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", _DPMPP_2M),
+    "dpmpp_2m_karras": ("DPMSolverMultistepScheduler", {**_DPMPP_2M, "use_karras_sigmas": True}),
     "ddim": ("DDIMScheduler", {}),
     "lms": ("LMSDiscreteScheduler", {}),
     "pndm": ("PNDMScheduler", {}),
     "unipc": ("UniPCMultistepScheduler", {}),
 }
 DEFAULT_SAMPLERS = (None, "default")
-# For reporting which sampler "default" turned out to be.
-_SAMPLER_BY_SCHEDULER = {
-    "EulerDiscreteScheduler": "euler",
-    "EulerAncestralDiscreteScheduler": "euler_a",
-    "HeunDiscreteScheduler": "heun",
-    "DPMSolverMultistepScheduler": "dpmpp_2m",
-    "DDIMScheduler": "ddim",
-    "LMSDiscreteScheduler": "lms",
-    "PNDMScheduler": "pndm",
-    "UniPCMultistepScheduler": "unipc",
-}
-
-# Pipeline classes whose task variants (img2img / inpaint) diffusers' AutoPipelines know, used to answer
-# capabilities() before a model is loaded (which would mean importing torch). After loading, the answer comes
-# from the loaded pipeline itself. tests/unit/test_diffusers_engine.py checks this table against diffusers.
-_KNOWN_TASKS: dict[str, tuple[bool, bool, bool]] = {
-    "StableDiffusionPipeline": (True, True, True),
-    "StableDiffusionImg2ImgPipeline": (True, True, True),
-    "StableDiffusionXLPipeline": (True, True, True),
-    "StableDiffusionXLImg2ImgPipeline": (True, True, True),
-    "StableDiffusion3Pipeline": (True, True, True),
-    "LatentConsistencyModelPipeline": (True, True, False),
-    "FluxPipeline": (True, True, True),
-    "PixArtAlphaPipeline": (True, False, False),
-    "PixArtSigmaPipeline": (True, False, False),
-}
-
-
-def _is_inpaint_only(pipeline_class: str) -> bool:
-    # Dedicated inpainting checkpoints have a 9-channel UNet that cannot run txt2img or img2img.
-    return "Inpaint" in pipeline_class
-
-
-def _static_capabilities(pipeline_class: str | None) -> Capabilities:
-    if pipeline_class is None:
-        return Capabilities(txt2img=True)
-    if _is_inpaint_only(pipeline_class):
-        return Capabilities(txt2img=False, img2img=False, inpaint=True)
-    txt2img, img2img, inpaint = _KNOWN_TASKS.get(pipeline_class, (True, False, False))
-    return Capabilities(txt2img=txt2img, img2img=img2img, inpaint=inpaint)
-
-
-# --- CLIP tokenizer from the packaged BPE merges -----------------------------------------------------------
-
-
-def _bytes_to_unicode() -> list[str]:
-    """The byte -> printable character table of GPT-2/CLIP BPE, in CLIP's id order."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    codes = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            codes.append(256 + extra)
-            extra += 1
-    return [chr(c) for c in codes]
-
-
-@functools.cache
-def _clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    # CLIP's vocabulary is fully determined by its merges: bytes, bytes + "</w>", one token per merge, then
-    # the two special tokens (49,408 ids in all), so only the merges are shipped.
-    lines = gzip.decompress(CLIP_BPE_MERGES.read_bytes()).decode("utf-8").splitlines()
-    merges: list[tuple[str, str]] = []
-    for line in lines:
-        left, right = line.split(" ")
-        merges.append((left, right))
-    chars = _bytes_to_unicode()
-    tokens = chars + [c + "</w>" for c in chars] + [a + b for a, b in merges]
-    tokens += ["<|startoftext|>", "<|endoftext|>"]
-    return {t: i for i, t in enumerate(tokens)}, merges
+# Which sampler name "default" turned out to be, reported back with the images.
+_SAMPLER_BY_SCHEDULER: dict[str, str] = {}
+for _name, (_scheduler_cls, _overrides) in SAMPLERS.items():
+    _SAMPLER_BY_SCHEDULER.setdefault(_scheduler_cls, _name)
 
 
 def clip_tokenizer_from_package(settings: dict[str, Any] | None = None) -> Any:
@@ -144,7 +75,7 @@ def clip_tokenizer_from_package(settings: dict[str, Any] | None = None) -> Any:
     """
     from transformers import CLIPTokenizer
 
-    vocab, merges = _clip_vocab_and_merges()
+    vocab, merges = clip_vocab_and_merges()
     options: dict[str, Any] = {"model_max_length": 77}
     for key in ("bos_token", "eos_token", "unk_token", "pad_token", "model_max_length"):
         if settings and key in settings:
@@ -168,7 +99,6 @@ def _load_tokenizer(folder: Path) -> Any:
 
 @dataclass
 class _Loaded:
-    ref: ModelRef
     base: Any  # the DiffusionPipeline loaded from disk
     pipes: dict[JobKind, Any]  # task pipelines sharing ``base``'s modules
     capabilities: Capabilities
@@ -215,22 +145,13 @@ class DiffusersEngine:
             entry = self._cache.get(model.id)
             if entry is not None:
                 return entry.capabilities
-        try:
-            if model.source == "single_file":
-                arch = model.arch
-                pipeline_class: str | None = None
-                if model.path is not None:
-                    inspection = inspect_model_path(model.path)
-                    arch = arch or inspection.arch
-                    pipeline_class = inspection.pipeline_class
-                if pipeline_class is None and arch is not None:
-                    pipeline_class = "StableDiffusionXLPipeline" if arch == "sdxl" else "StableDiffusionPipeline"
-                return _static_capabilities(pipeline_class)
+        # Not loaded: judge by the pipeline class named in the files (no torch import).
+        pipeline_class = None
+        # An unreadable model reports the basics; load() will say what is wrong.
+        with contextlib.suppress(ModelFileError):
             if model.path is not None:
-                return _static_capabilities(inspect_model_path(model.path).pipeline_class)
-        except ModelFileError:
-            pass  # an unreadable model reports the basic capability; load() will say what is wrong
-        return Capabilities(txt2img=True)
+                pipeline_class = inspect_model_path(model.path).pipeline_class
+        return Capabilities(*pipeline_tasks(pipeline_class))
 
     def load(self, model: ModelRef) -> None:
         entry = self._acquire(model)
@@ -260,15 +181,11 @@ class DiffusersEngine:
     ) -> list[GeneratedImage]:
         import numpy as np
 
-        results, sampler_name = self._generate(request, on_step, should_cancel)
+        results, sampler = self._generate(request, on_step, should_cancel)
         # The same rounding diffusers uses for its own PIL output.
+        pil = [Image.fromarray((array * 255).round().astype(np.uint8)).convert("RGB") for _seed, array in results]
         return [
-            GeneratedImage(
-                image=Image.fromarray((array * 255).round().astype(np.uint8)).convert("RGB"),
-                seed=seed,
-                sampler=sampler_name,
-            )
-            for seed, array in results
+            GeneratedImage(image=img, seed=seed, sampler=sampler) for img, (seed, _a) in zip(pil, results, strict=True)
         ]
 
     def generate_arrays(
@@ -284,6 +201,8 @@ class DiffusersEngine:
         self, request: GenerationRequest, on_step: StepCallback, should_cancel: CancelCheck
     ) -> tuple[list[tuple[int, Any]], str]:
         _validate_request(request)
+        if should_cancel():  # before a possibly slow model load
+            raise GenerationCanceled()
         entry = self._acquire(request.model)
         try:
             if not entry.capabilities.supports(request.kind):
@@ -468,12 +387,8 @@ class DiffusersEngine:
             if pipe is not None:
                 pipe.set_progress_bar_config(disable=True)
                 pipes[kind] = pipe
-        capabilities = Capabilities(
-            txt2img="txt2img" in pipes, img2img="img2img" in pipes, inpaint="inpaint" in pipes
-        )
-        return _Loaded(
-            ref=model, base=base, pipes=pipes, capabilities=capabilities, size_bytes=_pipeline_bytes(base)
-        )
+        capabilities = Capabilities(txt2img="txt2img" in pipes, img2img="img2img" in pipes, inpaint="inpaint" in pipes)
+        return _Loaded(base=base, pipes=pipes, capabilities=capabilities, size_bytes=_pipeline_bytes(base))
 
     def _load_pipeline(self, model: ModelRef) -> Any:
         import torch
@@ -503,7 +418,7 @@ class DiffusersEngine:
         except ModelFileError as exc:
             raise ModelLoadError(f"Model '{model.id}': {exc}") from exc
         index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
-        kwargs: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": True}
+        kwargs: dict[str, Any] = {**_dtype_kwarg(dtype), "local_files_only": True}
         if "safety_checker" in index:
             kwargs.update(safety_checker=None, requires_safety_checker=False)
         if "feature_extractor" in index:
@@ -530,7 +445,7 @@ class DiffusersEngine:
             raise ModelLoadError(
                 f"Model '{model.id}': unknown architecture {arch!r} (supported: {', '.join(SINGLE_FILE_ARCHS)})."
             )
-        if inspection.pipeline_class and _is_inpaint_only(inspection.pipeline_class):
+        if inspection.pipeline_class and "Inpaint" in inspection.pipeline_class:
             raise ModelLoadError(
                 f"{path.name} is an inpainting checkpoint (9-channel UNet); single-file inpainting checkpoints "
                 "are not supported yet. Use the diffusers-folder version of the model with "
@@ -547,7 +462,7 @@ class DiffusersEngine:
         }
         try:
             return pipeline_cls.from_single_file(
-                str(path), config=str(config_dir), local_files_only=True, torch_dtype=dtype, **components
+                str(path), config=str(config_dir), local_files_only=True, **_dtype_kwarg(dtype), **components
             )
         except Exception as exc:
             if _is_oom(exc):
@@ -576,6 +491,14 @@ def _resolve_device(preference: str) -> str:
     if mps is not None and mps.is_available():
         return "mps"
     return "cpu"
+
+
+def _dtype_kwarg(dtype: torch.dtype) -> dict[str, Any]:
+    # Newer diffusers renamed ``torch_dtype`` to ``dtype`` (warning on the old name); older ones only know
+    # ``torch_dtype``. Their shared helper for the rename tells which one this install expects.
+    from diffusers.utils import deprecation_utils
+
+    return {"dtype": dtype} if hasattr(deprecation_utils, "_resolve_dtype") else {"torch_dtype": dtype}
 
 
 def _require_path(model: ModelRef) -> Path:
@@ -633,18 +556,12 @@ def _make_scheduler(current: Any, sampler: str | None) -> tuple[Any, str]:
     """A fresh scheduler for one run (schedulers keep per-run state) and the sampler name used."""
     import diffusers
 
-    if sampler in DEFAULT_SAMPLERS:
+    if sampler is None or sampler not in SAMPLERS:  # "default" (unknown names were refused earlier)
         cls_name = type(current).__name__
         return type(current).from_config(current.config), _SAMPLER_BY_SCHEDULER.get(cls_name, cls_name)
-    assert sampler is not None
-    if sampler not in SAMPLERS:
-        raise EngineError(
-            f"Unknown sampler {sampler!r}; choose one of: default, {', '.join(SAMPLERS)}.", code="invalid_sampler"
-        )
     cls_name, overrides = SAMPLERS[sampler]
     try:
-        scheduler_cls = getattr(diffusers, cls_name)
-        return scheduler_cls.from_config(current.config, **overrides), sampler
+        return getattr(diffusers, cls_name).from_config(current.config, **overrides), sampler
     except ImportError as exc:  # e.g. LMS needs scipy
         raise EngineError(f"Sampler {sampler!r} is not available here: {exc}", code="invalid_sampler") from exc
 
@@ -676,12 +593,6 @@ def _validate_request(request: GenerationRequest) -> None:
 def _is_oom(exc: BaseException) -> bool:
     import torch
 
-    oom_types = tuple(
-        t
-        for t in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None))
-        if isinstance(t, type)
-    )
-    if oom_types and isinstance(exc, oom_types):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
+    # MPS and older CUDA builds raise a plain RuntimeError("... out of memory ...").
+    oom = isinstance(exc, torch.cuda.OutOfMemoryError)
+    return oom or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())

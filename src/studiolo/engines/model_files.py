@@ -8,6 +8,8 @@ tells the user what to do.
 from __future__ import annotations
 
 import errno
+import functools
+import gzip
 import json
 import os
 import shutil
@@ -51,6 +53,66 @@ class ModelInspection:
     # The diffusers pipeline class name, e.g. "StableDiffusionPipeline" (None when unknown).
     pipeline_class: str | None
     size_bytes: int
+
+
+# --- what a pipeline class can do, and the packaged CLIP vocabulary -----------------------------------------
+
+CONFIGS_DIR = Path(__file__).parent / "configs"
+CLIP_BPE_MERGES = CONFIGS_DIR / "clip_bpe" / "merges.txt.gz"
+
+# (txt2img, img2img, inpaint) for pipeline classes diffusers' AutoPipelines know, so capabilities can be
+# answered before a model is loaded (without torch). Checked against diffusers in test_diffusers_engine.py.
+KNOWN_PIPELINE_TASKS: dict[str, tuple[bool, bool, bool]] = {
+    "StableDiffusionPipeline": (True, True, True),
+    "StableDiffusionImg2ImgPipeline": (True, True, True),
+    "StableDiffusionXLPipeline": (True, True, True),
+    "StableDiffusionXLImg2ImgPipeline": (True, True, True),
+    "StableDiffusion3Pipeline": (True, True, True),
+    "LatentConsistencyModelPipeline": (True, True, False),
+    "FluxPipeline": (True, True, True),
+    "PixArtAlphaPipeline": (True, False, False),
+    "PixArtSigmaPipeline": (True, False, False),
+}
+
+
+def pipeline_tasks(pipeline_class: str | None) -> tuple[bool, bool, bool]:
+    """(txt2img, img2img, inpaint) support of a diffusers pipeline class, judged by name only."""
+    if pipeline_class is None:
+        return (True, False, False)
+    if "Inpaint" in pipeline_class:
+        # Dedicated inpainting checkpoints have a 9-channel UNet that cannot run txt2img or img2img.
+        return (False, False, True)
+    return KNOWN_PIPELINE_TASKS.get(pipeline_class, (True, False, False))
+
+
+def bytes_to_unicode() -> list[str]:
+    """The byte -> printable character table of GPT-2/CLIP byte-level BPE, in CLIP's id order."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    codes = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            codes.append(256 + extra)
+            extra += 1
+    return [chr(c) for c in codes]
+
+
+@functools.cache
+def clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """The 49,408-token CLIP vocabulary of SD 1.x/2.x/SDXL and its BPE merges, from the packaged merges.
+
+    The vocabulary is fully determined by the merges (bytes, bytes + "</w>", one token per merge, then the two
+    special tokens), so only the merges ship with the package (see configs/clip_bpe/NOTICE).
+    """
+    lines = gzip.decompress(CLIP_BPE_MERGES.read_bytes()).decode("utf-8").splitlines()
+    merges = [(left, right) for left, right in (line.split(" ") for line in lines)]
+    chars = bytes_to_unicode()
+    tokens = chars + [c + "</w>" for c in chars] + [a + b for a, b in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    return {t: i for i, t in enumerate(tokens)}, merges
 
 
 # --- inspection ---------------------------------------------------------------------------------------------
@@ -153,8 +215,9 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
         with path.open("rb") as f:
             raw_len = f.read(8)
             if len(raw_len) != 8:
-                raise ModelFileError(f"{path.name} is too short to be a .safetensors file. {corrupt_hint}",
-                                     "model_file_corrupt")
+                raise ModelFileError(
+                    f"{path.name} is too short to be a .safetensors file. {corrupt_hint}", "model_file_corrupt"
+                )
             (header_len,) = struct.unpack("<Q", raw_len)
             if header_len > _MAX_HEADER_BYTES or 8 + header_len > size:
                 raise ModelFileError(
@@ -170,8 +233,7 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
             f"{path.name} has an unreadable .safetensors header. {corrupt_hint}", "model_file_corrupt"
         ) from exc
     if not isinstance(header, dict):
-        raise ModelFileError(f"{path.name} has a malformed .safetensors header. {corrupt_hint}",
-                             "model_file_corrupt")
+        raise ModelFileError(f"{path.name} has a malformed .safetensors header. {corrupt_hint}", "model_file_corrupt")
     data_len = size - 8 - header_len
     for name, info in header.items():
         if name == "__metadata__":
@@ -183,8 +245,9 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
             or not all(isinstance(o, int) for o in offsets)
             or not 0 <= offsets[0] <= offsets[1]
         ):
-            raise ModelFileError(f"{path.name}: tensor {name!r} has a malformed entry. {corrupt_hint}",
-                                 "model_file_corrupt")
+            raise ModelFileError(
+                f"{path.name}: tensor {name!r} has a malformed entry. {corrupt_hint}", "model_file_corrupt"
+            )
         if offsets[1] > data_len:
             raise ModelFileError(
                 f"{path.name} is truncated (tensor {name!r} ends past the end of the file). {corrupt_hint}",
@@ -232,8 +295,7 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFileError(
-            f"{path} is not readable JSON ({exc}). The model is damaged or incomplete: download or export it "
-            "again.",
+            f"{path} is not readable JSON ({exc}). The model is damaged or incomplete: download or export it again.",
             "model_file_corrupt",
         ) from exc
 
@@ -252,25 +314,23 @@ def _tree_size(path: Path) -> int:
 # --- import (copy) ------------------------------------------------------------------------------------------
 
 
-def copy_into(path: Path, dest_dir: Path) -> Path:
-    """Copy a model folder or file into ``dest_dir`` atomically and return the new path.
+def copy_into(path: Path, dest: Path) -> Path:
+    """Copy a model folder or file to exactly ``dest`` (parents are created) and return ``dest``.
 
-    The copy goes to a hidden temporary name inside ``dest_dir`` first and is renamed into place, so a crash or
-    a full disk never leaves a half-copied model under its real name. Symlinks are followed (hub caches are
-    made of them). Raises ModelFileError "model_path_not_found" or "model_already_exists".
+    The copy is written under a hidden temporary name next to ``dest`` and renamed into place, so a crash or a
+    full disk never leaves a half-copied model under its real name. Symlinks are followed (hub caches are made
+    of them). Raises ModelFileError "model_path_not_found" or "model_already_exists".
     """
     source = Path(path).expanduser()
     if not source.exists():
         raise ModelFileError(f"No model at {source}: the path does not exist.", "model_path_not_found")
-    dest_dir = Path(dest_dir)
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    target = dest_dir / source.name
+    target = Path(dest)
     if target.exists():
         raise ModelFileError(
-            f"{target} already exists; remove it or import the model under another name.",
-            "model_already_exists",
+            f"{target} already exists; remove it or import the model under another name.", "model_already_exists"
         )
-    tmp = dest_dir / f".{source.name}.partial-{uuid.uuid4().hex[:8]}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _partial_name(target)
     try:
         if source.is_dir():
             shutil.copytree(source, tmp, symlinks=False)
@@ -281,6 +341,10 @@ def copy_into(path: Path, dest_dir: Path) -> Path:
         _remove(tmp)
         raise
     return target
+
+
+def _partial_name(target: Path) -> Path:
+    return target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:8]}"
 
 
 def _rename_into_place(tmp: Path, target: Path) -> None:
@@ -297,11 +361,6 @@ def _remove(path: Path) -> None:
 
 
 # --- hub pulls ----------------------------------------------------------------------------------------------
-
-
-def hub_folder_name(repo_id: str) -> str:
-    """The folder name a pulled repository gets inside the models directory."""
-    return repo_id.replace("/", "--")
 
 
 def select_hub_files(filenames: Iterable[str]) -> list[str]:
@@ -388,20 +447,19 @@ def pull_from_hub(
     endpoint: str | None = None,
     token: str | None = None,
 ) -> Path:
-    """Download a diffusers repository into ``dest_dir / hub_folder_name(repo_id)`` and return that folder.
+    """Download the diffusers files of a hub repository into the folder ``dest_dir`` (created; must not exist).
 
     ``progress(done_bytes, total_bytes)`` is called from a helper thread about twice a second and once at the
     end. ``timeout`` bounds each connection/metadata request, so with no network the call fails within a few
     seconds with ModelFileError "hub_unreachable". Other codes: "model_not_found_on_hub",
-    "hub_access_denied", "model_format_unsupported", "model_already_exists".
+    "hub_access_denied", "model_format_unsupported", "model_already_exists", "model_write_failed".
+    ``endpoint`` overrides the hub URL (mirrors, tests).
     """
     if _hub_offline():
         raise _unreachable(repo_id, "HF_HUB_OFFLINE is set")
-    dest_dir = Path(dest_dir)
-    target = dest_dir / hub_folder_name(repo_id)
+    target = Path(dest_dir)
     if target.exists():
-        raise ModelFileError(f"{target} already exists; remove it to pull {repo_id} again.",
-                             "model_already_exists")
+        raise ModelFileError(f"{target} already exists; remove it to pull {repo_id} again.", "model_already_exists")
 
     import huggingface_hub
     from huggingface_hub import errors as hub_errors
@@ -422,8 +480,8 @@ def pull_from_hub(
     files = select_hub_files(siblings)
     total = sum(siblings[f] for f in files)
 
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    tmp = dest_dir / f".{target.name}.partial-{uuid.uuid4().hex[:8]}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _partial_name(target)
     stop = threading.Event()
     reporter: threading.Thread | None = None
     if progress is not None:
@@ -495,8 +553,9 @@ def _translate_hub_error(repo_id: str, exc: Exception, hub_errors: Any) -> Model
             "model_not_found_on_hub",
         )
     if isinstance(exc, hub_errors.HFValidationError):
-        return ModelFileError(f"{repo_id!r} is not a valid hub repository id (expected 'owner/name').",
-                              "model_not_found_on_hub")
+        return ModelFileError(
+            f"{repo_id!r} is not a valid hub repository id (expected 'owner/name').", "model_not_found_on_hub"
+        )
     if isinstance(exc, hub_errors.OfflineModeIsEnabled | hub_errors.LocalEntryNotFoundError):
         return _unreachable(repo_id, "offline mode is enabled or a download was cut off")
     if isinstance(exc, hub_errors.HfHubHTTPError):

@@ -19,8 +19,11 @@ class ObjectNotFound(KeyError):
 class ObjectStore(Protocol):
     name: str
 
-    def put(self, key: str, data: bytes, content_type: str) -> None:
-        """Store ``data`` atomically: readers see the old object, or the whole new one, never a part."""
+    def put(self, key: str, data: bytes, content_type: str, *, durable: bool = True) -> None:
+        """Store ``data`` atomically: readers see the old object, or the whole new one, never a part.
+
+        ``durable=False`` marks an object the caller can recreate (a thumbnail): adapters may skip
+        flushing it to stable storage before returning."""
         ...
 
     def get(self, key: str) -> bytes:

@@ -101,7 +101,7 @@ class GalleryService:
         thumb_keys: dict[str, str] = {}
         for size, data in thumbnails.items():
             key = imaging.content_key(png, "webp", prefix=f"thumbs/{size}")
-            self.store.put(key, data, "image/webp")
+            self.store.put(key, data, "image/webp", durable=False)  # recreatable from the original
             thumb_keys[str(size)] = key
         return StoredFiles(original_key, thumb_keys, len(png))
 

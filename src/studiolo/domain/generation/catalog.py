@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,11 +57,48 @@ def _model_file_error(exc: Exception) -> StudioloError:
     return InvalidInput(str(exc), code=code)
 
 
+@dataclass(frozen=True)
+class _Row:
+    id: str
+    engine: str
+    source: str
+    path: str
+    arch: str | None
+    size_bytes: int
+    is_default: bool
+
+
 class ModelCatalog:
+    """Installed models. Reads come from a snapshot of the (tiny) models table, refreshed every
+    ``SNAPSHOT_SECONDS`` or at once after a change made through this process: submitting a job must not
+    cost a database round trip just to learn the default model. A model imported by another process
+    (the CLI) is seen within that interval."""
+
+    SNAPSHOT_SECONDS = 2.0
+
     def __init__(self, db: Database, settings: Settings, engines: dict[str, Engine]):
         self.db = db
         self.settings = settings
         self.engines = engines
+        self._lock = threading.Lock()
+        self._snapshot: tuple[float, dict[str, _Row]] | None = None
+
+    def _rows(self) -> dict[str, _Row]:
+        with self._lock:
+            if self._snapshot is not None and time.monotonic() - self._snapshot[0] < self.SNAPSHOT_SECONDS:
+                return self._snapshot[1]
+        with self.db.session() as session:
+            rows = {
+                r.id: _Row(r.id, r.engine, r.source, r.path, r.arch, r.size_bytes, r.is_default)
+                for r in session.scalars(select(InstalledModel).order_by(InstalledModel.id))
+            }
+        with self._lock:
+            self._snapshot = (time.monotonic(), rows)
+        return rows
+
+    def _invalidate(self) -> None:
+        with self._lock:
+            self._snapshot = None
 
     def _builtin(self) -> dict[str, ModelRef]:
         if self.settings.enable_echo_engine and "echo" in self.engines:
@@ -67,26 +106,16 @@ class ModelCatalog:
         return {}
 
     def default_model_id(self) -> str:
-        with self.db.session() as session:
-            chosen = session.scalar(select(InstalledModel.id).where(InstalledModel.is_default.is_(True)))
+        chosen = next((r.id for r in self._rows().values() if r.is_default), None)
         return chosen or self.settings.default_model
 
     def models(self) -> list[ModelInfo]:
         default = self.default_model_id()
-        with self.db.session() as session:
-            rows = session.scalars(select(InstalledModel).order_by(InstalledModel.id)).all()
         infos = [
             ModelInfo(
-                id=r.id,
-                engine=r.engine,
-                source=r.source,
-                arch=r.arch,
-                size_bytes=r.size_bytes,
-                is_default=r.id == default,
-                loaded=self._is_loaded(r.engine, r.id),
-                path=r.path,
+                r.id, r.engine, r.source, r.arch, r.size_bytes, r.id == default, self._is_loaded(r.engine, r.id), r.path
             )
-            for r in rows
+            for r in self._rows().values()
         ]
         for ref in self._builtin().values():
             infos.append(
@@ -113,8 +142,7 @@ class ModelCatalog:
         builtin = self._builtin().get(model_id)
         if builtin:
             return builtin
-        with self.db.session() as session:
-            row = session.get(InstalledModel, model_id)
+        row = self._rows().get(model_id)
         if row is None or row.engine not in self.engines:
             raise ModelUnavailable(how_to_install(model_id), details={"model": model_id})
         path = Path(row.path)
@@ -153,6 +181,7 @@ class ModelCatalog:
                     id=model_id, engine="diffusers", source=source, path=str(path), arch=arch, size_bytes=size
                 )
             )
+        self._invalidate()
         if default:
             self.set_default(model_id)
         return next(m for m in self.models() if m.id == model_id)
@@ -205,6 +234,7 @@ class ModelCatalog:
                 raise NotFound(f"No installed model named '{model_id}'.", code="model_not_found")
             path = Path(row.path)
             session.delete(row)
+        self._invalidate()
         # Only files we put under models_dir are ours to delete; an in-place import points elsewhere.
         models_dir = self.settings.models_dir.resolve()
         if delete_files and path.exists() and models_dir in path.resolve().parents:
@@ -216,3 +246,4 @@ class ModelCatalog:
             if session.get(InstalledModel, model_id) is None:
                 raise NotFound(f"No installed model named '{model_id}'.", code="model_not_found")
             session.execute(update(InstalledModel).values(is_default=InstalledModel.id == model_id))
+        self._invalidate()

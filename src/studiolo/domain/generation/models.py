@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from studiolo.db.base import Base, UTCDateTime, new_id, utcnow
@@ -19,8 +19,10 @@ class Job(Base):
 
     __tablename__ = "jobs"
     __table_args__ = (
-        # The claim query scans queued rows by priority then age; this index serves it and queue_position.
-        Index("ix_jobs_claim", "status", "priority", "created_at"),
+        # queue_position counts queued rows by (priority, id); the claim seeks each owner's head job.
+        Index("ix_jobs_claim", "status", "priority", "id"),
+        # DESC on priority so "ORDER BY priority DESC, id" is an index walk, not a sort of the user's queue.
+        Index("ix_jobs_owner_queue", "status", "owner_id", text("priority DESC"), "id"),
         Index("ix_jobs_owner_id", "owner_id", "id"),
         Index("ix_jobs_lease", "status", "lease_expires_at"),
         UniqueConstraint("owner_id", "idempotency_key", name="uq_jobs_owner_idempotency"),
@@ -110,3 +112,8 @@ class WorkerRecord(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     current_job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+
+
+# Core tables for the hot paths that skip the ORM unit of work (submit, claim); typed as Table for Core.
+JOBS = cast(Table, Job.__table__)
+QUEUE_TURNS = cast(Table, QueueTurn.__table__)

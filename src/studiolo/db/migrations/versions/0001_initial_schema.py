@@ -99,7 +99,10 @@ def upgrade() -> None:
         sa.UniqueConstraint("owner_id", "idempotency_key", name="uq_jobs_owner_idempotency"),
     )
     with op.batch_alter_table("jobs", schema=None) as batch_op:
-        batch_op.create_index("ix_jobs_claim", ["status", "priority", "created_at"], unique=False)
+        batch_op.create_index("ix_jobs_claim", ["status", "priority", "id"], unique=False)
+        batch_op.create_index(
+            "ix_jobs_owner_queue", ["status", "owner_id", sa.text("priority DESC"), "id"], unique=False
+        )
         batch_op.create_index("ix_jobs_lease", ["status", "lease_expires_at"], unique=False)
         batch_op.create_index("ix_jobs_owner_id", ["owner_id", "id"], unique=False)
 
@@ -259,6 +262,7 @@ def downgrade() -> None:
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_index("ix_jobs_owner_id")
         batch_op.drop_index("ix_jobs_lease")
+        batch_op.drop_index("ix_jobs_owner_queue")
         batch_op.drop_index("ix_jobs_claim")
 
     op.drop_table("jobs")

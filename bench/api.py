@@ -1,0 +1,158 @@
+"""API speed on the embedded defaults (SQLite, in-process worker, no-op `echo` engine).
+
+Prints: enqueue rate with 50 concurrent clients; GET /jobs/{id} latency; GET /images (page of 50) latency
+with 100k images in the database; time from enqueue to a worker starting the job; idle RSS.
+Targets (issue "Generation core"): >= 500 jobs/s, p99 <= 20 ms, p99 <= 20 ms, <= 50 ms, <= 250 MB.
+
+    python -m bench.api [--jobs 3000] [--images 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sqlite3
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+
+from bench import _loadgen
+from bench._server import percentile, rss_mb, studiolo_server
+from studiolo.db.base import new_id
+from studiolo.domain.accounts.models import LOCAL_USER_ID
+
+BODY = {"prompt": "a lighthouse at dusk", "size": "64x64", "steps": 1}
+
+
+def enqueue(base: str, total: int, concurrency: int) -> tuple[float, list[float], list[str]]:
+    reqs = (("POST", "/api/v1/generations", BODY) for _ in range(total))
+    elapsed, latencies, responses = asyncio.run(_loadgen.run(base, reqs, concurrency))
+    bad = [r for r in responses if r[0] != 202]
+    if bad:
+        raise RuntimeError(f"{len(bad)} submissions failed, e.g. {bad[0]}")
+    return total / elapsed, latencies, [json.loads(data)["id"] for _, data in responses]
+
+
+def get_latency(base: str, paths: list[str], concurrency: int) -> list[float]:
+    _, latencies, responses = asyncio.run(_loadgen.run(base, (("GET", p, None) for p in paths), concurrency))
+    if any(status != 200 for status, _ in responses):
+        raise RuntimeError("a GET failed")
+    return latencies
+
+
+def fill_images(db_path: Path, count: int) -> None:
+    """Insert ``count`` image rows straight into SQLite (the FTS triggers index them as usual)."""
+    con = sqlite3.connect(db_path)
+    words = ["lighthouse", "fox", "harbour", "castle", "forest", "neon", "city", "river", "mountain", "dusk"]
+    now = datetime.now(UTC)
+    rows = []
+    for i in range(count):
+        prompt = " ".join(random.sample(words, 4))
+        created = (now - timedelta(seconds=count - i)).isoformat(sep=" ")
+        rows.append(
+            (
+                new_id(),
+                LOCAL_USER_ID,
+                None,
+                0,
+                "txt2img",
+                prompt,
+                "",
+                "ghibli" if i % 3 else "anime",
+                "echo",
+                i,
+                1,
+                0.0,
+                "euler",
+                64,
+                64,
+                f"images/xx/{i}.png",
+                json.dumps({"150": f"t/{i}"}),
+                1000,
+                "{}",
+                "[]",
+                prompt,
+                i % 7 == 0,
+                False,
+                created,
+            )
+        )
+    con.executemany(
+        "INSERT INTO images (id, owner_id, job_id, batch_index, kind, prompt, negative_prompt, style, model_id, seed,"
+        " steps, guidance, sampler, width, height, original_key, thumbnail_keys, size_bytes, metadata, tags,"
+        " search_text, starred, public, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        rows,
+    )
+    con.commit()
+    con.close()
+
+
+def report(name: str, values: list[float], target: str) -> None:
+    ms = [v * 1000 for v in values]
+    print(
+        f"{name:<44} p50 {percentile(ms, 0.5):7.2f} ms  p99 {percentile(ms, 0.99):7.2f} ms  "
+        f"(n={len(ms)}, target {target})"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--jobs", type=int, default=3000)
+    ap.add_argument("--images", type=int, default=100_000)
+    ap.add_argument("--concurrency", type=int, default=50)
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        env = {"enable_echo_engine": "true", "default_model": "echo", "env": "test", "inline_workers": "1"}
+        with studiolo_server(data, **env) as (base, proc):
+            time.sleep(2)
+            print(f"idle RSS, no model loaded: {rss_mb(proc.pid):.0f} MB (target <= 250 MB)")
+
+            # Enqueue → start latency, on an idle worker, one job at a time.
+            waits = []
+            with httpx.Client(base_url=base, timeout=30) as c:
+                for _ in range(50):
+                    job = c.post("/api/v1/generations", json=BODY).json()
+                    while (view := c.get(job["urls"]["get"]).json())["status"] not in ("succeeded", "failed"):
+                        time.sleep(0.01)
+                    start = datetime.fromisoformat(view["started_at"])
+                    created = datetime.fromisoformat(view["created_at"])
+                    waits.append((start - created).total_seconds())
+            report("enqueue -> worker start (idle worker)", waits, "<= 50 ms")
+
+            rate, lat, ids = enqueue(base, args.jobs, args.concurrency)
+            print(f"enqueue rate, {args.concurrency} clients, worker running: {rate:8.0f} jobs/s (target >= 500)")
+            report("POST /generations latency under that load", lat, "-")
+
+            paths = [f"/api/v1/jobs/{random.choice(ids)}" for _ in range(2000)]
+            report("GET /jobs/{id}, 1 client", get_latency(base, paths[:500], 1), "p99 <= 20 ms")
+            report("GET /jobs/{id}, 10 clients", get_latency(base, paths, 10), "p99 <= 20 ms")
+
+        fill_images(data / "studiolo.db", args.images)
+        with studiolo_server(data, **env) as (base, proc):
+            with httpx.Client(base_url=base) as c:
+                pages = []
+                cursor = None
+                for _ in range(40):  # walk real cursors deep into the gallery
+                    r = c.get("/api/v1/images", params={"limit": 50, **({"cursor": cursor} if cursor else {})}).json()
+                    cursor = r["next_cursor"]
+                    pages.append(cursor)
+            first = ["/api/v1/images?limit=50"] * 300
+            deep = [f"/api/v1/images?limit=50&cursor={random.choice(pages)}" for _ in range(300)]
+            styled = ["/api/v1/images?limit=50&style=anime"] * 200
+            search = ["/api/v1/images?limit=50&q=lighthouse%20fox"] * 200
+            label = f"GET /images page of 50 ({args.images // 1000}k rows)"
+            report(f"{label}, first page", get_latency(base, first, 1), "p99 <= 20 ms")
+            report(f"{label}, deep cursor", get_latency(base, deep, 1), "p99 <= 20 ms")
+            report(f"{label}, style filter", get_latency(base, styled, 1), "-")
+            report(f"{label}, full-text q", get_latency(base, search, 1), "-")
+
+
+if __name__ == "__main__":
+    main()
