@@ -84,7 +84,15 @@ def serve(
     settings = settings.model_copy(update=updates)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     console.print(f"Studiolo on http://{settings.host}:{settings.port}  (data: {settings.data_dir})")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    # A bounded grace period: clients following a job's event stream would otherwise hold shutdown open
+    # until their job ends (tests/e2e/test_server.py::test_sigterm_stops_the_server_while_a_client_follows_a_job).
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+    )
 
 
 @app.command()
@@ -95,14 +103,15 @@ def worker(
     settings = _settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     services = _services(settings)
-    services.start_workers(concurrency)
     stop = threading.Event()
 
     def _graceful(signum: int, _frame: Any) -> None:
         stop.set()
 
+    # Handlers first: a SIGTERM right after start must still hand back a job the workers just claimed.
     signal.signal(signal.SIGTERM, _graceful)
     signal.signal(signal.SIGINT, _graceful)
+    services.start_workers(concurrency)
     console.print(f"worker running ({concurrency} thread(s)); Ctrl-C to stop")
     while not stop.wait(1.0):
         pass
@@ -345,7 +354,12 @@ def db_current() -> None:
     """Show the database's migration revision."""
     from studiolo.db import migrate
 
-    out.print(migrate.current_revision(_settings().resolved_database_url) or "empty")
+    settings = _settings()
+    url = settings.resolved_database_url
+    if not settings.database_url and not (settings.data_dir / "studiolo.db").exists():
+        out.print("empty")  # nothing created yet; opening the file would create it
+        return
+    out.print(migrate.current_revision(url) or "empty")
 
 
 def main() -> None:

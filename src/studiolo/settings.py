@@ -55,6 +55,8 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    # Seconds `serve` waits on open connections (event streams) after SIGTERM before closing them.
+    shutdown_grace_seconds: float = Field(default=5.0, ge=0, le=600)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Cost accounting: credits charged per generated megapixel-step, reported on jobs and stats.
     cost_per_megapixel_step: float = Field(default=0.001, ge=0)

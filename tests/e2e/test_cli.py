@@ -155,10 +155,6 @@ def test_db_upgrade_and_current(tmp_path: Path) -> None:
     assert twice.returncode == 0 and head in twice.stderr, twice.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: `db current` before the data directory exists crashes (sqlite 'unable to open database file')",
-)
 def test_db_current_on_a_fresh_machine_says_empty(tmp_path: Path) -> None:
     result = cli(tmp_path, "db", "current")
     assert result.returncode == 0, result.stderr

@@ -209,11 +209,6 @@ def test_fresh_install_without_a_model_serves_and_refuses_generation(launcher: L
     assert server.stop() in STOPPED, server.output()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: uvicorn waits for open SSE streams before lifespan shutdown, and `serve` sets no "
-    "timeout_graceful_shutdown, so a client following an unfinished job keeps the server from stopping",
-)
 def test_sigterm_stops_the_server_while_a_client_follows_a_job(launcher: Launcher, tmp_path: Path) -> None:
     server = launcher.server(echo_env(tmp_path / "data"), tmp_path, "--workers", "0")
     job = submit(server, prompt="never runs: no workers", steps=2)

@@ -33,7 +33,17 @@ def _error(r: object) -> dict[str, object]:
 
 
 def test_submit_returns_job_at_once_and_worker_completes_it(client: TestClient, services: Services) -> None:
-    r = client.post(GEN, json={"prompt": "a lighthouse at dusk", "style": "ghibli", "size": "64x64", "n": 2, "seed": 7})
+    r = client.post(
+        GEN,
+        json={
+            "prompt": "a lighthouse at dusk",
+            "style": "ghibli",
+            "size": "64x64",
+            "n": 2,
+            "seed": 7,
+            "sampler": "euler_a",
+        },
+    )
     assert r.status_code == 202
     accepted = r.json()
     assert accepted["status"] == "queued"
@@ -51,6 +61,7 @@ def test_submit_returns_job_at_once_and_worker_completes_it(client: TestClient, 
     assert job["seeds"] == [7, 8]
     assert job["progress"] == {"step": job["params"]["steps"], "total": job["params"]["steps"]}
     assert job["cost"] > 0 and job["duration_seconds"] is not None
+    assert set(job["timings"]) == {"queue_wait", "load", "generate", "store"}
     assert job["started_at"] and job["finished_at"]
     assert job["params"]["final_prompt"].startswith("a lighthouse at dusk, studio ghibli style")
     assert [o["seed"] for o in job["outputs"]] == [7, 8]
@@ -59,6 +70,7 @@ def test_submit_returns_job_at_once_and_worker_completes_it(client: TestClient, 
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
     parameters, meta = imaging.read_png_metadata(png.content)
     assert parameters is not None and "Seed: 7" in parameters and "Size: 64x64" in parameters
+    assert "Sampler: Euler a" in parameters  # A1111's own sampler name, as PNG-info readers expect
     assert meta is not None and meta["job_id"] == job["id"] and meta["style"] == "ghibli"
     thumb = client.get(job["outputs"][0]["thumbnail_url"])
     assert thumb.headers["content-type"] == "image/webp"

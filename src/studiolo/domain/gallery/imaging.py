@@ -51,6 +51,25 @@ _KEY_RE: Final = re.compile(r"\w[\w \-/]+")
 _MIN_SETTINGS_PAIRS: Final = 3
 
 
+# Our sampler ids -> the names AUTOMATIC1111 writes (and Civitai and PNG-info readers expect).
+A1111_SAMPLER_NAMES: Final = {
+    "euler": "Euler",
+    "euler_a": "Euler a",
+    "heun": "Heun",
+    "dpmpp_2m": "DPM++ 2M",
+    "dpmpp_2m_karras": "DPM++ 2M Karras",
+    "ddim": "DDIM",
+    "lms": "LMS",
+    "pndm": "PLMS",
+    "unipc": "UniPC",
+}
+
+
+def a1111_sampler_name(sampler: str) -> str:
+    """A1111's display name for one of our sampler ids (unknown ids are passed through)."""
+    return A1111_SAMPLER_NAMES.get(sampler, sampler)
+
+
 def _format_scalar(value: ParamValue) -> str:
     # 7.0 is written "7": the form people type and the one Civitai shows.
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:

@@ -51,6 +51,8 @@ class Job(Base):
     # Where uploaded init/mask images for img2img/inpaint are kept until the job ends.
     input_keys: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     cost: Mapped[float] = mapped_column(Float, default=0.0)
+    # Seconds per phase of the successful attempt: queue_wait, load, generate, store.
+    timings: Mapped[dict[str, float | None]] = mapped_column(JSON, default=dict)
     duration_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

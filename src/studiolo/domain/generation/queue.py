@@ -27,7 +27,11 @@ from studiolo.domain.generation.models import JOBS, QUEUE_TURNS, Job
 # How many top candidates one claim attempt tries before re-reading the queue.
 _CANDIDATES = 8
 _NEVER = datetime(1970, 1, 1, tzinfo=UTC)
-_COUNT_AT_OR_ABOVE = select(func.count()).where(Job.status == "queued", Job.priority >= bindparam("priority"))
+_COUNT_AT_OR_ABOVE = select(func.count()).where(JOBS.c.status == "queued", JOBS.c.priority >= bindparam("priority"))
+_COUNT_ABOVE = select(func.count()).where(JOBS.c.status == "queued", JOBS.c.priority > bindparam("priority"))
+_COUNT_OLDER_SAME = select(func.count()).where(
+    JOBS.c.status == "queued", JOBS.c.priority == bindparam("priority"), JOBS.c.id < bindparam("id")
+)
 
 
 @dataclass(frozen=True)
@@ -203,10 +207,10 @@ class JobQueue:
         """1-based position among queued jobs by priority, then age (an estimate: turns are not simulated)."""
         if job.status != "queued":
             return None
-        queued = Job.status == "queued"
+        conn = session.connection()
         # Two index range counts on ix_jobs_claim (status, priority, id); an OR would defeat the index.
-        higher = session.scalar(select(func.count()).where(queued, Job.priority > job.priority)) or 0
-        older = session.scalar(select(func.count()).where(queued, Job.priority == job.priority, Job.id < job.id)) or 0
+        higher = conn.scalar(_COUNT_ABOVE, {"priority": job.priority}) or 0
+        older = conn.scalar(_COUNT_OLDER_SAME, {"priority": job.priority, "id": job.id}) or 0
         return int(higher) + int(older) + 1
 
     def position_of_new(self, session: Session, priority: int) -> int:

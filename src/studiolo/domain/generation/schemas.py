@@ -105,6 +105,9 @@ class JobView(BaseModel):
     error: JobError | None
     cost: float
     duration_seconds: float | None
+    timings: dict[str, float | None] = Field(
+        description="Seconds per phase of the successful attempt: queue_wait, load, generate, store"
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

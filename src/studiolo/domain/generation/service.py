@@ -313,6 +313,7 @@ class GenerationService:
             "request_hash": request_hash,
             "input_keys": input_keys,
             "cost": 0.0,
+            "timings": {},
             "created_at": now,
         }
         try:
@@ -375,6 +376,7 @@ class GenerationService:
             error=error if job.status != "succeeded" else None,
             cost=job.cost,
             duration_seconds=job.duration_seconds,
+            timings=dict(job.timings or {}),
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,

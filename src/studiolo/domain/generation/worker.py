@@ -57,6 +57,8 @@ class _RunState:
     job_id: str
     worker_id: str
     started: float = field(default_factory=time.monotonic)
+    # Seconds spent per phase (load, generate, store): where a job's time went, shown on the job.
+    timings: dict[str, float] = field(default_factory=dict)
     cancel: bool = False
     stop_reason: str | None = None
     last_progress_write: float = 0.0
@@ -174,7 +176,9 @@ class JobRunner:
         try:
             model = self.catalog.resolve(job.model_id)
             engine = self.engines[model.engine]
+            t = time.monotonic()
             engine.load(model)
+            state.timings["load"] = round(time.monotonic() - t, 4)
             with self._loaded_lock:
                 self._loaded.add((model.engine, model.id))
             request = self._request(job, model)
@@ -182,7 +186,9 @@ class JobRunner:
             def should_cancel() -> bool:
                 return self._should_stop(state, shutdown)
 
+            t = time.monotonic()
             outputs = engine.generate(request, lambda s, t: self._on_step(state, s, t), should_cancel)
+            state.timings["generate"] = round(time.monotonic() - t, 4)
             if state.stop_reason and not state.cancel:
                 raise _Stop(state.stop_reason)
         except GenerationCanceled:
@@ -252,6 +258,7 @@ class JobRunner:
 
     def _store(self, job: Job, state: _RunState, request: GenerationRequest, outputs: list[GeneratedImage]) -> None:
         p = job.params
+        store_started = time.monotonic()
         written: list[StoredFiles] = []
         rows: list[Image] = []
         try:
@@ -280,7 +287,7 @@ class JobRunner:
                     prompt=p["final_prompt"],
                     negative_prompt=p["final_negative_prompt"],
                     steps=p["steps"],
-                    sampler=sampler,
+                    sampler=imaging.a1111_sampler_name(sampler),
                     cfg_scale=p["guidance"],
                     seed=out.seed,
                     width=out.image.width,
@@ -314,6 +321,7 @@ class JobRunner:
                         search_text=search_text(p["prompt"], p.get("tags") or []),
                     )
                 )
+            state.timings["store"] = round(time.monotonic() - store_started, 4)
             committed = self._commit_success(job, state, rows)
         except Exception as exc:
             self.gallery.discard_files(written)
@@ -343,6 +351,10 @@ class JobRunner:
             row.progress_step = row.progress_total = p["steps"]
             row.duration_seconds = (now - row.started_at).total_seconds() if row.started_at else None
             megapixels = p["width"] * p["height"] / 1_000_000
+            row.timings = {
+                "queue_wait": round((row.started_at - row.created_at).total_seconds(), 4) if row.started_at else None,
+                **state.timings,
+            }
             row.cost = round(self.settings.cost_per_megapixel_step * megapixels * p["steps"] * len(rows), 6)
         return True
 

@@ -90,6 +90,7 @@ def upgrade() -> None:
         sa.Column("request_hash", sa.String(length=64), nullable=True),
         sa.Column("input_keys", sa.JSON(), nullable=False),
         sa.Column("cost", sa.Float(), nullable=False),
+        sa.Column("timings", sa.JSON(), nullable=False),
         sa.Column("duration_seconds", sa.Float(), nullable=True),
         sa.Column("created_at", studiolo.db.base.UTCDateTime(timezone=True), nullable=False),
         sa.Column("started_at", studiolo.db.base.UTCDateTime(timezone=True), nullable=True),
