@@ -66,6 +66,7 @@ class Services:
         for pool in self.pools:
             pool.stop(timeout)
         self.pools.clear()
+        self.runner.close()
         self.db.dispose()
 
 

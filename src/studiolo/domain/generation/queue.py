@@ -1,8 +1,9 @@
 """The job queue: the ``jobs`` table, claimed atomically, leased, heartbeated and reaped.
 
-Claiming is a compare-and-set ``UPDATE ... WHERE status='queued'`` on a candidate chosen by the
-ordering below, so it is atomic on SQLite and PostgreSQL alike: of two workers racing for one row,
-exactly one sees ``rowcount == 1`` (``tests/integration/test_queue.py::test_concurrent_claims``).
+Claiming is a compare-and-set ``UPDATE ... WHERE status='queued' RETURNING`` on a candidate chosen
+by the ordering below, so it is atomic on SQLite and PostgreSQL alike: of two workers racing for one
+row, exactly one gets it back
+(``tests/integration/test_queue.py::test_concurrent_claims_take_each_job_exactly_once``).
 
 Order: each user's next job is their highest-priority, oldest ready job; among those, priority (high
 first), then round robin (the user served longest ago first), then a model the worker already has

@@ -3,7 +3,8 @@
 A worker is a thread; ``WorkerPool`` runs N of them inside ``studiolo serve`` or ``studiolo worker``
 (many processes may share one database). Exactly-once outputs: the final transaction re-checks that
 this worker still holds the lease before inserting image rows, and discards its files otherwise
-(``tests/integration/test_worker_crash.py``).
+(``tests/e2e/test_worker_crash.py``,
+``tests/integration/test_queue.py::test_worker_that_lost_its_lease_does_not_store_outputs``).
 """
 
 from __future__ import annotations
@@ -92,6 +93,10 @@ class JobRunner:
         self.dispatch = dispatch
         self._loaded: set[tuple[str, str]] = set()
         self._loaded_lock = threading.Lock()
+        self._active: dict[str, _RunState] = {}
+        self._active_lock = threading.Lock()
+        self._beat_thread: threading.Thread | None = None
+        self._closed = threading.Event()
 
     def loaded_models(self) -> list[str]:
         with self._loaded_lock:
@@ -100,32 +105,42 @@ class JobRunner:
     def run(self, job: Job, worker_id: str, shutdown: threading.Event) -> None:
         state = _RunState(job.id, worker_id)
         unsubscribe = self.events.subscribe(job.id, lambda ev: self._on_event(state, ev))
-        beat_stop = threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(state, beat_stop), daemon=True, name=f"beat-{job.id[:8]}")
-        beat.start()
+        with self._active_lock:
+            self._active[job.id] = state
+            if self._beat_thread is None:
+                self._beat_thread = threading.Thread(target=self._heartbeat_loop, daemon=True, name="job-heartbeats")
+                self._beat_thread.start()
         try:
             self.events.publish(job.id, {"type": "started", "attempt": job.attempts})
             self._run(job, state, shutdown)
         finally:
-            beat_stop.set()
-            beat.join()
+            with self._active_lock:
+                self._active.pop(job.id, None)
             unsubscribe()
 
     def _on_event(self, state: _RunState, event: dict[str, Any]) -> None:
         if event.get("type") == "cancel_requested":
             state.cancel = True
 
-    def _heartbeat(self, state: _RunState, stop: threading.Event) -> None:
-        while not stop.wait(self.settings.heartbeat_seconds):
-            try:
-                lease = self.queue.heartbeat(state.job_id, state.worker_id)
-            except Exception:  # a transient DB error must not kill the job; the lease has slack
-                log.warning("heartbeat failed", exc_info=True, extra={"job_id": state.job_id})
-                continue
-            if not lease.owned:
-                state.stop_reason = "lease_lost"
-            if lease.cancel_requested:
-                state.cancel = True
+    def _heartbeat_loop(self) -> None:
+        """One thread extends the leases of every job this runner is running (a thread per job cost ~1 ms each)."""
+        while not self._closed.wait(self.settings.heartbeat_seconds):
+            with self._active_lock:
+                running = list(self._active.values())
+            for state in running:
+                try:
+                    lease = self.queue.heartbeat(state.job_id, state.worker_id)
+                except Exception:  # a transient DB error must not kill the job; the lease has slack
+                    log.warning("heartbeat failed", exc_info=True, extra={"job_id": state.job_id})
+                    continue
+                if not lease.owned:
+                    state.stop_reason = "lease_lost"
+                if lease.cancel_requested:
+                    state.cancel = True
+
+    def close(self) -> None:
+        """Stop the heartbeat thread (call after the workers using this runner have stopped)."""
+        self._closed.set()
 
     def _should_stop(self, state: _RunState, shutdown: threading.Event) -> bool:
         now = time.monotonic()
