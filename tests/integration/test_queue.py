@@ -212,3 +212,27 @@ def test_worker_that_lost_its_lease_does_not_store_outputs(services: Services) -
     assert len(page.items) == 2
     keys = set(services.store.iter_keys("images/"))  # type: ignore[attr-defined]
     assert len(keys) == 2
+
+
+def test_failed_row_insert_leaves_no_files_and_retries(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    job_id = submit(services, n=2)
+    real_commit = services.runner._commit_success
+    calls = {"n": 0}
+
+    def failing_commit(*args: Any, **kwargs: Any) -> bool:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("database went away mid-commit")
+        return real_commit(*args, **kwargs)
+
+    monkeypatch.setattr(services.runner, "_commit_success", failing_commit)
+    assert drain(services) == 1
+    view = services.generation.get("00000000-0000-7000-8000-000000000001", job_id)
+    assert view.status == "queued" and view.error is not None and view.error.code == "storage_error"
+    assert list(services.store.iter_keys("images/")) == [] and list(services.store.iter_keys("thumbs/")) == []
+    with services.db.session() as s:  # skip the backoff
+        s.execute(update(Job).where(Job.id == job_id).values(run_after=utcnow()))
+    drain(services)
+    view = services.generation.get("00000000-0000-7000-8000-000000000001", job_id)
+    assert view.status == "succeeded" and view.attempts == 2 and len(view.outputs) == 2
+    assert len(list(services.store.iter_keys("images/"))) == 2

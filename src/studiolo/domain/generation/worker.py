@@ -159,7 +159,8 @@ class JobRunner:
     def _on_step(self, state: _RunState, step: int, total: int) -> None:
         self.events.publish(state.job_id, {"type": "progress", "step": step, "total": total})
         now = time.monotonic()
-        if step >= total or now - state.last_progress_write >= _PROGRESS_WRITE_INTERVAL:
+        # The last step needs no write of its own: the success commit sets progress to the total.
+        if step < total and now - state.last_progress_write >= _PROGRESS_WRITE_INTERVAL:
             state.last_progress_write = now
             self.queue.set_progress(state.job_id, state.worker_id, step, total)
 
