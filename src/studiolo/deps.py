@@ -10,12 +10,14 @@ from studiolo.domain.accounts.models import LOCAL_USER_ID
 from studiolo.services import Services
 
 
-def get_services(request: Request) -> Services:
+# Dependencies that never block are ``async def``: FastAPI runs a plain ``def`` dependency in the thread
+# pool, and each such hop cost more than the whole job lookup (bench/api.py, GET /jobs/{id}).
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
 
-def current_owner_id() -> str:
+async def current_owner_id() -> str:
     """The acting user's id. Until accounts land every request acts as the built-in local owner."""
     return LOCAL_USER_ID
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
 from studiolo.deps import OwnerId, ServicesDep
@@ -58,6 +58,11 @@ _GENERATION_BODY: dict[str, Any] = {
         },
     }
 }
+
+
+def _json(model: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A response from an already validated model (FastAPI would validate a returned model once more)."""
+    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json", headers=headers)
 
 
 def _params(data: Any) -> GenerationParams:
@@ -142,8 +147,7 @@ async def submit_generation(
     headers = {"Location": accepted.urls.get}
     if not created:
         headers["Idempotent-Replayed"] = "true"
-    # A ready Response skips FastAPI re-validating the model it was built from.
-    return Response(accepted.model_dump_json(), status_code=202, media_type="application/json", headers=headers)
+    return _json(accepted, status_code=202, headers=headers)
 
 
 @router.get("/jobs", response_model=JobPage)
@@ -158,8 +162,9 @@ def list_jobs(
 
 
 @router.get("/jobs/{job_id}", response_model=JobView)
-def get_job(job_id: str, services: ServicesDep, owner: OwnerId) -> JobView:
-    return services.generation.get(owner, job_id)
+def get_job(job_id: str, services: ServicesDep, owner: OwnerId) -> Response:
+    # Clients poll this: a ready Response skips FastAPI validating the JobView a second time.
+    return _json(services.generation.get(owner, job_id))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobView)
