@@ -254,14 +254,18 @@ def models_list() -> None:
     """List installed models; the default is marked with *."""
     services = _services(_settings())
     try:
+        models = services.catalog.models()
+        if not models:
+            console.print("No models installed.")
         table = Table("", "id", "engine", "source", "arch", "size")
-        for m in services.catalog.models():
+        for m in models:
             table.add_row(
                 "*" if m.is_default else "", m.id, m.engine, m.source, m.arch or "", f"{m.size_bytes / 2**20:.0f} MB"
             )
-        out.print(table)
+        if models:
+            out.print(table)
         default = services.catalog.default_model_id()
-        if not any(m.id == default for m in services.catalog.models()):
+        if not any(m.id == default for m in models):
             console.print(f"default model '{default}' is not installed: {how_to_install(default)}")
     finally:
         services.close()

@@ -33,6 +33,7 @@ from studiolo.engines.base import (
     ModelRef,
     StepCallback,
 )
+from studiolo.engines.hf_libraries import quiet_hf_libraries
 from studiolo.engines.model_files import (
     CONFIGS_DIR,
     IMPORT_HINT,
@@ -393,6 +394,7 @@ class DiffusersEngine:
     def _load_pipeline(self, model: ModelRef) -> Any:
         import torch
 
+        quiet_hf_libraries()
         dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
         if model.source == "single_file":
             pipe = self._load_single_file(model, dtype)
