@@ -6,6 +6,8 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -58,6 +60,18 @@ def _services(settings: Settings) -> Any:
     from studiolo.services import build_services
 
     return build_services(settings)
+
+
+@contextmanager
+def _command_services() -> Iterator[Any]:
+    """The services for one short command: a domain error becomes one line and exit code 1, never a trace."""
+    services = _services(_settings())
+    try:
+        yield services
+    except StudioloError as exc:
+        raise _fail(exc) from exc
+    finally:
+        services.close()
 
 
 @app.command()
@@ -252,8 +266,7 @@ def generate(
 @models_app.command("list")
 def models_list() -> None:
     """List installed models; the default is marked with *."""
-    services = _services(_settings())
-    try:
+    with _command_services() as services:
         models = services.catalog.models()
         if not models:
             console.print("No models installed.")
@@ -267,8 +280,6 @@ def models_list() -> None:
         default = services.catalog.default_model_id()
         if not any(m.id == default for m in models):
             console.print(f"default model '{default}' is not installed: {how_to_install(default)}")
-    finally:
-        services.close()
 
 
 @models_app.command("pull")
@@ -277,8 +288,7 @@ def models_pull(
     default: Annotated[bool, typer.Option("--default", help="Make it the default model.")] = False,
 ) -> None:
     """Download a diffusers model from the Hugging Face hub (needs network)."""
-    services = _services(_settings())
-    try:
+    with _command_services() as services:
         with Progress(
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=console
         ) as progress:
@@ -289,10 +299,6 @@ def models_pull(
 
             info = services.catalog.pull(repo_id, progress=on_progress, default=default)
         console.print(f"[green]installed[/green] {info.id} ({info.size_bytes / 2**20:.0f} MB)")
-    except StudioloError as exc:
-        raise _fail(exc) from exc
-    finally:
-        services.close()
 
 
 @models_app.command("import")
@@ -306,40 +312,25 @@ def models_import(
     default: Annotated[bool, typer.Option("--default", help="Make it the default model.")] = False,
 ) -> None:
     """Import a local model (no network needed)."""
-    services = _services(_settings())
-    try:
+    with _command_services() as services:
         info = services.catalog.import_path(path, model_id=model_id, arch=arch, copy=not link, default=default)
         console.print(f"[green]imported[/green] {info.id} ({info.source}, {info.arch or 'arch detected at load'})")
-    except StudioloError as exc:
-        raise _fail(exc) from exc
-    finally:
-        services.close()
 
 
 @models_app.command("remove")
 def models_remove(model_id: str) -> None:
     """Remove an installed model and the files Studiolo copied for it."""
-    services = _services(_settings())
-    try:
+    with _command_services() as services:
         services.catalog.remove(model_id)
         console.print(f"removed {model_id}")
-    except StudioloError as exc:
-        raise _fail(exc) from exc
-    finally:
-        services.close()
 
 
 @models_app.command("default")
 def models_default(model_id: str) -> None:
     """Set the model used when a request names none."""
-    services = _services(_settings())
-    try:
+    with _command_services() as services:
         services.catalog.set_default(model_id)
         console.print(f"default model: {model_id}")
-    except StudioloError as exc:
-        raise _fail(exc) from exc
-    finally:
-        services.close()
 
 
 @db_app.command("upgrade")

@@ -41,7 +41,8 @@ class ImagePage(BaseModel):
     next_cursor: str | None
 
 
-def _clean_tags(v: list[str] | None) -> list[str] | None:
+def clean_tags(v: list[str] | None) -> list[str] | None:
+    """Tags are trimmed, lower-cased, 1-64 characters, without repeats (order kept)."""
     if v is None:
         return None
     out: list[str] = []
@@ -61,7 +62,7 @@ class ImagePatch(BaseModel):
     starred: bool | None = None
     public: bool | None = None
 
-    _tags = field_validator("tags")(_clean_tags)
+    _tags = field_validator("tags")(clean_tags)
 
 
 class RegenerateRequest(BaseModel):

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from studiolo.domain.gallery.schemas import clean_tags
 from studiolo.domain.generation.styles import ASPECT_RATIOS
 
 
@@ -47,17 +48,7 @@ class GenerationParams(BaseModel):
             raise ValueError(f"aspect_ratio must be one of {', '.join(ASPECT_RATIOS)}")
         return v
 
-    @field_validator("tags")
-    @classmethod
-    def _clean_tags(cls, v: list[str]) -> list[str]:
-        out: list[str] = []
-        for tag in v:
-            t = tag.strip().lower()
-            if not t or len(t) > 64:
-                raise ValueError("tags must be 1-64 characters")
-            if t not in out:
-                out.append(t)
-        return out
+    _tags = field_validator("tags")(clean_tags)
 
 
 class JobUrls(BaseModel):
