@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from studiolo.db.base import Base, UTCDateTime, new_id, utcnow
@@ -32,7 +32,8 @@ class Image(Base):
     negative_prompt: Mapped[str] = mapped_column(Text, default="")
     style: Mapped[str | None] = mapped_column(String(64), nullable=True)
     model_id: Mapped[str] = mapped_column(String(200))
-    seed: Mapped[int] = mapped_column(Integer)
+    # Seeds run to 2**32 - 1: more than PostgreSQL's 32-bit INTEGER holds.
+    seed: Mapped[int] = mapped_column(BigInteger)
     steps: Mapped[int] = mapped_column(Integer)
     guidance: Mapped[float] = mapped_column(Float)
     sampler: Mapped[str | None] = mapped_column(String(32), nullable=True)

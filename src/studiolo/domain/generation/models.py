@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from studiolo.db.base import Base, UTCDateTime, new_id, utcnow
@@ -82,7 +82,7 @@ class InstalledModel(Base):
     source: Mapped[str] = mapped_column(String(16))
     path: Mapped[str] = mapped_column(Text)
     arch: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    size_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)  # checkpoints exceed 2 GiB
     is_default: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
