@@ -41,11 +41,6 @@ class NotFound(StudioloError):
     code = "not_found"
 
 
-class Forbidden(StudioloError):
-    status_code = 403
-    code = "forbidden"
-
-
 class Conflict(StudioloError):
     status_code = 409
     code = "conflict"
@@ -59,11 +54,6 @@ class PayloadTooLarge(StudioloError):
 class UnsupportedMediaType(StudioloError):
     status_code = 415
     code = "unsupported_media_type"
-
-
-class QuotaExceeded(StudioloError):
-    status_code = 429
-    code = "quota_exceeded"
 
 
 class ModelUnavailable(StudioloError):
