@@ -144,3 +144,22 @@ def test_collections_crud_and_membership(client: TestClient, services: Services)
     assert client.delete(f"/api/v1/collections/{cid}").status_code == 204
     assert client.get(f"/api/v1/images/{images[2]}").status_code == 200
     assert client.get("/api/v1/images", params={"collection": cid}).status_code == 404
+
+
+def test_regenerate_img2img_reuses_the_input_and_reports_a_lost_one(client: TestClient, services: Services) -> None:
+    from tests.helpers import png_bytes
+
+    files = {"init_image": ("in.png", png_bytes((64, 64)), "image/png")}
+    r = client.post(GEN, data={"prompt": "repaint", "size": "64x64", "steps": "2", "seed": "3"}, files=files)
+    drain(services)
+    (image_id,) = [o["image_id"] for o in client.get(r.json()["urls"]["get"]).json()["outputs"]]
+    again = client.post(f"/api/v1/images/{image_id}/regenerate", json={"seed": "same"})
+    assert again.status_code == 202
+    drain(services)
+    job = client.get(again.json()["urls"]["get"]).json()
+    assert (job["kind"], job["status"]) == ("img2img", "succeeded")
+    assert np.array_equal(_pixels(client, image_id), _pixels(client, job["outputs"][0]["image_id"]))
+    for key in list(services.store.iter_keys("inputs/")):
+        services.store.delete(key)
+    lost = client.post(f"/api/v1/images/{image_id}/regenerate", json={"seed": "same"})
+    assert lost.status_code == 409 and lost.json()["error"]["code"] == "input_missing"

@@ -47,7 +47,7 @@ from studiolo.domain.ownership import get_owned
 from studiolo.engines.base import Engine, JobKind
 from studiolo.errors import Conflict, InvalidInput, NotFound
 from studiolo.settings import Settings
-from studiolo.storage.base import ObjectStore
+from studiolo.storage.base import ObjectNotFound, ObjectStore
 
 API = "/api/v1"
 # Built once: a statement whose values arrive as parameters is compiled once and cached.
@@ -480,8 +480,14 @@ class GenerationService:
                 tags=list(img.tags or []),
             )
             kind: JobKind = img.kind  # type: ignore[assignment]
-        init = Upload(self.store.get(init_key)) if init_key else None
-        mask = Upload(self.store.get(mask_key)) if mask_key else None
+        try:
+            init = Upload(self.store.get(init_key)) if init_key else None
+            mask = Upload(self.store.get(mask_key)) if mask_key else None
+        except ObjectNotFound as exc:
+            raise Conflict(
+                "The input image this picture was made from is no longer stored, so it cannot be regenerated.",
+                code="input_missing",
+            ) from exc
         accepted, _ = self.submit(owner_id, params, kind=kind, init_image=init, mask_image=mask)
         return accepted
 
