@@ -96,9 +96,12 @@ async def _parse_submission(
         if not isinstance(raw, str):
             raise InvalidInput("'params' must be a JSON text field.", code="invalid_json")
         try:
-            fields.update(json.loads(raw))
+            parsed = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise InvalidInput("'params' is not valid JSON.", code="invalid_json") from exc
+        if not isinstance(parsed, dict):
+            raise InvalidInput("'params' must be a JSON object.", code="invalid_json")
+        fields.update(parsed)
     for key, value in form.multi_items():
         if key in ("params", "kind", *_FILE_FIELDS) or isinstance(value, UploadFile):
             continue
