@@ -30,6 +30,7 @@ from studiolo.domain.generation.catalog import how_to_install
 from studiolo.domain.generation.schemas import GenerationParams, JobView
 from studiolo.domain.generation.service import Upload
 from studiolo.engines.base import JobKind
+from studiolo.engines.demo.engine import DEMO_MODEL_ID, DEMO_NOTICE
 from studiolo.errors import StudioloError
 from studiolo.settings import Settings
 
@@ -223,6 +224,9 @@ def generate(
         )
         accepted, _ = services.generation.submit(LOCAL_USER_ID, params, kind=kind, init_image=init, mask_image=mask_up)
         job_id = accepted.id
+        if (params.model or services.catalog.default_model_id()) == DEMO_MODEL_ID:
+            # Say plainly that this is the toy model, and how to get a real one (issue 6).
+            console.print(DEMO_NOTICE)
         services.start_workers(1)
         view = _wait_with_progress(services, accepted.id, n)
     except StudioloError as exc:
@@ -278,7 +282,11 @@ def models_list() -> None:
         if models:
             out.print(table)
         default = services.catalog.default_model_id()
-        if not any(m.id == default for m in models):
+        configured = services.settings.default_model
+        if default == DEMO_MODEL_ID and configured != DEMO_MODEL_ID:
+            # A fresh install: the demo model stands in for the configured default until that is installed.
+            console.print(f"default model '{configured}' is not installed: {how_to_install(configured)} {DEMO_NOTICE}")
+        elif not any(m.id == default for m in models):
             console.print(f"default model '{default}' is not installed: {how_to_install(default)}")
 
 

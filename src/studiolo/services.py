@@ -36,6 +36,11 @@ def default_engines(settings: Settings) -> dict[str, Engine]:
         from studiolo.engines.echo import EchoEngine
 
         engines["echo"] = EchoEngine(step_delay=settings.echo_step_delay)
+    # The built-in demo model's engine (issue 6): cheap to construct, it loads its weights on first use,
+    # and the catalog only offers the model when the packaged weights exist.
+    from studiolo.engines.demo import DemoEngine
+
+    engines["demo"] = DemoEngine()
     return engines
 
 

@@ -26,7 +26,9 @@ from studiolo.engines.base import (
     JobKind,
     ModelRef,
 )
+from studiolo.engines.demo.engine import DemoEngine, weights_available
 from studiolo.engines.echo import EchoEngine
+from tests.tiny_demo import make_tiny_demo_weights
 from tests.tiny_pipeline import make_tiny_sd_pipeline
 
 KINDS: tuple[JobKind, ...] = ("txt2img", "img2img", "inpaint")
@@ -67,7 +69,26 @@ def _diffusers_case(tmp: Path) -> EngineCase:
     )
 
 
-ADAPTERS = [pytest.param(_echo_case, id="echo"), pytest.param(_diffusers_case, id="diffusers")]
+def _demo_tiny_case(tmp: Path) -> EngineCase:
+    # txt2img only, so the demo engine is its own "limited" case.
+    engine = DemoEngine(weights=make_tiny_demo_weights(tmp / "demo"))
+    model = ModelRef(id="studiolo-demo", engine="demo", source="builtin")
+    return EngineCase(engine=engine, model=model, limited_engine=engine, limited_model=model)
+
+
+def _demo_case(tmp: Path) -> EngineCase:
+    engine = DemoEngine()
+    model = ModelRef(id="studiolo-demo", engine="demo", source="builtin")
+    return EngineCase(engine=engine, model=model, limited_engine=engine, limited_model=model)
+
+
+ADAPTERS = [
+    pytest.param(_echo_case, id="echo"),
+    pytest.param(_diffusers_case, id="diffusers"),
+    pytest.param(_demo_tiny_case, id="demo-tiny"),
+    # The trained weights ship in the package; a checkout that has not exported them yet still runs demo-tiny.
+    *([pytest.param(_demo_case, id="demo")] if weights_available() else []),
+]
 
 
 @pytest.fixture(scope="module", autouse=True)

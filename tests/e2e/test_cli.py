@@ -65,6 +65,20 @@ def test_empty_install_lists_nothing_and_pull_offline_points_to_import(tmp_path:
     assert model_rows(cli(tmp_path, "models", "list").stdout) == {}
 
 
+def test_fresh_install_generates_with_the_demo_model(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    made = cli(
+        tmp_path, "generate", "a lighthouse by the sea at dusk, pixel art", "--size", "128x96", "--out", str(out)
+    )
+    assert made.returncode == 0, made.stderr
+    assert "Using the built-in demo model (64x64 toy world)" in flat(made.stderr)
+    assert "studiolo models pull stabilityai/sd-turbo" in flat(made.stderr)
+    (written,) = out.glob("*.png")
+    with Image.open(written) as image:
+        assert image.size == (128, 96)
+        assert "Model: studiolo-demo" in image.info["parameters"]
+
+
 def _generate(tmp_path: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     args = ("generate", "a red square", "--size", "64x64", "--steps", "2", "--seed", "7", "--n", "2")
     return cli(tmp_path, *args, "--out", str(out), *extra, timeout=300)

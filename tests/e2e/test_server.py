@@ -186,7 +186,9 @@ def test_jobs_run_stream_and_survive_restarts(launcher: Launcher, tmp_path: Path
     assert server.stop() in STOPPED, server.output()
 
 
-def test_fresh_install_without_a_model_serves_and_refuses_generation(launcher: Launcher, tmp_path: Path) -> None:
+def test_fresh_install_without_a_model_serves_and_generates_with_the_demo_model(
+    launcher: Launcher, tmp_path: Path
+) -> None:
     env = studiolo_env(tmp_path / "data", enable_echo_engine=False, default_model="stabilityai/sd-turbo")
     server = launcher.server(env, tmp_path)
 
@@ -194,11 +196,15 @@ def test_fresh_install_without_a_model_serves_and_refuses_generation(launcher: L
     assert health.status_code == 200 and health.json()["status"] == "ok"
     models = server.client.get("/api/v1/models")
     assert models.status_code == 200
-    assert models.json() == {"default": "stabilityai/sd-turbo", "items": []}
+    # Nothing installed: the built-in demo model (issue 6) stands in for the missing default, labelled as such.
+    listed = models.json()
+    assert listed["default"] == "studiolo-demo"
+    assert [(m["id"], m["demo"], m["is_default"]) for m in listed["items"]] == [("studiolo-demo", True, True)]
     images = server.client.get("/api/v1/images")
     assert images.status_code == 200 and images.json()["items"] == []
 
-    r = server.client.post(GEN, json={"prompt": "a lighthouse at dusk"})
+    # Asking for the missing model by name is still refused, with install advice, before anything is queued.
+    r = server.client.post(GEN, json={"prompt": "a lighthouse at dusk", "model": "stabilityai/sd-turbo"})
     assert r.status_code == 409, r.text
     body = r.json()
     assert body["request_id"] == r.headers["x-request-id"]
@@ -206,6 +212,11 @@ def test_fresh_install_without_a_model_serves_and_refuses_generation(launcher: L
     assert "studiolo models import" in body["error"]["message"]
     assert "stabilityai/sd-turbo" in body["error"]["message"]
     assert server.client.get("/api/v1/jobs").json()["items"] == []  # nothing was queued
+
+    # Naming no model makes a picture with the demo model.
+    job = wait_job(server, submit(server, prompt="a lighthouse by the sea at dusk, pixel art", steps=4)["id"])
+    assert job["status"] == "succeeded", job
+    assert job["model"] == "studiolo-demo" and len(job["outputs"]) == 1
     assert server.stop() in STOPPED, server.output()
 
 

@@ -269,7 +269,8 @@ def test_styles_models_stats_health(client: TestClient, services: Services) -> N
     assert client.delete("/api/v1/styles/mine").status_code == 204
 
     models = client.get("/api/v1/models").json()
-    assert models["default"] == "echo" and [m["id"] for m in models["items"]] == ["echo"]
+    # The built-in demo model (issue 6) is listed too, but a configured default (echo here) wins over it.
+    assert models["default"] == "echo" and [m["id"] for m in models["items"]] == ["echo", "studiolo-demo"]
 
     drain(services)
     stats = client.get("/api/v1/stats").json()

@@ -75,7 +75,7 @@ HOLDOUT_EVERY = 9
 def combo_key(scene: Scene) -> str:
     """The attribute combination the held-out split is defined on."""
     if scene.kind == "landscape":
-        return f"L|{scene.main}|{scene.time}|{scene.style}"
+        return f"L|{scene.main}|{scene.setting}|{scene.time}|{scene.style}"
     return f"S|{scene.main}|{scene.color}|{scene.style}"
 
 
@@ -126,7 +126,7 @@ def caption(scene: Scene, rng: np.random.Generator) -> str:
         subject = f"a {color} {_pick(rng, SHAPE_WORDS[scene.main])}"
         background = _pick(rng, BACKGROUND_WORDS).format(c=_pick(rng, COLOR_WORDS[scene.background]))
         parts = [subject, background]
-    text = " ".join(parts)
+    text = re.sub(r"\ba ([aeiou])", r"an \1", " ".join(parts))
     if style:
         order = rng.random()
         if order < 0.6:

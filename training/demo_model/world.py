@@ -198,7 +198,7 @@ def _water(img: np.ndarray, scene: Scene, top: float, mask: np.ndarray, rng: np.
     mirrored = img[rows, cols]
     water = np.asarray((30, 70, 130), dtype=np.float32) * _LIGHT[scene.time]
     reflected = mirrored * 0.55 + water * 0.45
-    waves = (np.sin(_XS * 0.7 + _YS * 3.0 + rng.uniform(0, 6)) > 0.93) & (_YS > top + 2)
+    waves = (np.sin(_XS * 0.7 + _YS * 3.0 + rng.uniform(0, 6)) > 0.93) & (top + 2 < _YS)
     reflected = np.where(waves[..., None], reflected * 1.25 + 15, reflected)
     cov = (mask * _cov(top - _YS))[..., None]
     img += cov * (reflected - img)
@@ -309,17 +309,20 @@ def _stylize(img: np.ndarray, style: str, rng: np.random.Generator) -> np.ndarra
         paper = rng.normal(0, 6, (SIZE, SIZE, 1)).astype(np.float32)
         return washed - _edges(soft)[..., None] * 45 + paper
     if style == "sketch":
+        # Coloured pencil: dark lines and hatching over a pale wash of the scene's colours, so colour and
+        # time of day stay readable in this style too.
         lines = _edges(img)
         shade = (255 - img.mean(axis=2)) / 255
-        hatch = ((_XS + _YS) % 4 < 1) * shade * 0.5
-        ink = np.clip(lines * 1.6 + hatch, 0, 1)
-        gray = 245 - ink * 190
-        return np.repeat(gray[..., None], 3, axis=2) + np.asarray((0, -3, -12), dtype=np.float32)
+        hatch = ((_XS + _YS) % 4 < 1) * shade * 0.45
+        ink = np.clip(lines * 1.6 + hatch, 0, 1)[..., None]
+        wash = img * 0.45 + np.asarray((245, 240, 228), dtype=np.float32) * 0.55
+        return wash * (1 - ink) + 40 * ink
     if style == "neon":
+        # Glowing saturated outlines over a darkened scene (dim enough to glow, bright enough to keep the sky).
         lines = _edges(img)
         hue = img / np.maximum(img.max(axis=2, keepdims=True), 1.0)
         glow = _blur(lines[..., None] * hue * 255, 2) * 2.2
-        return np.asarray((10, 5, 25), dtype=np.float32) + lines[..., None] * hue * 255 + glow
+        return img * 0.3 + np.asarray((10, 0, 20), dtype=np.float32) + lines[..., None] * hue * 255 + glow
     return img
 
 

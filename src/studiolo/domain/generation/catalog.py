@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 from studiolo.db.session import Database
 from studiolo.domain.generation.models import InstalledModel
 from studiolo.engines.base import Engine, ModelRef
+from studiolo.engines.demo.engine import DEMO_MODEL_ID, DemoEngine
 from studiolo.errors import Conflict, InvalidInput, ModelUnavailable, NotFound, ServiceUnavailable, StudioloError
 from studiolo.settings import Settings
 
@@ -38,6 +39,8 @@ class ModelInfo:
     is_default: bool
     loaded: bool
     path: str | None
+    # True for Studiolo's built-in demo model (issue 6), so the CLI, API and UI can label its pictures.
+    demo: bool = False
 
 
 def how_to_install(model_id: str) -> str:
@@ -101,13 +104,28 @@ class ModelCatalog:
             self._snapshot = None
 
     def _builtin(self) -> dict[str, ModelRef]:
+        refs: dict[str, ModelRef] = {}
         if self.settings.enable_echo_engine and "echo" in self.engines:
-            return {ECHO_MODEL_ID: ModelRef(id=ECHO_MODEL_ID, engine="echo", source="builtin")}
-        return {}
+            refs[ECHO_MODEL_ID] = ModelRef(id=ECHO_MODEL_ID, engine="echo", source="builtin")
+        # The demo model ships inside the package (issue 6); offered only while its weights file is there.
+        demo = self.engines.get("demo")
+        if isinstance(demo, DemoEngine) and demo.available():
+            refs[DEMO_MODEL_ID] = ModelRef(id=DEMO_MODEL_ID, engine="demo", source="builtin")
+        return refs
 
     def default_model_id(self) -> str:
-        chosen = next((r.id for r in self._rows().values() if r.is_default), None)
-        return chosen or self.settings.default_model
+        rows = self._rows()
+        chosen = next((r.id for r in rows.values() if r.is_default), None)
+        if chosen:
+            return chosen
+        configured = self.settings.default_model
+        builtin = self._builtin()
+        # A fresh install (no model installed, the configured default missing) generates with the demo model
+        # instead of refusing; an installed default or any installed model wins over it
+        # (tests/unit/test_demo_catalog.py).
+        if not rows and configured not in builtin and DEMO_MODEL_ID in builtin:
+            return DEMO_MODEL_ID
+        return configured
 
     def models(self) -> list[ModelInfo]:
         default = self.default_model_id()
@@ -128,6 +146,7 @@ class ModelCatalog:
                     ref.id == default,
                     self._is_loaded(ref.engine, ref.id),
                     None,
+                    demo=ref.id == DEMO_MODEL_ID,
                 )
             )
         return infos

@@ -298,6 +298,7 @@ def list_models(services: ServicesDep) -> ModelList:
             size_bytes=m.size_bytes,
             is_default=m.is_default,
             loaded=m.loaded,
+            demo=m.demo,
         )
         for m in catalog.models()
     ]

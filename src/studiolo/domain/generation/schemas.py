@@ -151,6 +151,8 @@ class ModelView(BaseModel):
     size_bytes: int
     is_default: bool
     loaded: bool
+    # True for the built-in demo model (a 64x64 toy world, issue 6): clients label its pictures as such.
+    demo: bool = False
 
 
 class ModelList(BaseModel):

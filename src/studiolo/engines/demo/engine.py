@@ -1,0 +1,177 @@
+"""The demo engine: Studiolo's own small text-to-image model of a 64x64 toy world, shipped inside the package.
+
+It lets a fresh machine with no network and no GPU make a prompt-following picture in a second or two
+(landscapes by time of day with a lighthouse, house, mountains, sea, lake, hills or trees; coloured shapes;
+pixel art, watercolor, sketch and neon styles). The weights are trained by ``training/demo_model/train.py``.
+
+torch is imported inside the methods only: the server imports this module at start-up and must not pay
+for torch there (tests/unit/test_architecture.py::test_torch_is_not_imported_by_the_server_at_start).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from studiolo.engines.base import (
+    CancelCheck,
+    Capabilities,
+    EngineError,
+    GeneratedImage,
+    GenerationCanceled,
+    GenerationRequest,
+    ModelLoadError,
+    ModelRef,
+    StepCallback,
+)
+
+if TYPE_CHECKING:
+    from studiolo.engines.demo.model import DemoModel
+    from studiolo.engines.demo.text import Tokenizer
+
+DEMO_MODEL_ID = "studiolo-demo"
+DEMO_WEIGHTS = Path(__file__).resolve().parent / "weights" / f"{DEMO_MODEL_ID}.safetensors"
+DEMO_NOTICE = (
+    "Using the built-in demo model (64x64 toy world). For real images: studiolo models pull stabilityai/sd-turbo"
+)
+TRAIN_COMMAND = "python -m training.demo_model.train --resume --export"
+MAX_STEPS = 100
+MAX_GUIDANCE = 20.0
+# The one sampler of a rectified-flow model: a deterministic Euler walk along the learned velocity.
+SAMPLER = "euler"
+_CAPABILITIES = Capabilities(txt2img=True, img2img=False, inpaint=False)
+
+
+def config_path(weights: Path) -> Path:
+    """The JSON (vocabulary + architecture) that sits next to a weights file."""
+    return weights.with_suffix(".json")
+
+
+def weights_available(weights: Path = DEMO_WEIGHTS) -> bool:
+    """True when the packaged weights and their config exist (the catalog offers the demo model only then)."""
+    return weights.is_file() and config_path(weights).is_file()
+
+
+def fit_to_size(image: Image.Image, width: int, height: int) -> Image.Image:
+    """Scale the square picture to cover ``width`` x ``height`` with Lanczos, then crop the centre.
+
+    Covering keeps circles round and fills the frame; the model's scenes keep their subject near the middle
+    and the horizon in the central band, so a centre crop of a wide or tall frame rarely loses it. Letterbox
+    bars would waste the frame and stretching would distort every shape.
+    """
+    side = max(width, height)
+    scaled = image.resize((side, side), Image.Resampling.LANCZOS)
+    left, top = (side - width) // 2, (side - height) // 2
+    return scaled.crop((left, top, left + width, top + height))
+
+
+class DemoEngine:
+    """Runs the demo model on the CPU (it is small enough; the GPU would mostly wait for transfers)."""
+
+    name = "demo"
+
+    def __init__(self, weights: Path | None = None):
+        """``weights``: the .safetensors file used when a ModelRef has no path (default: the packaged one)."""
+        self.weights = weights or DEMO_WEIGHTS
+        self._models: dict[str, tuple[DemoModel, Tokenizer]] = {}
+        self._lock = threading.Lock()
+
+    def available(self) -> bool:
+        """True when this engine's default weights exist (the catalog lists the demo model only then)."""
+        return weights_available(self.weights)
+
+    def capabilities(self, model: ModelRef) -> Capabilities:
+        return _CAPABILITIES
+
+    def _weights_for(self, model: ModelRef) -> Path:
+        return model.path if model.path is not None else self.weights
+
+    def load(self, model: ModelRef) -> None:
+        with self._lock:
+            if model.id not in self._models:
+                self._models[model.id] = self._load(self._weights_for(model))
+
+    def _load(self, weights: Path) -> tuple[DemoModel, Tokenizer]:
+        if not weights_available(weights):
+            raise ModelLoadError(
+                f"The demo model's weights are missing ({weights} and its .json config). Train and export "
+                f"them from a source checkout with `{TRAIN_COMMAND}` (see training/demo_model/README.md), "
+                "or install a real model with `studiolo models pull stabilityai/sd-turbo`."
+            )
+        import torch
+        from safetensors.torch import load_file
+
+        from studiolo.engines.demo.model import DemoConfig, DemoModel
+
+        try:
+            config = DemoConfig.from_dict(json.loads(config_path(weights).read_text()))
+            network = DemoModel(config)
+            state = {key: value.to(torch.float32) for key, value in load_file(str(weights)).items()}
+            network.load_state_dict(state)
+        except (OSError, ValueError, RuntimeError, TypeError) as exc:
+            raise ModelLoadError(f"The demo model at {weights} could not be loaded: {exc}") from exc
+        network.eval().requires_grad_(False)
+        return network, config.tokenizer()
+
+    def is_loaded(self, model_id: str) -> bool:
+        with self._lock:
+            return model_id in self._models
+
+    def generate(
+        self, request: GenerationRequest, on_step: StepCallback, should_cancel: CancelCheck
+    ) -> list[GeneratedImage]:
+        self._validate(request)
+        if should_cancel():
+            raise GenerationCanceled()
+        self.load(request.model)
+        with self._lock:
+            network, tokenizer = self._models[request.model.id]
+        import torch
+
+        from studiolo.engines.demo.model import euler_sample
+
+        steps = min(max(request.steps, 1), MAX_STEPS)
+        guidance = min(max(request.guidance, 0.0), MAX_GUIDANCE)
+        ids = torch.tensor([tokenizer.encode(request.prompt, drop_unknown=True)])
+        # The negative prompt takes the place of the empty caption in classifier-free guidance, so the
+        # sample is pushed away from it (trained with 10% empty captions, the empty one is the default).
+        # A negative prompt of unknown words only ("blurry, low quality") thus equals no negative prompt.
+        uncond = torch.tensor([tokenizer.encode(request.negative_prompt, drop_unknown=True)])
+        size = network.config.image_size
+        results: list[GeneratedImage] = []
+        total = steps * request.n
+        for index, seed in enumerate(request.seeds):
+            # One image at a time from its own generator: image k of a batch is bit-identical to the
+            # same seed alone (tests/contract: test_image_k_of_a_batch_equals_the_same_seed_alone).
+            generator = torch.Generator().manual_seed(seed % 2**63)
+            noise = torch.randn((1, 3, size, size), generator=generator)
+            offset = index * steps
+
+            def report(step: int, _total: int, offset: int = offset) -> None:
+                on_step(offset + step, total)
+
+            with torch.inference_mode():
+                pixels = euler_sample(network, noise, ids, uncond, steps, guidance, report, should_cancel)
+            if pixels is None:
+                raise GenerationCanceled()
+            array = ((pixels[0].permute(1, 2, 0).numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
+            image = fit_to_size(Image.fromarray(array, "RGB"), request.width, request.height)
+            results.append(GeneratedImage(image=image, seed=seed, sampler=SAMPLER))
+        return results
+
+    def _validate(self, request: GenerationRequest) -> None:
+        if not _CAPABILITIES.supports(request.kind):
+            raise EngineError(
+                f"The demo model only draws from text; {request.kind} needs a real model "
+                "(`studiolo models pull stabilityai/sd-turbo`).",
+                code="unsupported_task",
+            )
+        if not request.seeds:
+            raise EngineError("A generation needs at least one seed.", code="invalid_request")
+        if request.width <= 0 or request.height <= 0 or request.width * request.height > _CAPABILITIES.max_pixels:
+            raise EngineError(f"Unsupported size {request.width}x{request.height}.", code="invalid_request")

@@ -1,0 +1,114 @@
+"""The demo engine beyond the shared contract: tokenizer, loading errors, exact determinism, sizes, bounds."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from studiolo.engines.base import EngineError, GenerationRequest, ModelLoadError, ModelRef
+from studiolo.engines.demo.engine import SAMPLER, DemoEngine, fit_to_size
+from studiolo.engines.demo.text import BOS, PAD, UNK, Tokenizer, words
+from tests.tiny_demo import make_tiny_demo_weights
+
+MODEL = ModelRef(id="studiolo-demo", engine="demo", source="builtin")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> DemoEngine:
+    return DemoEngine(weights=make_tiny_demo_weights(tmp_path_factory.mktemp("demo")))
+
+
+def _generate(engine: DemoEngine, **overrides: Any) -> list[np.ndarray]:
+    request = GenerationRequest(model=MODEL, prompt="a red square", seeds=[3], width=64, height=64, steps=3)
+    for key, value in overrides.items():
+        setattr(request, key, value)
+    return [np.asarray(g.image) for g in engine.generate(request, lambda s, t: None, lambda: False)]
+
+
+def test_tokenizer_maps_words_unknowns_and_padding() -> None:
+    tokenizer = Tokenizer(["a", "red", "square"], max_tokens=6)
+    assert words("A Red-Square, 8-bit!") == ["a", "red", "square", "8", "bit"]
+    assert tokenizer.encode("a RED blob") == [BOS, 3, 4, UNK, PAD, PAD]
+    assert tokenizer.encode("a RED blob", drop_unknown=True) == [BOS, 3, 4, PAD, PAD, PAD]
+    assert tokenizer.encode("") == [BOS] + [PAD] * 5  # the unconditional caption still has one state
+    assert len(tokenizer.encode("a " * 50)) == 6
+
+
+def test_missing_weights_name_the_training_script(tmp_path: Path) -> None:
+    engine = DemoEngine(weights=tmp_path / "nothing.safetensors")
+    assert not engine.available()
+    with pytest.raises(ModelLoadError) as excinfo:
+        engine.load(MODEL)
+    assert excinfo.value.code == "model_unavailable"
+    assert "training.demo_model.train" in str(excinfo.value)
+
+
+def test_batch_image_is_bit_identical_to_the_seed_alone(engine: DemoEngine) -> None:
+    batch = _generate(engine, seeds=[1, 2, 3])
+    alone = _generate(engine, seeds=[2])
+    assert np.array_equal(batch[1], alone[0])
+    assert np.array_equal(_generate(engine, seeds=[2])[0], alone[0])
+
+
+def test_only_txt2img_is_offered(engine: DemoEngine) -> None:
+    caps = engine.capabilities(MODEL)
+    assert caps.txt2img and not caps.img2img and not caps.inpaint
+    with pytest.raises(EngineError) as excinfo:
+        _generate(engine, kind="img2img", init_image=Image.new("RGB", (64, 64)))
+    assert excinfo.value.code == "unsupported_task"
+
+
+def test_steps_are_clamped_and_reported_across_the_batch(engine: DemoEngine) -> None:
+    calls: list[tuple[int, int]] = []
+    request = GenerationRequest(model=MODEL, prompt="a house", seeds=[1, 2], width=64, height=64, steps=0)
+    images = engine.generate(request, lambda s, t: calls.append((s, t)), lambda: False)
+    assert calls == [(1, 2), (2, 2)]  # steps 0 -> 1, per image
+    assert [g.sampler for g in images] == [SAMPLER, SAMPLER]
+    calls.clear()
+    request.steps, request.seeds = 500, [1]
+    engine.generate(request, lambda s, t: calls.append((s, t)), lambda: False)
+    assert calls[-1] == (100, 100)
+
+
+def test_guidance_and_negative_prompt_change_the_picture(engine: DemoEngine) -> None:
+    guided = _generate(engine, guidance=4.0)[0]
+    unguided = _generate(engine, guidance=0.0)[0]
+    negative = _generate(engine, guidance=4.0, negative_prompt="blue")[0]
+    assert not np.array_equal(guided, unguided)
+    assert not np.array_equal(guided, negative)
+    # Words the model never learned are left out, so such a negative prompt is the same as none.
+    assert np.array_equal(_generate(engine, guidance=4.0, negative_prompt="blurry, low quality")[0], guided)
+
+
+def test_output_covers_the_requested_size_without_distortion() -> None:
+    square = Image.new("RGB", (64, 64), (0, 0, 0))
+    square.paste((255, 0, 0), (0, 0, 64, 16))  # a red band across the top quarter
+    wide = fit_to_size(square, 768, 432)
+    tall = fit_to_size(square, 300, 900)
+    assert wide.size == (768, 432) and tall.size == (300, 900)
+    # Wide frames crop top and bottom equally (the band is mostly cut), tall ones keep the whole height.
+    assert np.asarray(tall)[:100, 150, 0].mean() > 200
+    assert np.asarray(wide)[:, 384, 0].mean() < np.asarray(tall)[:, 150, 0].mean()
+
+
+def test_importing_the_engine_does_not_import_torch() -> None:
+    code = "import sys, studiolo.engines.demo; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
