@@ -8,7 +8,7 @@ tests/unit/test_<engine>.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,10 @@ from tests.tiny_pipeline import make_tiny_sd_pipeline
 KINDS: tuple[JobKind, ...] = ("txt2img", "img2img", "inpaint")
 # diffusers' schedulers trip numpy 2 deprecation warnings inside diffusers itself; keep them from failing
 # runs with ``-W error`` (a mark outranks the command line), while every other warning still counts.
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:diffusers.*")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:diffusers.*"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 
 @dataclass(frozen=True)
@@ -89,18 +92,6 @@ ADAPTERS = [
     # The trained weights ship in the package; a checkout that has not exported them yet still runs demo-tiny.
     *([pytest.param(_demo_case, id="demo")] if weights_available() else []),
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny models spend their time in thread synchronisation; on a small shared CI box one thread is several
-    times faster and far steadier."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module", params=ADAPTERS)

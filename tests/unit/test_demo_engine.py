@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +16,9 @@ from studiolo.engines.demo.engine import SAMPLER, DemoEngine, fit_to_size
 from studiolo.engines.demo.text import BOS, PAD, UNK, Tokenizer, words
 from tests.tiny_demo import make_tiny_demo_weights
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 MODEL = ModelRef(id="studiolo-demo", engine="demo", source="builtin")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

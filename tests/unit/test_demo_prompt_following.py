@@ -6,13 +6,13 @@ exported), so they catch a broken tokenizer, sampler or export, not noise.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 
 from studiolo.engines.base import GenerationRequest, ModelRef
 from studiolo.engines.demo.engine import DEMO_MODEL_ID, DemoEngine
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SEEDS = [0, 1]
 # Measured at export (step 4420, seeds 0-3, 20 steps, CFG 4): night sky brightness 35-38, noon 170-178;
@@ -22,16 +22,6 @@ NOON_MIN_BRIGHTNESS = 130.0
 DUSK_WARMTH_MARGIN = 60.0
 COLOUR_MARGIN = 15.0
 MODEL = ModelRef(id=DEMO_MODEL_ID, engine="demo", source="builtin")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

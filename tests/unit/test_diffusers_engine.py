@@ -10,7 +10,6 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,19 +26,10 @@ from tests.tiny_pipeline import TINY_CONFIG_ROOT_NAME, make_tiny_sd_pipeline, ma
 ROOT = Path(__file__).resolve().parents[2]
 # diffusers' schedulers trip numpy 2 deprecation warnings inside diffusers itself; keep them from failing
 # runs with ``-W error`` (a mark outranks the command line), while every other warning still counts.
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:diffusers.*")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny models spend their time in thread synchronisation; on a small shared CI box one thread is several
-    times faster and far steadier."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:diffusers.*"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 
 @pytest.fixture(scope="module")

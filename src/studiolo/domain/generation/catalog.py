@@ -173,9 +173,6 @@ class ModelCatalog:
             )
         return ModelRef(id=row.id, engine=row.engine, source=row.source, path=path, arch=row.arch)  # type: ignore[arg-type]
 
-    def loaded_model_ids(self) -> list[str]:
-        return [m.id for m in self.models() if m.loaded]
-
     def _check_new_id(self, model_id: str) -> None:
         if not _MODEL_ID.match(model_id) or ".." in model_id:
             raise InvalidInput(
