@@ -84,6 +84,11 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--export", action="store_true", help="export the checkpoint's EMA weights and exit")
     parser.add_argument("--export-dir", type=Path, default=PACKAGE_WEIGHTS)
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        help="start from exported weights (e.g. the packaged .safetensors) instead of random ones; fresh optimizer",
+    )
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=4e-4)
     parser.add_argument("--warmup", type=int, default=300)
@@ -114,6 +119,7 @@ def main() -> None:
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
     step, seconds = 0, 0.0
+    warmup_from = 0
     if args.resume and checkpoint.exists():
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         config = DemoConfig.from_dict(state["config"])
@@ -123,6 +129,18 @@ def main() -> None:
         step, seconds = state["step"], state.get("seconds", 0.0)
         torch.set_rng_state(state["torch_rng"])
         print(f"resumed at step {step} ({seconds / 60:.1f} min trained)", flush=True)
+    elif args.init_from:
+        # Warm start from shipped weights: a new machine has no checkpoint, but the package has the EMA weights.
+        from safetensors.torch import load_file
+
+        config = DemoConfig.from_dict(json.loads(args.init_from.with_suffix(".json").read_text()))
+        model = DemoModel(config)
+        model.load_state_dict({k: v.float() for k, v in load_file(str(args.init_from)).items()})
+        ema = copy.deepcopy(model).requires_grad_(False)
+        opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
+        step = int(json.loads(args.init_from.with_suffix(".json").read_text()).get("trained_steps", 0))
+        warmup_from = step  # a fresh optimizer needs its warm-up again
+        print(f"initialised from {args.init_from} (step {step})", flush=True)
     tokenizer = config.tokenizer()
     print(f"parameters {parameter_count(model):,} (text encoder {parameter_count(model.text):,})", flush=True)
     rng = np.random.default_rng([args.seed, step])
@@ -151,7 +169,7 @@ def main() -> None:
         }
 
     while step < args.max_steps and not stop_requested and (time.monotonic() - started) / 60 < args.max_minutes:
-        lr = args.lr * min(1.0, (step + 1) / args.warmup)
+        lr = args.lr * min(1.0, (step - warmup_from + 1) / args.warmup)
         if args.anneal_steps > 0:
             # A short final anneal (e.g. the last 20 minutes) gives a clearly cleaner model than a constant rate.
             done = min(1.0, (step - first_step) / args.anneal_steps)
