@@ -16,19 +16,21 @@ from urllib.parse import urlsplit
 
 
 class Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str):
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, extra: str = ""):
         self.reader = reader
         self.writer = writer
         self.host = host
+        self.extra = extra  # pre-rendered extra header lines (e.g. Authorization)
 
     @classmethod
-    async def open(cls, base: str) -> Connection:
+    async def open(cls, base: str, headers: dict[str, str] | None = None) -> Connection:
         u = urlsplit(base)
         reader, writer = await asyncio.open_connection(u.hostname, u.port)
-        return cls(reader, writer, f"{u.hostname}:{u.port}")
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        return cls(reader, writer, f"{u.hostname}:{u.port}", extra)
 
     async def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n{self.extra}"
         if body is not None:
             head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         self.writer.write(head.encode() + b"\r\n" + (body or b""))
@@ -47,7 +49,7 @@ class Connection:
 
 
 async def run(
-    base: str, requests: Iterable[tuple[str, str, Any]], concurrency: int
+    base: str, requests: Iterable[tuple[str, str, Any]], concurrency: int, headers: dict[str, str] | None = None
 ) -> tuple[float, list[float], list[tuple[int, bytes]]]:
     """Send ``(method, path, json_body_or_None)`` requests over ``concurrency`` connections.
 
@@ -57,7 +59,7 @@ async def run(
     responses: list[tuple[int, bytes]] = []
 
     async def worker() -> None:
-        conn = await Connection.open(base)
+        conn = await Connection.open(base, headers)
         try:
             for method, path, body in it:
                 payload = json.dumps(body).encode() if body is not None else None

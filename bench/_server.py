@@ -70,3 +70,29 @@ def rss_mb(pid: int) -> float:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+ADMIN_EMAIL = "bench@example.com"
+ADMIN_PASSWORD = "bench password 4 studiolo"
+
+
+def sign_in(base: str, data_dir: Path, **env: str) -> dict[str, str]:
+    """An Authorization header for the install's administrator (created with the CLI on first use, which
+    adopts the local owner: rows inserted for LOCAL_USER_ID belong to this admin)."""
+    login = {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+    r = httpx.post(f"{base}/api/v1/auth/login", json=login, timeout=30)
+    if r.status_code == 401:
+        subprocess.run(
+            [sys.executable, "-m", "studiolo", "users", "create-admin", "--email", ADMIN_EMAIL],
+            env={
+                **os.environ,
+                "STUDIOLO_DATA_DIR": str(data_dir),
+                "STUDIOLO_ADMIN_PASSWORD": ADMIN_PASSWORD,
+                **{f"STUDIOLO_{k.upper()}": v for k, v in env.items()},
+            },
+            check=True,
+            capture_output=True,
+        )
+        r = httpx.post(f"{base}/api/v1/auth/login", json=login, timeout=30)
+    r.raise_for_status()
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}

@@ -22,16 +22,19 @@ from pathlib import Path
 import httpx
 
 from bench import _loadgen
-from bench._server import percentile, rss_mb, studiolo_server
+from bench._server import percentile, rss_mb, sign_in, studiolo_server
 from studiolo.db.base import new_id
 from studiolo.domain.accounts.models import LOCAL_USER_ID
 
 BODY = {"prompt": "a lighthouse at dusk", "size": "64x64", "steps": 1}
 
 
+HEADERS: dict[str, str] = {}  # the signed-in administrator's Authorization header, set in main()
+
+
 def enqueue(base: str, total: int, concurrency: int) -> tuple[float, list[float], list[str]]:
     reqs = (("POST", "/api/v1/generations", BODY) for _ in range(total))
-    elapsed, latencies, responses = asyncio.run(_loadgen.run(base, reqs, concurrency))
+    elapsed, latencies, responses = asyncio.run(_loadgen.run(base, reqs, concurrency, HEADERS))
     bad = [r for r in responses if r[0] != 202]
     if bad:
         raise RuntimeError(f"{len(bad)} submissions failed, e.g. {bad[0]}")
@@ -39,7 +42,7 @@ def enqueue(base: str, total: int, concurrency: int) -> tuple[float, list[float]
 
 
 def get_latency(base: str, paths: list[str], concurrency: int) -> list[float]:
-    _, latencies, responses = asyncio.run(_loadgen.run(base, (("GET", p, None) for p in paths), concurrency))
+    _, latencies, responses = asyncio.run(_loadgen.run(base, (("GET", p, None) for p in paths), concurrency, HEADERS))
     if any(status != 200 for status, _ in responses):
         raise RuntimeError("a GET failed")
     return latencies
@@ -109,14 +112,22 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        env = {"enable_echo_engine": "true", "default_model": "echo", "env": "test", "inline_workers": "1"}
+        # Rate limits off: 50 clients from one address would be throttled, which is the point in production.
+        env = {
+            "enable_echo_engine": "true",
+            "default_model": "echo",
+            "env": "test",
+            "inline_workers": "1",
+            "rate_limits_enabled": "false",
+        }
         with studiolo_server(data, **env) as (base, proc):
+            HEADERS.update(sign_in(base, data, **env))
             time.sleep(2)
             print(f"idle RSS, no model loaded: {rss_mb(proc.pid):.0f} MB (target <= 250 MB)")
 
             # Enqueue → start latency, on an idle worker, one job at a time.
             waits = []
-            with httpx.Client(base_url=base, timeout=30) as c:
+            with httpx.Client(base_url=base, timeout=30, headers=HEADERS) as c:
                 for _ in range(50):
                     job = c.post("/api/v1/generations", json=BODY).json()
                     while (view := c.get(job["urls"]["get"]).json())["status"] not in ("succeeded", "failed"):
@@ -133,7 +144,7 @@ def main() -> None:
             paths = [f"/api/v1/jobs/{random.choice(ids)}" for _ in range(2000)]
             # First while the worker is still draining the backlog those clients just queued, then idle.
             report("GET /jobs/{id}, 10 clients, worker busy", get_latency(base, paths, 10), "p99 <= 20 ms")
-            with httpx.Client(base_url=base, timeout=30) as c:
+            with httpx.Client(base_url=base, timeout=30, headers=HEADERS) as c:
                 while c.get("/api/v1/jobs", params={"status": "queued", "limit": 1}).json()["items"]:
                     time.sleep(0.2)
             report("GET /jobs/{id}, 1 client, idle", get_latency(base, paths[:500], 1), "p99 <= 20 ms")
@@ -141,7 +152,8 @@ def main() -> None:
 
         fill_images(data / "studiolo.db", args.images)
         with studiolo_server(data, **env) as (base, proc):
-            with httpx.Client(base_url=base) as c:
+            HEADERS.update(sign_in(base, data, **env))
+            with httpx.Client(base_url=base, headers=HEADERS) as c:
                 pages = []
                 cursor = None
                 for _ in range(40):  # walk real cursors deep into the gallery

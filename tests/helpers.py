@@ -9,12 +9,26 @@ from typing import Any
 
 from PIL import Image
 
-from studiolo.domain.accounts.models import LOCAL_USER_ID
+from studiolo.db.base import utcnow
+from studiolo.domain.accounts.audit import Origin
+from studiolo.domain.accounts.models import LOCAL_USER_ID, User
 from studiolo.domain.generation.schemas import GenerationParams, JobView
 from studiolo.domain.generation.worker import Worker
 from studiolo.services import Services
 
 TERMINAL = ("succeeded", "failed", "canceled")
+
+# Routes anyone may call without credentials: sign-up, sign-in, codes, reset and first-run setup.
+PUBLIC_AUTH_ROUTES = (
+    "/api/v1/auth/register",
+    "/api/v1/auth/resend-code",
+    "/api/v1/auth/verify",
+    "/api/v1/auth/login",
+    "/api/v1/auth/refresh",
+    "/api/v1/auth/password-reset",
+    "/api/v1/auth/password-reset/confirm",
+    "/api/v1/setup",
+)
 
 
 def drain(services: Services, worker_id: str = "test-worker") -> int:
@@ -52,3 +66,26 @@ def png_bytes(
     buf = io.BytesIO()
     Image.new(mode, size, color if mode == "RGB" else 255).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def auth_headers(services: Services, user_id: str = LOCAL_USER_ID) -> dict[str, str]:
+    """A real signed-in session (refresh-token row + access token) for ``user_id``, as a Bearer header."""
+    with services.db.session() as session:
+        user = session.get_one(User, user_id)
+        pair = services.accounts.start_session(session, user, Origin("127.0.0.1", "tests"))
+    return {"Authorization": f"Bearer {pair.access_token}"}
+
+
+def create_user(
+    services: Services, email: str, *, password: str | None = None, role: str = "user", status: str = "active"
+) -> str:
+    """An account straight in the database (verified, active unless told), for tests that are not about sign-up."""
+    with services.db.session() as session:
+        user = User(email=email, role=role, status=status, display_name=email.split("@")[0])
+        if status != "pending":
+            user.email_verified_at = utcnow()
+        if password is not None:
+            user.password_hash = services.accounts.hashing.hash(password)
+        session.add(user)
+        session.flush()
+        return user.id

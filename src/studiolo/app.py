@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from studiolo import __version__
+from studiolo.domain.accounts.oauth_router import router as oauth_router
+from studiolo.domain.accounts.router import admin_router
+from studiolo.domain.accounts.router import router as accounts_router
 from studiolo.domain.gallery.router import router as gallery_router
 from studiolo.domain.generation.router import router as generation_router
-from studiolo.errors import PayloadTooLarge, error_body, install_error_handlers
+from studiolo.errors import error_body, install_error_handlers
+from studiolo.logs import request_id_var
+from studiolo.metrics import HttpMetrics, ProcessMetrics
 from studiolo.ops import router as ops_router
 from studiolo.services import Services, build_services
 from studiolo.settings import Settings
+
+log = logging.getLogger("studiolo")
 
 
 class BodyLimit:
@@ -44,9 +53,9 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise PayloadTooLarge(
-                        f"The request body is larger than {self.limit} bytes.", details={"limit": self.limit}
-                    )
+                    # An HTTPException, not our PayloadTooLarge: FastAPI's body parsing turns any other exception
+                    # raised while reading into a 400; this one it re-raises, and errors.py maps it to 413.
+                    raise StarletteHTTPException(413, f"The request body is larger than {self.limit} bytes.")
             return message
 
         await self.app(scope, limited, send)
@@ -68,21 +77,40 @@ class RequestId:
         given = dict(scope.get("headers", ())).get(b"x-request-id", b"").decode("latin-1")[:64]
         rid = given if given.isprintable() and given else f"{self._prefix}-{next(self._counter):x}"
         scope.setdefault("state", {})["request_id"] = rid
+        log_token = request_id_var.set(rid)  # log lines written while handling the request carry its id
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid.encode("latin-1"))]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(log_token)
 
 
 async def _send_413(send: Send, limit: int, request_id: str) -> None:
     message = f"The request body is larger than {limit} bytes."
     body = json.dumps(error_body("payload_too_large", message, {"limit": limit}, request_id)).encode()
-    headers = [(b"content-type", b"application/json"), (b"x-request-id", request_id.encode())]
+    headers = [(b"content-type", b"application/json")]  # X-Request-ID: added by the RequestId middleware
     await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _announce_setup(services: Services) -> None:
+    """First run: say how to create the administrator (the setup page needs the token printed here)."""
+    settings = services.settings
+    if settings.auth_mode == "none":
+        log.warning("STUDIOLO_AUTH_MODE=none: no sign-in, every request acts as the local owner")
+        return
+    if services.admin.needs_setup():
+        base = settings.public_url or f"http://{settings.host}:{settings.port}"
+        log.warning(
+            "No administrator yet. Create one at %s/setup?token=%s or run `studiolo users create-admin`.",
+            base.rstrip("/"),
+            services.admin.setup_token(),
+        )
 
 
 def create_app(
@@ -94,8 +122,12 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc = services or build_services(settings)
         app.state.services = svc
+        metrics.bind(svc)
         if start_workers and settings.inline_workers > 0:
             svc.start_workers(settings.inline_workers)
+        if svc.event_relay is not None:
+            svc.event_relay.start()  # events from workers in other processes reach this process's streams
+        _announce_setup(svc)
         try:
             yield
         finally:
@@ -112,15 +144,22 @@ def create_app(
         description="Self-hosted AI creative studio: prompt in, images out, kept in a private gallery.",
         lifespan=lifespan,
     )
+    metrics = ProcessMetrics()  # this app's own registry (GET /metrics), see metrics.py
+    app.state.metrics = metrics
     if services is not None:
         app.state.services = services
+        metrics.bind(services)
     install_error_handlers(app)
 
     # Multipart submissions carry up to two images plus form fields.
     app.add_middleware(BodyLimit, limit=2 * settings.max_upload_bytes + 1024 * 1024)
+    app.add_middleware(HttpMetrics, metrics=metrics)  # outside BodyLimit: its 413s are counted too
     app.add_middleware(RequestId)  # added last = outermost, so even a 413 from BodyLimit carries the id
     app.include_router(generation_router, prefix="/api/v1")
     app.include_router(gallery_router, prefix="/api/v1")
+    app.include_router(accounts_router, prefix="/api/v1")
+    app.include_router(oauth_router, prefix="/api/v1")
+    app.include_router(admin_router, prefix="/api/v1")
     app.include_router(ops_router)
 
     @app.get("/", include_in_schema=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 import sys
 import threading
@@ -32,13 +31,16 @@ from studiolo.domain.generation.service import Upload
 from studiolo.engines.base import JobKind
 from studiolo.engines.demo.engine import DEMO_MODEL_ID, DEMO_NOTICE
 from studiolo.errors import StudioloError
+from studiolo.logs import configure_logging
 from studiolo.settings import Settings
 
 app = typer.Typer(help="Studiolo: a self-hosted AI creative studio.", no_args_is_help=True, add_completion=False)
 models_app = typer.Typer(help="Install, list and remove models.", no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+users_app = typer.Typer(help="Accounts: the first administrator, listing, suspending.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
 
 console = Console(stderr=True)
 out = Console()
@@ -97,7 +99,7 @@ def serve(
     if workers is not None:
         updates["inline_workers"] = workers
     settings = settings.model_copy(update=updates)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings)
     console.print(f"Studiolo on http://{settings.host}:{settings.port}  (data: {settings.data_dir})")
     # A bounded grace period: clients following a job's event stream would otherwise hold shutdown open
     # until their job ends (tests/e2e/test_server.py::test_sigterm_stops_the_server_while_a_client_follows_a_job).
@@ -106,18 +108,38 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=None,  # uvicorn's own lines (access log included) go through configure_logging's handler
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
     )
 
 
 @app.command()
 def worker(
-    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Worker threads in this process.")] = 1,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=64, help="Jobs run at once by this process (one per GPU is best).")
+    ] = 1,
+    queues: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated model ids this worker serves (Celery dispatch; default: all installed)."),
+    ] = None,
 ) -> None:
-    """Run job workers as a separate process against the configured database."""
+    """Run job workers as a separate process against the configured database (and broker, with Celery)."""
     settings = _settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings)
     services = _services(settings)
+    if settings.worker_metrics_port:
+        from studiolo.metrics import serve_worker_metrics
+
+        serve_worker_metrics(services, settings.host, settings.worker_metrics_port)
+    if settings.dispatch == "celery":
+        from studiolo.dispatch.celery_worker import run_celery_worker
+
+        models = [m.strip() for m in queues.split(",") if m.strip()] if queues else None
+        console.print(f"celery worker ({concurrency} at once) on {settings.resolved_broker_url.split('@')[-1]}")
+        run_celery_worker(services, concurrency=concurrency, models=models, loglevel=settings.log_level)
+        return
+    if queues:
+        console.print("[yellow]--queues only applies with STUDIOLO_DISPATCH=celery; serving every model[/yellow]")
     stop = threading.Event()
 
     def _graceful(signum: int, _frame: Any) -> None:
@@ -363,6 +385,67 @@ def db_current() -> None:
         out.print("empty")  # nothing created yet; opening the file would create it
         return
     out.print(migrate.current_revision(url) or "empty")
+
+
+@users_app.command("create-admin")
+def users_create_admin(
+    email: Annotated[str, typer.Option(help="The administrator's email address.")],
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            envvar="STUDIOLO_ADMIN_PASSWORD",
+            help="Asked for when not given (or read from STUDIOLO_ADMIN_PASSWORD).",
+        ),
+    ],
+    name: Annotated[str, typer.Option(help="Display name.")] = "",
+) -> None:
+    """Create an administrator (on a new install: the first account, which also owns what the CLI made)."""
+    from studiolo.domain.accounts.audit import Origin
+
+    with _command_services() as services:
+        view = services.admin.create_admin(email, password, name, Origin(ip="cli", user_agent="studiolo cli"))
+    out.print(f"Administrator {view.email} ({view.id}) is ready; sign in with this email and password.")
+
+
+@users_app.command("list")
+def users_list(
+    query: Annotated[str, typer.Argument(help="Part of an email or name.")] = "",
+    status: Annotated[str | None, typer.Option(help="pending, active or suspended.")] = None,
+) -> None:
+    """List accounts, newest first."""
+    with _command_services() as services:
+        page = services.admin.list_users(q=query, status=status, limit=100)
+    table = Table("id", "email", "name", "role", "status", "last sign-in")
+    for u in page.items:
+        table.add_row(u.id, u.email, u.display_name, u.role, u.status, str(u.last_login_at or "-"))
+    out.print(table)
+
+
+def _set_status(email: str, status: str) -> None:
+    from studiolo.domain.accounts.audit import Origin
+    from studiolo.domain.accounts.service import normalize_email
+
+    with _command_services() as services:
+        matches = [u for u in services.admin.list_users(q=normalize_email(email)).items if u.email == email.lower()]
+        if not matches:
+            raise _fail(StudioloError(f"No account with the email {email}.", code="user_not_found"))
+        view = services.admin.set_status(None, matches[0].id, status, Origin(ip="cli", user_agent="studiolo cli"))
+    out.print(f"{view.email}: {view.status}")
+
+
+@users_app.command("suspend")
+def users_suspend(email: str) -> None:
+    """Suspend an account: its sessions, tokens and API keys stop working at once."""
+    _set_status(email, "suspended")
+
+
+@users_app.command("activate")
+def users_activate(email: str) -> None:
+    """Re-activate a suspended account."""
+    _set_status(email, "active")
 
 
 def main() -> None:

@@ -1,13 +1,32 @@
-"""Typed FastAPI dependencies shared by every router."""
+"""Typed FastAPI dependencies shared by every router: the service graph and who is calling.
+
+Credentials: ``Authorization: Bearer <access token or ais_ API key>``, or the web studio's HttpOnly cookie.
+A cookie-authenticated request that changes something must also send ``X-CSRF-Token`` equal to the
+``studiolo_csrf`` cookie, which is an HMAC of the session id (a cross-site page can make the browser send the
+cookie, but cannot read it to copy into the header).
+
+Scopes follow the method: reading (GET/HEAD) needs ``read``, anything else ``generate``; the admin routes need
+``admin`` (and the admin role). Account management (password, API keys, deletion) needs a signed-in session:
+an API key cannot mint more keys or lock its owner out.
+"""
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from studiolo.domain.accounts.models import LOCAL_USER_ID
+from studiolo.domain.accounts.audit import Origin
+from studiolo.domain.accounts.authn import LOCAL_PRINCIPAL, Principal
+from studiolo.errors import Forbidden, Unauthorized
 from studiolo.services import Services
+
+ACCESS_COOKIE = "studiolo_access"
+REFRESH_COOKIE = "studiolo_refresh"
+CSRF_COOKIE = "studiolo_csrf"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 # Dependencies that never block are ``async def``: FastAPI runs a plain ``def`` dependency in the thread
@@ -17,10 +36,80 @@ async def get_services(request: Request) -> Services:
     return services
 
 
-async def current_owner_id() -> str:
-    """The acting user's id. Until accounts land every request acts as the built-in local owner."""
-    return LOCAL_USER_ID
+def bearer_credential(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise Unauthorized("Use 'Authorization: Bearer <token or API key>'.", code="invalid_token")
+    return value.strip()
+
+
+async def current_principal(request: Request) -> Principal:
+    """The authenticated caller, or 401. Runs on every protected request: no I/O beyond a cached user state."""
+    cached: Principal | None = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached
+    services: Services = request.app.state.services
+    if services.settings.auth_mode == "none":
+        principal = LOCAL_PRINCIPAL
+    else:
+        credential = bearer_credential(request)
+        from_cookie = credential is None
+        if from_cookie:
+            credential = request.cookies.get(ACCESS_COOKIE)
+        if not credential:
+            raise Unauthorized("Sign in first: send 'Authorization: Bearer <token or API key>'.")
+        principal = services.authenticator.authenticate(credential)
+        if from_cookie and request.method not in SAFE_METHODS:
+            expected = services.codec.sign("csrf", principal.session_id)
+            sent = request.headers.get(CSRF_HEADER, "")
+            if not hmac.compare_digest(sent.encode(), expected.encode()):
+                raise Forbidden("Missing or wrong X-CSRF-Token header.", code="csrf_failed")
+    request.state.principal = principal
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+async def current_owner_id(request: Request, principal: PrincipalDep) -> str:
+    """The acting user's id, after checking the credential's scope for this kind of request."""
+    principal.require("read" if request.method in SAFE_METHODS else "generate")
+    return principal.user_id
+
+
+async def session_principal(principal: PrincipalDep) -> Principal:
+    if principal.via == "api_key":
+        raise Forbidden("Manage your account from a signed-in session, not with an API key.", code="session_required")
+    return principal
+
+
+async def admin_principal(principal: PrincipalDep) -> Principal:
+    if not principal.is_admin:
+        raise Forbidden("This needs an administrator.", code="admin_required")
+    return principal
+
+
+async def generation_rate_limit(request: Request, principal: PrincipalDep) -> None:
+    """Counts a job submission against the caller's IP, user and (if used) API key, after the scope check (a
+    refused read-only key must not use up the budget)."""
+    principal.require("generate")
+    services: Services = request.app.state.services
+    keys = [f"user:{principal.user_id}", f"ip:{request.client.host if request.client else 'unknown'}"]
+    if principal.api_key_id:
+        keys.append(f"key:{principal.api_key_id}")
+    services.limiter.hit("generate", *keys)
+
+
+def request_origin(request: Request) -> Origin:
+    return Origin(ip=request.client.host if request.client else "", user_agent=request.headers.get("user-agent", ""))
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 OwnerId = Annotated[str, Depends(current_owner_id)]
+SessionPrincipal = Annotated[Principal, Depends(session_principal)]
+AdminPrincipal = Annotated[Principal, Depends(admin_principal)]
+OriginDep = Annotated[Origin, Depends(request_origin)]
+GenerationLimit = Depends(generation_rate_limit)

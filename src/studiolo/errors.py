@@ -68,6 +68,29 @@ class ServiceUnavailable(StudioloError):
     code = "service_unavailable"
 
 
+class Unauthorized(StudioloError):
+    """No valid credentials: missing, expired, tampered or revoked."""
+
+    status_code = 401
+    code = "not_authenticated"
+
+
+class Forbidden(StudioloError):
+    """Valid credentials that may not do this (scope, role, suspended account, CSRF)."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class RateLimited(StudioloError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None):
+        super().__init__(message, code=code, details={"retry_after": retry_after})
+        self.retry_after = retry_after
+
+
 def error_body(code: str, message: str, details: dict[str, Any] | None, request_id: str | None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details or {}}, "request_id": request_id}
 
@@ -81,8 +104,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StudioloError)
     async def _domain(request: Request, exc: StudioloError) -> JSONResponse:
+        headers: dict[str, str] = {}
+        if isinstance(exc, RateLimited):
+            headers["Retry-After"] = str(exc.retry_after)
+        elif isinstance(exc, Unauthorized):
+            headers["WWW-Authenticate"] = 'Bearer realm="studiolo"'
         return JSONResponse(
-            error_body(exc.code, exc.message, exc.details, _request_id(request)), status_code=exc.status_code
+            error_body(exc.code, exc.message, exc.details, _request_id(request)),
+            status_code=exc.status_code,
+            headers=headers or None,
         )
 
     @app.exception_handler(RequestValidationError)

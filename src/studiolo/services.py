@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from studiolo.db import migrate
 from studiolo.db.session import Database
 from studiolo.dispatch.base import JobDispatch
 from studiolo.dispatch.inline import InlineDispatch
+from studiolo.domain.accounts.admin import AdminService
+from studiolo.domain.accounts.authn import Authenticator
+from studiolo.domain.accounts.keys import ApiKeyService
+from studiolo.domain.accounts.mail import Mailer, build_mailer
+from studiolo.domain.accounts.oauth import OAuthService
+from studiolo.domain.accounts.passwords import PasswordHashing
+from studiolo.domain.accounts.ratelimit import RateLimiter
+from studiolo.domain.accounts.service import AccountService, MailOutbox
+from studiolo.domain.accounts.tokens import TokenCodec, load_secret_key
 from studiolo.domain.gallery.service import GalleryService
 from studiolo.domain.generation.catalog import ModelCatalog
 from studiolo.domain.generation.events import EventBus
@@ -18,7 +28,10 @@ from studiolo.domain.generation.worker import JobRunner, WorkerPool
 from studiolo.engines.base import Engine
 from studiolo.settings import Settings
 from studiolo.storage.base import ObjectStore
-from studiolo.storage.local import LocalObjectStore
+from studiolo.storage.factory import build_object_store
+
+if TYPE_CHECKING:
+    from studiolo.dispatch.redis_events import RedisEventRelay
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +57,14 @@ def default_engines(settings: Settings) -> dict[str, Engine]:
     return engines
 
 
+def build_dispatch(settings: Settings) -> JobDispatch:
+    if settings.dispatch == "celery":
+        from studiolo.dispatch.celery import CeleryDispatch
+
+        return CeleryDispatch(settings)
+    return InlineDispatch()
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -57,13 +78,22 @@ class Services:
     gallery: GalleryService
     generation: GenerationService
     runner: JobRunner
+    codec: TokenCodec
+    authenticator: Authenticator
+    limiter: RateLimiter
+    outbox: MailOutbox
+    accounts: AccountService
+    keys: ApiKeyService
+    admin: AdminService
+    oauth: OAuthService
+    event_relay: RedisEventRelay | None = None  # set when STUDIOLO_REDIS_URL is
     pools: list[WorkerPool] = field(default_factory=list)
 
-    def start_workers(self, count: int) -> WorkerPool:
+    def start_workers(self, count: int, *, claim_loops: bool = True) -> WorkerPool:
         pool = WorkerPool(
             db=self.db, queue=self.queue, runner=self.runner, dispatch=self.dispatch, settings=self.settings
         )
-        pool.start(count)
+        pool.start(count, claim_loops=claim_loops)
         self.pools.append(pool)
         return pool
 
@@ -72,20 +102,35 @@ class Services:
             pool.stop(timeout)
         self.pools.clear()
         self.runner.close()
+        self.dispatch.close()
+        if self.event_relay is not None:
+            self.event_relay.close()
+        self.outbox.close()
         self.db.dispose()
 
 
 def build_services(
-    settings: Settings, *, engines: dict[str, Engine] | None = None, upgrade_db: bool = True
+    settings: Settings,
+    *,
+    engines: dict[str, Engine] | None = None,
+    upgrade_db: bool = True,
+    mailer: Mailer | None = None,
 ) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url
     if upgrade_db:
         migrate.upgrade(url)
     db = Database(url)
-    store = LocalObjectStore(settings.files_dir)
-    dispatch = InlineDispatch()
+    store = build_object_store(settings)
+    dispatch = build_dispatch(settings)
     events = EventBus()
+    event_relay = None
+    if settings.redis_url:
+        # Events cross processes through Redis: workers publish, API processes subscribe (create_app starts it).
+        from studiolo.dispatch.redis_events import RedisEventRelay
+
+        event_relay = RedisEventRelay(settings.redis_url, events)
+        events.relay = event_relay.publish
     engines = engines if engines is not None else default_engines(settings)
     catalog = ModelCatalog(db, settings, engines)
     queue = JobQueue(db, lease_seconds=settings.lease_seconds, retry_backoff_seconds=settings.retry_backoff_seconds)
@@ -112,6 +157,30 @@ def build_services(
         events=events,
         dispatch=dispatch,
     )
+    codec = TokenCodec(load_secret_key(settings), settings.access_token_minutes)
+    authenticator = Authenticator(db, codec)
+    hashing = PasswordHashing(settings)
+    limiter = RateLimiter(settings)
+    outbox = MailOutbox(mailer or build_mailer(settings))
+    accounts = AccountService(
+        db=db,
+        settings=settings,
+        hashing=hashing,
+        codec=codec,
+        outbox=outbox,
+        limiter=limiter,
+        on_user_changed=authenticator.forget,
+        on_session_ended=authenticator.forget_session,
+    )
+    admin = AdminService(
+        db=db,
+        accounts=accounts,
+        hashing=hashing,
+        codec=codec,
+        gallery=gallery,
+        store=store,
+        on_user_changed=authenticator.forget,
+    )
     return Services(
         settings=settings,
         db=db,
@@ -124,4 +193,13 @@ def build_services(
         gallery=gallery,
         generation=generation,
         runner=runner,
+        codec=codec,
+        authenticator=authenticator,
+        limiter=limiter,
+        outbox=outbox,
+        accounts=accounts,
+        keys=ApiKeyService(db, on_revoked=authenticator.forget_key),
+        admin=admin,
+        oauth=OAuthService(settings, db=db, accounts=accounts, codec=codec),
+        event_relay=event_relay,
     )

@@ -25,8 +25,28 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=_default_data_dir)
     # Empty means "SQLite file inside data_dir"; any SQLAlchemy URL otherwise.
     database_url: str = ""
-    storage: Literal["local"] = "local"
-    dispatch: Literal["inline"] = "inline"
+    storage: Literal["local", "s3"] = "local"
+    # S3-compatible storage (storage="s3", docs/deployment.md). The bucket stays private: browsers download
+    # through presigned URLs that expire after s3_presign_seconds.
+    s3_bucket: str = ""
+    s3_prefix: str = ""  # keys live under "<prefix>/" inside the bucket; empty: at its top
+    s3_endpoint_url: str = ""  # empty: AWS; e.g. http://minio:9000 or https://<account>.r2.cloudflarestorage.com
+    s3_region: str = "us-east-1"  # R2 wants "auto"
+    # Both empty: boto3's default credential chain (AWS_* variables, ~/.aws, an instance or pod role).
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"  # MinIO needs "path"
+    s3_presign_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)  # SigV4 allows at most 7 days
+    # Bodies at least this large go up as multipart uploads (parts of max(threshold, 5 MiB)).
+    s3_multipart_threshold_mb: int = Field(default=16, ge=1, le=5 * 1024)
+    # Create the bucket at start-up when missing (development, tests); production buckets are made by hand.
+    s3_create_bucket: bool = False
+    # "inline": worker threads poll the database (one machine). "celery": `studiolo worker` processes on any
+    # number of machines receive job tokens through a broker (Redis or RabbitMQ); see dispatch/celery.py.
+    dispatch: Literal["inline", "celery"] = "inline"
+    broker_url: str = ""  # empty: STUDIOLO_REDIS_URL, else redis://localhost:6379/0
+    # How often a Celery worker's sweeper compares ready jobs with broker messages and re-dispatches lost ones.
+    sweep_seconds: float = Field(default=2.0, gt=0, le=300)
 
     # Workers started inside `studiolo serve`; 0 means "a separate `studiolo worker` runs the jobs".
     inline_workers: int = Field(default=1, ge=0, le=64)
@@ -58,8 +78,63 @@ class Settings(BaseSettings):
     # Seconds `serve` waits on open connections (event streams) after SIGTERM before closing them.
     shutdown_grace_seconds: float = Field(default=5.0, ge=0, le=600)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # "json": one JSON object per line with request and job ids, for log pipelines (studiolo/logs.py).
+    log_format: Literal["text", "json"] = "text"
+    # `studiolo worker` serves its Prometheus metrics on this port (0: not at all); API processes use /metrics.
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    # Each dependency /ready checks gets this long (they are checked at once); keep it under the probe's timeout.
+    ready_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     # Cost accounting: credits charged per generated megapixel-step, reported on jobs and stats.
     cost_per_megapixel_step: float = Field(default=0.001, ge=0)
+
+    # Accounts. "accounts": every API call needs a session or an API key (the default). "none": a trusted
+    # single-user machine where every request acts as the built-in local owner (no sign-in), as ComfyUI does.
+    auth_mode: Literal["accounts", "none"] = "accounts"
+    # Signs access tokens, OAuth state and the setup link. Empty: a random key kept in data_dir/secret.key
+    # (so every process sharing the data directory agrees); set it when API processes run on several machines.
+    secret_key: str = ""
+    public_url: str = ""  # how users reach this server (links in emails, OAuth redirects); default: the request's
+    access_token_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    refresh_token_days: int = Field(default=30, ge=1, le=365)
+    # "auto": Secure cookies except on plain-http non-localhost addresses (where browsers would drop them).
+    cookie_secure: Literal["auto", "always", "never"] = "auto"
+    # argon2id cost: 64 MiB and 2 passes, measured 60-95 ms per hash on the project's 2-core CPUs (bench/auth.py).
+    argon2_time_cost: int = Field(default=2, ge=1, le=20)
+    argon2_memory_kib: int = Field(default=65536, ge=8, le=2**21)
+    argon2_parallelism: int = Field(default=1, ge=1, le=16)
+    verification_code_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    verification_code_attempts: int = Field(default=5, ge=1, le=20)
+    resend_code_seconds: int = Field(default=60, ge=0, le=3600)
+    # Failed logins per email before the account is locked, and for how long.
+    lockout_failures: int = Field(default=10, ge=1, le=1000)
+    lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    # Rate limits ("N per minute"-style strings of the `limits` library); generous for humans, tight for scripts.
+    rate_limit_login: str = "10/minute"
+    rate_limit_register: str = "5/minute;20/hour"
+    rate_limit_code: str = "10/minute"
+    rate_limit_reset: str = "5/minute;20/hour"
+    rate_limit_generate: str = "120/minute"
+    rate_limits_enabled: bool = True
+    # Shared counters for several API processes; empty keeps them in memory (one process).
+    redis_url: str = ""
+    # Email: "console" writes messages (and their codes) to the server log; "smtp" sends them.
+    mailer: Literal["console", "smtp"] = "console"
+    mail_from: str = "Studiolo <studiolo@localhost>"
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_timeout_seconds: float = Field(default=15.0, gt=0)
+    # OAuth / OpenID Connect sign-in: a provider is offered when its client id is set.
+    google_client_id: str = ""
+    google_client_secret: str = ""
+    google_discovery_url: str = "https://accounts.google.com/.well-known/openid-configuration"
+    github_client_id: str = ""
+    github_client_secret: str = ""
+    github_authorize_url: str = "https://github.com/login/oauth/authorize"
+    github_token_url: str = "https://github.com/login/oauth/access_token"
+    github_api_url: str = "https://api.github.com"
 
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Settings:
@@ -67,6 +142,10 @@ class Settings(BaseSettings):
             raise ValueError("STUDIOLO_ENABLE_ECHO_ENGINE must not be set in production")
         if self.heartbeat_seconds >= self.lease_seconds:
             raise ValueError("STUDIOLO_HEARTBEAT_SECONDS must be shorter than STUDIOLO_LEASE_SECONDS")
+        if self.storage == "s3" and not self.s3_bucket:
+            raise ValueError("STUDIOLO_STORAGE=s3 needs STUDIOLO_S3_BUCKET")
+        if bool(self.s3_access_key_id) != bool(self.s3_secret_access_key):
+            raise ValueError("set both STUDIOLO_S3_ACCESS_KEY_ID and STUDIOLO_S3_SECRET_ACCESS_KEY, or neither")
         return self
 
     @property
@@ -74,6 +153,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'studiolo.db'}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or self.redis_url or "redis://localhost:6379/0"
 
     @property
     def models_dir(self) -> Path:

@@ -23,6 +23,8 @@ import pytest
 # Generous: a cold start imports FastAPI, SQLAlchemy and runs migrations on a loaded 2-core machine.
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
+ADMIN_EMAIL = "admin@example.com"
+ADMIN_PASSWORD = "correct horse battery staple"
 
 
 def free_port() -> int:
@@ -49,6 +51,9 @@ def studiolo_env(data_dir: Path, **overrides: Any) -> dict[str, str]:
             "STUDIOLO_LOG_LEVEL": "warning",
             "COLUMNS": "200",
             "PYTHONUNBUFFERED": "1",
+            # cheap password hashing in tests (bench/auth.py measures the real cost)
+            "STUDIOLO_ARGON2_TIME_COST": "1",
+            "STUDIOLO_ARGON2_MEMORY_KIB": "1024",
         }
     )
     for key, value in overrides.items():
@@ -131,6 +136,25 @@ class Server(Proc):
                 raise AssertionError(f"server not healthy after {timeout} s:\n{self.output()}")
             time.sleep(0.1)
 
+    def sign_in(self, env: dict[str, str], cwd: Path) -> None:
+        """Sign the client in as the install's administrator, creating it with the CLI on a fresh data dir
+        (the way a person sets up a new install)."""
+        login = {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+        r = self.client.post("/api/v1/auth/login", json=login)
+        if r.status_code == 401:
+            created = run_cli(
+                "users",
+                "create-admin",
+                "--email",
+                ADMIN_EMAIL,
+                env=env | {"STUDIOLO_ADMIN_PASSWORD": ADMIN_PASSWORD},
+                cwd=cwd,
+            )
+            assert created.returncode == 0, created.stdout + created.stderr
+            r = self.client.post("/api/v1/auth/login", json=login)
+        assert r.status_code == 200, r.text
+        self.client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int:
         self.client.close()
         return super().stop(sig, timeout)
@@ -171,6 +195,7 @@ class Launcher:
         server = Server(args, popen, log, port=port)
         self.procs.append(server)
         server.wait_healthy()
+        server.sign_in(env, cwd)
         return server
 
     def close(self) -> None:

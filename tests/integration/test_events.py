@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from studiolo.app import create_app
 from studiolo.services import build_services
-from tests.helpers import drain
+from tests.helpers import auth_headers, drain
 
 
 def _events(client: TestClient, url: str) -> list[dict[str, Any]]:
@@ -33,6 +33,7 @@ def test_event_stream_follows_a_job_to_the_end(settings_factory: Any) -> None:
     svc = build_services(settings_factory(echo_step_delay=0.02), upgrade_db=False)
     try:
         with TestClient(create_app(services=svc, start_workers=False)) as client:
+            client.headers.update(auth_headers(svc))
             job = client.post("/api/v1/generations", json={"prompt": "x", "size": "64x64", "steps": 5, "n": 2}).json()
             svc.start_workers(1)
             events = _events(client, job["urls"]["events"])
@@ -61,6 +62,7 @@ def test_event_stream_sees_a_job_run_by_another_process(settings_factory: Any) -
     other = build_services(settings, upgrade_db=False)  # its own event bus: like a separate worker process
     try:
         with TestClient(create_app(services=api, start_workers=False)) as client:
+            client.headers.update(auth_headers(api))
             job = client.post("/api/v1/generations", json={"prompt": "x", "size": "64x64", "steps": 3}).json()
             runner = threading.Thread(target=drain, args=(other,))
             runner.start()

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from studiolo.deps import current_owner_id
-from studiolo.domain.accounts.models import User
+from studiolo.domain.accounts.models import LOCAL_USER_ID
 from studiolo.services import Services
-from tests.helpers import drain
-
-INTRUDER = "00000000-0000-7000-8000-0000000000ee"
+from tests.helpers import auth_headers, create_user, drain
 
 BODIES: dict[str, object] = {
     "/api/v1/images/{image_id}": {"starred": True},
@@ -27,11 +24,23 @@ def test_every_route_denies_another_users_resources(client: TestClient, services
     collection_id = client.post("/api/v1/collections", json={"name": "secret"}).json()["id"]
     client.post(f"/api/v1/collections/{collection_id}/images", json={"image_ids": [image_id]})
     client.post("/api/v1/styles", json={"slug": "house-style", "name": "House", "prompt_template": "{prompt}, teal"})
-    owned = {"job_id": job["id"], "image_id": image_id, "collection_id": collection_id, "slug": "house-style"}
+    key_id = client.post("/api/v1/api-keys", json={"name": "script"}).json()["id"]
+    session_id = client.get("/api/v1/auth/sessions").json()[0]["id"]
+    owned = {
+        "job_id": job["id"],
+        "image_id": image_id,
+        "collection_id": collection_id,
+        "slug": "house-style",
+        "key_id": key_id,
+        "session_id": session_id,
+        "user_id": LOCAL_USER_ID,
+        "provider": "google",  # public sign-in routes: not configured here, so 404 oauth_provider_not_found
+    }
 
-    with services.db.session() as s:
-        s.add(User(id=INTRUDER, email="intruder@example.test"))
-    client.app.dependency_overrides[current_owner_id] = lambda: INTRUDER  # type: ignore[attr-defined]
+    # The intruder is a real, signed-in second account (a real session, a real Bearer token).
+    owner_headers = dict(client.headers)
+    intruder = create_user(services, "intruder@example.test")
+    client.headers.update(auth_headers(services, intruder))
 
     schema = client.get("/openapi.json").json()
     checked = 0
@@ -45,12 +54,18 @@ def test_every_route_denies_another_users_resources(client: TestClient, services
                     url = url.replace("{image_id}", image_id)
                 assert "{" not in url, f"no test value for a parameter of {path}"
                 r = client.request(method, url, json=BODIES.get(path))
-                assert r.status_code == 404, (method, path, r.status_code, r.text)
-                assert r.json()["error"]["code"].endswith("not_found")
+                if path.startswith("/api/v1/admin/"):  # not theirs to administer: refused by role
+                    assert r.status_code == 403 and r.json()["error"]["code"] == "admin_required", (path, r.text)
+                else:
+                    assert r.status_code == 404, (method, path, r.status_code, r.text)
+                    assert r.json()["error"]["code"].endswith("not_found")
             else:
                 if method != "get":
                     continue
                 r = client.get(path)
+                if path.startswith("/api/v1/admin/"):
+                    assert r.status_code == 403, (path, r.status_code)
+                    continue
                 assert r.status_code in (200, 503), (path, r.status_code)
                 for value in owned.values():
                     if value != "house-style" or path != "/api/v1/styles":
@@ -61,7 +76,10 @@ def test_every_route_denies_another_users_resources(client: TestClient, services
     assert checked >= 20
 
     # And the owner still has everything.
-    client.app.dependency_overrides.clear()  # type: ignore[attr-defined]
+    assert client.get("/api/v1/auth/me").json()["id"] == intruder
+    client.headers.update(owner_headers)
+    assert client.get("/api/v1/auth/me").json()["id"] == LOCAL_USER_ID
+    assert [k["id"] for k in client.get("/api/v1/api-keys").json()] == [key_id]
     assert client.get(f"/api/v1/images/{image_id}").status_code == 200
     assert client.get(f"/api/v1/collections/{collection_id}").json()["image_count"] == 1
     assert client.get(job["urls"]["get"]).json()["status"] == "succeeded"

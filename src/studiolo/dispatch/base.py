@@ -14,8 +14,8 @@ from typing import Protocol, runtime_checkable
 class JobDispatch(Protocol):
     name: str
 
-    def notify(self, job_id: str) -> None:
-        """A job was committed as queued (or requeued): wake a waiting worker."""
+    def notify(self, job_id: str, model_id: str = "") -> None:
+        """A job for ``model_id`` was committed as queued (or requeued): wake a worker that serves it."""
         ...
 
     def wait(self, timeout: float) -> bool:

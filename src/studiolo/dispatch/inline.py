@@ -13,7 +13,7 @@ class InlineDispatch:
         self._pending = 0
         self._closed = False
 
-    def notify(self, job_id: str) -> None:
+    def notify(self, job_id: str, model_id: str = "") -> None:
         with self._cond:
             self._pending += 1
             self._cond.notify()

@@ -40,6 +40,11 @@ class ObjectStore(Protocol):
         """A filesystem path for ``key`` when the adapter keeps files locally (lets HTTP stream them)."""
         ...
 
+    def presigned_url(self, key: str, expires_seconds: int, filename: str | None = None) -> str | None:
+        """A URL where a client may GET ``key`` directly for ``expires_seconds``, or None when the adapter
+        has none (the caller then serves the bytes itself). ``filename`` names the saved download."""
+        ...
+
     def check(self) -> None:
         """Raise if the store cannot be written (readiness probe)."""
         ...

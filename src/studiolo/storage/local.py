@@ -154,6 +154,11 @@ class LocalObjectStore:
         """The file that holds (or would hold) ``key``."""
         return self._path(key)
 
+    def presigned_url(self, key: str, expires_seconds: int, filename: str | None = None) -> None:
+        """None: files on this machine have no URL of their own; HTTP streams them (``local_path``)."""
+        validate_key(key)
+        return None
+
     def check(self) -> None:
         """Create the root if needed and write, fsync and remove a probe file; raises OSError on failure."""
         self._make_dirs(self._root)

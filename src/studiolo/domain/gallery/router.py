@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import FileResponse, RedirectResponse
 
-from studiolo.deps import OwnerId, ServicesDep
+from studiolo.deps import GenerationLimit, OwnerId, ServicesDep, current_principal
 from studiolo.domain.gallery.schemas import (
     CollectionCreate,
     CollectionItems,
@@ -21,7 +21,8 @@ from studiolo.domain.gallery.schemas import (
 )
 from studiolo.domain.generation.schemas import JobAccepted
 
-router = APIRouter(tags=["gallery"])
+# Every route needs a caller (the owner-scoped ones also check the scope, see deps.current_owner_id).
+router = APIRouter(tags=["gallery"], dependencies=[Depends(current_principal)])
 
 Limit = Annotated[int, Query(ge=1, le=100)]
 
@@ -71,7 +72,10 @@ def delete_image(image_id: str, services: ServicesDep, owner: OwnerId) -> Respon
 @router.get(
     "/images/{image_id}/file",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}, "image/webp": {}}}},
+    responses={
+        200: {"content": {"image/png": {}, "image/webp": {}}},
+        307: {"description": "The file's presigned URL, when the object store has them (S3 storage)."},
+    },
 )
 def image_file(
     image_id: str,
@@ -85,18 +89,28 @@ def image_file(
     etag = '"' + key.rsplit("/", 1)[-1].split(".")[0] + '"'
     # Content-addressed keys never change content: clients may cache forever (privately: it is a user's image).
     headers = {"Cache-Control": "private, max-age=31536000, immutable", "ETag": etag}
+    filename = None
     if download:
         ext = "png" if media_type == "image/png" else "webp"
-        headers["Content-Disposition"] = f'attachment; filename="studiolo-{image_id}-{size}.{ext}"'
+        filename = f"studiolo-{image_id}-{size}.{ext}"
+        headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
+    expires = services.settings.s3_presign_seconds
+    url = services.store.presigned_url(key, expires, filename)
+    if url is not None:
+        # A store with its own URLs (S3) serves the bytes itself. The redirect may be cached only for half the
+        # URL's life, so a cached one never points at an expired URL (tests/contract/test_s3_store.py).
+        return RedirectResponse(url, status_code=307, headers={"Cache-Control": f"private, max-age={expires // 2}"})
     path = services.store.local_path(key)
     if path is not None and path.exists():
         return FileResponse(path, media_type=media_type, headers=headers)
     return Response(services.gallery.read(key), media_type=media_type, headers=headers)
 
 
-@router.post("/images/{image_id}/regenerate", response_model=JobAccepted, status_code=202)
+@router.post(
+    "/images/{image_id}/regenerate", response_model=JobAccepted, status_code=202, dependencies=[GenerationLimit]
+)
 def regenerate_image(
     image_id: str, services: ServicesDep, owner: OwnerId, req: RegenerateRequest | None = None
 ) -> JobAccepted:

@@ -20,6 +20,9 @@ class EventBus:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._listeners: dict[str, list[Listener]] = {}
+        # Forwards every published event to other processes (Redis pub/sub when configured); events from
+        # other processes come back in through ``deliver``.
+        self.relay: Callable[[str, Event], None] | None = None
 
     def subscribe(self, job_id: str, listener: Listener) -> Callable[[], None]:
         """Call ``listener(event)`` for each event of ``job_id``; returns the unsubscribe function."""
@@ -37,6 +40,12 @@ class EventBus:
         return unsubscribe
 
     def publish(self, job_id: str, event: Event) -> None:
+        self.deliver(job_id, event)
+        if self.relay is not None:
+            self.relay(job_id, event)
+
+    def deliver(self, job_id: str, event: Event) -> None:
+        """Hand ``event`` to this process's listeners only."""
         with self._lock:
             listeners = list(self._listeners.get(job_id, ()))
         for listener in listeners:

@@ -2,7 +2,8 @@
 
 Claiming is a compare-and-set ``UPDATE ... WHERE status='queued' RETURNING`` on a candidate chosen
 by the ordering below, so it is atomic on SQLite and PostgreSQL alike: of two workers racing for one
-row, exactly one gets it back
+row, exactly one gets it back. On PostgreSQL the candidate is first locked ``FOR UPDATE SKIP LOCKED``, so a
+worker passes over a row another worker is claiming instead of waiting for it and then losing the race
 (``tests/integration/test_queue.py::test_concurrent_claims_take_each_job_exactly_once``).
 
 Order: each user's next job is their highest-priority, oldest ready job; among those, priority (high
@@ -15,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Select, bindparam, case, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -47,16 +49,19 @@ class LeaseState:
 class ReapedJob:
     id: str
     requeued: bool
+    model_id: str = ""
 
 
-def _build_candidates_query() -> Select[tuple[str]]:
+def _build_candidates_query(*, model_filter: bool = False) -> Select[tuple[str]]:
     """Each user's next ready job, best first. Cost grows with the number of users waiting, not jobs.
 
     The distinct owners with queued jobs are enumerated by a recursive "loose index scan" (one index
     seek per owner on ``ix_jobs_owner_queue``), and each owner's head job is one more seek on the same
     index (priority DESC, id), so a user who floods the queue with 100k jobs neither slows claims down nor
     delays anyone else's turn. Built once with bind parameters: compiling it per claim cost more than
-    running it. Parameters: ``now``, ``loaded`` (model ids; expanding), ``never``, ``limit``.
+    running it. Parameters: ``now``, ``loaded`` (model ids; expanding), ``never``, ``limit``; with
+    ``model_filter`` also ``models`` (expanding): only jobs for those models (a worker serving some models'
+    queues), each owner's head being their best job among those models.
     """
     jobs = JOBS
     nxt = jobs.alias("nxt")
@@ -73,13 +78,16 @@ def _build_candidates_query() -> Select[tuple[str]]:
             .scalar_subquery()
         ).where(owners.c.owner_id.is_not(None))
     )
+    conditions = [
+        head_job.c.status == "queued",
+        head_job.c.owner_id == owners.c.owner_id,
+        head_job.c.run_after <= bindparam("now", type_=UTCDateTime()),
+    ]
+    if model_filter:
+        conditions.append(head_job.c.model_id.in_(bindparam("models", expanding=True)))
     head = (
         select(head_job.c.id)
-        .where(
-            head_job.c.status == "queued",
-            head_job.c.owner_id == owners.c.owner_id,
-            head_job.c.run_after <= bindparam("now", type_=UTCDateTime()),
-        )
+        .where(*conditions)
         .order_by(head_job.c.priority.desc(), head_job.c.id)
         .limit(1)
         .scalar_subquery()
@@ -98,6 +106,14 @@ def _build_candidates_query() -> Select[tuple[str]]:
 
 
 _CANDIDATES_QUERY = _build_candidates_query()
+_CANDIDATES_FOR_MODELS = _build_candidates_query(model_filter=True)
+# PostgreSQL: lock one still-queued candidate, skipping rows another worker's claim holds, so concurrent
+# claimers spread over the candidates instead of all racing for the first one.
+_LOCK = (
+    select(JOBS.c.id)
+    .where(JOBS.c.id == bindparam("job_id"), JOBS.c.status == "queued")
+    .with_for_update(skip_locked=True)
+)
 _CLAIM = (
     update(JOBS)
     .where(JOBS.c.id == bindparam("job_id"), JOBS.c.status == "queued")
@@ -124,18 +140,32 @@ class JobQueue:
             index_elements=["owner_id"], set_={"last_claimed_at": ins.excluded.last_claimed_at}
         )
 
-    def claim(self, worker_id: str, loaded_models: Sequence[str] = ()) -> Job | None:
-        """Atomically take the next job for ``worker_id`` and lease it; None when nothing is ready."""
+    def claim(
+        self, worker_id: str, loaded_models: Sequence[str] = (), models: Sequence[str] | None = None
+    ) -> Job | None:
+        """Atomically take the next job for ``worker_id`` and lease it; None when nothing is ready.
+
+        ``models``: only jobs for these models (None: any)."""
+        query = _CANDIDATES_QUERY if models is None else _CANDIDATES_FOR_MODELS
         # Losing a race only means another worker made progress; re-read until we win or the queue is empty.
         for _ in range(64):
             now = utcnow()
-            params = {"now": now, "never": _NEVER, "loaded": list(loaded_models) or [""], "limit": _CANDIDATES}
+            params: dict[str, Any] = {
+                "now": now,
+                "never": _NEVER,
+                "loaded": list(loaded_models) or [""],
+                "limit": _CANDIDATES,
+            }
+            if models is not None:
+                params["models"] = list(models) or [""]
             with self.db.session() as session:
                 conn = session.connection()
-                candidates = list(conn.scalars(_CANDIDATES_QUERY, params))
+                candidates = list(conn.scalars(query, params))
                 if not candidates:
                     return None
                 for job_id in candidates:
+                    if not self.db.is_sqlite and conn.scalar(_LOCK, {"job_id": job_id}) is None:
+                        continue  # another worker holds it (or just took it): the next candidate, no waiting
                     owner_id = conn.scalar(
                         _CLAIM, {"job_id": job_id, "worker_id": worker_id, "expires": now + self.lease, "now": now}
                     )
@@ -198,10 +228,10 @@ class JobQueue:
                     job.finished_at = now
                     job.lease_owner = None
                     job.lease_expires_at = None
-                    reaped.append(ReapedJob(job.id, requeued=False))
+                    reaped.append(ReapedJob(job.id, requeued=False, model_id=job.model_id))
                 else:
                     self.retry_later(session, job, "worker_lost", "The worker running this job stopped responding.")
-                    reaped.append(ReapedJob(job.id, requeued=True))
+                    reaped.append(ReapedJob(job.id, requeued=True, model_id=job.model_id))
         return reaped
 
     def queue_position(self, session: Session, job: Job) -> int | None:

@@ -7,14 +7,14 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from studiolo.deps import OwnerId, ServicesDep
+from studiolo.deps import GenerationLimit, OwnerId, ServicesDep, current_principal
 from studiolo.domain.generation.schemas import (
     GenerationParams,
     JobAccepted,
@@ -31,7 +31,8 @@ from studiolo.domain.generation.service import GenerationService, Upload
 from studiolo.engines.base import JobKind
 from studiolo.errors import InvalidInput, UnsupportedMediaType
 
-router = APIRouter(tags=["generation"])
+# Every route needs a caller (the owner-scoped ones also check the scope, see deps.current_owner_id).
+router = APIRouter(tags=["generation"], dependencies=[Depends(current_principal)])
 
 _TERMINAL = {"succeeded", "failed", "canceled"}
 _FILE_FIELDS = ("init_image", "mask_image")
@@ -134,6 +135,7 @@ async def _parse_submission(
     response_model=JobAccepted,
     openapi_extra=_GENERATION_BODY,
     summary="Queue a generation (JSON for txt2img; multipart with init_image/mask_image for img2img and inpaint)",
+    dependencies=[GenerationLimit],
 )
 async def submit_generation(
     request: Request,
@@ -175,7 +177,7 @@ def cancel_job(job_id: str, services: ServicesDep, owner: OwnerId) -> JobView:
     return services.generation.cancel(owner, job_id)
 
 
-@router.post("/jobs/{job_id}/retry", response_model=JobAccepted, status_code=202)
+@router.post("/jobs/{job_id}/retry", response_model=JobAccepted, status_code=202, dependencies=[GenerationLimit])
 def retry_job(job_id: str, services: ServicesDep, owner: OwnerId) -> JobAccepted:
     return services.generation.retry(owner, job_id)
 

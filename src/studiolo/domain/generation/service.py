@@ -328,7 +328,7 @@ class GenerationService:
             if existing is None:
                 raise
             return existing, False
-        self.dispatch.notify(job_id)
+        self.dispatch.notify(job_id, model_id)
         self.events.publish(job_id, {"type": "queued", "position": position})
         return JobAccepted(id=job_id, status="queued", queue_position=position, urls=job_urls(job_id)), True
 
@@ -452,7 +452,7 @@ class GenerationService:
             job.progress_step = 0
             session.flush()
             accepted = self._accepted(session, job)
-        self.dispatch.notify(job_id)
+        self.dispatch.notify(job_id, job.model_id)
         self.events.publish(job_id, {"type": "queued", "position": accepted.queue_position})
         return accepted
 

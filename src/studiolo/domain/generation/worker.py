@@ -34,6 +34,8 @@ from studiolo.domain.generation.models import Job, WorkerRecord
 from studiolo.domain.generation.queue import JobQueue
 from studiolo.engines.base import Engine, EngineError, GeneratedImage, GenerationCanceled, GenerationRequest, ModelRef
 from studiolo.errors import ModelUnavailable
+from studiolo.logs import bind_job, unbind_job
+from studiolo.metrics import WorkerMetrics
 from studiolo.settings import Settings
 from studiolo.storage.base import ObjectStore
 
@@ -91,6 +93,7 @@ class JobRunner:
         self.store = store
         self.events = events
         self.dispatch = dispatch
+        self.metrics = WorkerMetrics()
         self._loaded: set[tuple[str, str]] = set()
         self._loaded_lock = threading.Lock()
         self._active: dict[str, _RunState] = {}
@@ -110,10 +113,12 @@ class JobRunner:
             if self._beat_thread is None:
                 self._beat_thread = threading.Thread(target=self._heartbeat_loop, daemon=True, name="job-heartbeats")
                 self._beat_thread.start()
+        log_token = bind_job(job.id, worker_id)
         try:
             self.events.publish(job.id, {"type": "started", "attempt": job.attempts})
             self._run(job, state, shutdown)
         finally:
+            unbind_job(log_token)
             with self._active_lock:
                 self._active.pop(job.id, None)
             unsubscribe()
@@ -241,7 +246,7 @@ class JobRunner:
                     .where(Job.id == job.id, Job.lease_owner == state.worker_id, Job.status == "running")
                     .values(status="queued", lease_owner=None, lease_expires_at=None, attempts=Job.attempts - 1)
                 )
-            self.dispatch.notify(job.id)
+            self.dispatch.notify(job.id, job.model_id)
         # lease_lost: another worker owns the job now; leave it alone.
 
     def _failed_attempt(self, job: Job, state: _RunState, code: str, message: str, *, retryable: bool) -> None:
@@ -252,6 +257,7 @@ class JobRunner:
             if retryable and row.attempts < row.max_attempts:
                 self.queue.retry_later(session, row, code, message)
                 self.events.publish(job.id, {"type": "retrying", "attempt": row.attempts, "error": code})
+                self.metrics.job_retried(job.model_id, code)
                 return
         self._finish(job, state, "failed", code, message)
 
@@ -267,6 +273,7 @@ class JobRunner:
             row.lease_owner = row.lease_expires_at = None
             if row.started_at:
                 row.duration_seconds = (now - row.started_at).total_seconds()
+        self.metrics.job_ended(job.model_id, status, code, time.monotonic() - state.started)
         event: dict[str, Any] = {"type": status}
         if status == "failed":
             event["error"] = {"code": code, "message": message}
@@ -348,6 +355,7 @@ class JobRunner:
             # We lost the lease while finishing: the job belongs to another worker now.
             self.gallery.discard_files(written)
             return
+        self.metrics.job_ended(job.model_id, "succeeded", None, time.monotonic() - state.started)
         for row in rows:
             self.events.publish(job.id, {"type": "output", "image_id": row.id, "seed": row.seed})
         self.events.publish(job.id, {"type": "succeeded", "image_ids": [r.id for r in rows]})
@@ -386,9 +394,9 @@ class Worker:
         self.settings = settings
         self.current_job: str | None = None
 
-    def run_once(self, shutdown: threading.Event) -> bool:
-        """Claim and run one job; False when the queue had nothing ready."""
-        job = self.queue.claim(self.id, self.runner.loaded_models())
+    def run_once(self, shutdown: threading.Event, models: list[str] | None = None) -> bool:
+        """Claim and run one job (for one of ``models``, if given); False when nothing was ready."""
+        job = self.queue.claim(self.id, self.runner.loaded_models(), models=models)
         if job is None:
             return False
         self.current_job = job.id
@@ -432,12 +440,14 @@ class WorkerPool:
         prefix = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self._prefix = prefix
 
-    def start(self, count: int) -> None:
+    def start(self, count: int, *, claim_loops: bool = True) -> None:
+        """``count`` workers; without ``claim_loops`` they only exist (liveness rows, ids for leases) and
+        something else drives them (the Celery task, see dispatch/celery_worker.py)."""
         for i in range(count):
             worker = Worker(f"{self._prefix}:{i}", self.queue, self.runner, self.dispatch, self.settings)
             self.workers.append(worker)
         self._beat()
-        for worker in self.workers:
+        for worker in self.workers if claim_loops else ():
             t = threading.Thread(
                 target=worker.run_forever, args=(self.shutdown,), name=f"worker-{worker.id}", daemon=True
             )
@@ -472,7 +482,7 @@ class WorkerPool:
                 for reaped in self.queue.reap_expired():
                     log.warning("reaped job with expired lease", extra={"job_id": reaped.id})
                     if reaped.requeued:
-                        self.dispatch.notify(reaped.id)
+                        self.dispatch.notify(reaped.id, reaped.model_id)
             except Exception:
                 log.exception("worker housekeeping failed")
 

@@ -1,0 +1,68 @@
+"""Rate limits with the ``limits`` library: in memory for one process, in Redis when STUDIOLO_REDIS_URL is set
+(so several API processes share the counters). Moving windows: no burst of 2x at a window boundary."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from limits import RateLimitItem, parse_many
+from limits.storage import Storage, storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+
+from studiolo.errors import RateLimited
+from studiolo.settings import Settings
+
+
+class RateLimiter:
+    def __init__(self, settings: Settings):
+        self.enabled = settings.rate_limits_enabled
+        storage = storage_from_string(settings.redis_url or "memory://")
+        assert isinstance(storage, Storage)  # the synchronous API (limits.aio is the async one)
+        self.storage = storage
+        self._limiter = MovingWindowRateLimiter(self.storage)
+        self._rules: dict[str, list[RateLimitItem]] = {
+            "login": parse_many(settings.rate_limit_login),
+            "register": parse_many(settings.rate_limit_register),
+            "code": parse_many(settings.rate_limit_code),
+            "reset": parse_many(settings.rate_limit_reset),
+            "generate": parse_many(settings.rate_limit_generate),
+        }
+
+    def hit(self, rule: str, *keys: str) -> None:
+        """Count one request of ``rule`` against each key (e.g. ``ip:1.2.3.4``, ``user:…``); raise RateLimited
+        (429 + Retry-After) if any key is over any of the rule's limits. Nothing is counted when refused."""
+        if not self.enabled:
+            return
+        items = self._rules[rule]
+        for key in keys:
+            for item in items:
+                if not self._limiter.test(item, rule, key):
+                    raise RateLimited(
+                        "Too many requests; wait a little and try again.",
+                        retry_after=self._retry_after(item, rule, key),
+                    )
+        for key in keys:
+            for item in items:
+                self._limiter.hit(item, rule, key)
+
+    def _retry_after(self, item: RateLimitItem, *identifiers: str) -> int:
+        reset = self._limiter.get_window_stats(item, *identifiers).reset_time
+        return max(1, math.ceil(reset - time.time()))
+
+    # Account lockout: counts failed logins per email (known or not, so a lock reveals nothing).
+    def failures(self, limit: int, minutes: int) -> RateLimitItem:
+        return parse_many(f"{limit}/{minutes} minutes")[0]
+
+    def locked_for(self, email: str, limit: int, minutes: int) -> int:
+        """Seconds the address stays locked, 0 if it is not. Applies even when limits are disabled."""
+        item = self.failures(limit, minutes)
+        if self._limiter.test(item, "login-failure", email):
+            return 0
+        return self._retry_after(item, "login-failure", email)
+
+    def record_failure(self, email: str, limit: int, minutes: int) -> None:
+        self._limiter.hit(self.failures(limit, minutes), "login-failure", email)
+
+    def clear_failures(self, email: str, limit: int, minutes: int) -> None:
+        self._limiter.clear(self.failures(limit, minutes), "login-failure", email)
