@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 
 from studiolo.storage.base import ObjectNotFound, ObjectStore
@@ -25,7 +26,13 @@ def _local_store(request: pytest.FixtureRequest) -> ObjectStore:
     return LocalObjectStore(tmp_path / "store")
 
 
-ADAPTERS = [pytest.param(_local_store, id="local")]
+def _s3_store(request: pytest.FixtureRequest) -> ObjectStore:
+    # moto's real S3 server, a fresh bucket per test (tests/contract/conftest.py).
+    store: ObjectStore = request.getfixturevalue("s3_store")
+    return store
+
+
+ADAPTERS = [pytest.param(_local_store, id="local"), pytest.param(_s3_store, id="s3")]
 
 
 @pytest.fixture(params=ADAPTERS)
@@ -197,6 +204,8 @@ def test_invalid_keys_are_refused_by_every_operation(store: ObjectStore, key: st
         store.delete(key)
     with pytest.raises(ValueError):
         store.local_path(key)
+    with pytest.raises(ValueError):
+        store.presigned_url(key, 60)
     assert list(store.iter_keys()) == []
 
 
@@ -232,6 +241,19 @@ def test_readers_never_see_a_partial_object(store: ObjectStore) -> None:
         writing.result()  # re-raises what the writer hit
     assert store.get(KEY) == versions[1]
     assert list(store.iter_keys()) == [KEY]
+
+
+def test_presigned_url_serves_the_object_or_is_absent(store: ObjectStore) -> None:
+    """None means "serve the bytes yourself"; a URL must serve the object, with its content type, to anyone."""
+    store.put(KEY, b"\x89PNG data", "image/png")
+    url = store.presigned_url(KEY, 60)
+    if url is None:
+        assert store.presigned_url(KEY, 60, filename="picture.png") is None
+        return
+    response = httpx.get(url)  # no credentials: the URL alone grants the read
+    assert response.status_code == 200
+    assert response.content == b"\x89PNG data"
+    assert response.headers["content-type"] == "image/png"
 
 
 def test_check_passes_and_leaves_nothing_behind(store: ObjectStore) -> None:
