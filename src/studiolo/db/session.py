@@ -91,9 +91,16 @@ class Database:
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A unit of work: commits on success, rolls back on any exception."""
+    def session(self, *, relaxed: bool = False) -> Iterator[Session]:
+        """A unit of work: commits on success, rolls back on any exception.
+
+        ``relaxed`` (PostgreSQL): the commit does not wait for the WAL flush (``synchronous_commit=off``). Only for
+        writes that are safe to lose in a database crash, such as a claim or a progress step (a lost claim means
+        the job is claimed again; the lease check at store time keeps outputs exactly-once); never for results.
+        """
         with self.sessionmaker() as session:
+            if relaxed and not self.is_sqlite:
+                session.execute(text("SET LOCAL synchronous_commit TO OFF"))
             try:
                 yield session
                 session.commit()

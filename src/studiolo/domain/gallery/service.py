@@ -99,10 +99,15 @@ class GalleryService:
         original_key = imaging.content_key(png, "png", prefix="images")
         self.store.put(original_key, png, "image/png")
         thumb_keys: dict[str, str] = {}
+        written: dict[bytes, str] = {}
         for size, data in thumbnails.items():
+            # Thumbnails are never upscaled: for a small image several sizes are the same bytes, stored once.
+            if data in written:
+                thumb_keys[str(size)] = written[data]
+                continue
             key = imaging.content_key(png, "webp", prefix=f"thumbs/{size}")
             self.store.put(key, data, "image/webp", durable=False)  # recreatable from the original
-            thumb_keys[str(size)] = key
+            thumb_keys[str(size)] = written[data] = key
         return StoredFiles(original_key, thumb_keys, len(png))
 
     def discard_files(self, files: Iterable[StoredFiles]) -> None:

@@ -158,7 +158,7 @@ class JobQueue:
             }
             if models is not None:
                 params["models"] = list(models) or [""]
-            with self.db.session() as session:
+            with self.db.session(relaxed=True) as session:
                 conn = session.connection()
                 candidates = list(conn.scalars(query, params))
                 if not candidates:
@@ -179,7 +179,7 @@ class JobQueue:
 
     def heartbeat(self, job_id: str, worker_id: str) -> LeaseState:
         """Extend the lease; tells the caller if it lost the job (reaped) or the owner asked to cancel."""
-        with self.db.session() as session:
+        with self.db.session(relaxed=True) as session:
             result = session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status == "running")
@@ -191,7 +191,7 @@ class JobQueue:
             return LeaseState(owned=owned, cancel_requested=cancel)
 
     def set_progress(self, job_id: str, worker_id: str, step: int, total: int) -> None:
-        with self.db.session() as session:
+        with self.db.session(relaxed=True) as session:
             session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status == "running")
