@@ -26,6 +26,7 @@ from studiolo.metrics import HttpMetrics, ProcessMetrics
 from studiolo.ops import router as ops_router
 from studiolo.services import Services, build_services
 from studiolo.settings import Settings
+from studiolo.web.pages import router as pages_router
 
 log = logging.getLogger("studiolo")
 
@@ -161,6 +162,7 @@ def create_app(
     app.include_router(oauth_router, prefix="/api/v1")
     app.include_router(admin_router, prefix="/api/v1")
     app.include_router(ops_router)
+    app.include_router(pages_router)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
