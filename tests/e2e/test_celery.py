@@ -139,7 +139,9 @@ def test_workers_serve_only_their_model_queues(
     time.sleep(2.0)  # several sweeps: the demo job's token waits in its own queue, nobody takes it
     assert svc.generation.get("00000000-0000-7000-8000-000000000001", demo_job).status == "queued"
     assert isinstance(svc.dispatch, CeleryDispatch)
-    assert svc.dispatch.pending("studiolo-demo") == 1  # exactly one token: the sweeper does not pile up more
+    # One token (two if a sweep ran in the millisecond between the job's commit and its own publish): the
+    # sweeper only makes up a shortfall, so four sweeps later there is no pile-up.
+    assert 1 <= svc.dispatch.pending("studiolo-demo") <= 2
 
 
 def test_a_worker_killed_mid_job_loses_nothing(

@@ -10,6 +10,7 @@ queue at its next step (not charged an attempt), so shutdown takes seconds, not 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import socket
 import threading
@@ -64,7 +65,7 @@ def run_celery_worker(services: Services, *, concurrency: int, models: list[str]
     queues = sorted({queue_name(m) for m in served} | {DEFAULT_QUEUE})
     log.info("celery worker consuming %s", ", ".join(queues))
     celery_worker = app.Worker(
-        hostname=f"studiolo-{socket.gethostname()}-{pool.workers[0].id.rsplit(':', 2)[-2]}@%h",
+        hostname=f"studiolo-{os.getpid()}@{socket.gethostname()}",
         queues=queues,
         concurrency=concurrency,
         pool="solo" if concurrency == 1 else "threads",

@@ -27,6 +27,11 @@ def run_migrations_online() -> None:
             render_as_batch=connection.dialect.name == "sqlite",
         )
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                # Every process upgrades at start: with several starting at once on an empty database, all but
+                # one would race to create the same tables. A transaction-scoped advisory lock makes them take
+                # turns; the ones that wait then find the schema already at head and do nothing.
+                connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7262002)")
             context.run_migrations()
 
 

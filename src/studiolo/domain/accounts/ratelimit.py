@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from limits import RateLimitItem, parse_many
 from limits.storage import Storage, storage_from_string
@@ -13,10 +16,14 @@ from limits.strategies import MovingWindowRateLimiter
 from studiolo.errors import RateLimited
 from studiolo.settings import Settings
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 
 class RateLimiter:
     def __init__(self, settings: Settings):
         self.enabled = settings.rate_limits_enabled
+        self.storage_errors = 0
         storage = storage_from_string(settings.redis_url or "memory://")
         assert isinstance(storage, Storage)  # the synchronous API (limits.aio is the async one)
         self.storage = storage
@@ -29,22 +36,38 @@ class RateLimiter:
             "generate": parse_many(settings.rate_limit_generate),
         }
 
+    def _guard(self, action: Callable[[], T], fallback: T) -> T:
+        """Run a limiter call; if the shared storage (Redis) is unreachable, fail open with a warning. Limits
+        protect the service; refusing every sign-in and submission while Redis restarts would take it down."""
+        try:
+            return action()
+        except Exception as exc:  # noqa: BLE001 - any storage failure (redis.ConnectionError, timeouts, ...)
+            self.storage_errors += 1
+            log.warning("rate-limit storage unavailable, not limiting this request: %s", exc)
+            return fallback
+
     def hit(self, rule: str, *keys: str) -> None:
         """Count one request of ``rule`` against each key (e.g. ``ip:1.2.3.4``, ``user:…``); raise RateLimited
         (429 + Retry-After) if any key is over any of the rule's limits. Nothing is counted when refused."""
         if not self.enabled:
             return
+        refused = self._guard(lambda: self._refusal(rule, keys), None)
+        if refused is not None:
+            raise refused
+
+    def _refusal(self, rule: str, keys: tuple[str, ...]) -> RateLimited | None:
         items = self._rules[rule]
         for key in keys:
             for item in items:
                 if not self._limiter.test(item, rule, key):
-                    raise RateLimited(
+                    return RateLimited(
                         "Too many requests; wait a little and try again.",
                         retry_after=self._retry_after(item, rule, key),
                     )
         for key in keys:
             for item in items:
                 self._limiter.hit(item, rule, key)
+        return None
 
     def _retry_after(self, item: RateLimitItem, *identifiers: str) -> int:
         reset = self._limiter.get_window_stats(item, *identifiers).reset_time
@@ -57,12 +80,16 @@ class RateLimiter:
     def locked_for(self, email: str, limit: int, minutes: int) -> int:
         """Seconds the address stays locked, 0 if it is not. Applies even when limits are disabled."""
         item = self.failures(limit, minutes)
-        if self._limiter.test(item, "login-failure", email):
-            return 0
-        return self._retry_after(item, "login-failure", email)
+
+        def seconds() -> int:
+            if self._limiter.test(item, "login-failure", email):
+                return 0
+            return self._retry_after(item, "login-failure", email)
+
+        return self._guard(seconds, 0)
 
     def record_failure(self, email: str, limit: int, minutes: int) -> None:
-        self._limiter.hit(self.failures(limit, minutes), "login-failure", email)
+        self._guard(lambda: self._limiter.hit(self.failures(limit, minutes), "login-failure", email), False)
 
     def clear_failures(self, email: str, limit: int, minutes: int) -> None:
-        self._limiter.clear(self.failures(limit, minutes), "login-failure", email)
+        self._guard(lambda: self._limiter.clear(self.failures(limit, minutes), "login-failure", email), None)
