@@ -145,6 +145,7 @@ def test_sigterm_hands_the_running_job_back_and_exits_promptly(
     handed_back = job_row(services, job_id)
     assert handed_back.status == "queued", handed_back.status
     assert handed_back.attempts == 0 and handed_back.lease_owner is None
+    assert handed_back.progress_step == 0  # queued again from the start, not "17 of 100"
     with services.db.session() as session:
         assert session.scalar(select(func.count()).select_from(Image)) == 0
 

@@ -206,6 +206,7 @@ class JobQueue:
         job.lease_owner = None
         job.lease_expires_at = None
         job.run_after = utcnow() + timedelta(seconds=delay)
+        job.progress_step = 0  # the next attempt starts over
         job.error_code = code
         job.error_message = message
 

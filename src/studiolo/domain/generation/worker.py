@@ -244,7 +244,13 @@ class JobRunner:
                 session.execute(
                     update(Job)
                     .where(Job.id == job.id, Job.lease_owner == state.worker_id, Job.status == "running")
-                    .values(status="queued", lease_owner=None, lease_expires_at=None, attempts=Job.attempts - 1)
+                    .values(
+                        status="queued",
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        attempts=Job.attempts - 1,
+                        progress_step=0,  # it starts over: a queued job showing 17/100 would mislead
+                    )
                 )
             self.dispatch.notify(job.id, job.model_id)
         # lease_lost: another worker owns the job now; leave it alone.
