@@ -131,6 +131,10 @@ def worker(
         from studiolo.metrics import serve_worker_metrics
 
         serve_worker_metrics(services, settings.host, settings.worker_metrics_port)
+    device = getattr(services.engines.get("diffusers"), "device", None)
+    if device is not None:
+        # Say where real models will run: a worker that cannot see its GPU would otherwise crawl on the CPU.
+        console.print(f"diffusers models run on: {device}")
     if settings.dispatch == "celery":
         from studiolo.dispatch.celery_worker import run_celery_worker
 
