@@ -36,6 +36,11 @@ async def get_services(request: Request) -> Services:
     return services
 
 
+def client_ip(request: Request) -> str:
+    """The caller's address as uvicorn resolved it (X-Forwarded-For only from trusted proxies)."""
+    return request.client.host if request.client else "unknown"
+
+
 def bearer_credential(request: Request) -> str | None:
     header = request.headers.get("authorization")
     if not header:
@@ -97,14 +102,14 @@ async def generation_rate_limit(request: Request, principal: PrincipalDep) -> No
     refused read-only key must not use up the budget)."""
     principal.require("generate")
     services: Services = request.app.state.services
-    keys = [f"user:{principal.user_id}", f"ip:{request.client.host if request.client else 'unknown'}"]
+    keys = [f"user:{principal.user_id}", f"ip:{client_ip(request)}"]
     if principal.api_key_id:
         keys.append(f"key:{principal.api_key_id}")
     services.limiter.hit("generate", *keys)
 
 
 def request_origin(request: Request) -> Origin:
-    return Origin(ip=request.client.host if request.client else "", user_agent=request.headers.get("user-agent", ""))
+    return Origin(ip=client_ip(request), user_agent=request.headers.get("user-agent", ""))
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

@@ -157,7 +157,7 @@ class AdminService:
             if user.status != status:
                 previous, user.status = user.status, status
                 if status == "suspended":
-                    self.accounts._revoke_all(session, user)
+                    self.accounts.revoke_all(session, user)
                 audit.record(
                     session,
                     f"user_{'suspended' if status == 'suspended' else 'activated'}",

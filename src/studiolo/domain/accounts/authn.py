@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Generic, TypeVar
 
 from sqlalchemy import select, update
 
 from studiolo.db.base import utcnow
 from studiolo.db.session import Database
-from studiolo.domain.accounts.models import LOCAL_USER_ID, ApiKey, RefreshToken, User
+from studiolo.domain.accounts.models import LOCAL_USER_ID, ROLE_SCOPES, ApiKey, RefreshToken, User
 from studiolo.domain.accounts.tokens import API_KEY_PREFIX, TokenCodec, digest
 from studiolo.errors import Forbidden, Unauthorized
 
@@ -44,7 +46,38 @@ class Principal:
         return self.role == "admin" and "admin" in self.scopes
 
 
-LOCAL_PRINCIPAL = Principal(LOCAL_USER_ID, "admin", frozenset({"read", "generate", "admin"}), "local")
+LOCAL_PRINCIPAL = Principal(LOCAL_USER_ID, "admin", ROLE_SCOPES["admin"], "local")
+
+
+T = TypeVar("T")
+
+
+class _TtlCache(Generic[T]):
+    """Values loaded from the database, kept ``STATE_TTL`` seconds. A loader returning None (no such row) is
+    not cached. Bounded: past 100,000 entries it starts over rather than grow without end."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[T, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str, load: Callable[[], T | None], *, fresh: bool = False) -> T | None:
+        now = time.monotonic()
+        cached = self._entries.get(key)
+        if cached is not None and not fresh and now - cached[1] < STATE_TTL:
+            return cached[0]
+        value = load()
+        with self._lock:
+            if value is None:
+                self._entries.pop(key, None)
+                return None
+            if len(self._entries) > 100_000:
+                self._entries.clear()
+            self._entries[key] = (value, now)
+        return value
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
 
 
 @dataclass(frozen=True)
@@ -52,7 +85,6 @@ class _UserState:
     status: str
     role: str
     epoch: int
-    fetched: float
 
 
 @dataclass(frozen=True)
@@ -63,64 +95,71 @@ class _KeyState:
     expires_at: datetime | None
     revoked: bool
     last_used_at: datetime | None
-    fetched: float
 
 
 class Authenticator:
     def __init__(self, db: Database, codec: TokenCodec):
         self.db = db
         self.codec = codec
-        self._states: dict[str, _UserState] = {}
-        self._sessions: dict[str, tuple[bool, float]] = {}  # session id -> (live, fetched)
-        self._keys: dict[str, _KeyState] = {}  # API key digest -> its row
-        self._lock = threading.Lock()
+        self._users: _TtlCache[_UserState] = _TtlCache()
+        self._sessions: _TtlCache[bool] = _TtlCache()  # session (refresh-token family) id -> still signed in
+        self._keys: _TtlCache[_KeyState] = _TtlCache()  # API key digest -> its row
 
     def forget(self, user_id: str) -> None:
-        with self._lock:
-            self._states.pop(user_id, None)
+        self._users.forget(user_id)
 
     def forget_session(self, session_id: str) -> None:
-        with self._lock:
-            self._sessions.pop(session_id, None)
+        self._sessions.forget(session_id)
+
+    def forget_key(self, key_hash: str) -> None:
+        self._keys.forget(key_hash)
 
     def _session_live(self, session_id: str) -> bool:
         """Whether the sign-in (refresh-token family) behind an access token is still live: signing out ends
         its access tokens too, not only its refresh token."""
-        now = time.monotonic()
-        cached = self._sessions.get(session_id)
-        if cached is not None and now - cached[1] < STATE_TTL:
-            return cached[0]
-        with self.db.session() as session:
-            live = (
-                session.scalar(
+
+        def load() -> bool:
+            with self.db.session() as session:
+                live = session.scalar(
                     select(RefreshToken.id)
                     .where(RefreshToken.family_id == session_id, RefreshToken.revoked_at.is_(None))
                     .limit(1)
                 )
-                is not None
-            )
-        with self._lock:
-            if len(self._sessions) > 100_000:
-                self._sessions.clear()
-            self._sessions[session_id] = (live, now)
-        return live
+            return live is not None
+
+        return bool(self._sessions.get(session_id, load))
 
     def _state(self, user_id: str, *, fresh: bool = False) -> _UserState | None:
-        now = time.monotonic()
-        state = self._states.get(user_id)
-        if state is not None and now - state.fetched < STATE_TTL and not fresh:
-            return state
-        with self.db.session() as session:
-            row = session.execute(select(User.status, User.role, User.token_epoch).where(User.id == user_id)).first()
-        if row is None:
-            self.forget(user_id)
-            return None
-        state = _UserState(row.status, row.role, row.token_epoch, now)
-        with self._lock:
-            if len(self._states) > 100_000:
-                self._states.clear()
-            self._states[user_id] = state
-        return state
+        def load() -> _UserState | None:
+            with self.db.session() as session:
+                row = session.execute(
+                    select(User.status, User.role, User.token_epoch).where(User.id == user_id)
+                ).first()
+            return None if row is None else _UserState(row.status, row.role, row.token_epoch)
+
+        return self._users.get(user_id, load, fresh=fresh)
+
+    def _key(self, key_hash: str) -> _KeyState | None:
+        """The key's row, cached like the user state (a script calling in a loop costs no query per call)."""
+
+        def load() -> _KeyState | None:
+            with self.db.session() as session:
+                row = session.execute(
+                    select(
+                        ApiKey.id,
+                        ApiKey.owner_id,
+                        ApiKey.scopes,
+                        ApiKey.expires_at,
+                        ApiKey.revoked_at,
+                        ApiKey.last_used_at,
+                    ).where(ApiKey.key_hash == key_hash)
+                ).first()
+            if row is None:
+                return None
+            revoked = row.revoked_at is not None
+            return _KeyState(row.id, row.owner_id, frozenset(row.scopes), row.expires_at, revoked, row.last_used_at)
+
+        return self._keys.get(key_hash, load)
 
     def authenticate(self, credential: str) -> Principal:
         if credential.startswith(API_KEY_PREFIX):
@@ -140,39 +179,6 @@ class Authenticator:
         if claims.session_id and not self._session_live(claims.session_id):
             raise Unauthorized("The session has ended; sign in again.", code="token_revoked")
         return Principal(claims.user_id, state.role, claims.scopes, "session", session_id=claims.session_id)
-
-    def forget_key(self, key_hash: str) -> None:
-        with self._lock:
-            self._keys.pop(key_hash, None)
-
-    def _key(self, key_hash: str) -> _KeyState | None:
-        """The key's row, cached like the user state (a script calling in a loop costs no query per call)."""
-        now = time.monotonic()
-        cached = self._keys.get(key_hash)
-        if cached is not None and now - cached.fetched < STATE_TTL:
-            return cached
-        with self.db.session() as session:
-            row = session.execute(
-                select(
-                    ApiKey.id, ApiKey.owner_id, ApiKey.scopes, ApiKey.expires_at, ApiKey.revoked_at, ApiKey.last_used_at
-                ).where(ApiKey.key_hash == key_hash)
-            ).first()
-        if row is None:
-            return None
-        state = _KeyState(
-            row.id,
-            row.owner_id,
-            frozenset(row.scopes),
-            row.expires_at,
-            row.revoked_at is not None,
-            row.last_used_at,
-            now,
-        )
-        with self._lock:
-            if len(self._keys) > 100_000:
-                self._keys.clear()
-            self._keys[key_hash] = state
-        return state
 
     def _api_key(self, secret: str) -> Principal:
         invalid = Unauthorized("The API key is not valid.", code="invalid_api_key")
@@ -195,5 +201,5 @@ class Authenticator:
         if state.status != "active":
             raise Forbidden("This account is suspended.", code="account_suspended")
         # The key's scopes, never more than the owner's role allows now (a demoted admin's key loses admin).
-        allowed = {"read", "generate", "admin"} if state.role == "admin" else {"read", "generate"}
+        allowed = ROLE_SCOPES[state.role]
         return Principal(key.owner_id, state.role, key.scopes & allowed, "api_key", api_key_id=key.id)

@@ -20,9 +20,11 @@ from studiolo.db.base import Base, UTCDateTime, new_id, utcnow
 LOCAL_USER_ID = "00000000-0000-7000-8000-000000000001"
 LOCAL_USER_EMAIL = "local@studiolo.invalid"
 
-ROLES = ("user", "admin")
-STATUSES = ("pending", "active", "suspended")  # pending = email not verified yet
-SCOPES = ("read", "generate", "admin")
+# What each role may do; access tokens carry these, and an API key never gets more than its owner's role.
+ROLE_SCOPES: dict[str, frozenset[str]] = {
+    "user": frozenset({"read", "generate"}),
+    "admin": frozenset({"read", "generate", "admin"}),
+}
 
 
 class User(Base):
@@ -34,6 +36,7 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16), default="user")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True, default=None)
+    # "pending" (email not verified yet), "active" or "suspended"
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     email_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
     # Bumped by a password change, suspension or "sign out everywhere": tokens carry the epoch they were

@@ -12,9 +12,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
-from studiolo.deps import OriginDep, ServicesDep
+from studiolo.deps import OriginDep, ServicesDep, client_ip
 from studiolo.domain.accounts.oauth import STATE_COOKIE, STATE_COOKIE_PATH, STATE_MINUTES, Callback, Mode
-from studiolo.domain.accounts.router import _ip, _secure, _with_session
+from studiolo.domain.accounts.router import cookies_secure, session_response
 from studiolo.domain.accounts.schemas import TokenPair
 from studiolo.services import Services
 
@@ -53,7 +53,7 @@ async def start(
         max_age=STATE_MINUTES * 60,
         path=STATE_COOKIE_PATH,
         httponly=True,
-        secure=_secure(request, services),
+        secure=cookies_secure(request, services),
         samesite="lax",
     )
     return response
@@ -72,7 +72,7 @@ async def callback(
 ) -> Response:
     """Where the provider sends the browser back: signs in (web cookies, then a redirect to ``next``)."""
     # Each callback makes us call the provider: limited like password sign-ins, per address.
-    services.limiter.hit("login", f"ip:{_ip(request)}")
+    services.limiter.hit("login", f"ip:{client_ip(request)}")
     signed_in = await services.oauth.finish(
         provider,
         Callback(code=code, state=state, error=error, error_description=error_description),
@@ -81,9 +81,9 @@ async def callback(
         origin,
     )
     if signed_in.mode == "json":
-        response = _with_session(request, services, signed_in.pair, use_cookies=False)
+        response = session_response(request, services, signed_in.pair, use_cookies=False)
     else:
-        with_cookies = _with_session(request, services, signed_in.pair, use_cookies=True)
+        with_cookies = session_response(request, services, signed_in.pair, use_cookies=True)
         response = RedirectResponse(signed_in.next_path, status_code=302)
         for value in with_cookies.headers.getlist("set-cookie"):
             response.headers.append("set-cookie", value)

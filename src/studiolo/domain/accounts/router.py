@@ -21,6 +21,7 @@ from studiolo.deps import (
     PrincipalDep,
     ServicesDep,
     SessionPrincipal,
+    client_ip,
 )
 from studiolo.domain.accounts.schemas import (
     Accepted,
@@ -55,11 +56,7 @@ admin_router = APIRouter(prefix="/admin", tags=["admin"])
 SENT = "If the address can receive mail, a message is on its way. Check your inbox (and spam folder)."
 
 
-def _ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
-def _secure(request: Request, services: Services) -> bool:
+def cookies_secure(request: Request, services: Services) -> bool:
     mode = services.settings.cookie_secure
     if mode != "auto":
         return mode == "always"
@@ -67,11 +64,11 @@ def _secure(request: Request, services: Services) -> bool:
     return request.url.scheme == "https" or host in ("localhost", "127.0.0.1", "::1")
 
 
-def _with_session(request: Request, services: Services, pair: TokenPair, use_cookies: bool) -> Response:
+def session_response(request: Request, services: Services, pair: TokenPair, use_cookies: bool) -> Response:
     """Tokens in the body; with ``use_cookies`` (the web studio) also as HttpOnly cookies + the CSRF cookie."""
     response = Response(pair.model_dump_json(), media_type="application/json")
     if use_cookies:
-        secure = _secure(request, services)
+        secure = cookies_secure(request, services)
         claims = services.codec.decode_access(pair.access_token)
         response.set_cookie(
             ACCESS_COOKIE, pair.access_token, max_age=pair.expires_in, httponly=True, secure=secure, samesite="lax"
@@ -106,14 +103,14 @@ def _clear_cookies(response: Response) -> None:
 @router.post("/auth/register", response_model=Accepted, status_code=202)
 async def register(body: RegisterRequest, request: Request, services: ServicesDep, origin: OriginDep) -> Accepted:
     """Create an account (or, for a known address, email its owner): the answer is the same either way."""
-    services.limiter.hit("register", f"ip:{_ip(request)}")
+    services.limiter.hit("register", f"ip:{client_ip(request)}")
     await run_in_threadpool(services.accounts.register, body.email, body.password, body.display_name, origin)
     return Accepted(message=SENT)
 
 
 @router.post("/auth/resend-code", response_model=Accepted, status_code=202)
 async def resend_code(body: EmailRequest, request: Request, services: ServicesDep) -> Accepted:
-    services.limiter.hit("code", f"ip:{_ip(request)}")
+    services.limiter.hit("code", f"ip:{client_ip(request)}")
     await run_in_threadpool(services.accounts.resend_code, body.email)
     return Accepted(message=SENT)
 
@@ -121,17 +118,17 @@ async def resend_code(body: EmailRequest, request: Request, services: ServicesDe
 @router.post("/auth/verify", response_model=TokenPair)
 async def verify(body: VerifyRequest, request: Request, services: ServicesDep, origin: OriginDep) -> Response:
     """Check the 6-digit code from the sign-up email, with the sign-up password; signs the user in."""
-    services.limiter.hit("code", f"ip:{_ip(request)}")
+    services.limiter.hit("code", f"ip:{client_ip(request)}")
     pair = await run_in_threadpool(services.accounts.verify_email, body.email, body.code, body.password, origin)
-    return _with_session(request, services, pair, body.use_cookies)
+    return session_response(request, services, pair, body.use_cookies)
 
 
 # --- sign-in and sessions -------------------------------------------------------------------------------------
 @router.post("/auth/login", response_model=TokenPair)
 async def login(body: LoginRequest, request: Request, services: ServicesDep, origin: OriginDep) -> Response:
-    services.limiter.hit("login", f"ip:{_ip(request)}")
+    services.limiter.hit("login", f"ip:{client_ip(request)}")
     pair = await run_in_threadpool(services.accounts.login, body.email, body.password, origin)
-    return _with_session(request, services, pair, body.use_cookies)
+    return session_response(request, services, pair, body.use_cookies)
 
 
 @router.post("/auth/refresh", response_model=TokenPair)
@@ -141,7 +138,7 @@ async def refresh(body: RefreshRequest, request: Request, services: ServicesDep,
     if not token:
         raise Unauthorized("No refresh token given.", code="invalid_token")
     pair = await run_in_threadpool(services.accounts.refresh, token, origin)
-    return _with_session(request, services, pair, body.use_cookies or body.refresh_token is None)
+    return session_response(request, services, pair, body.use_cookies or body.refresh_token is None)
 
 
 @router.post("/auth/logout", status_code=204)
@@ -190,20 +187,20 @@ async def change_password(
     pair = await run_in_threadpool(
         services.accounts.change_password, principal.user_id, body.current_password, body.new_password, origin
     )
-    return _with_session(request, services, pair, ACCESS_COOKIE in request.cookies)
+    return session_response(request, services, pair, ACCESS_COOKIE in request.cookies)
 
 
 @router.post("/auth/password-reset", response_model=Accepted, status_code=202)
 async def request_reset(body: EmailRequest, request: Request, services: ServicesDep, origin: OriginDep) -> Accepted:
     """Email a reset code to the address if it has an account; the answer is the same either way."""
-    services.limiter.hit("reset", f"ip:{_ip(request)}")
+    services.limiter.hit("reset", f"ip:{client_ip(request)}")
     await run_in_threadpool(services.accounts.request_password_reset, body.email, origin)
     return Accepted(message=SENT)
 
 
 @router.post("/auth/password-reset/confirm", status_code=204)
 async def confirm_reset(body: ResetRequest, request: Request, services: ServicesDep, origin: OriginDep) -> Response:
-    services.limiter.hit("code", f"ip:{_ip(request)}")
+    services.limiter.hit("code", f"ip:{client_ip(request)}")
     await run_in_threadpool(services.accounts.reset_password, body.email, body.code, body.new_password, origin)
     return Response(status_code=204)
 
@@ -258,14 +255,14 @@ async def setup_status(services: ServicesDep) -> SetupStatus:
 @router.post("/setup", response_model=TokenPair)
 async def setup(body: SetupRequest, request: Request, services: ServicesDep, origin: OriginDep) -> Response:
     """Create the first administrator with the setup token from the server log; signs them in."""
-    services.limiter.hit("login", f"ip:{_ip(request)}")
+    services.limiter.hit("login", f"ip:{client_ip(request)}")
     await run_in_threadpool(
         lambda: services.admin.create_admin(
             body.email, body.password, body.display_name, origin, setup_token=body.token
         )
     )
     pair = await run_in_threadpool(services.accounts.login, body.email, body.password, origin)
-    return _with_session(request, services, pair, use_cookies=True)
+    return session_response(request, services, pair, use_cookies=True)
 
 
 # --- admin ----------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from studiolo.domain.accounts.audit import Origin
 from studiolo.domain.accounts.mail import Mail, Mailer
 from studiolo.domain.accounts.models import (
     LOCAL_USER_EMAIL,
+    ROLE_SCOPES,
     OAuthAccount,
     OneTimeCode,
     RefreshToken,
@@ -33,12 +34,10 @@ from studiolo.domain.accounts.passwords import PasswordHashing, check_policy
 from studiolo.domain.accounts.ratelimit import RateLimiter
 from studiolo.domain.accounts.schemas import SessionView, TokenPair, UserView
 from studiolo.domain.accounts.tokens import TokenCodec, code_digest, digest, new_code, new_refresh_token
-from studiolo.errors import Conflict, Forbidden, InvalidInput, RateLimited, StudioloError, Unauthorized
+from studiolo.errors import Forbidden, InvalidInput, NotFound, RateLimited, StudioloError, Unauthorized
 from studiolo.settings import Settings
 
 log = logging.getLogger(__name__)
-
-ROLE_SCOPES = {"user": ["read", "generate"], "admin": ["read", "generate", "admin"]}
 
 
 class InvalidCode(StudioloError):
@@ -284,7 +283,8 @@ class AccountService:
                 user_agent=origin.user_agent[:255],
             )
         )
-        access = self.codec.mint_access(user.id, user.role, ROLE_SCOPES[user.role], user.token_epoch, family)
+        scopes = sorted(ROLE_SCOPES[user.role])
+        access = self.codec.mint_access(user.id, user.role, scopes, user.token_epoch, family)
         return TokenPair(
             access_token=access,
             expires_in=self.settings.access_token_minutes * 60,
@@ -331,7 +331,7 @@ class AccountService:
             .values(revoked_at=now)
         )
 
-    def _revoke_all(self, session: Session, user: User) -> None:
+    def revoke_all(self, session: Session, user: User) -> None:
         """End every session of ``user``: refresh tokens revoked, access tokens dead through the epoch."""
         session.execute(
             update(RefreshToken)
@@ -344,7 +344,7 @@ class AccountService:
         family = session_id
         with self.db.session() as session:
             if everywhere:
-                self._revoke_all(session, session.get_one(User, user_id))
+                self.revoke_all(session, session.get_one(User, user_id))
             else:
                 if refresh_token:
                     row = session.scalar(select(RefreshToken).where(RefreshToken.token_hash == digest(refresh_token)))
@@ -397,8 +397,6 @@ class AccountService:
                 select(RefreshToken.id).where(RefreshToken.family_id == family_id, RefreshToken.user_id == user_id)
             )
             if owned is None:
-                from studiolo.errors import NotFound
-
                 raise NotFound(f"No session with id '{family_id}'.", code="session_not_found")
             self._revoke_family(session, family_id, utcnow())
         self.on_session_ended(family_id)
@@ -425,7 +423,7 @@ class AccountService:
             if user.password_hash is not None and not self.hashing.verify(user.password_hash, current):
                 raise Forbidden("The current password is wrong.", code="invalid_credentials")
             user.password_hash = self.hashing.hash(new)
-            self._revoke_all(session, user)
+            self.revoke_all(session, user)
             audit.record(session, "password_changed", actor_id=user.id, origin=origin, target_id=user.id)
             # Every other session ends; this client gets a fresh one so it stays signed in.
             pair = self.start_session(session, user, origin)
@@ -459,10 +457,6 @@ class AccountService:
             if user.status == "pending":  # the code proves the mailbox, same as verification
                 user.status = "active"
             user.email_verified_at = user.email_verified_at or utcnow()
-            self._revoke_all(session, user)
+            self.revoke_all(session, user)
             audit.record(session, "password_reset", actor_id=user.id, origin=origin, target_id=user.id)
         self.on_user_changed(user_id)
-
-    def require_unique_email(self, session: Session, email: str) -> None:
-        if self._user_by_email(session, email) is not None:
-            raise Conflict("An account with this email already exists.", code="email_taken")
