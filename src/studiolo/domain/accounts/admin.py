@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
 
 from studiolo.db.base import utcnow
 from studiolo.db.session import Database
@@ -131,9 +132,7 @@ class AdminService:
 
     def get_user(self, user_id: str) -> UserView:
         with self.db.session() as session:
-            user = session.get(User, user_id)
-            if user is None:
-                raise NotFound(f"No user with id '{user_id}'.", code="user_not_found")
+            user = _user(session, user_id)
             return self.accounts.view(session, user)
 
     def _other_active_admins(self, user_id: str) -> int:
@@ -149,9 +148,7 @@ class AdminService:
         if status == "suspended" and actor_id == user_id:
             raise Conflict("You cannot suspend your own account.", code="cannot_suspend_self")
         with self.db.session() as session:
-            user = session.get(User, user_id)
-            if user is None:
-                raise NotFound(f"No user with id '{user_id}'.", code="user_not_found")
+            user = _user(session, user_id)
             if status == "active" and user.email_verified_at is None and user.status != "active":
                 raise Conflict("The user has not verified their email yet.", code="email_not_verified")
             if user.status != status:
@@ -174,9 +171,7 @@ class AdminService:
         if role != "admin" and self._other_active_admins(user_id) == 0:
             raise Conflict("This is the last administrator; make someone else admin first.", code="last_admin")
         with self.db.session() as session:
-            user = session.get(User, user_id)
-            if user is None:
-                raise NotFound(f"No user with id '{user_id}'.", code="user_not_found")
+            user = _user(session, user_id)
             if user.role != role:
                 previous, user.role = user.role, role
                 user.token_epoch += 1  # tokens carry the role's scopes: old ones must go
@@ -206,9 +201,7 @@ class AdminService:
         """Delete the user's rows (jobs, images, collections, keys, sessions: by cascade) and then their files.
         The audit trail keeps the event with the user's id, not their email."""
         with self.db.session() as session:
-            user = session.get(User, user_id)
-            if user is None:
-                raise NotFound(f"No user with id '{user_id}'.", code="user_not_found")
+            user = _user(session, user_id)
             if actor_id == user_id:
                 if user.password_hash is not None:
                     if not self.hashing.verify(user.password_hash, password or ""):
@@ -273,3 +266,11 @@ class AdminService:
             for r in rows
         ]
         return AuditPage(items=items, next_cursor=rows[-1].id if more and rows else None)
+
+
+def _user(session: Session, user_id: str) -> User:
+    """Any account, for administrators (who see every user; the owner-scoped get_owned does not apply)."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"No user with id '{user_id}'.", code="user_not_found")
+    return user
