@@ -170,7 +170,8 @@ def _wait_with_progress(services: Any, job_id: str, n: int) -> JobView:
         if ev["type"] in ("succeeded", "failed", "canceled"):
             done.set()
 
-    unsubscribe = services.events.subscribe(job_id, on_event)
+    # Not previews: a terminal bar cannot show them, and taking them would make the worker draw them.
+    unsubscribe = services.events.subscribe(job_id, on_event, types=("progress", "succeeded", "failed", "canceled"))
     columns = (
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),

@@ -20,6 +20,8 @@ from studiolo.domain.accounts.ratelimit import RateLimiter
 from studiolo.domain.accounts.service import AccountService, MailOutbox
 from studiolo.domain.accounts.tokens import TokenCodec, load_secret_key
 from studiolo.domain.gallery.service import GalleryService
+from studiolo.domain.generation.admin import JobAdminService
+from studiolo.domain.generation.analytics import AnalyticsService
 from studiolo.domain.generation.catalog import ModelCatalog
 from studiolo.domain.generation.events import EventBus
 from studiolo.domain.generation.queue import JobQueue
@@ -86,6 +88,8 @@ class Services:
     keys: ApiKeyService
     admin: AdminService
     oauth: OAuthService
+    job_admin: JobAdminService
+    analytics: AnalyticsService
     event_relay: RedisEventRelay | None = None  # set when STUDIOLO_REDIS_URL is
     pools: list[WorkerPool] = field(default_factory=list)
 
@@ -201,5 +205,7 @@ def build_services(
         keys=ApiKeyService(db, on_revoked=authenticator.forget_key),
         admin=admin,
         oauth=OAuthService(settings, db=db, accounts=accounts, codec=codec),
+        job_admin=JobAdminService(db, generation),
+        analytics=AnalyticsService(db),
         event_relay=event_relay,
     )

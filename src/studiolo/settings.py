@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     # Pipelines kept in memory at once are evicted least-recently-used beyond this many bytes.
     model_memory_budget_mb: int = Field(default=8192, ge=256)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    # Live previews on job event streams (a small WebP at most twice a second while someone watches).
+    previews: bool = True
     hub_timeout_seconds: float = Field(default=10.0, gt=0)
 
     max_pixels: int = Field(default=1024 * 1024 * 2, ge=64 * 64)

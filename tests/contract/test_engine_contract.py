@@ -25,6 +25,7 @@ from studiolo.engines.base import (
     GenerationRequest,
     JobKind,
     ModelRef,
+    Preview,
 )
 from studiolo.engines.demo.engine import DemoEngine, weights_available
 from studiolo.engines.echo import EchoEngine
@@ -122,7 +123,7 @@ def _half_mask(width: int, height: int) -> Image.Image:
 
 
 def _run(engine: Engine, request: GenerationRequest) -> list[np.ndarray]:
-    images = engine.generate(request, lambda step, total: None, lambda: False)
+    images = engine.generate(request, lambda step, total, preview=None: None, lambda: False)
     return [np.asarray(g.image, dtype=np.int16) for g in images]
 
 
@@ -138,7 +139,7 @@ def test_adapter_is_an_engine(case: EngineCase) -> None:
 
 def test_returns_one_rgb_image_per_seed_in_seed_order(case: EngineCase) -> None:
     seeds = [5, 900, 3]
-    images = case.engine.generate(_request(case.model, seeds=seeds), lambda s, t: None, lambda: False)
+    images = case.engine.generate(_request(case.model, seeds=seeds), lambda s, t, preview=None: None, lambda: False)
     assert [g.seed for g in images] == seeds
     for generated in images:
         assert generated.image.mode == "RGB"
@@ -176,7 +177,7 @@ def test_image_k_of_a_batch_equals_the_same_seed_alone(case: EngineCase) -> None
 
 def test_on_step_reports_every_step_in_order_ending_at_total(case: EngineCase) -> None:
     calls: list[tuple[int, int]] = []
-    case.engine.generate(_request(case.model, steps=3), lambda s, t: calls.append((s, t)), lambda: False)
+    case.engine.generate(_request(case.model, steps=3), lambda s, t, preview=None: calls.append((s, t)), lambda: False)
     assert calls, "on_step was never called"
     total = calls[-1][1]
     assert [s for s, _ in calls] == list(range(1, total + 1))
@@ -184,9 +185,40 @@ def test_on_step_reports_every_step_in_order_ending_at_total(case: EngineCase) -
     assert total >= 3
 
 
+def _collect_previews(engine: Engine, request: GenerationRequest) -> tuple[list[tuple[int, Image.Image]], list[Any]]:
+    """Run ``request`` drawing every preview offered; returns ((step, preview) pairs, the images)."""
+    previews: list[tuple[int, Image.Image]] = []
+
+    def on_step(step: int, total: int, preview: Preview | None = None) -> None:
+        image = preview() if callable(preview) else preview
+        if image is not None:
+            previews.append((step, image))
+
+    images = engine.generate(request, on_step, lambda: False)
+    return previews, [np.asarray(g.image, dtype=np.int16) for g in images]
+
+
+def test_previews_if_sent_are_small_rgb_pictures_of_the_request(case: EngineCase) -> None:
+    request = _request(case.model, steps=3, seeds=[4, 5])  # 64x48
+    previews, _images = _collect_previews(case.engine, request)
+    for step, image in previews:
+        assert isinstance(image, Image.Image) and image.mode == "RGB", step
+        width, height = image.size
+        # Never larger than the image itself, and of its shape (a latent preview may be much smaller).
+        assert 1 <= width <= 64 and 1 <= height <= 48, image.size
+        assert abs(width / height - 64 / 48) < 0.2, image.size
+
+
+def test_drawing_previews_does_not_change_the_images(case: EngineCase) -> None:
+    request = _request(case.model, steps=3, seeds=[4, 5])
+    _previews, with_previews = _collect_previews(case.engine, request)
+    without = _run(case.engine, request)
+    assert all(np.array_equal(a, b) for a, b in zip(with_previews, without, strict=True))
+
+
 def test_cancel_before_start_raises(case: EngineCase) -> None:
     with pytest.raises(GenerationCanceled):
-        case.engine.generate(_request(case.model, steps=3), lambda s, t: None, lambda: True)
+        case.engine.generate(_request(case.model, steps=3), lambda s, t, preview=None: None, lambda: True)
 
 
 def test_cancel_is_checked_at_every_step_end(case: EngineCase) -> None:
@@ -194,7 +226,7 @@ def test_cancel_is_checked_at_every_step_end(case: EngineCase) -> None:
     with pytest.raises(GenerationCanceled):
         case.engine.generate(
             _request(case.model, steps=4),
-            lambda s, t: calls.append(s),
+            lambda s, t, preview=None: calls.append(s),
             lambda: len(calls) >= 1,  # turns true once the first step has finished
         )
     assert calls == [1]
@@ -206,11 +238,11 @@ def test_capabilities_are_honoured(case: EngineCase, kind: JobKind, limited: boo
     engine, model = (case.limited_engine, case.limited_model) if limited else (case.engine, case.model)
     caps = engine.capabilities(model)
     if caps.supports(kind):
-        images = engine.generate(_request(model, kind=kind), lambda s, t: None, lambda: False)
+        images = engine.generate(_request(model, kind=kind), lambda s, t, preview=None: None, lambda: False)
         assert len(images) == 1 and images[0].image.size == (64, 48)
     else:
         with pytest.raises(EngineError) as excinfo:
-            engine.generate(_request(model, kind=kind), lambda s, t: None, lambda: False)
+            engine.generate(_request(model, kind=kind), lambda s, t, preview=None: None, lambda: False)
         assert excinfo.value.code == "unsupported_task"
     # Capabilities do not change once the model has been used.
     assert engine.capabilities(model) == caps
@@ -224,6 +256,6 @@ def test_limited_model_really_lacks_a_kind(case: EngineCase) -> None:
 def test_model_is_loaded_after_load_and_generate(case: EngineCase) -> None:
     case.engine.load(case.model)
     assert case.engine.is_loaded(case.model.id)
-    case.engine.generate(_request(case.model), lambda s, t: None, lambda: False)
+    case.engine.generate(_request(case.model), lambda s, t, preview=None: None, lambda: False)
     assert case.engine.is_loaded(case.model.id)
     assert not case.engine.is_loaded("no-such-model")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from studiolo.engines.base import EngineError, GenerationRequest, ModelLoadError, ModelRef
+from studiolo.engines.base import EngineError, GenerationRequest, ModelLoadError, ModelRef, Preview
 from studiolo.engines.demo.engine import SAMPLER, DemoEngine, fit_to_size
 from studiolo.engines.demo.text import BOS, PAD, UNK, Tokenizer, words
 from tests.tiny_demo import make_tiny_demo_weights
@@ -30,7 +30,7 @@ def _generate(engine: DemoEngine, **overrides: Any) -> list[np.ndarray]:
     request = GenerationRequest(model=MODEL, prompt="a red square", seeds=[3], width=64, height=64, steps=3)
     for key, value in overrides.items():
         setattr(request, key, value)
-    return [np.asarray(g.image) for g in engine.generate(request, lambda s, t: None, lambda: False)]
+    return [np.asarray(g.image) for g in engine.generate(request, lambda s, t, preview=None: None, lambda: False)]
 
 
 def test_tokenizer_maps_words_unknowns_and_padding() -> None:
@@ -69,12 +69,12 @@ def test_only_txt2img_is_offered(engine: DemoEngine) -> None:
 def test_steps_are_clamped_and_reported_across_the_batch(engine: DemoEngine) -> None:
     calls: list[tuple[int, int]] = []
     request = GenerationRequest(model=MODEL, prompt="a house", seeds=[1, 2], width=64, height=64, steps=0)
-    images = engine.generate(request, lambda s, t: calls.append((s, t)), lambda: False)
+    images = engine.generate(request, lambda s, t, preview=None: calls.append((s, t)), lambda: False)
     assert calls == [(1, 2), (2, 2)]  # steps 0 -> 1, per image
     assert [g.sampler for g in images] == [SAMPLER, SAMPLER]
     calls.clear()
     request.steps, request.seeds = 500, [1]
-    engine.generate(request, lambda s, t: calls.append((s, t)), lambda: False)
+    engine.generate(request, lambda s, t, preview=None: calls.append((s, t)), lambda: False)
     assert calls[-1] == (100, 100)
 
 
@@ -103,3 +103,35 @@ def test_importing_the_engine_does_not_import_torch() -> None:
     code = "import sys, studiolo.engines.demo; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_previews_are_the_models_estimate_of_the_finished_image(engine: DemoEngine) -> None:
+    previews: list[tuple[int, Image.Image]] = []
+
+    def on_step(step: int, total: int, preview: Preview | None = None) -> None:
+        assert callable(preview)  # made only when asked
+        image = preview()
+        assert image is not None
+        previews.append((step, image))
+
+    request = GenerationRequest(model=MODEL, prompt="a red square", seeds=[3, 4], width=64, height=48, steps=3)
+    (first, second) = engine.generate(request, on_step, lambda: False)
+    assert [s for s, _ in previews] == [1, 2, 3, 4, 5, 6]
+    assert all(image.size == (64, 48) for _, image in previews)
+    # At each image's last step the estimate is the image itself; earlier ones are guesses on the way.
+    assert np.array_equal(np.asarray(previews[2][1]), np.asarray(first.image))
+    assert np.array_equal(np.asarray(previews[5][1]), np.asarray(second.image))
+    assert not np.array_equal(np.asarray(previews[0][1]), np.asarray(first.image))
+
+
+def test_previews_of_large_requests_stay_at_the_models_resolution(engine: DemoEngine) -> None:
+    sizes: list[tuple[int, int]] = []
+
+    def on_step(step: int, total: int, preview: Preview | None = None) -> None:
+        image = preview() if callable(preview) else preview
+        assert image is not None
+        sizes.append(image.size)
+
+    request = GenerationRequest(model=MODEL, prompt="a house", seeds=[1], width=768, height=512, steps=2)
+    engine.generate(request, on_step, lambda: False)
+    assert sizes == [(64, 43), (64, 43)]

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from studiolo.engines.base import EngineError, GenerationRequest, JobKind, ModelLoadError, ModelRef
+from studiolo.engines.base import EngineError, GenerationRequest, JobKind, ModelLoadError, ModelRef, Preview
 from studiolo.engines.diffusers_engine import SAMPLERS, DiffusersEngine, clip_tokenizer_from_package
 from studiolo.engines.model_files import CONFIGS_DIR, KNOWN_PIPELINE_TASKS, pipeline_tasks
 from tests.tiny_pipeline import TINY_CONFIG_ROOT_NAME, make_tiny_sd_pipeline, make_tiny_single_file
@@ -68,7 +68,7 @@ def _checkerboard(width: int, height: int) -> Image.Image:
 
 
 def _pixels(engine: DiffusersEngine, request: GenerationRequest) -> np.ndarray:
-    (generated,) = engine.generate(request, lambda s, t: None, lambda: False)
+    (generated,) = engine.generate(request, lambda s, t, preview=None: None, lambda: False)
     return np.asarray(generated.image, dtype=np.int16)
 
 
@@ -90,8 +90,12 @@ def test_importing_the_engines_does_not_import_torch_or_diffusers() -> None:
 @pytest.mark.parametrize("kind", ["txt2img", "img2img", "inpaint"])
 def test_batch_matches_single_seed_on_float_output(engine: DiffusersEngine, tiny_dir: Path, kind: JobKind) -> None:
     model = _ref(tiny_dir)
-    batch = engine.generate_arrays(_request(model, kind=kind, seeds=[1, 2, 3]), lambda s, t: None, lambda: False)
-    alone = engine.generate_arrays(_request(model, kind=kind, seeds=[2]), lambda s, t: None, lambda: False)
+    batch = engine.generate_arrays(
+        _request(model, kind=kind, seeds=[1, 2, 3]), lambda s, t, preview=None: None, lambda: False
+    )
+    alone = engine.generate_arrays(
+        _request(model, kind=kind, seeds=[2]), lambda s, t, preview=None: None, lambda: False
+    )
     assert [seed for seed, _ in batch] == [1, 2, 3]
     assert batch[1][1].shape == (64, 64, 3) and batch[1][1].dtype == np.float32
     assert np.abs(batch[1][1] - alone[0][1]).max() < 1e-4
@@ -106,7 +110,7 @@ def test_img2img_depends_on_the_init_image_and_strength(engine: DiffusersEngine,
     calls: list[tuple[int, int]] = []
     engine.generate(
         _request(model, kind="img2img", steps=4, strength=0.5, sampler="euler"),
-        lambda s, t: calls.append((s, t)),
+        lambda s, t, preview=None: calls.append((s, t)),
         lambda: False,
     )
     # strength 0.5 runs the last half of the schedule only.
@@ -137,7 +141,7 @@ def test_invalid_requests_are_refused(
     engine: DiffusersEngine, tiny_dir: Path, overrides: dict[str, Any], code: str
 ) -> None:
     with pytest.raises(EngineError) as excinfo:
-        engine.generate(_request(_ref(tiny_dir), **overrides), lambda s, t: None, lambda: False)
+        engine.generate(_request(_ref(tiny_dir), **overrides), lambda s, t, preview=None: None, lambda: False)
     assert excinfo.value.code == code
 
 
@@ -146,14 +150,14 @@ def test_every_sampler_runs_and_is_reported(engine: DiffusersEngine, tiny_dir: P
     outputs: dict[str, np.ndarray] = {}
     for sampler in SAMPLERS:
         (generated,) = engine.generate(
-            _request(model, sampler=sampler, width=32, height=32), lambda s, t: None, lambda: False
+            _request(model, sampler=sampler, width=32, height=32), lambda s, t, preview=None: None, lambda: False
         )
         assert generated.sampler == sampler
         outputs[sampler] = np.asarray(generated.image, dtype=np.int16)
     assert not np.array_equal(outputs["euler"], outputs["ddim"])
     # "default" keeps the model's own scheduler (PNDM for the tiny SD 1.5-like model) and names it.
     for default in (None, "default"):
-        (generated,) = engine.generate(_request(model, sampler=default), lambda s, t: None, lambda: False)
+        (generated,) = engine.generate(_request(model, sampler=default), lambda s, t, preview=None: None, lambda: False)
         assert generated.sampler == "pndm"
     assert np.array_equal(_pixels(engine, _request(model, sampler="pndm")), _pixels(engine, _request(model)))
 
@@ -192,8 +196,57 @@ def test_out_of_memory_becomes_a_retryable_engine_error(
     entry = engine._cache[model.id]
     monkeypatch.setitem(entry.pipes, "txt2img", oom)
     with pytest.raises(EngineError) as excinfo:
-        engine.generate(_request(model), lambda s, t: None, lambda: False)
+        engine.generate(_request(model), lambda s, t, preview=None: None, lambda: False)
     assert excinfo.value.code == "out_of_memory" and excinfo.value.retryable
+
+
+def _previews(engine: DiffusersEngine, request: GenerationRequest) -> list[tuple[int, int, Image.Image | None]]:
+    found: list[tuple[int, int, Image.Image | None]] = []
+
+    def on_step(step: int, total: int, preview: Preview | None = None) -> None:
+        assert callable(preview)  # latents are only turned into a picture when asked
+        found.append((step, total, preview()))
+
+    engine.generate(request, on_step, lambda: False)
+    return found
+
+
+@pytest.mark.parametrize("kind", ["txt2img", "img2img", "inpaint"])
+def test_previews_show_the_first_latent_at_the_latent_size(
+    engine: DiffusersEngine, tiny_dir: Path, kind: JobKind
+) -> None:
+    model = _ref(tiny_dir)
+    batch = _previews(engine, _request(model, kind=kind, width=64, height=48, steps=3, seeds=[3, 9]))
+    alone = _previews(engine, _request(model, kind=kind, width=64, height=48, steps=3, seeds=[3]))
+    # The tiny VAE halves the size (two blocks); SD's real one divides it by 8.
+    factor = engine._cache["tiny"].base.vae_scale_factor
+    assert factor == 2
+    assert [(s, t) for s, t, _ in batch] == [(s, t) for s, t, _ in alone] and len(batch) >= 2
+    for (_s, _t, first), (_s2, _t2, single) in zip(batch, alone, strict=True):
+        assert first is not None and single is not None
+        assert first.mode == "RGB" and first.size == (64 // factor, 48 // factor)
+        # Image 0 of the batch: the same picture as its seed alone (up to batched float rounding).
+        assert np.abs(np.asarray(first, np.int16) - np.asarray(single, np.int16)).max() <= 2
+
+
+def test_latent_preview_maps_channels_to_colours_and_skips_unknown_layouts() -> None:
+    import torch
+
+    from studiolo.engines.latent_preview import is_sdxl, latent_preview
+
+    grey = latent_preview(torch.zeros(2, 4, 6, 10), sdxl=False)
+    assert grey is not None and grey.size == (10, 6) and set(np.asarray(grey).ravel().tolist()) == {128}
+    blue = latent_preview(torch.zeros(1, 4, 2, 2).index_fill_(1, torch.tensor([3]), -1.0), sdxl=False)
+    assert blue is not None and tuple(np.asarray(blue)[0, 0]) == (155, 161, 219)  # the 4th channel's row, negated
+    assert latent_preview(torch.zeros(1, 16, 8, 8), sdxl=False) is None  # SD3/Flux latents: no factors
+    assert latent_preview(torch.zeros(4, 8, 8), sdxl=False) is None
+    xl = latent_preview(torch.zeros(1, 4, 2, 2), sdxl=True)
+    assert xl is not None and tuple(np.asarray(xl)[0, 0]) != (128, 128, 128)  # SDXL's map has a bias
+
+    class StableDiffusionXLImg2ImgPipeline:
+        pass
+
+    assert is_sdxl(StableDiffusionXLImg2ImgPipeline()) and not is_sdxl(object())
 
 
 # --- cache ------------------------------------------------------------------------------------------------
@@ -218,7 +271,7 @@ def test_lru_eviction_under_the_memory_budget(tiny_dir: Path) -> None:
     a, b, c = (_ref(tiny_dir, name) for name in "abc")
     engine.load(a)
     engine.load(b)
-    engine.generate(_request(a), lambda s, t: None, lambda: False)  # a becomes the most recently used
+    engine.generate(_request(a), lambda s, t, preview=None: None, lambda: False)  # a becomes the most recently used
     engine.load(c)
     assert (engine.is_loaded("a"), engine.is_loaded("b"), engine.is_loaded("c")) == (True, False, True)
     assert engine.loaded_bytes() <= engine.memory_budget_bytes
@@ -228,7 +281,7 @@ def test_a_budget_smaller_than_one_model_still_keeps_the_model_in_use(tiny_dir: 
     engine = DiffusersEngine(device="cpu", memory_budget_bytes=1)
     engine.load(_ref(tiny_dir, "a"))
     assert engine.is_loaded("a")
-    images = engine.generate(_request(_ref(tiny_dir, "b")), lambda s, t: None, lambda: False)
+    images = engine.generate(_request(_ref(tiny_dir, "b")), lambda s, t, preview=None: None, lambda: False)
     assert len(images) == 1
     assert engine.is_loaded("b") and not engine.is_loaded("a")
 
@@ -270,7 +323,7 @@ def test_safety_checker_and_progress_bars_are_off(
     engine.load(model)
     assert engine._cache["checked"].base.safety_checker is None
     capfd.readouterr()
-    engine.generate(_request(model, steps=3), lambda s, t: None, lambda: False)
+    engine.generate(_request(model, steps=3), lambda s, t, preview=None: None, lambda: False)
     captured = capfd.readouterr()
     assert "it/s" not in captured.err and "it/s" not in captured.out
 

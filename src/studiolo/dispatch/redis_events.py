@@ -54,8 +54,9 @@ class RedisEventRelay:
                     if message is None:
                         continue
                     data = json.loads(message["data"])
-                    if data.get("o") != self.origin and self.bus.has_listeners(data["j"]):
-                        self.bus.deliver(data["j"], data["e"])
+                    event = data["e"]
+                    if data.get("o") != self.origin and self.bus.has_listeners(data["j"], event.get("type")):
+                        self.bus.deliver(data["j"], event)
             except (redis.RedisError, OSError, ValueError):
                 if not self._stop.is_set():
                     log.warning("job event subscription lost; reconnecting", exc_info=True)

@@ -9,16 +9,34 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
 from PIL import Image
 
 JobKind = Literal["txt2img", "img2img", "inpaint"]
 ModelSource = Literal["hub", "folder", "single_file", "builtin"]
 
-# (step, total_steps, optional preview) — called from the engine's step callback.
-StepCallback = Callable[[int, int], None]
+# A look at the image being made: a small picture, or a function that makes one (None: not possible now).
+# Engines pass the function so that nobody pays for a preview nobody watches; it is valid only during the
+# on_step call it was passed to (it may read tensors the next step overwrites).
+Preview: TypeAlias = Image.Image | Callable[[], Image.Image | None]
 CancelCheck = Callable[[], bool]
+
+
+class StepCallback(Protocol):
+    """Called by engines after every step: ``on_step(step, total)`` or ``on_step(step, total, preview=...)``.
+
+    Previews are best effort: a picture of any size (the worker scales it down), ideally the first image of
+    the batch at the request's aspect ratio; tests/contract/test_engine_contract.py checks what adapters send.
+    """
+
+    def __call__(self, step: int, total: int, /, preview: Preview | None = None) -> None: ...
+
+
+def preview_size(width: int, height: int, longest: int) -> tuple[int, int]:
+    """``width`` x ``height`` scaled down (never up) so its longest side is at most ``longest``."""
+    scale = min(1.0, longest / max(width, height, 1))
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from studiolo.engines.base import (
     StepCallback,
 )
 from studiolo.engines.hf_libraries import quiet_hf_libraries
+from studiolo.engines.latent_preview import is_sdxl, latent_preview
 from studiolo.engines.model_files import (
     CONFIGS_DIR,
     IMPORT_HINT,
@@ -64,9 +65,7 @@ SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 DEFAULT_SAMPLERS = (None, "default")
 # Which sampler name "default" turned out to be, reported back with the images.
-_SAMPLER_BY_SCHEDULER: dict[str, str] = {}
-for _name, (_scheduler_cls, _overrides) in SAMPLERS.items():
-    _SAMPLER_BY_SCHEDULER.setdefault(_scheduler_cls, _name)
+_SAMPLER_BY_SCHEDULER = {cls_name: name for name, (cls_name, _o) in reversed(SAMPLERS.items())}  # first wins
 
 
 def clip_tokenizer_from_package(settings: dict[str, Any] | None = None) -> Any:
@@ -237,7 +236,8 @@ class DiffusersEngine:
 
         def on_step_end(pipeline: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
             total = int(getattr(pipeline, "num_timesteps", 0) or request.steps)
-            on_step(step + 1, total)
+            latents = callback_kwargs["latents"]  # made into a picture only if the caller asks
+            on_step(step + 1, total, preview=lambda: latent_preview(latents, sdxl=is_sdxl(pipeline)))
             if should_cancel():
                 raise GenerationCanceled()
             return callback_kwargs
@@ -255,7 +255,7 @@ class DiffusersEngine:
             "generator": generators,
             "output_type": "np",
             "callback_on_step_end": on_step_end,
-            "callback_on_step_end_tensor_inputs": [],
+            "callback_on_step_end_tensor_inputs": ["latents"],
         }
         size = (request.width, request.height)
         if request.kind in ("txt2img", "inpaint"):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from dataclasses import replace
+from functools import partial
 
 import numpy as np
 from PIL import Image
@@ -22,11 +24,14 @@ from studiolo.engines.base import (
     GenerationRequest,
     ModelRef,
     StepCallback,
+    preview_size,
 )
 
 _ALL_TASKS = Capabilities(txt2img=True, img2img=True, inpaint=True)
 # Random detail is drawn on a coarse grid and scaled up, so the cost barely grows with the image size.
 _NOISE_GRID = 8
+# Previews are drawn this small: they only have to show that the stream carries pictures.
+_PREVIEW_SIDE = 64
 
 
 class EchoEngine:
@@ -63,7 +68,7 @@ class EchoEngine:
         for step in range(1, request.steps + 1):
             if self.step_delay > 0:
                 time.sleep(self.step_delay)
-            on_step(step, request.steps)
+            on_step(step, request.steps, preview=partial(self._preview, request, step))
             if should_cancel():
                 raise GenerationCanceled()
         sampler = request.sampler if request.sampler not in (None, "default") else "echo"
@@ -83,6 +88,16 @@ class EchoEngine:
             raise EngineError(f"{request.kind} needs an init image.", code="invalid_request")
         if request.kind == "inpaint" and request.mask_image is None:
             raise EngineError("inpaint needs a mask image (white = repaint).", code="invalid_request")
+
+    def _preview(self, request: GenerationRequest, step: int) -> Image.Image:
+        """The first image, small, drawn down to the fraction ``step / steps`` (the rest grey)."""
+        width, height = preview_size(request.width, request.height, _PREVIEW_SIDE)
+        image = self._render(replace(request, width=width, height=height), request.seeds[0])
+        shown = round(height * step / request.steps)
+        partial_image = Image.new("RGB", (width, height), (128, 128, 128))
+        if shown:
+            partial_image.paste(image.crop((0, 0, width, shown)))
+        return partial_image
 
     def _render(self, request: GenerationRequest, seed: int) -> Image.Image:
         w, h = request.width, request.height

@@ -9,6 +9,8 @@ from fastapi.responses import FileResponse, RedirectResponse
 
 from studiolo.deps import GenerationLimit, OwnerId, ServicesDep, current_principal
 from studiolo.domain.gallery.schemas import (
+    BulkImageRequest,
+    BulkImageResult,
     CollectionCreate,
     CollectionItems,
     CollectionPage,
@@ -51,6 +53,12 @@ def list_images(
         q=q,
         job_id=job,
     )
+
+
+@router.post("/images/bulk", response_model=BulkImageResult)
+def bulk_images(body: BulkImageRequest, services: ServicesDep, owner: OwnerId) -> BulkImageResult:
+    """delete, star, unstar, add_tags or remove_tags on up to 500 of your images at once."""
+    return services.gallery.bulk(owner, body)
 
 
 @router.get("/images/{image_id}", response_model=ImageView)

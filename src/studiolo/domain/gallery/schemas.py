@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -55,10 +55,13 @@ def clean_tags(v: list[str] | None) -> list[str] | None:
     return out
 
 
+MAX_TAGS = 32
+
+
 class ImagePatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    tags: list[str] | None = Field(default=None, max_length=32)
+    tags: list[str] | None = Field(default=None, max_length=MAX_TAGS)
     starred: bool | None = None
     public: bool | None = None
 
@@ -104,3 +107,30 @@ class CollectionItems(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     image_ids: list[str] = Field(min_length=1, max_length=500)
+
+
+BulkAction = Literal["delete", "star", "unstar", "add_tags", "remove_tags"]
+TAG_ACTIONS = ("add_tags", "remove_tags")
+# Ids and filters that reach a query: PostgreSQL text cannot hold NUL, and a NUL would otherwise surface as a
+# 500 instead of a 422 (found by fuzzing the routes signed in, on PostgreSQL).
+NO_CONTROL_CHARS = r"^[^\x00-\x1f\x7f]*$"
+
+
+class BulkImageRequest(BaseModel):
+    """One action on many of the caller's images; ``tags`` is for add_tags and remove_tags (and only them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_ids: list[Annotated[str, Field(min_length=1, max_length=64, pattern=NO_CONTROL_CHARS)]] = Field(
+        min_length=1, max_length=500
+    )
+    action: BulkAction
+    tags: list[Annotated[str, Field(pattern=NO_CONTROL_CHARS)]] | None = Field(default=None, max_length=MAX_TAGS)
+
+    _tags = field_validator("tags")(clean_tags)
+
+
+class BulkImageResult(BaseModel):
+    action: BulkAction
+    done: list[str] = Field(description="The ids acted on, in the order given (repeats once)")
+    not_found: list[str] = Field(description="Ids that are not images of yours: unknown, deleted or another user's")

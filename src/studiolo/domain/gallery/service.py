@@ -19,6 +19,10 @@ from studiolo.db.session import Database
 from studiolo.domain.gallery import imaging
 from studiolo.domain.gallery.models import Collection, CollectionItem, Image
 from studiolo.domain.gallery.schemas import (
+    MAX_TAGS,
+    TAG_ACTIONS,
+    BulkImageRequest,
+    BulkImageResult,
     CollectionCreate,
     CollectionPage,
     CollectionPatch,
@@ -82,6 +86,34 @@ def to_view(img: Image) -> ImageView:
 
 def search_text(prompt: str, tags: Iterable[str]) -> str:
     return " ".join([prompt, *tags])
+
+
+def _delete_rows(session: Session, rows: Sequence[Image]) -> list[StoredFiles]:
+    """Delete image rows in the caller's transaction; returns their files, for ``discard_files`` after it commits."""
+    files = [StoredFiles(img.original_key, dict(img.thumbnail_keys), img.size_bytes) for img in rows]
+    for img in rows:
+        session.delete(img)
+    return files
+
+
+def _retag(rows: Sequence[Image], tags: Sequence[str], *, add: bool) -> None:
+    """Add or remove (already cleaned) tags on each image; all or nothing when one would pass the limit."""
+    new_tags = {
+        img.id: [*(img.tags or []), *(t for t in tags if t not in (img.tags or []))]
+        if add
+        else [t for t in img.tags or [] if t not in tags]
+        for img in rows
+    }
+    over = [image_id for image_id, t in new_tags.items() if len(t) > MAX_TAGS]
+    if over:
+        raise InvalidInput(
+            f"An image holds at most {MAX_TAGS} tags.",
+            code="too_many_tags",
+            details={"image_ids": over, "max": MAX_TAGS},
+        )
+    for img in rows:
+        img.tags = new_tags[img.id]
+        img.search_text = search_text(img.prompt, img.tags)
 
 
 class GalleryService:
@@ -201,10 +233,36 @@ class GalleryService:
 
     def delete(self, owner_id: str, image_id: str) -> None:
         with self.db.session() as session:
-            img = get_owned(session, Image, image_id, owner_id, what="image")
-            files = StoredFiles(img.original_key, dict(img.thumbnail_keys), img.size_bytes)
-            session.delete(img)
-        self.discard_files([files])
+            files = _delete_rows(session, [get_owned(session, Image, image_id, owner_id, what="image")])
+        self.discard_files(files)
+
+    def bulk(self, owner_id: str, req: BulkImageRequest) -> BulkImageResult:
+        """One action on many of the owner's images, in one transaction. Ids that are not the owner's images
+        are reported in ``not_found`` (another user's exactly like a missing one) and left alone."""
+        tags = req.tags or []
+        if req.action in TAG_ACTIONS and not tags:
+            raise InvalidInput(f"{req.action} needs at least one tag.", code="tags_required")
+        if req.action not in TAG_ACTIONS and tags:
+            raise InvalidInput(f"{req.action} takes no tags.", code="tags_not_allowed")
+        wanted = list(dict.fromkeys(req.image_ids))
+        files: list[StoredFiles] = []
+        with self.db.session() as session:
+            rows = session.scalars(select(Image).where(Image.owner_id == owner_id, Image.id.in_(wanted))).all()
+            if req.action == "delete":
+                files = _delete_rows(session, rows)
+            elif req.action in ("star", "unstar"):
+                for img in rows:
+                    img.starred = req.action == "star"
+            else:
+                _retag(rows, tags, add=req.action == "add_tags")
+            found = {img.id for img in rows}
+        # After the commit, as a single delete does: a file goes only once no row references it.
+        self.discard_files(files)
+        return BulkImageResult(
+            action=req.action,
+            done=[i for i in wanted if i in found],
+            not_found=[i for i in wanted if i not in found],
+        )
 
     def file(self, owner_id: str, image_id: str, size: str) -> tuple[str, str]:
         """(storage key, media type) of an image's original or one thumbnail."""

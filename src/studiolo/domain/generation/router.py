@@ -1,4 +1,5 @@
-"""HTTP routes for generation: submit, jobs (status, cancel, retry, live events), styles, models, stats."""
+"""HTTP routes for generation: submit, jobs (status, cancel, retry, live events), styles, models, stats; and
+under /admin, every user's jobs (list, retry) and the install's analytics."""
 
 from __future__ import annotations
 
@@ -7,15 +8,18 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from studiolo.deps import GenerationLimit, OwnerId, ServicesDep, current_principal
+from studiolo.deps import AdminPrincipal, GenerationLimit, OriginDep, OwnerId, ServicesDep, current_principal
+from studiolo.domain.gallery.schemas import NO_CONTROL_CHARS
 from studiolo.domain.generation.schemas import (
+    AdminAnalytics,
+    AdminJobPage,
     GenerationParams,
     JobAccepted,
     JobPage,
@@ -33,6 +37,9 @@ from studiolo.errors import InvalidInput, UnsupportedMediaType
 
 # Every route needs a caller (the owner-scoped ones also check the scope, see deps.current_owner_id).
 router = APIRouter(tags=["generation"], dependencies=[Depends(current_principal)])
+admin_router = APIRouter(prefix="/admin", tags=["admin"])
+Days = Annotated[int, Query(ge=1, le=365, description="How many UTC days, today included")]
+FilterText = Annotated[str | None, Query(max_length=200, pattern=NO_CONTROL_CHARS)]
 
 _TERMINAL = {"succeeded", "failed", "canceled"}
 _FILE_FIELDS = ("init_image", "mask_image")
@@ -192,10 +199,14 @@ def _sse(event: dict[str, Any]) -> bytes:
     responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events until the job ends"}},
 )
 async def job_events(job_id: str, request: Request, services: ServicesDep, owner: OwnerId) -> StreamingResponse:
-    """Live job events: queued{position}, started, progress{step,total}, output, succeeded, failed, canceled.
+    """Live job events: queued{position}, started, progress{step,total}, preview{step,total,image}, output,
+    succeeded, failed, canceled.
 
-    Events published in this process arrive at once; the row is re-read every second as well, so a job run
-    by a worker in another process is followed too (progress then arrives at that pace).
+    ``preview`` carries a look at the image being made as ``data:image/webp;base64,...`` (at most 256 px, a
+    few KB), when the engine offers one: at most about twice a second, never for the last step (the output
+    follows), not at all with STUDIOLO_PREVIEWS=false. Events published in this process arrive at once;
+    the row is re-read every second as well, so a job run by a worker in another process is followed too
+    (progress then arrives at that pace, and previews only through the Redis relay).
     """
     gen = services.generation
     first = await run_in_threadpool(gen.get, owner, job_id)  # 404 for someone else's job, before streaming
@@ -308,5 +319,38 @@ def list_models(services: ServicesDep) -> ModelList:
 
 
 @router.get("/stats", response_model=Stats)
-def stats(services: ServicesDep, owner: OwnerId) -> Stats:
-    return services.generation.stats(owner)
+def stats(services: ServicesDep, owner: OwnerId, days: Days = 30) -> Stats:
+    return services.generation.stats(owner, days)
+
+
+@admin_router.get("/jobs", response_model=AdminJobPage)
+def admin_list_jobs(
+    services: ServicesDep,
+    admin: AdminPrincipal,
+    status: Annotated[str | None, Query(description="queued, running, succeeded, failed or canceled")] = None,
+    user: Annotated[
+        str | None, Query(max_length=200, pattern=NO_CONTROL_CHARS, description="Only this user's jobs (a user id)")
+    ] = None,
+    model: FilterText = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    cursor: FilterText = None,
+) -> AdminJobPage:
+    """Every user's jobs, newest first, each with its owner's id and email."""
+    return services.job_admin.list(status=status, user_id=user, model=model, limit=limit, cursor=cursor)
+
+
+@admin_router.post("/jobs/{job_id}/retry", response_model=JobAccepted, status_code=202)
+def admin_retry_job(
+    job_id: Annotated[str, Path(max_length=64, pattern=NO_CONTROL_CHARS)],
+    services: ServicesDep,
+    admin: AdminPrincipal,
+    origin: OriginDep,
+) -> JobAccepted:
+    """Queue any user's failed or canceled job again (as its owner's retry would); recorded in the audit log."""
+    return services.job_admin.retry(admin.user_id, job_id, origin)
+
+
+@admin_router.get("/analytics", response_model=AdminAnalytics)
+def admin_analytics(services: ServicesDep, admin: AdminPrincipal, days: Days = 30) -> AdminAnalytics:
+    """Jobs, outcomes, images and run times per UTC day over every user; totals; the most used styles and models."""
+    return services.analytics.admin(days)

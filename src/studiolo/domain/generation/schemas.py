@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from datetime import datetime
 from typing import Any, Literal
 
@@ -118,6 +119,9 @@ class StyleView(BaseModel):
     prompt_template: str
     negative_template: str
     builtin: bool
+    thumbnail_url: str | None = Field(
+        default=None, description="A 128x128 WebP of the style (built-in styles only; null for your own)"
+    )
 
 
 class StyleCreate(BaseModel):
@@ -160,6 +164,15 @@ class ModelList(BaseModel):
     items: list[ModelView]
 
 
+class StatsDay(BaseModel):
+    """One UTC day of a user's usage: jobs submitted that day, how many of them failed, images made."""
+
+    date: dt.date
+    jobs: int
+    images: int
+    failed: int
+
+
 class Stats(BaseModel):
     jobs: dict[str, int]
     images: int
@@ -167,3 +180,52 @@ class Stats(BaseModel):
     collections: int
     total_cost: float
     duration_seconds: dict[str, float | None]
+    per_day: list[StatsDay] = Field(description="The last `days` UTC days, oldest first, every day present")
+
+
+class AdminJobView(JobView):
+    owner_id: str
+    owner_email: str
+
+
+class AdminJobPage(BaseModel):
+    items: list[AdminJobView]
+    next_cursor: str | None
+
+
+class AnalyticsDay(BaseModel):
+    """Jobs submitted on one UTC day, by outcome; images made that day; run time of its succeeded jobs."""
+
+    date: dt.date
+    jobs: int
+    succeeded: int
+    failed: int
+    canceled: int
+    images: int
+    p50_seconds: float | None
+    p95_seconds: float | None
+
+
+class AnalyticsTotals(BaseModel):
+    jobs: int
+    succeeded: int
+    failed: int
+    canceled: int
+    images: int
+    users: int = Field(description="Accounts that exist now")
+    active_users: int = Field(description="Accounts that submitted at least one job in the window")
+    failure_rate: float | None = Field(description="failed / (succeeded + failed); null when both are 0")
+    p50_seconds: float | None
+    p95_seconds: float | None
+
+
+class NameCount(BaseModel):
+    name: str
+    count: int
+
+
+class AdminAnalytics(BaseModel):
+    days: list[AnalyticsDay]
+    totals: AnalyticsTotals
+    top_styles: list[NameCount]
+    top_models: list[NameCount]

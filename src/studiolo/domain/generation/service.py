@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,6 +23,7 @@ from studiolo.domain.gallery import imaging
 from studiolo.domain.gallery.models import Image
 from studiolo.domain.gallery.schemas import RegenerateRequest
 from studiolo.domain.gallery.service import GalleryService, image_urls
+from studiolo.domain.generation import analytics
 from studiolo.domain.generation import styles as st
 from studiolo.domain.generation.catalog import ModelCatalog
 from studiolo.domain.generation.events import EventBus
@@ -73,6 +74,16 @@ def _request_hash(kind: str, params: dict[str, Any], uploads: dict[str, bytes]) 
         h.update(name.encode())
         h.update(hashlib.sha256(uploads[name]).digest())
     return h.hexdigest()
+
+
+def check_status_filter(status: str | None) -> None:
+    """A job list's ``status`` filter: absent, or one of JOB_STATUS_FILTERS (422 invalid_status)."""
+    if status is not None and status not in JOB_STATUS_FILTERS:
+        raise InvalidInput(
+            f"status must be one of {', '.join(JOB_STATUS_FILTERS)}.",
+            code="invalid_status",
+            details={"status": status},
+        )
 
 
 def _percentile(sorted_values: Sequence[float], q: float) -> float | None:
@@ -397,12 +408,7 @@ class GenerationService:
             return self.view(session, get_owned(session, Job, job_id, owner_id, what="job"))
 
     def list(self, owner_id: str, *, status: str | None = None, limit: int = 50, cursor: str | None = None) -> JobPage:
-        if status is not None and status not in JOB_STATUS_FILTERS:
-            raise InvalidInput(
-                f"status must be one of {', '.join(JOB_STATUS_FILTERS)}.",
-                code="invalid_status",
-                details={"status": status},
-            )
+        check_status_filter(status)
         with self.db.session() as session:
             stmt = select(Job).where(Job.owner_id == owner_id)
             if status:
@@ -434,15 +440,25 @@ class GenerationService:
         return view
 
     def retry(self, owner_id: str, job_id: str) -> JobAccepted:
-        """Queue a failed or canceled job again (same id, same seeds, fresh attempts)."""
+        """Queue the owner's failed or canceled job again (same id, same seeds, fresh attempts)."""
+        return self.requeue(lambda session: get_owned(session, Job, job_id, owner_id, what="job", for_update=True))
+
+    def requeue(
+        self, load: Callable[[Session], Job], *, audit: Callable[[Session, Job], None] | None = None
+    ) -> JobAccepted:
+        """Queue a failed or canceled job again. ``load`` fetches the row locked and authorizes the caller (the
+        owner's retry, or an administrator's: domain/generation/admin.py); ``audit`` records the retry in the
+        same transaction, before the row changes."""
         with self.db.session() as session:
-            job = get_owned(session, Job, job_id, owner_id, what="job", for_update=True)
+            job = load(session)
             if job.status not in ("failed", "canceled"):
                 raise Conflict(
                     f"Only failed or canceled jobs can be retried; this one is {job.status}.",
                     code="job_not_retryable",
                     details={"status": job.status},
                 )
+            if audit is not None:
+                audit(session, job)
             job.status = "queued"
             job.attempts = 0
             job.cancel_requested = False
@@ -452,7 +468,8 @@ class GenerationService:
             job.progress_step = 0
             session.flush()
             accepted = self._accepted(session, job)
-        self.dispatch.notify(job_id, job.model_id)
+            job_id, model_id = job.id, job.model_id
+        self.dispatch.notify(job_id, model_id)
         self.events.publish(job_id, {"type": "queued", "position": accepted.queue_position})
         return accepted
 
@@ -492,7 +509,8 @@ class GenerationService:
         return accepted
 
     # -- usage -------------------------------------------------------------------------------
-    def stats(self, owner_id: str) -> Stats:
+    def stats(self, owner_id: str, days: int = 30) -> Stats:
+        """The owner's totals, and a per-day series of the last ``days`` UTC days."""
         with self.db.session() as session:
             by_status = dict(
                 session.execute(
@@ -510,6 +528,7 @@ class GenerationService:
                 if d is not None
             ]
             counts = self.gallery.stats_counts(session, owner_id)
+            per_day = analytics.owner_per_day(session, self.db.is_sqlite, owner_id, days)
         return Stats(
             jobs={s: int(by_status.get(s, 0)) for s in JOB_STATUS_FILTERS},
             images=counts["images"],
@@ -521,4 +540,5 @@ class GenerationService:
                 "p95": _percentile(durations, 0.95),
                 "mean": (sum(durations) / len(durations)) if durations else None,
             },
+            per_day=per_day,
         )

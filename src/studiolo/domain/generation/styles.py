@@ -6,6 +6,14 @@ Built-ins live in code (versioned with the product); users' own templates live i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+# Picker thumbnails of the built-in styles: made by tools/style_thumbnails.py with the demo model, shipped as
+# package data (pyproject: "web/static/**/*"; tests/integration/test_style_thumbnails.py builds the wheel to check),
+# served by the web app under /static.
+THUMBNAIL_DIR = resources.files("studiolo") / "web" / "static" / "styles"
+THUMBNAIL_URL_PREFIX = "/static/styles/"
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,11 @@ class Style:
         )
         neg = ", ".join(p for p in (negative.strip(), self.negative_template.strip()) if p)
         return styled, neg
+
+    @property
+    def thumbnail_url(self) -> str | None:
+        """Where the picker finds this style's thumbnail; None for users' own styles (they have none)."""
+        return _builtin_thumbnail_url(self.slug) if self.builtin else None
 
 
 _COMMON_NEG = "blurry, low quality, watermark, text, deformed"
@@ -133,6 +146,13 @@ BUILTIN_STYLES: tuple[Style, ...] = (
 )
 
 BUILTIN_BY_SLUG = {s.slug: s for s in BUILTIN_STYLES}
+
+
+@cache  # the package's files do not change while it runs; the catalog is read on every generator page
+def _builtin_thumbnail_url(slug: str) -> str | None:
+    exists = slug in BUILTIN_BY_SLUG and THUMBNAIL_DIR.joinpath(f"{slug}.webp").is_file()
+    return f"{THUMBNAIL_URL_PREFIX}{slug}.webp" if exists else None
+
 
 # ZiaGen's eight sizes, 512x512 to 1024x1024.
 STANDARD_SIZES: tuple[tuple[int, int], ...] = (

@@ -31,8 +31,17 @@ from studiolo.domain.gallery.service import GalleryService, StoredFiles, search_
 from studiolo.domain.generation.catalog import ModelCatalog
 from studiolo.domain.generation.events import EventBus
 from studiolo.domain.generation.models import Job, WorkerRecord
+from studiolo.domain.generation.previews import PreviewGate
 from studiolo.domain.generation.queue import JobQueue
-from studiolo.engines.base import Engine, EngineError, GeneratedImage, GenerationCanceled, GenerationRequest, ModelRef
+from studiolo.engines.base import (
+    Engine,
+    EngineError,
+    GeneratedImage,
+    GenerationCanceled,
+    GenerationRequest,
+    ModelRef,
+    Preview,
+)
 from studiolo.errors import ModelUnavailable
 from studiolo.logs import bind_job, unbind_job
 from studiolo.metrics import WorkerMetrics
@@ -66,6 +75,7 @@ class _RunState:
     stop_reason: str | None = None
     last_progress_write: float = 0.0
     last_cancel_poll: float = field(default_factory=time.monotonic)
+    previews: PreviewGate = field(default_factory=PreviewGate)
 
 
 class JobRunner:
@@ -107,7 +117,8 @@ class JobRunner:
 
     def run(self, job: Job, worker_id: str, shutdown: threading.Event) -> None:
         state = _RunState(job.id, worker_id)
-        unsubscribe = self.events.subscribe(job.id, lambda ev: self._on_event(state, ev))
+        # Only cancel requests: a listener taking every event would make previews look wanted.
+        unsubscribe = self.events.subscribe(job.id, lambda ev: self._on_event(state, ev), types=("cancel_requested",))
         with self._active_lock:
             self._active[job.id] = state
             if self._beat_thread is None:
@@ -161,13 +172,27 @@ class JobRunner:
             state.stop_reason = "shutdown"
         return state.stop_reason is not None
 
-    def _on_step(self, state: _RunState, step: int, total: int) -> None:
+    def _on_step(self, state: _RunState, step: int, total: int, preview: Preview | None = None) -> None:
         self.events.publish(state.job_id, {"type": "progress", "step": step, "total": total})
+        if preview is not None and state.previews.due(step, total):
+            self._publish_preview(state, step, total, preview)
         now = time.monotonic()
         # The last step needs no write of its own: the success commit sets progress to the total.
         if step < total and now - state.last_progress_write >= _PROGRESS_WRITE_INTERVAL:
             state.last_progress_write = now
             self.queue.set_progress(state.job_id, state.worker_id, step, total)
+
+    def _publish_preview(self, state: _RunState, step: int, total: int, preview: Preview) -> None:
+        if not self.settings.previews or not self.events.may_have_listeners(state.job_id, "preview"):
+            return
+        try:
+            image = state.previews.render(preview)
+        except Exception:  # a preview is a nicety: the job goes on without previews rather than fail
+            state.previews.broken = True
+            log.warning("making a preview failed; no more previews for this job", exc_info=True)
+            return
+        if image is not None:
+            self.events.publish(state.job_id, {"type": "preview", "step": step, "total": total, "image": image})
 
     def _request(self, job: Job, model: ModelRef) -> GenerationRequest:
         p = job.params
@@ -208,7 +233,11 @@ class JobRunner:
                 return self._should_stop(state, shutdown)
 
             t = time.monotonic()
-            outputs = engine.generate(request, lambda s, t: self._on_step(state, s, t), should_cancel)
+
+            def on_step(step: int, total: int, /, preview: Preview | None = None) -> None:
+                self._on_step(state, step, total, preview)
+
+            outputs = engine.generate(request, on_step, should_cancel)
             state.timings["generate"] = round(time.monotonic() - t, 4)
             if state.stop_reason and not state.cancel:
                 raise _Stop(state.stop_reason)

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -28,6 +30,7 @@ from studiolo.engines.base import (
     ModelLoadError,
     ModelRef,
     StepCallback,
+    preview_size,
 )
 
 if TYPE_CHECKING:
@@ -152,15 +155,14 @@ class DemoEngine:
             noise = torch.randn((1, 3, size, size), generator=generator)
             offset = index * steps
 
-            def report(step: int, _total: int, offset: int = offset) -> None:
-                on_step(offset + step, total)
+            def report(step: int, _total: int, estimate: Callable[[], Any], offset: int = offset) -> None:
+                on_step(offset + step, total, preview=partial(_preview, estimate, request.width, request.height))
 
             with torch.inference_mode():
                 pixels = euler_sample(network, noise, ids, uncond, steps, guidance, report, should_cancel)
             if pixels is None:
                 raise GenerationCanceled()
-            array = ((pixels[0].permute(1, 2, 0).numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
-            image = fit_to_size(Image.fromarray(array, "RGB"), request.width, request.height)
+            image = fit_to_size(_to_image(pixels), request.width, request.height)
             results.append(GeneratedImage(image=image, seed=seed, sampler=SAMPLER))
         return results
 
@@ -175,3 +177,15 @@ class DemoEngine:
             raise EngineError("A generation needs at least one seed.", code="invalid_request")
         if request.width <= 0 or request.height <= 0 or request.width * request.height > _CAPABILITIES.max_pixels:
             raise EngineError(f"Unsupported size {request.width}x{request.height}.", code="invalid_request")
+
+
+def _to_image(pixels: Any) -> Image.Image:
+    """The first picture of a (B, 3, H, W) tensor in [-1, 1]."""
+    array = ((pixels[0].permute(1, 2, 0).numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
+    return Image.fromarray(array, "RGB")
+
+
+def _preview(estimate: Callable[[], Any], width: int, height: int) -> Image.Image:
+    # The model's own 64x64 estimate, cropped to the request's shape: scaling it up adds bytes, not detail.
+    image = _to_image(estimate())
+    return fit_to_size(image, *preview_size(width, height, image.width))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -256,13 +257,15 @@ def euler_sample(
     uncond_ids: torch.Tensor,
     steps: int,
     guidance: float,
-    on_step: Callable[[int, int], None] | None = None,
+    on_step: Callable[[int, int, Callable[[], torch.Tensor]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> torch.Tensor | None:
     """Integrate the flow from ``noise`` (t=1) to an image (t=0) in ``steps`` Euler steps, with CFG.
 
     ``guidance`` <= 0 or 1 skips the unconditional branch (one network call per step instead of two).
-    Returns images in [-1, 1], or None when ``should_stop`` turned true (checked after every step).
+    ``on_step(step, steps, estimate)``: ``estimate()`` is the image the walk is heading for (in [-1, 1]),
+    computed only when called. Returns images in [-1, 1], or None when ``should_stop`` turned true (checked
+    after every step).
     """
     use_cfg = guidance > 0 and guidance != 1
     batch = noise.shape[0]
@@ -279,7 +282,13 @@ def euler_sample(
             v = v_uncond + guidance * (v_cond - v_uncond)
         x = x + (t_next - t) * v
         if on_step is not None:
-            on_step(i + 1, steps)
+            on_step(i + 1, steps, partial(_image_estimate, x, v, t_next))
         if should_stop is not None and should_stop():
             return None
     return x.clamp(-1.0, 1.0)
+
+
+def _image_estimate(x: torch.Tensor, v: torch.Tensor, t: float) -> torch.Tensor:
+    # x_t = (1 - t) * image + t * noise and v = noise - image, so image = x_t - t * v: the x0 prediction that
+    # live previews show (the straight line the current velocity points along, followed to t=0).
+    return (x - t * v).clamp(-1.0, 1.0)
