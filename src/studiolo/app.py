@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,6 +18,7 @@ from studiolo.domain.accounts.oauth_router import router as oauth_router
 from studiolo.domain.accounts.router import admin_router
 from studiolo.domain.accounts.router import router as accounts_router
 from studiolo.domain.gallery.router import router as gallery_router
+from studiolo.domain.generation.router import admin_router as generation_admin_router
 from studiolo.domain.generation.router import router as generation_router
 from studiolo.errors import error_body, install_error_handlers
 from studiolo.logs import request_id_var
@@ -26,7 +26,8 @@ from studiolo.metrics import HttpMetrics, ProcessMetrics
 from studiolo.ops import router as ops_router
 from studiolo.services import Services, build_services
 from studiolo.settings import Settings
-from studiolo.web.pages import router as pages_router
+from studiolo.web.pages import error_page
+from studiolo.web.pages import install as install_pages
 
 log = logging.getLogger("studiolo")
 
@@ -150,7 +151,7 @@ def create_app(
     if services is not None:
         app.state.services = services
         metrics.bind(services)
-    install_error_handlers(app)
+    install_error_handlers(app, html_page=error_page)
 
     # Multipart submissions carry up to two images plus form fields.
     app.add_middleware(BodyLimit, limit=2 * settings.max_upload_bytes + 1024 * 1024)
@@ -161,11 +162,8 @@ def create_app(
     app.include_router(accounts_router, prefix="/api/v1")
     app.include_router(oauth_router, prefix="/api/v1")
     app.include_router(admin_router, prefix="/api/v1")
+    app.include_router(generation_admin_router, prefix="/api/v1")
     app.include_router(ops_router)
-    app.include_router(pages_router)
-
-    @app.get("/", include_in_schema=False)
-    def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    install_pages(app)
 
     return app

@@ -7,11 +7,12 @@ Services raise these; they never raise ``HTTPException``. Every error body has t
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -99,11 +100,32 @@ def _request_id(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
 
-def install_error_handlers(app: FastAPI) -> None:
+HtmlPage = Callable[[Request, int, str, str], Response]
+_NOT_PAGES = ("/api/", "/static/", "/health", "/ready", "/metrics", "/docs", "/redoc", "/openapi.json", "/sw.js")
+
+
+def _wants_page(request: Request) -> bool:
+    """A browser navigating to a web studio page gets errors as a page; API clients always get the envelope."""
+    path = request.url.path
+    return (
+        request.method in ("GET", "HEAD")
+        and not path.startswith(_NOT_PAGES)
+        and "text/html" in request.headers.get("accept", "")
+    )
+
+
+def install_error_handlers(app: FastAPI, html_page: HtmlPage | None = None) -> None:
     """Map every exception to the standard envelope; nothing reaches the client as a bare 500 trace."""
 
+    def page_or(request: Request, status: int, code: str, message: str, response: Response) -> Response:
+        if html_page is not None and _wants_page(request):
+            return html_page(request, status, code, message)
+        return response
+
     @app.exception_handler(StudioloError)
-    async def _domain(request: Request, exc: StudioloError) -> JSONResponse:
+    async def _domain(request: Request, exc: StudioloError) -> Response:
+        if html_page is not None and _wants_page(request) and not isinstance(exc, RateLimited):
+            return html_page(request, exc.status_code, exc.code, exc.message)
         headers: dict[str, str] = {}
         if isinstance(exc, RateLimited):
             headers["Retry-After"] = str(exc.retry_after)
@@ -116,31 +138,31 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         errors = [
             {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": e.get("type")}
             for e in exc.errors()
         ]
-        return JSONResponse(
-            error_body("invalid_input", "The request is not valid.", {"errors": errors}, _request_id(request)),
-            status_code=422,
-        )
+        body = error_body("invalid_input", "The request is not valid.", {"errors": errors}, _request_id(request))
+        message = "; ".join(f"{e['loc'][-1] if e['loc'] else 'input'}: {e['msg']}" for e in errors)
+        return page_or(request, 422, "invalid_input", message, JSONResponse(body, status_code=422))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
             exc.status_code, "http_error"
         )
-        return JSONResponse(
+        response = JSONResponse(
             error_body(code, str(exc.detail), None, _request_id(request)),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
+        message = "There is no page at this address." if exc.status_code == 404 else str(exc.detail)
+        return page_or(request, exc.status_code, code, message, response)
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error", extra={"request_id": _request_id(request)})
-        return JSONResponse(
-            error_body("internal_error", "Something went wrong on our side.", None, _request_id(request)),
-            status_code=500,
-        )
+        message = "Something went wrong on our side."
+        response = JSONResponse(error_body("internal_error", message, None, _request_id(request)), status_code=500)
+        return page_or(request, 500, "internal_error", message, response)

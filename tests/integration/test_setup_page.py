@@ -12,7 +12,7 @@ def test_setup_page_offers_the_form_until_an_admin_exists(api: TestClient, servi
     page = api.get("/setup", params={"token": token})
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert page.headers["cache-control"] == "no-store" and page.headers["referrer-policy"] == "no-referrer"
-    assert f'value="{token}"' in page.text and 'action="/api/v1/setup"' in page.text
+    assert f'value="{token}"' in page.text and 'data-api="/api/v1/setup"' in page.text
     for field in ("token", "email", "display_name", "password"):
         assert f'<label for="{field}">' in page.text  # every control is labelled
 

@@ -1,29 +1,378 @@
-"""Server-rendered pages. For now the first-run setup page (the web studio of issue 5 will live here too)."""
+"""The web studio's pages, served by Studiolo itself at ``/``.
+
+Pages are rendered on the server from the same services the API uses (so the first view needs no extra round
+trip and works without JavaScript); the scripts under static/js then talk to the JSON API with the session
+cookie for everything interactive. A page that needs a signed-in user redirects to /signin, whose script first
+tries to renew an expired session (the refresh cookie is scoped to /api/v1/auth, so the page cannot see it).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+from urllib.parse import quote, urlencode, urlsplit
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from fastapi.responses import RedirectResponse, Response
 
-from studiolo.deps import ServicesDep
+from studiolo import __version__
+from studiolo.deps import OriginDep, ServicesDep, client_ip, current_principal
+from studiolo.domain.accounts.authn import Principal
+from studiolo.domain.accounts.router import session_response
+from studiolo.domain.accounts.schemas import UserView
+from studiolo.errors import Forbidden, NotFound, StudioloError, Unauthorized
+from studiolo.services import Services
+from studiolo.web import charts
+from studiolo.web.render import Assets, html_response, make_environment
 
-_templates = Environment(
-    loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(["html"])
-)
+T = TypeVar("T")
 router = APIRouter(include_in_schema=False)
+_assets = Assets()
+_env = make_environment(_assets)
+_env.globals["version"] = __version__
+_env.globals["charts"] = charts
 
 
-@router.get("/setup", response_class=HTMLResponse)
+@dataclass(frozen=True)
+class Viewer:
+    principal: Principal
+    user: UserView
+
+    @property
+    def id(self) -> str:
+        return self.principal.user_id
+
+    @property
+    def is_admin(self) -> bool:
+        return self.principal.is_admin
+
+
+class SignInRequired(Exception):
+    """Raised by a page dependency; answered with a redirect to the sign-in page (see ``install``)."""
+
+
+async def optional_viewer(request: Request) -> Viewer | None:
+    try:
+        principal = await current_principal(request)
+    except (Unauthorized, Forbidden):
+        return None
+    services: Services = request.app.state.services
+    try:
+        user = await run_in_threadpool(services.accounts.me, principal.user_id)
+    except NotFound:  # deleted a moment ago, token still cached
+        return None
+    return Viewer(principal, user)
+
+
+async def required_viewer(viewer: Annotated[Viewer | None, Depends(optional_viewer)]) -> Viewer:
+    if viewer is None:
+        raise SignInRequired()
+    return viewer
+
+
+async def admin_viewer(viewer: Annotated[Viewer, Depends(required_viewer)]) -> Viewer:
+    if not viewer.is_admin:
+        raise Forbidden("This page is for administrators.", code="admin_required")
+    return viewer
+
+
+MaybeViewer = Annotated[Viewer | None, Depends(optional_viewer)]
+ViewerDep = Annotated[Viewer, Depends(required_viewer)]
+AdminViewer = Annotated[Viewer, Depends(admin_viewer)]
+Cursor = Annotated[str | None, Query(max_length=200)]
+
+
+def render(request: Request, template: str, viewer: Viewer | None, **context: Any) -> Response:
+    services: Services = request.app.state.services
+    html = _env.get_template(template).render(
+        request=request,
+        viewer=viewer,
+        path=request.url.path,
+        auth_required=services.settings.auth_mode != "none",
+        **context,
+    )
+    return html_response(html, request)
+
+
+def error_page(request: Request, status_code: int, code: str, message: str) -> Response:
+    """Errors on page requests as a page, not JSON (errors.install_error_handlers calls this)."""
+    html = _env.get_template("error.html").render(
+        request=request,
+        viewer=None,
+        path=request.url.path,
+        auth_required=True,
+        status_code=status_code,
+        code=code,
+        message=message,
+    )
+    return html_response(html, request, status_code=status_code)
+
+
+async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    return await run_in_threadpool(lambda: fn(*args, **kwargs))
+
+
+def page_url(path: str, **params: Any) -> str:
+    query = urlencode({k: v for k, v in params.items() if v not in (None, "", False)})
+    return f"{path}?{query}" if query else path
+
+
+_env.globals["page_url"] = page_url
+
+
+# --- public pages -----------------------------------------------------------------------------------------
+@router.get("/")
+def landing(request: Request, viewer: MaybeViewer) -> Response:
+    if viewer is not None:
+        return RedirectResponse("/generate", status_code=303)
+    return render(request, "landing.html", None)
+
+
+async def _auth_page(request: Request, viewer: Viewer | None, template: str, **context: Any) -> Response:
+    if viewer is not None and template != "reset.html":
+        return RedirectResponse("/generate", status_code=303)
+    services: Services = request.app.state.services
+    providers = services.oauth.provider_names()
+    needs_setup = await call(services.admin.needs_setup)
+    return render(request, template, None, providers=providers, needs_setup=needs_setup, **context)
+
+
+@router.get("/signin")
+async def signin_page(request: Request, viewer: MaybeViewer) -> Response:
+    return await _auth_page(request, viewer, "signin.html")
+
+
+@router.post("/signin")
+async def signin_form(request: Request, services: ServicesDep, origin: OriginDep) -> Response:
+    """Sign-in without JavaScript: the same form posted as a plain form; cookies set, then back to ``next``."""
+    host = request.headers.get("host", "")
+    sent_origin = request.headers.get("origin")
+    # Login CSRF: a foreign page must not sign a visitor into someone else's account. Browsers send Origin
+    # on every POST form submission; a missing header (old clients) is accepted, a foreign one is not.
+    if sent_origin is not None and urlsplit(sent_origin).netloc != host:
+        raise Forbidden("Sign in from this site's own page.", code="csrf_failed")
+    form = await request.form()
+    email, password = str(form.get("email", ""))[:320], str(form.get("password", ""))[:1024]
+    next_url = str(form.get("next", "/generate"))
+    if not next_url.startswith("/") or next_url.startswith(("//", "/\\")):
+        next_url = "/generate"
+    services.limiter.hit("login", f"ip:{client_ip(request)}")
+    try:
+        pair = await call(services.accounts.login, email, password, origin)
+    except StudioloError as exc:
+        page = await _auth_page(request, None, "signin.html", form_error=exc.message, email=email, next=next_url)
+        page.status_code = exc.status_code
+        return page
+    tokens = session_response(request, services, pair, use_cookies=True)
+    redirect = RedirectResponse(next_url, status_code=303)
+    for name, value in tokens.raw_headers:
+        if name == b"set-cookie":
+            redirect.raw_headers.append((name, value))
+    return redirect
+
+
+@router.get("/signup")
+async def signup_page(request: Request, viewer: MaybeViewer) -> Response:
+    return await _auth_page(request, viewer, "signup.html")
+
+
+@router.get("/verify")
+async def verify_page(
+    request: Request, viewer: MaybeViewer, email: Annotated[str, Query(max_length=320)] = ""
+) -> Response:
+    return await _auth_page(request, viewer, "signup.html", verify_email=email)
+
+
+@router.get("/reset")
+async def reset_page(
+    request: Request, viewer: MaybeViewer, email: Annotated[str, Query(max_length=320)] = ""
+) -> Response:
+    return await _auth_page(request, viewer, "reset.html", email=email)
+
+
+@router.get("/setup")
 async def setup_page(
-    request: Request, services: ServicesDep, token: str = Query(default="", max_length=128)
-) -> HTMLResponse:
+    request: Request, services: ServicesDep, token: Annotated[str, Query(max_length=128)] = ""
+) -> Response:
     """The form behind the setup link the server logs on first start; it posts to POST /api/v1/setup."""
-    needs_setup = await run_in_threadpool(services.admin.needs_setup)
-    html = _templates.get_template("setup.html").render(needs_setup=needs_setup, token=token)
+    needs_setup = await call(services.admin.needs_setup)
+    html = _env.get_template("setup.html").render(
+        request=request, viewer=None, path="/setup", auth_required=True, needs_setup=needs_setup, token=token
+    )
     # The token is a secret in the URL: keep it out of caches and of Referer headers sent to other sites.
-    headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
-    return HTMLResponse(html, headers=headers)
+    return html_response(html, request, extra={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+
+
+@router.get("/offline")
+def offline_page(request: Request) -> Response:
+    """What the service worker shows for a page it has never cached while the network is down."""
+    return render(request, "offline.html", None)
+
+
+# --- the studio -------------------------------------------------------------------------------------------
+@router.get("/generate")
+async def generate_page(request: Request, viewer: ViewerDep, services: ServicesDep) -> Response:
+    catalog = await call(services.generation.style_catalog, viewer.id)
+    groups: dict[str, list[Any]] = {}
+    for style in catalog.styles:
+        groups.setdefault(style.category, []).append(style)
+    models = services.catalog.models()
+    active = []
+    for status in ("running", "queued"):
+        active += (await call(services.generation.list, viewer.id, status=status, limit=10)).items
+    return render(
+        request,
+        "generate.html",
+        viewer,
+        catalog=catalog,
+        style_groups=groups,
+        models=models,
+        default_model=services.catalog.default_model_id(),
+        active_jobs=[j.model_dump(mode="json") for j in active],
+    )
+
+
+@router.get("/gallery")
+async def gallery_page(
+    request: Request,
+    viewer: ViewerDep,
+    services: ServicesDep,
+    q: Annotated[str, Query(max_length=500)] = "",
+    style: Annotated[str, Query(max_length=64)] = "",
+    model: Annotated[str, Query(max_length=200)] = "",
+    starred: bool = False,
+    collection: Annotated[str, Query(max_length=64)] = "",
+    cursor: Cursor = None,
+) -> Response:
+    filters = {"q": q, "style": style, "model": model, "starred": starred, "collection": collection}
+    current_collection = None
+    if collection:
+        try:
+            current_collection = await call(services.gallery.get_collection, viewer.id, collection)
+        except NotFound:
+            return render(
+                request,
+                "gallery.html",
+                viewer,
+                missing_collection=True,
+                filters=filters,
+                page=None,
+                collections=[],
+                styles=[],
+                models=[],
+            )
+    page = await call(
+        services.gallery.list,
+        viewer.id,
+        limit=48,
+        cursor=cursor,
+        style=style or None,
+        model=model or None,
+        starred=True if starred else None,
+        collection_id=collection or None,
+        q=q or None,
+    )
+    collections = (await call(services.gallery.list_collections, viewer.id, limit=100)).items
+    catalog = await call(services.generation.style_catalog, viewer.id)
+    api_query = urlencode({k: ("true" if v is True else v) for k, v in filters.items() if v})
+    return render(
+        request,
+        "gallery.html",
+        viewer,
+        page=page,
+        filters=filters,
+        collections=collections,
+        styles=catalog.styles,
+        models=[m.id for m in services.catalog.models()],
+        current_collection=current_collection,
+        api_query=api_query,
+        filtered=any(filters.values()),
+        more_url=page_url("/gallery", **filters, cursor=page.next_cursor) if page.next_cursor else None,
+    )
+
+
+@router.get("/collections")
+async def collections_page(
+    request: Request, viewer: ViewerDep, services: ServicesDep, cursor: Cursor = None
+) -> Response:
+    page = await call(services.gallery.list_collections, viewer.id, limit=60, cursor=cursor)
+    return render(request, "collections.html", viewer, page=page)
+
+
+@router.get("/dashboard")
+async def dashboard_page(request: Request, viewer: ViewerDep, services: ServicesDep) -> Response:
+    stats = await call(services.generation.stats, viewer.id)
+    recent = await call(services.generation.list, viewer.id, limit=12)
+    per_day = [(d.date, d.images) for d in getattr(stats, "per_day", [])]
+    return render(request, "dashboard.html", viewer, stats=stats, recent=recent.items, per_day=per_day)
+
+
+@router.get("/account")
+async def account_page(request: Request, viewer: ViewerDep, services: ServicesDep) -> Response:
+    is_session = viewer.principal.via == "session"
+    sessions = await call(services.accounts.sessions, viewer.id, viewer.principal.session_id) if is_session else []
+    keys = await call(services.keys.list, viewer.id) if is_session else []
+    return render(request, "account.html", viewer, sessions=sessions, keys=keys, is_session=is_session)
+
+
+# --- PWA plumbing -----------------------------------------------------------------------------------------
+@router.get("/static/{path:path}")
+def static_file(request: Request, path: str) -> Response:
+    asset = _assets.get(path)
+    if asset is None:
+        raise NotFound("No such file.")
+    # Cached for a year only under today's fingerprint: during a rolling upgrade an old server asked for a new
+    # release's URL must not pin its old bytes under that URL (test_static_files_media_types_caching_gzip_and_etags).
+    return _assets.response(request, path, immutable=request.query_params.get("v") == asset.version)
+
+
+@router.get("/sw.js")
+def service_worker(request: Request) -> Response:
+    # Served from the root so its scope is the whole studio; the shell list is filled in with today's
+    # fingerprinted URLs, so a new release installs a new worker and drops the old caches.
+    asset = _assets.get("js/sw.js")
+    assert asset is not None
+    shell = [_assets.url(n) for n in _SHELL_ASSETS]
+    version = hashlib.sha256(" ".join(shell).encode()).hexdigest()[:12]
+    body = asset.body.decode().replace("__SHELL__", json.dumps(shell)).replace("__VERSION__", version)
+    headers = {"Cache-Control": "no-cache", "Service-Worker-Allowed": "/", "X-Content-Type-Options": "nosniff"}
+    return Response(body, media_type="text/javascript", headers=headers)
+
+
+@router.get("/manifest.webmanifest")
+def manifest(request: Request) -> Response:
+    return _assets.response(request, "manifest.webmanifest", immutable=False)
+
+
+_SHELL_ASSETS = [
+    "css/app.css",
+    "js/theme.js",
+    "js/app.js",
+    "js/gallery.js",
+    "js/generate.js",
+    "js/auth.js",
+    "js/account.js",
+    "icons/icon.svg",
+    "icons/icon-192.png",
+]
+
+
+def signin_redirect(request: Request) -> Response:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/signin?next={quote(target, safe='')}", status_code=303)
+
+
+def install(app: FastAPI) -> None:
+    """Add the pages (and the admin pages) to the app, and answer SignInRequired with a redirect."""
+    from studiolo.web.admin_pages import router as admin_pages_router
+
+    async def _to_signin(request: Request, exc: Exception) -> Response:
+        return signin_redirect(request)
+
+    app.add_exception_handler(SignInRequired, _to_signin)
+    app.include_router(router)
+    app.include_router(admin_pages_router)

@@ -1,0 +1,281 @@
+// The studio's shared layer: API calls (cookie session + CSRF, one refresh at a time), readable errors,
+// toasts, forms wired to the API, offline indicator, install prompt, theme and service worker.
+const API = "/api/v1";
+
+export function cookie(name) {
+  const hit = document.cookie.split("; ").find((c) => c.startsWith(name + "="));
+  return hit ? decodeURIComponent(hit.slice(name.length + 1)) : "";
+}
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    const err = body?.error ?? {};
+    super(messageFor(status, err));
+    this.status = status;
+    this.code = err.code ?? (status === 0 ? "network" : "http_" + status);
+    this.details = err.details ?? {};
+    this.fieldErrors = (this.details.errors ?? []).map((e) => ({ field: (e.loc ?? []).at(-1), msg: e.msg }));
+  }
+}
+
+function messageFor(status, err) {
+  if (status === 0) return "The server could not be reached. Check your connection and try again.";
+  if (status === 429) return err.message || "Too many attempts: wait a moment and try again.";
+  const first = err.details?.errors?.[0];
+  if (err.code === "invalid_input" && first) return `${labelOf((first.loc ?? []).at(-1))}: ${first.msg}`;
+  return err.message || `Something went wrong (HTTP ${status}).`;
+}
+
+function labelOf(field) {
+  if (!field) return "Input";
+  const el = document.querySelector(`[name="${CSS.escape(String(field))}"]`);
+  const label = el?.labels?.[0]?.textContent?.trim();
+  return label || String(field).replaceAll("_", " ");
+}
+
+// Refresh tokens rotate strictly (reusing a spent one ends the session), so refreshes must never overlap:
+// one promise per tab, and a Web Lock across tabs where the browser has them.
+let refreshing = null;
+export function refreshSession() {
+  if (!refreshing) {
+    const run = async () => {
+      const before = cookie("studiolo_csrf");
+      const res = await fetch(API + "/auth/refresh", {
+        method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ use_cookies: true }),
+      }).catch(() => null);
+      // Another tab may have refreshed while we waited for the lock: its new cookies are ours too.
+      return res?.ok || (res?.status === 401 && cookie("studiolo_csrf") !== before);
+    };
+    const locked = navigator.locks ? navigator.locks.request("studiolo-refresh", run) : run();
+    refreshing = locked.finally(() => { setTimeout(() => { refreshing = null; }, 0); });
+  }
+  return refreshing;
+}
+
+export function toSignIn() {
+  const next = location.pathname + location.search;
+  location.assign("/signin?next=" + encodeURIComponent(next));
+}
+
+/** Call the API. ``body`` may be an object (sent as JSON) or FormData. Throws ApiError with a readable message. */
+export async function api(path, { method = "GET", body, headers = {}, retry = true, keepalive = false } = {}) {
+  const init = { method, credentials: "same-origin", headers: { Accept: "application/json", ...headers }, keepalive };
+  if (method !== "GET" && method !== "HEAD") init.headers["X-CSRF-Token"] = cookie("studiolo_csrf");
+  if (body instanceof FormData) init.body = body;
+  else if (body !== undefined) { init.body = JSON.stringify(body); init.headers["Content-Type"] = "application/json"; }
+  let res;
+  try { res = await fetch(path.startsWith("/") ? path : API + "/" + path, init); }
+  catch { throw new ApiError(0, null); }
+  if (res.status === 401 && retry && !path.includes("/auth/")) {
+    if (await refreshSession()) return api(path, { method, body, headers, retry: false, keepalive });
+    toSignIn();
+    throw new ApiError(401, await res.json().catch(() => null));
+  }
+  if (res.status === 204) return null;
+  const data = await res.json().catch(() => null);
+  if (!res.ok) throw new ApiError(res.status, data);
+  return data;
+}
+
+// --- toasts -----------------------------------------------------------------------------------------
+export function toast(message, { kind = "info", action, timeout = 5000 } = {}) {
+  const box = document.getElementById("toasts");
+  const el = document.createElement("div");
+  el.className = "toast" + (kind === "error" ? " error" : "");
+  el.setAttribute("role", kind === "error" ? "alert" : "status");
+  const text = document.createElement("span");
+  text.textContent = message;
+  el.append(text);
+  let timer;
+  const close = () => { clearTimeout(timer); el.remove(); };
+  if (action) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = action.label;
+    b.addEventListener("click", () => { close(); action.run(); });
+    el.append(b);
+  }
+  box.append(el);
+  timer = setTimeout(() => { close(); action?.expire?.(); }, timeout);
+  return close;
+}
+
+// --- forms ------------------------------------------------------------------------------------------
+export function showFieldErrors(form, error) {
+  clearFieldErrors(form);
+  let placed = false;
+  for (const { field, msg } of error.fieldErrors ?? []) {
+    const input = field && form.querySelector(`[name="${CSS.escape(String(field))}"]`);
+    if (!input) continue;
+    input.setAttribute("aria-invalid", "true");
+    const slot = form.querySelector(`[data-error-for="${CSS.escape(input.name)}"]`);
+    if (slot) { slot.textContent = msg.replace(/^Value error, /, ""); placed = true; }
+    if (!placed) input.focus();
+  }
+  const field = error.details?.field;
+  if (field) {
+    const input = form.querySelector(`[name="${CSS.escape(field)}"]`);
+    input?.setAttribute("aria-invalid", "true");
+    input?.focus();
+  }
+  const slot = form.querySelector("[data-form-error]");
+  if (slot) slot.textContent = error.message;
+  else toast(error.message, { kind: "error" });
+}
+
+export function clearFieldErrors(form) {
+  form.querySelectorAll("[aria-invalid]").forEach((el) => el.removeAttribute("aria-invalid"));
+  form.querySelectorAll("[data-error-for], [data-form-error], [data-form-ok]").forEach((el) => { el.textContent = ""; });
+}
+
+/** Values of a form as JSON: numbers for type=number, booleans for checkboxes, empty optional fields left out. */
+export function formJson(form) {
+  const out = {};
+  for (const el of form.elements) {
+    if (!el.name || el.disabled || el.type === "submit" || el.type === "file" || "skip" in el.dataset) continue;
+    if (el.type === "checkbox") out[el.name] = el.checked;
+    else if (el.type === "radio") { if (el.checked) out[el.name] = el.value; }
+    else if (el.value === "" && !el.required) continue;
+    else out[el.name] = el.type === "number" ? Number(el.value) : el.value;
+  }
+  return out;
+}
+
+/** Forms marked data-api="/api/v1/..." post JSON to the API and show errors next to their fields. */
+export function wireApiForms(handlers = {}) {
+  for (const form of document.querySelectorAll("form[data-api]")) {
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      clearFieldErrors(form);
+      const button = form.querySelector("[type=submit]");
+      if (button) button.disabled = true;
+      try {
+        const extra = form.dataset.extra ? JSON.parse(form.dataset.extra) : {};
+        const body = { ...formJson(form), ...extra };
+        const data = await api(form.dataset.api, { method: form.dataset.method || "POST", body });
+        const done = handlers[form.dataset.done];
+        if (done) await done(data, form, body);
+        else if (form.dataset.next) location.assign(form.dataset.next);
+        const ok = form.querySelector("[data-form-ok]");
+        if (ok && form.dataset.ok) ok.textContent = form.dataset.ok;
+      } catch (error) {
+        if (error instanceof ApiError) showFieldErrors(form, error);
+        else throw error;
+      } finally {
+        if (button) button.disabled = false;
+      }
+    });
+  }
+}
+
+export function safeNext(fallback = "/generate") {
+  const next = new URLSearchParams(location.search).get("next") || "";
+  // Only same-site paths: "//evil.example" or "https://…" would make this an open redirect.
+  return next.startsWith("/") && !next.startsWith("//") && !next.startsWith("/\\") ? next : fallback;
+}
+
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+}
+
+export async function copyText(text, what = "Copied") {
+  try { await navigator.clipboard.writeText(text); toast(what + " to the clipboard."); }
+  catch { toast("Copy failed: your browser did not allow it.", { kind: "error" }); }
+}
+
+export function confirmDialog(message, { ok = "Delete", danger = true } = {}) {
+  return new Promise((resolve) => {
+    const dialog = el("dialog", { "aria-labelledby": "confirm-text" });
+    const yes = el("button", { class: "btn " + (danger ? "btn-danger" : "btn-primary"), type: "button", text: ok });
+    const no = el("button", { class: "btn", type: "button", text: "Cancel" });
+    dialog.append(el("div", { class: "dialog-body" }, el("p", { id: "confirm-text", text: message })),
+      el("div", { class: "dialog-actions" }, no, yes));
+    const finish = (value) => { dialog.close(); dialog.remove(); resolve(value); };
+    yes.addEventListener("click", () => finish(true));
+    no.addEventListener("click", () => finish(false));
+    dialog.addEventListener("cancel", () => finish(false));
+    document.body.append(dialog);
+    dialog.showModal();
+    no.focus();
+  });
+}
+
+// --- page chrome: menu, theme, offline, install, service worker ----------------------------------------
+function chrome() {
+  const menu = document.getElementById("menu-toggle");
+  const nav = document.getElementById("nav");
+  menu?.addEventListener("click", () => {
+    const open = nav.classList.toggle("open");
+    menu.setAttribute("aria-expanded", String(open));
+  });
+  const theme = document.getElementById("theme-toggle");
+  theme?.addEventListener("click", () => {
+    const dark = document.documentElement.dataset.theme === "dark" ||
+      (!document.documentElement.dataset.theme && matchMedia("(prefers-color-scheme: dark)").matches);
+    const next = dark ? "light" : "dark";
+    document.documentElement.dataset.theme = next;
+    localStorage.setItem("studiolo-theme", next);
+  });
+  const banner = document.getElementById("offline-banner");
+  const online = () => { banner.hidden = navigator.onLine; };
+  addEventListener("online", online);
+  addEventListener("offline", online);
+  online();
+  const install = document.getElementById("install-app");
+  let deferred = null;
+  addEventListener("beforeinstallprompt", (event) => {
+    event.preventDefault();
+    deferred = event;
+    install.hidden = false;
+  });
+  install?.addEventListener("click", async () => {
+    if (!deferred) return;
+    deferred.prompt();
+    await deferred.userChoice.catch(() => null);
+    deferred = null;
+    install.hidden = true;
+  });
+  addEventListener("appinstalled", () => { install.hidden = true; });
+  document.getElementById("sign-out")?.addEventListener("click", async () => {
+    try { await api("auth/logout", { method: "POST", body: {} }); } catch { /* signed out either way */ }
+    navigator.serviceWorker?.controller?.postMessage({ type: "signed-out" });
+    location.assign("/signin");
+  });
+  if ("serviceWorker" in navigator && document.body.dataset.sw !== "off") {
+    navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch(() => { /* the studio works without it */ });
+  }
+}
+
+chrome();
+
+/** Buttons marked data-api call the API (data-method, optional data-confirm), then reload or drop their row. */
+export function wireApiButtons() {
+  document.addEventListener("click", async (event) => {
+    const button = event.target.closest("button[data-api]");
+    if (!button) return;
+    if (button.dataset.confirm && !(await confirmDialog(button.dataset.confirm, { ok: button.textContent.trim() }))) return;
+    button.disabled = true;
+    try {
+      const body = button.dataset.body ? JSON.parse(button.dataset.body) : undefined;
+      await api(button.dataset.api, { method: button.dataset.method || "POST", body });
+      if (button.dataset.ok) toast(button.dataset.ok);
+      if (button.dataset.done === "remove-row") button.closest("tr, li, .card")?.remove();
+      else location.reload();
+    } catch (error) {
+      toast(error.message, { kind: "error" });
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+wireApiButtons();

@@ -1,0 +1,89 @@
+// Studiolo's service worker: the app shell cached at install, pages network-first with the last copy kept
+// for offline use, gallery images cache-first (their URLs never change content), everything else live.
+const VERSION = "__VERSION__";
+const SHELL = __SHELL__;
+const SHELL_CACHE = "studiolo-shell-" + VERSION;
+const PAGES = "studiolo-pages";
+const IMAGES = "studiolo-images";
+const MAX_IMAGES = 600;
+const MAX_PAGES = 40;
+const OFFLINE_PAGES = ["/gallery", "/generate", "/dashboard", "/collections", "/account"];
+
+self.addEventListener("install", (event) => {
+  event.waitUntil(caches.open(SHELL_CACHE).then((c) => c.addAll([...SHELL, "/offline"])).then(() => self.skipWaiting()));
+});
+
+self.addEventListener("activate", (event) => {
+  event.waitUntil((async () => {
+    for (const name of await caches.keys()) {
+      if (name.startsWith("studiolo-shell-") && name !== SHELL_CACHE) await caches.delete(name);
+    }
+    await self.clients.claim();
+  })());
+});
+
+self.addEventListener("message", (event) => {
+  // Signing out must not leave someone's gallery readable on a shared device.
+  if (event.data?.type === "signed-out") event.waitUntil(Promise.all([caches.delete(PAGES), caches.delete(IMAGES)]));
+});
+
+async function trim(cacheName, max) {
+  const cache = await caches.open(cacheName);
+  const keys = await cache.keys();
+  for (const request of keys.slice(0, Math.max(0, keys.length - max))) await cache.delete(request);
+}
+
+// Cache writes happen after the response is handed to the page (event.waitUntil), never before it.
+async function keep(cacheName, max, request, response) {
+  const cache = await caches.open(cacheName);
+  await cache.put(request, response);
+  await trim(cacheName, max);
+}
+
+async function page(event) {
+  const { request } = event;
+  const url = new URL(request.url);
+  try {
+    const response = await fetch(request);
+    if (response.ok && !response.redirected && OFFLINE_PAGES.includes(url.pathname)) {
+      event.waitUntil(keep(PAGES, MAX_PAGES, request, response.clone()));
+    }
+    if (response.redirected && new URL(response.url).pathname === "/signin") {
+      // Signed out elsewhere: forget this user's pages.
+      caches.delete(PAGES);
+    }
+    return response;
+  } catch {
+    const cached = (await caches.match(request, { ignoreVary: true })) ||
+      (await caches.match(url.pathname, { ignoreVary: true, ignoreSearch: true })) ||
+      (await caches.match("/offline", { ignoreVary: true }));
+    return cached || Response.error();
+  }
+}
+
+async function image(event) {
+  const { request } = event;
+  const hit = await caches.match(request, { ignoreVary: true, cacheName: IMAGES });
+  if (hit) return hit;
+  const response = await fetch(request);
+  if (response.ok) event.waitUntil(keep(IMAGES, MAX_IMAGES, request, response.clone()));
+  return response;
+}
+
+async function shell(request) {
+  const hit = await caches.match(request, { ignoreVary: true });
+  if (hit) return hit;
+  const response = await fetch(request);
+  if (response.ok) (await caches.open(SHELL_CACHE)).put(request, response.clone());
+  return response;
+}
+
+self.addEventListener("fetch", (event) => {
+  const { request } = event;
+  if (request.method !== "GET") return;
+  const url = new URL(request.url);
+  if (url.origin !== self.location.origin) return;
+  if (request.mode === "navigate") event.respondWith(page(event));
+  else if (url.pathname.startsWith("/static/")) event.respondWith(shell(request));
+  else if (/^\/api\/v1\/images\/[^/]+\/file$/.test(url.pathname) && url.searchParams.has("size")) event.respondWith(image(event));
+});
