@@ -12,19 +12,14 @@ import ipaddress
 import logging
 import re
 import smtplib
-import socket
 import ssl
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from email import message_from_bytes, policy
-from email.message import EmailMessage
+from collections.abc import Callable
+from dataclasses import dataclass
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -37,70 +32,9 @@ from studiolo.domain.accounts.mail import ConsoleMailer, Mail, SmtpMailer, build
 from studiolo.domain.accounts.service import MailOutbox
 from studiolo.services import build_services
 from studiolo.settings import Settings
+from tests.smtp_server import Handler, body_of, free_port, smtp_server
 
 MAIL = Mail(to="alice@example.com", subject="Your Studiolo code: 123456", text="Your code is 123456.\nBye.")
-
-
-@dataclass
-class Received:
-    mail_from: str
-    rcpt_tos: list[str]
-    message: EmailMessage
-    tls: bool
-
-
-@dataclass
-class Handler:
-    """Collects what the server accepts; ``refuse_rcpt``/``refuse_data`` make it say no."""
-
-    received: list[Received] = field(default_factory=list)
-    refuse_rcpt: str = ""
-    refuse_data: str = ""
-
-    async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
-    ) -> str:
-        if self.refuse_rcpt:
-            return self.refuse_rcpt
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        if self.refuse_data:
-            return self.refuse_data
-        raw = envelope.original_content or envelope.content
-        assert isinstance(raw, bytes)
-        message = message_from_bytes(raw, policy=policy.default)
-        assert isinstance(message, EmailMessage)
-        self.received.append(
-            Received(str(envelope.mail_from), list(envelope.rcpt_tos), message, session.ssl is not None)
-        )
-        return "250 Message accepted for delivery"
-
-
-def body_of(message: EmailMessage) -> str:
-    """The text body with SMTP's CRLF line ends turned back into newlines."""
-    content = message.get_content()
-    assert isinstance(content, str)
-    return content.replace("\r\n", "\n").strip()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@contextmanager
-def smtp_server(handler: Handler, **kwargs: Any) -> Iterator[int]:
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port, **kwargs)
-    controller.start()
-    try:
-        yield port
-    finally:
-        controller.stop()
 
 
 @dataclass

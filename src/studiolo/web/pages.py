@@ -307,7 +307,7 @@ async def collections_page(
 async def dashboard_page(request: Request, viewer: ViewerDep, services: ServicesDep) -> Response:
     stats = await call(services.generation.stats, viewer.id)
     recent = await call(services.generation.list, viewer.id, limit=12)
-    per_day = [(d.date, d.images) for d in getattr(stats, "per_day", [])]
+    per_day = [(str(d.date), d.images) for d in stats.per_day]
     return render(request, "dashboard.html", viewer, stats=stats, recent=recent.items, per_day=per_day)
 
 

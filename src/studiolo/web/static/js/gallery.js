@@ -165,6 +165,12 @@ async function openImage(id) {
   $("lb-img").src = tileImg?.currentSrc || `/api/v1/images/${id}/file?size=800`;
   if (!lightbox.open) lightbox.showModal();
   let view = views.get(id);
+  if (!view) {
+    // Skeletons while the details load (the thumbnail already shows).
+    $("lb-prompt").textContent = "";
+    $("lb-prompt").classList.add("skeleton");
+    $("lb-meta").replaceChildren(...Array.from({ length: 6 }, () => [el("dt", { text: "…" }), el("dd", { class: "skeleton", text: "\u00a0" })]).flat());
+  }
   try {
     if (!view) { view = await api(`images/${id}`); views.set(id, view); }
   } catch (error) {
@@ -172,6 +178,7 @@ async function openImage(id) {
     return;
   }
   if (current !== id) return;
+  $("lb-prompt").classList.remove("skeleton");
   const big = view.urls.thumbnails["1920"] ?? view.urls.file;
   $("lb-img").src = big;
   $("lb-img").alt = view.prompt;

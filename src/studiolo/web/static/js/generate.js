@@ -168,8 +168,13 @@ function follow(job) {
   jobsBox.prepend(card);
 
   const setStatus = (s) => { status.textContent = s; status.className = "badge job-status badge-" + s; card.dataset.status = s; };
+  // The bar only moves forward within an attempt: the stream interleaves live steps with re-reads of the job row,
+  // which is written less often and can lag a step or two behind (tests/e2e/test_web_studio.py watches this).
+  let reached = 0;
   const setProgress = (step, total) => {
     const pct = total ? Math.round((100 * step) / total) : 0;
+    if (total && pct < reached) return;
+    reached = pct;
     bar.firstElementChild.style.width = pct + "%";
     bar.setAttribute("aria-valuenow", String(pct));
     bar.setAttribute("aria-valuetext", total ? `Step ${step} of ${total}` : "Waiting");
@@ -216,8 +221,8 @@ function follow(job) {
   const open = () => {
     source = new EventSource(job.urls?.events ?? `/api/v1/jobs/${job.id}/events`);
     source.addEventListener("queued", (e) => { setStatus("queued"); text.textContent = queuedText(JSON.parse(e.data).position); });
-    source.addEventListener("started", () => { setStatus("running"); text.textContent = "Loading the model…"; });
-    source.addEventListener("retrying", () => { text.textContent = "Retrying after an error…"; });
+    source.addEventListener("started", () => { setStatus("running"); if (!reached) text.textContent = "Loading the model…"; });
+    source.addEventListener("retrying", () => { reached = 0; text.textContent = "Retrying after an error…"; });
     source.addEventListener("progress", (e) => { const d = JSON.parse(e.data); setStatus("running"); setProgress(d.step, d.total); });
     source.addEventListener("preview", (e) => {
       const d = JSON.parse(e.data);
