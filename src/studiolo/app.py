@@ -26,6 +26,7 @@ from studiolo.metrics import HttpMetrics, ProcessMetrics
 from studiolo.ops import router as ops_router
 from studiolo.services import Services, build_services
 from studiolo.settings import Settings
+from studiolo.text_guard import TextGuard
 from studiolo.web.pages import error_page
 from studiolo.web.pages import install as install_pages
 
@@ -153,6 +154,8 @@ def create_app(
         metrics.bind(services)
     install_error_handlers(app, html_page=error_page)
 
+    # Inside BodyLimit: the body it reads has passed the size limit.
+    app.add_middleware(TextGuard)
     # Multipart submissions carry up to two images plus form fields.
     app.add_middleware(BodyLimit, limit=2 * settings.max_upload_bytes + 1024 * 1024)
     app.add_middleware(HttpMetrics, metrics=metrics)  # outside BodyLimit: its 413s are counted too

@@ -149,9 +149,8 @@ def install_error_handlers(app: FastAPI, html_page: HtmlPage | None = None) -> N
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
-            exc.status_code, "http_error"
-        )
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 422: "invalid_input"}
+        code = codes.get(exc.status_code, "http_error")
         response = JSONResponse(
             error_body(code, str(exc.detail), None, _request_id(request)),
             status_code=exc.status_code,

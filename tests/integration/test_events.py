@@ -198,3 +198,23 @@ def test_event_stream_delivers_previews(settings_factory: Any) -> None:
     assert previews and all(e["image"].startswith("data:image/webp;base64,") for e in previews)
     assert all(e["step"] < e["total"] == 30 for e in previews)
     assert events[-1]["type"] == "succeeded"
+
+
+def test_event_stream_never_sends_progress_backwards(settings_factory: Any, monkeypatch: Any) -> None:
+    """The stream re-reads the row when no live event came for a second; the row's progress is written at most
+    every _PROGRESS_WRITE_INTERVAL, so it can lag behind what was already streamed and must not be re-sent."""
+    from studiolo.domain.generation import worker
+
+    monkeypatch.setattr(worker, "_PROGRESS_WRITE_INTERVAL", 3600.0)  # the row keeps step 0 for the whole run
+    svc = build_services(settings_factory(echo_step_delay=1.15), upgrade_db=False)
+    try:
+        with TestClient(create_app(services=svc, start_workers=False)) as client:
+            client.headers.update(auth_headers(svc))
+            job = client.post("/api/v1/generations", json={"prompt": "x", "size": "64x64", "steps": 3}).json()
+            svc.start_workers(1)
+            events = _events(client, job["urls"]["events"])
+    finally:
+        svc.close()
+    steps = [e["step"] for e in events if e["type"] == "progress"]
+    assert steps and steps == sorted(steps) and steps[-1] == 3, steps
+    assert events[-1]["type"] == "succeeded"

@@ -68,10 +68,14 @@ class ImagePatch(BaseModel):
     _tags = field_validator("tags")(clean_tags)
 
 
+# A generation seed: 32 bits, as the engines' generators take them (GenerationParams and regenerate alike).
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+
+
 class RegenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    seed: Literal["same", "new"] | int = Field(default="same")
+    seed: Literal["same", "new"] | Seed = Field(default="same")
     n: int = Field(default=1, ge=1, le=64)
 
 

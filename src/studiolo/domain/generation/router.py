@@ -34,6 +34,7 @@ from studiolo.domain.generation.schemas import (
 from studiolo.domain.generation.service import GenerationService, Upload
 from studiolo.engines.base import JobKind
 from studiolo.errors import InvalidInput, UnsupportedMediaType
+from studiolo.text_guard import refuse_unstorable
 
 # Every route needs a caller (the owner-scoped ones also check the scope, see deps.current_owner_id).
 router = APIRouter(tags=["generation"], dependencies=[Depends(current_principal)])
@@ -117,6 +118,7 @@ async def _parse_submission(
             fields.setdefault("tags", []).append(value)
         elif value != "":
             fields[key] = value
+    refuse_unstorable(fields, "form fields")  # TextGuard reads no multipart bodies: they carry binary files
     kind_raw = form.get("kind")
     files = {name: form.get(name) for name in _FILE_FIELDS}
     kind_value = kind_raw if isinstance(kind_raw, str) else ("inpaint" if files["mask_image"] else "img2img")
@@ -247,7 +249,9 @@ async def job_events(job_id: str, request: Request, services: ServicesDep, owner
                     if view.status in _TERMINAL:
                         yield _sse(_terminal_event(view))
                         return
-                    if view.status != last_status or view.progress.step != last_step:
+                    # The row's progress is written less often than live events arrive, so it may lag behind
+                    # what this stream already sent: only a newer step (or a new status) is news.
+                    if view.status != last_status or view.progress.step > last_step:
                         for snap in snapshot_events(view):
                             yield _sse(snap)
                         last_status, last_step = view.status, view.progress.step

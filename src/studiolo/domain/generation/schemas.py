@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from studiolo.domain.gallery.schemas import clean_tags
+from studiolo.domain.gallery.schemas import Seed, clean_tags
 from studiolo.domain.generation.styles import ASPECT_RATIOS
 
 
@@ -29,7 +29,7 @@ class GenerationParams(BaseModel):
     steps: int | None = Field(default=None, ge=1, le=150)
     guidance: float | None = Field(default=None, ge=0, le=30)
     sampler: str | None = Field(default=None, max_length=32)
-    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    seed: Seed | None = None
     n: int = Field(default=1, ge=1, le=64)
     priority: int = Field(default=0, ge=-10, le=10)
     strength: float = Field(default=0.75, ge=0.0, le=1.0)
