@@ -144,8 +144,41 @@ def make_environment(assets: Assets) -> Environment:
     env.filters["fingerprint"] = assets.fingerprint
     env.filters["thousands"] = lambda n: f"{int(n or 0):,}"
     env.filters["seconds"] = _seconds
+    env.filters["device"] = device
     env.filters["when"] = lambda d: d.strftime("%Y-%m-%d %H:%M") if d else "—"
     return env
+
+
+_BROWSERS = (
+    ("Edg/", "Edge"),
+    ("OPR/", "Opera"),
+    ("Firefox/", "Firefox"),
+    ("HeadlessChrome", "Headless Chrome"),
+    ("Chromium/", "Chromium"),
+    ("Chrome/", "Chrome"),
+    ("Safari/", "Safari"),
+    ("curl/", "curl"),
+    ("python-httpx", "Python httpx"),
+    ("python-requests", "Python requests"),
+)
+_SYSTEMS = (
+    ("iPhone", "iPhone"),
+    ("iPad", "iPad"),
+    ("Android", "Android"),
+    ("Windows", "Windows"),
+    ("Mac OS X", "macOS"),
+    ("CrOS", "ChromeOS"),
+    ("Linux", "Linux"),
+)
+
+
+def device(user_agent: str) -> str:
+    """A readable name for a session's device ("Firefox on Windows") from its User-Agent; the raw text if unknown."""
+    browser = next((name for key, name in _BROWSERS if key in user_agent), None)
+    system = next((name for key, name in _SYSTEMS if key in user_agent), None)
+    if browser and system:
+        return f"{browser} on {system}"
+    return browser or system or (user_agent[:60] or "unknown device")
 
 
 def _seconds(value: Any) -> str:
