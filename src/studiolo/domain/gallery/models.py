@@ -44,7 +44,8 @@ class Image(Base):
     size_bytes: Mapped[int] = mapped_column(Integer, default=0)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
-    # prompt + tags, kept in step by the service; indexed by FTS5 (SQLite) or a GIN tsvector (PostgreSQL).
+    # prompt + tags, kept in step by the service; indexed by FTS5 (SQLite), or on PostgreSQL copied by the database
+    # into the generated tsvector column search_vector (migration 0003; unmapped) with a GIN index. See search.py.
     search_text: Mapped[str] = mapped_column(Text, default="")
     starred: Mapped[bool] = mapped_column(Boolean, default=False)
     public: Mapped[bool] = mapped_column(Boolean, default=False)

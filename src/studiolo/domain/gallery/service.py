@@ -7,16 +7,15 @@ the caller's transaction, and ``discard_files`` removes files no row references 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, TextClause, func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from studiolo.db.session import Database
-from studiolo.domain.gallery import imaging
+from studiolo.domain.gallery import imaging, search
 from studiolo.domain.gallery.models import Collection, CollectionItem, Image
 from studiolo.domain.gallery.schemas import (
     MAX_TAGS,
@@ -38,7 +37,6 @@ from studiolo.storage.base import ObjectNotFound, ObjectStore
 
 API = "/api/v1"
 FILE_SIZES = ("original", *(str(s) for s in imaging.THUMBNAIL_SIZES))
-_WORD = re.compile(r"\w+", re.UNICODE)
 
 
 @dataclass(frozen=True)
@@ -117,9 +115,19 @@ def _retag(rows: Sequence[Image], tags: Sequence[str], *, add: bool) -> None:
 
 
 class GalleryService:
-    def __init__(self, db: Database, store: ObjectStore):
+    def __init__(
+        self,
+        db: Database,
+        store: ObjectStore,
+        *,
+        search_window: int = search.FIRST_WINDOW,
+        search_walk_max: int = search.WALK_MAX,
+    ):
         self.db = db
         self.store = store
+        # How many rows a PostgreSQL search walks before it asks the GIN index (search.newest_matches).
+        self.search_window = search_window
+        self.search_walk_max = search_walk_max
 
     # -- files -------------------------------------------------------------------------------
     def write_files(self, png: bytes, thumbnails: dict[int, bytes]) -> StoredFiles:
@@ -182,7 +190,13 @@ class GalleryService:
         q: str | None = None,
         job_id: str | None = None,
     ) -> ImagePage:
+        searching = q is not None and bool(q.strip())
         with self.db.session() as session:
+            if searching and not self.db.is_sqlite:
+                # A search takes up to five statements; one snapshot keeps their ranges of ids adjacent.
+                session.connection(
+                    execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+                )
             stmt = select(Image).where(Image.owner_id == owner_id)
             if cursor:
                 stmt = stmt.where(Image.id < cursor)
@@ -199,24 +213,22 @@ class GalleryService:
                 stmt = stmt.where(
                     Image.id.in_(select(CollectionItem.image_id).where(CollectionItem.collection_id == collection_id))
                 )
-            if q is not None and q.strip():
-                stmt = stmt.where(self._search_clause(q))
-            rows = session.scalars(stmt.order_by(Image.id.desc()).limit(limit + 1)).all()
+            if not searching:
+                rows = session.scalars(stmt.order_by(Image.id.desc()).limit(limit + 1)).all()
+            elif self.db.is_sqlite:
+                stmt = stmt.where(search.fts5_clause(search.search_words(q or "")))
+                rows = session.scalars(stmt.order_by(Image.id.desc()).limit(limit + 1)).all()
+            else:
+                rows = search.newest_matches(
+                    session,
+                    stmt,
+                    search.search_words(q or ""),
+                    limit + 1,
+                    first_window=self.search_window,
+                    walk_max=self.search_walk_max,
+                )
         items = [to_view(r) for r in rows[:limit]]
         return ImagePage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
-
-    def _search_clause(self, q: str) -> ColumnElement[bool] | TextClause:
-        words = _WORD.findall(q)[:16]
-        if not words:
-            raise InvalidInput("The search needs at least one word.", code="invalid_search", details={"q": q})
-        if self.db.is_sqlite:
-            # Each word quoted (so FTS5 operators in user text are inert) and prefix-matched.
-            match = " ".join('"' + w.replace('"', "") + '"*' for w in words)
-            return text("images.rowid IN (SELECT rowid FROM images_fts WHERE images_fts MATCH :fts_q)").bindparams(
-                fts_q=match
-            )
-        tsq = " & ".join(w + ":*" for w in words)
-        return func.to_tsvector("simple", Image.search_text).op("@@")(func.to_tsquery("simple", tsq))
 
     def update(self, owner_id: str, image_id: str, patch: ImagePatch) -> ImageView:
         with self.db.session() as session:
