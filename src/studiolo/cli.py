@@ -120,13 +120,21 @@ def worker(
     ] = 1,
     queues: Annotated[
         str | None,
-        typer.Option(help="Comma-separated model ids this worker serves (Celery dispatch; default: all installed)."),
+        typer.Option(
+            help="Comma-separated model ids this worker serves (default: every installed model). Either way it "
+            "takes only the jobs of models whose files are on this machine, and checks again every "
+            "STUDIOLO_WORKER_REFRESH_SECONDS."
+        ),
     ] = None,
 ) -> None:
     """Run job workers as a separate process against the configured database (and broker, with Celery)."""
+    from studiolo.domain.generation.served import ServedModels
+
     settings = _settings()
     configure_logging(settings)
     services = _services(settings)
+    models = [m.strip() for m in queues.split(",") if m.strip()] if queues else None
+    served = ServedModels(services.catalog, models)
     if settings.worker_metrics_port:
         from studiolo.metrics import serve_worker_metrics
 
@@ -138,12 +146,9 @@ def worker(
     if settings.dispatch == "celery":
         from studiolo.dispatch.celery_worker import run_celery_worker
 
-        models = [m.strip() for m in queues.split(",") if m.strip()] if queues else None
         console.print(f"celery worker ({concurrency} at once) on {settings.resolved_broker_url.split('@')[-1]}")
-        run_celery_worker(services, concurrency=concurrency, models=models, loglevel=settings.log_level)
+        run_celery_worker(services, concurrency=concurrency, served=served, loglevel=settings.log_level)
         return
-    if queues:
-        console.print("[yellow]--queues only applies with STUDIOLO_DISPATCH=celery; serving every model[/yellow]")
     stop = threading.Event()
 
     def _graceful(signum: int, _frame: Any) -> None:
@@ -152,7 +157,7 @@ def worker(
     # Handlers first: a SIGTERM right after start must still hand back a job the workers just claimed.
     signal.signal(signal.SIGTERM, _graceful)
     signal.signal(signal.SIGINT, _graceful)
-    services.start_workers(concurrency)
+    services.start_workers(concurrency, served=served)
     console.print(f"worker running ({concurrency} thread(s)); Ctrl-C to stop")
     while not stop.wait(1.0):
         pass

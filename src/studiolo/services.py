@@ -25,6 +25,7 @@ from studiolo.domain.generation.analytics import AnalyticsService
 from studiolo.domain.generation.catalog import ModelCatalog
 from studiolo.domain.generation.events import EventBus
 from studiolo.domain.generation.queue import JobQueue
+from studiolo.domain.generation.served import ServedModels
 from studiolo.domain.generation.service import GenerationService
 from studiolo.domain.generation.worker import JobRunner, WorkerPool
 from studiolo.engines.base import Engine
@@ -93,9 +94,15 @@ class Services:
     event_relay: RedisEventRelay | None = None  # set when STUDIOLO_REDIS_URL is
     pools: list[WorkerPool] = field(default_factory=list)
 
-    def start_workers(self, count: int, *, claim_loops: bool = True) -> WorkerPool:
+    def start_workers(self, count: int, *, claim_loops: bool = True, served: ServedModels | None = None) -> WorkerPool:
+        """``count`` workers; ``served``: only the models it lists (`studiolo worker`), else any model."""
         pool = WorkerPool(
-            db=self.db, queue=self.queue, runner=self.runner, dispatch=self.dispatch, settings=self.settings
+            db=self.db,
+            queue=self.queue,
+            runner=self.runner,
+            dispatch=self.dispatch,
+            settings=self.settings,
+            served=served,
         )
         pool.start(count, claim_loops=claim_loops)
         self.pools.append(pool)

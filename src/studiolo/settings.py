@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # Workers started inside `studiolo serve`; 0 means "a separate `studiolo worker` runs the jobs".
     inline_workers: int = Field(default=1, ge=0, le=64)
     worker_poll_seconds: float = Field(default=2.0, gt=0)
+    # How often `studiolo worker` re-reads the installed models and checks which have their files on its machine:
+    # it starts taking jobs for newly installed models, and stops for models whose files are gone (served.py).
+    worker_refresh_seconds: float = Field(default=30.0, gt=0, le=3600)
     lease_seconds: float = Field(default=60.0, gt=0)
     heartbeat_seconds: float = Field(default=10.0, gt=0)
     max_attempts: int = Field(default=3, ge=1, le=20)

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
+from studiolo.db.base import utcnow
 from studiolo.db.session import Database
-from studiolo.domain.generation.models import InstalledModel
+from studiolo.domain.generation.models import InstalledModel, Job
 from studiolo.engines.base import Engine, ModelRef
 from studiolo.engines.demo.engine import DEMO_MODEL_ID, DemoEngine
 from studiolo.errors import Conflict, InvalidInput, ModelUnavailable, NotFound, ServiceUnavailable, StudioloError
@@ -127,7 +128,10 @@ class ModelCatalog:
             return DEMO_MODEL_ID
         return configured
 
-    def models(self) -> list[ModelInfo]:
+    def models(self, *, fresh: bool = False) -> list[ModelInfo]:
+        """Installed and built-in models; ``fresh`` re-reads the table instead of using the snapshot."""
+        if fresh:
+            self._invalidate()
         default = self.default_model_id()
         infos = [
             ModelInfo(
@@ -169,7 +173,8 @@ class ModelCatalog:
             raise ModelUnavailable(
                 f"The files of model '{model_id}' are missing from {path}. Remove it with "
                 f"`studiolo models remove {model_id}` and import or pull it again.",
-                details={"model": model_id},
+                # The path tells a worker that the model is installed but not on this machine (worker.py).
+                details={"model": model_id, "path": str(path)},
             )
         return ModelRef(id=row.id, engine=row.engine, source=row.source, path=path, arch=row.arch)  # type: ignore[arg-type]
 
@@ -250,6 +255,18 @@ class ModelCatalog:
                 raise NotFound(f"No installed model named '{model_id}'.", code="model_not_found")
             path = Path(row.path)
             session.delete(row)
+            # Its queued jobs can never run now: fail them, as a worker would, instead of leaving them to wait
+            # for workers, which take only the jobs of installed models (served.py).
+            session.execute(
+                update(Job)
+                .where(Job.status == "queued", Job.model_id == model_id)
+                .values(
+                    status="failed",
+                    error_code="model_unavailable",
+                    error_message=f"Model '{model_id}' was removed before this job ran.",
+                    finished_at=utcnow(),
+                )
+            )
         self._invalidate()
         # Only files we put under models_dir are ours to delete; an in-place import points elsewhere.
         models_dir = self.settings.models_dir.resolve()

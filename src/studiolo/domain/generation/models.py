@@ -127,6 +127,8 @@ class WorkerRecord(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     current_job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # The model ids this worker takes jobs for (those whose files it has); NULL: any model (served.py).
+    models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
 # Core tables for the hot paths that skip the ORM unit of work (submit, claim); typed as Table for Core.

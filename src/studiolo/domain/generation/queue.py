@@ -250,7 +250,13 @@ class JobQueue:
         count = session.connection().scalar(_COUNT_AT_OR_ABOVE, {"priority": priority})
         return int(count or 1)
 
-    def next_wakeup(self) -> datetime | None:
-        """When the earliest delayed (backoff) job becomes runnable, so idle workers sleep exactly that long."""
+    def next_wakeup(self, models: Sequence[str] | None = None) -> datetime | None:
+        """When the earliest delayed (backoff) job becomes runnable, so idle workers sleep exactly that long.
+
+        Only jobs not ready yet (and of ``models``, if given): a ready job the worker could not claim (it serves
+        another model) must not wake it again at once."""
+        query = select(func.min(Job.run_after)).where(Job.status == "queued", Job.run_after > utcnow())
+        if models is not None:
+            query = query.where(Job.model_id.in_(list(models) or [""]))
         with self.db.session() as session:
-            return session.scalar(select(func.min(Job.run_after)).where(Job.status == "queued"))
+            return session.scalar(query)

@@ -457,6 +457,9 @@ class GenerationService:
                     code="job_not_retryable",
                     details={"status": job.status},
                 )
+            # As at submit: a model that is not installed (or has no files here) is refused now, rather than
+            # queued for workers, which take only the jobs of models they have (served.py).
+            self.catalog.resolve(job.model_id)
             if audit is not None:
                 audit(session, job)
             job.status = "queued"

@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from PIL import Image as PILImage
@@ -33,12 +34,14 @@ from studiolo.domain.generation.events import EventBus
 from studiolo.domain.generation.models import Job, WorkerRecord
 from studiolo.domain.generation.previews import PreviewGate
 from studiolo.domain.generation.queue import JobQueue
+from studiolo.domain.generation.served import ServedModels, served_elsewhere
 from studiolo.engines.base import (
     Engine,
     EngineError,
     GeneratedImage,
     GenerationCanceled,
     GenerationRequest,
+    ModelLoadError,
     ModelRef,
     Preview,
 )
@@ -115,7 +118,8 @@ class JobRunner:
         with self._loaded_lock:
             return [m for e, m in self._loaded if self.engines[e].is_loaded(m)]
 
-    def run(self, job: Job, worker_id: str, shutdown: threading.Event) -> None:
+    def run(self, job: Job, worker_id: str, shutdown: threading.Event, served: ServedModels | None = None) -> None:
+        """Run ``job``; ``served``: the claiming worker's model list, which drops a model whose files are gone."""
         state = _RunState(job.id, worker_id)
         # Only cancel requests: a listener taking every event would make previews look wanted.
         unsubscribe = self.events.subscribe(job.id, lambda ev: self._on_event(state, ev), types=("cancel_requested",))
@@ -127,7 +131,7 @@ class JobRunner:
         log_token = bind_job(job.id, worker_id)
         try:
             self.events.publish(job.id, {"type": "started", "attempt": job.attempts})
-            self._run(job, state, shutdown)
+            self._run(job, state, shutdown, served)
         finally:
             unbind_job(log_token)
             with self._active_lock:
@@ -218,7 +222,8 @@ class JobRunner:
             mask_image=mask,
         )
 
-    def _run(self, job: Job, state: _RunState, shutdown: threading.Event) -> None:
+    def _run(self, job: Job, state: _RunState, shutdown: threading.Event, served: ServedModels | None) -> None:
+        model: ModelRef | None = None
         try:
             model = self.catalog.resolve(job.model_id)
             engine = self.engines[model.engine]
@@ -251,10 +256,16 @@ class JobRunner:
             self._interrupted(job, state, stop.reason)
             return
         except ModelUnavailable as exc:
-            self._finish(job, state, "failed", "model_unavailable", exc.message)
+            if "path" in exc.details:  # installed, but its files are not on this machine
+                self._missing_here(job, state, served, exc.details["path"], exc.message)
+            else:  # not installed (any more): no worker can run it
+                self._finish(job, state, "failed", "model_unavailable", exc.message)
             return
         except EngineError as exc:
-            self._failed_attempt(job, state, exc.code, str(exc), retryable=exc.retryable)
+            if isinstance(exc, ModelLoadError) and model and model.path and not Path(model.path).exists():
+                self._missing_here(job, state, served, str(model.path), str(exc))  # the files vanished meanwhile
+            else:  # damaged files (a ModelLoadError) are the same on every machine: not retried
+                self._failed_attempt(job, state, exc.code, str(exc), retryable=exc.retryable)
             return
         except Exception as exc:
             log.exception("job crashed", extra={"job_id": job.id})
@@ -283,6 +294,32 @@ class JobRunner:
                 )
             self.dispatch.notify(job.id, job.model_id)
         # lease_lost: another worker owns the job now; leave it alone.
+
+    def _missing_here(self, job: Job, state: _RunState, served: ServedModels | None, path: str, message: str) -> None:
+        """The job's model has no files on this machine. The job goes back to the queue while a worker of another
+        process may have them (charging the attempt, so it cannot bounce forever), and fails otherwise
+        (tests/integration/test_served_models.py)."""
+        if served is not None:
+            served.suspend(job.model_id, path)  # first, so other processes see this one no longer serves it
+        with self.db.session() as session:
+            row = session.get(Job, job.id, with_for_update=True)
+            if row is None or row.status != "running" or row.lease_owner != state.worker_id:
+                return
+            elsewhere = served_elsewhere(
+                session, job.model_id, worker_id=state.worker_id, lease_seconds=self.settings.lease_seconds
+            )
+            if row.attempts < row.max_attempts and elsewhere:
+                note = f"{message} (on worker {state.worker_id}; another worker will try)"
+                self.queue.retry_later(session, row, "model_unavailable", note)
+                self.events.publish(job.id, {"type": "retrying", "attempt": row.attempts, "error": "model_unavailable"})
+                self.metrics.job_retried(job.model_id, "model_unavailable")
+                return
+            attempts = row.attempts
+        if elsewhere:  # the last attempt
+            lead = f"No worker found the files of model '{job.model_id}' in {attempts} attempts."
+        else:
+            lead = f"No other running worker has the files of model '{job.model_id}'."
+        self._finish(job, state, "failed", "model_unavailable", f"{lead} {message}")
 
     def _failed_attempt(self, job: Job, state: _RunState, code: str, message: str, *, retryable: bool) -> None:
         with self.db.session() as session:
@@ -421,29 +458,40 @@ class JobRunner:
 class Worker:
     """One worker thread: claim, run, repeat; sleeps on the dispatch until woken or the next delayed job."""
 
-    def __init__(self, worker_id: str, queue: JobQueue, runner: JobRunner, dispatch: JobDispatch, settings: Settings):
+    def __init__(
+        self,
+        worker_id: str,
+        queue: JobQueue,
+        runner: JobRunner,
+        dispatch: JobDispatch,
+        settings: Settings,
+        served: ServedModels | None = None,
+    ):
         self.id = worker_id
         self.queue = queue
         self.runner = runner
         self.dispatch = dispatch
         self.settings = settings
+        self.served = served  # None: any model (the in-process workers of `serve`)
         self.current_job: str | None = None
 
     def run_once(self, shutdown: threading.Event, models: list[str] | None = None) -> bool:
-        """Claim and run one job (for one of ``models``, if given); False when nothing was ready."""
+        """Claim and run one job (for one of ``models``, else of the served models); False when nothing was ready."""
+        if models is None and self.served is not None:
+            models = self.served.current()
         job = self.queue.claim(self.id, self.runner.loaded_models(), models=models)
         if job is None:
             return False
         self.current_job = job.id
         try:
-            self.runner.run(job, self.id, shutdown)
+            self.runner.run(job, self.id, shutdown, self.served)
         finally:
             self.current_job = None
         return True
 
     def idle_wait(self) -> float:
         wait = self.settings.worker_poll_seconds
-        nxt = self.queue.next_wakeup()
+        nxt = self.queue.next_wakeup(self.served.current() if self.served is not None else None)
         if nxt is not None:
             wait = min(wait, max((nxt - utcnow()).total_seconds(), 0.0))
         return max(wait, 0.005)
@@ -461,14 +509,25 @@ class Worker:
 
 
 class WorkerPool:
-    """N worker threads plus one housekeeping thread (liveness rows, reaping expired leases)."""
+    """N worker threads, one housekeeping thread (liveness rows, reaping expired leases) and, with ``served``
+    (`studiolo worker`), one that refreshes the served models."""
 
-    def __init__(self, *, db: Database, queue: JobQueue, runner: JobRunner, dispatch: JobDispatch, settings: Settings):
+    def __init__(
+        self,
+        *,
+        db: Database,
+        queue: JobQueue,
+        runner: JobRunner,
+        dispatch: JobDispatch,
+        settings: Settings,
+        served: ServedModels | None = None,
+    ):
         self.db = db
         self.queue = queue
         self.runner = runner
         self.dispatch = dispatch
         self.settings = settings
+        self.served = served
         self.shutdown = threading.Event()
         self.workers: list[Worker] = []
         self.threads: list[threading.Thread] = []
@@ -479,8 +538,12 @@ class WorkerPool:
         """``count`` workers; without ``claim_loops`` they only exist (liveness rows, ids for leases) and
         something else drives them (the Celery task, see dispatch/celery_worker.py)."""
         for i in range(count):
-            worker = Worker(f"{self._prefix}:{i}", self.queue, self.runner, self.dispatch, self.settings)
+            worker = Worker(f"{self._prefix}:{i}", self.queue, self.runner, self.dispatch, self.settings, self.served)
             self.workers.append(worker)
+        if self.served is not None:
+            self.served.refresh()
+            # Advertise a change at once: a worker that finds a model's files missing asks who else serves it.
+            self.served.on_change(lambda added, removed: self._beat())
         self._beat()
         for worker in self.workers if claim_loops else ():
             t = threading.Thread(
@@ -491,21 +554,24 @@ class WorkerPool:
         hk = threading.Thread(target=self._housekeeping, name="worker-housekeeping", daemon=True)
         hk.start()
         self.threads.append(hk)
+        if self.served is not None:
+            args = (self.shutdown, self.settings.worker_refresh_seconds)
+            refresher = threading.Thread(target=self.served.keep_fresh, args=args, name="worker-models", daemon=True)
+            refresher.start()
+            self.threads.append(refresher)
 
     def _beat(self) -> None:
         now = utcnow()
+        models = self.served.current() if self.served is not None else None
         with self.db.session() as session:
             for w in self.workers:
                 rec = session.get(WorkerRecord, w.id)
                 if rec is None:
-                    session.add(
-                        WorkerRecord(
-                            id=w.id, hostname=socket.gethostname(), pid=os.getpid(), current_job_id=w.current_job
-                        )
-                    )
-                else:
-                    rec.last_seen_at = now
-                    rec.current_job_id = w.current_job
+                    rec = WorkerRecord(id=w.id, hostname=socket.gethostname(), pid=os.getpid())
+                    session.add(rec)
+                rec.last_seen_at = now
+                rec.current_job_id = w.current_job
+                rec.models = models
             # Forget workers silent for a day: liveness rows are not history.
             session.execute(delete(WorkerRecord).where(WorkerRecord.last_seen_at < now - timedelta(days=1)))
 
