@@ -105,7 +105,7 @@ def test_jobs_run_stream_and_survive_restarts(launcher: Launcher, tmp_path: Path
     events = read_sse(server, batch["urls"]["events"])
     types = [e["type"] for e in events]
     assert types[-1] == "succeeded", types
-    assert all(t in ("queued", "started", "progress", "output", "succeeded") for t in types), types
+    assert all(t in ("queued", "started", "progress", "preview", "output", "succeeded") for t in types), types
     if types[0] != "succeeded":
         # The stream opened before the job ended, so it must have carried its progress live.
         steps = [e["step"] for e in events if e["type"] == "progress"]
