@@ -1,5 +1,5 @@
 // Account (profile, password, sessions, API keys, deletion) and the collections page's forms.
-import { api, ApiError, clearFieldErrors, confirmDialog, copyText, formJson, showFieldErrors, wireApiForms } from "./app.js";
+import { api, ApiError, clearFieldErrors, confirmDialog, copyText, forgetDevice, formJson, showFieldErrors, wireApiForms } from "./app.js";
 
 wireApiForms({ reload: () => location.reload() });
 
@@ -8,6 +8,7 @@ const $ = (id) => document.getElementById(id);
 $("sign-out-everywhere")?.addEventListener("click", async () => {
   if (!(await confirmDialog("Sign out of every device, this one included?", { ok: "Sign out everywhere" }))) return;
   await api("auth/logout", { method: "POST", body: { everywhere: true } }).catch(() => null);
+  forgetDevice();
   location.assign("/signin");
 });
 
@@ -36,7 +37,7 @@ $("delete-form")?.addEventListener("submit", async (event) => {
   if (!(await confirmDialog("Delete your account and everything in it? This cannot be undone.", { ok: "Delete everything" }))) return;
   try {
     await api("auth/me", { method: "DELETE", body: formJson(form) });
-    navigator.serviceWorker?.controller?.postMessage({ type: "signed-out" });
+    forgetDevice();
     location.assign("/");
   } catch (error) {
     if (error instanceof ApiError) showFieldErrors(form, error); else throw error;

@@ -210,6 +210,12 @@ export function confirmDialog(message, { ok = "Delete", danger = true } = {}) {
   });
 }
 
+/** On sign-out: drop what this device keeps of the user (cached pages and images, remembered generator settings). */
+export function forgetDevice() {
+  navigator.serviceWorker?.controller?.postMessage({ type: "signed-out" });
+  try { localStorage.removeItem("studiolo-generator"); } catch { /* storage blocked */ }
+}
+
 // --- page chrome: menu, theme, offline, install, service worker ----------------------------------------
 function chrome() {
   const menu = document.getElementById("menu-toggle");
@@ -248,7 +254,7 @@ function chrome() {
   addEventListener("appinstalled", () => { install.hidden = true; });
   document.getElementById("sign-out")?.addEventListener("click", async () => {
     try { await api("auth/logout", { method: "POST", body: {} }); } catch { /* signed out either way */ }
-    navigator.serviceWorker?.controller?.postMessage({ type: "signed-out" });
+    forgetDevice();
     location.assign("/signin");
   });
   if ("serviceWorker" in navigator && document.body.dataset.sw !== "off") {

@@ -260,3 +260,30 @@ function queuedText(position) {
 }
 
 for (const job of JSON.parse(document.getElementById("active-jobs").textContent)) follow(job);
+// "Watch" links (/generate#job-<id>) land on that job's card once it exists.
+document.getElementById(location.hash.slice(1) || "-")?.scrollIntoView({ block: "center" });
+
+// --- remembered settings -------------------------------------------------------------------------------
+// The choices a user makes once and keeps (style, size, quality, count, model, negative prompt) survive a
+// reload; the prompt and seed do not (a seed is only kept while locked, see above).
+const KEPT = ["size_choice", "quality", "n", "model", "negative_prompt"];
+const STORE = "studiolo-generator";
+function restore() {
+  let saved;
+  try { saved = JSON.parse(localStorage.getItem(STORE) || "{}"); } catch { return; }
+  for (const name of KEPT) {
+    const field = form.elements[name];
+    if (field && typeof saved[name] === "string" && (field.tagName !== "SELECT" || [...field.options].some((o) => o.value === saved[name]))) {
+      field.value = saved[name];
+    }
+  }
+  const style = saved.style && form.querySelector(`input[name=style][value="${CSS.escape(saved.style)}"]`);
+  if (style) style.checked = true;
+}
+function remember() {
+  const saved = Object.fromEntries(KEPT.map((name) => [name, form.elements[name]?.value ?? ""]));
+  saved.style = form.querySelector("input[name=style]:checked")?.value ?? "";
+  try { localStorage.setItem(STORE, JSON.stringify(saved)); } catch { /* storage full or blocked */ }
+}
+restore();
+form.addEventListener("change", remember);
