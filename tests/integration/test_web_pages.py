@@ -553,6 +553,8 @@ def test_service_worker(admin: Browser, anonymous: TestClient) -> None:
             assert not missing, (url, missing)
     again = anonymous.get("/sw.js")
     assert again.text == r.text  # same release, same bytes: browsers keep the installed worker
+    revalidated = anonymous.get("/sw.js", headers={"If-None-Match": r.headers["etag"]})
+    assert revalidated.status_code == 304 and not revalidated.content  # browsers re-check it on navigations
 
 
 def test_manifest(anonymous: TestClient, admin: Browser) -> None:

@@ -8,10 +8,10 @@ tries to renew an expired session (the refresh cookie is scoped to /api/v1/auth,
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -23,7 +23,6 @@ from studiolo import __version__
 from studiolo.deps import OriginDep, ServicesDep, client_ip, current_principal
 from studiolo.domain.accounts.authn import Principal
 from studiolo.domain.accounts.router import session_response
-from studiolo.domain.accounts.schemas import UserView
 from studiolo.errors import Forbidden, NotFound, StudioloError, Unauthorized
 from studiolo.services import Services
 from studiolo.web import charts
@@ -37,18 +36,9 @@ _env.globals["version"] = __version__
 _env.globals["charts"] = charts
 
 
-@dataclass(frozen=True)
-class Viewer:
-    principal: Principal
-    user: UserView
-
-    @property
-    def id(self) -> str:
-        return self.principal.user_id
-
-    @property
-    def is_admin(self) -> bool:
-        return self.principal.is_admin
+# The signed-in caller a page renders for: the principal the API's authentication produced (its user state is
+# already checked and cached there; a page needs no extra query to know who is looking).
+Viewer = Principal
 
 
 class SignInRequired(Exception):
@@ -60,12 +50,7 @@ async def optional_viewer(request: Request) -> Viewer | None:
         principal = await current_principal(request)
     except (Unauthorized, Forbidden):
         return None
-    services: Services = request.app.state.services
-    try:
-        user = await run_in_threadpool(services.accounts.me, principal.user_id)
-    except NotFound:  # deleted a moment ago, token still cached
-        return None
-    return Viewer(principal, user)
+    return principal
 
 
 async def required_viewer(viewer: Annotated[Viewer | None, Depends(optional_viewer)]) -> Viewer:
@@ -216,14 +201,14 @@ def offline_page(request: Request) -> Response:
 # --- the studio -------------------------------------------------------------------------------------------
 @router.get("/generate")
 async def generate_page(request: Request, viewer: ViewerDep, services: ServicesDep) -> Response:
-    catalog = await call(services.generation.style_catalog, viewer.id)
+    catalog = await call(services.generation.style_catalog, viewer.user_id)
     groups: dict[str, list[Any]] = {}
     for style in catalog.styles:
         groups.setdefault(style.category, []).append(style)
     models = services.catalog.models()
     active = []
     for status in ("running", "queued"):
-        active += (await call(services.generation.list, viewer.id, status=status, limit=10)).items
+        active += (await call(services.generation.list, viewer.user_id, status=status, limit=10)).items
     return render(
         request,
         "generate.html",
@@ -252,7 +237,7 @@ async def gallery_page(
     current_collection = None
     if collection:
         try:
-            current_collection = await call(services.gallery.get_collection, viewer.id, collection)
+            current_collection = await call(services.gallery.get_collection, viewer.user_id, collection)
         except NotFound:
             return render(
                 request,
@@ -267,7 +252,7 @@ async def gallery_page(
             )
     page = await call(
         services.gallery.list,
-        viewer.id,
+        viewer.user_id,
         limit=48,
         cursor=cursor,
         style=style or None,
@@ -276,8 +261,8 @@ async def gallery_page(
         collection_id=collection or None,
         q=q or None,
     )
-    collections = (await call(services.gallery.list_collections, viewer.id, limit=100)).items
-    catalog = await call(services.generation.style_catalog, viewer.id)
+    collections = (await call(services.gallery.list_collections, viewer.user_id, limit=100)).items
+    catalog = await call(services.generation.style_catalog, viewer.user_id)
     api_query = urlencode({k: ("true" if v is True else v) for k, v in filters.items() if v})
     return render(
         request,
@@ -299,24 +284,25 @@ async def gallery_page(
 async def collections_page(
     request: Request, viewer: ViewerDep, services: ServicesDep, cursor: Cursor = None
 ) -> Response:
-    page = await call(services.gallery.list_collections, viewer.id, limit=60, cursor=cursor)
+    page = await call(services.gallery.list_collections, viewer.user_id, limit=60, cursor=cursor)
     return render(request, "collections.html", viewer, page=page)
 
 
 @router.get("/dashboard")
 async def dashboard_page(request: Request, viewer: ViewerDep, services: ServicesDep) -> Response:
-    stats = await call(services.generation.stats, viewer.id)
-    recent = await call(services.generation.list, viewer.id, limit=12)
+    stats = await call(services.generation.stats, viewer.user_id)
+    recent = await call(services.generation.list, viewer.user_id, limit=12)
     per_day = [(str(d.date), d.images) for d in stats.per_day]
     return render(request, "dashboard.html", viewer, stats=stats, recent=recent.items, per_day=per_day)
 
 
 @router.get("/account")
 async def account_page(request: Request, viewer: ViewerDep, services: ServicesDep) -> Response:
-    is_session = viewer.principal.via == "session"
-    sessions = await call(services.accounts.sessions, viewer.id, viewer.principal.session_id) if is_session else []
-    keys = await call(services.keys.list, viewer.id) if is_session else []
-    return render(request, "account.html", viewer, sessions=sessions, keys=keys, is_session=is_session)
+    is_session = viewer.via == "session"
+    user = await call(services.accounts.me, viewer.user_id)
+    sessions = await call(services.accounts.sessions, viewer.user_id, viewer.session_id) if is_session else []
+    keys = await call(services.keys.list, viewer.user_id) if is_session else []
+    return render(request, "account.html", viewer, user=user, sessions=sessions, keys=keys, is_session=is_session)
 
 
 # --- PWA plumbing -----------------------------------------------------------------------------------------
@@ -330,16 +316,30 @@ def static_file(request: Request, path: str) -> Response:
     return _assets.response(request, path, immutable=request.query_params.get("v") == asset.version)
 
 
-@router.get("/sw.js")
-def service_worker(request: Request) -> Response:
-    # Served from the root so its scope is the whole studio; the shell list is filled in with today's
-    # fingerprinted URLs, so a new release installs a new worker and drops the old caches.
+@functools.cache
+def _service_worker_body() -> tuple[bytes, str]:
+    """sw.js with today's fingerprinted shell URLs filled in (built once), and its version, used as the ETag."""
     asset = _assets.get("js/sw.js")
     assert asset is not None
     shell = [_assets.url(n) for n in _SHELL_ASSETS]
     version = hashlib.sha256(" ".join(shell).encode()).hexdigest()[:12]
     body = asset.body.decode().replace("__SHELL__", json.dumps(shell)).replace("__VERSION__", version)
-    headers = {"Cache-Control": "no-cache", "Service-Worker-Allowed": "/", "X-Content-Type-Options": "nosniff"}
+    return body.encode(), f'"{version}"'
+
+
+@router.get("/sw.js")
+def service_worker(request: Request) -> Response:
+    # Served from the root so its scope is the whole studio; a new release changes the shell URLs, so browsers
+    # (which re-check this file on navigations) install a new worker that drops the old caches.
+    body, etag = _service_worker_body()
+    headers = {
+        "Cache-Control": "no-cache",
+        "ETag": etag,
+        "Service-Worker-Allowed": "/",
+        "X-Content-Type-Options": "nosniff",
+    }
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
     return Response(body, media_type="text/javascript", headers=headers)
 
 
