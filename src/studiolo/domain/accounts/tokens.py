@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -22,6 +22,8 @@ from studiolo.settings import Settings
 
 API_KEY_PREFIX = "ais_"
 ISSUER = "studiolo"
+# Access tokens remembered as verified per process (TokenCodec.decode_access).
+_VERIFIED_MAX = 10_000
 
 
 def digest(secret: str) -> str:
@@ -80,6 +82,7 @@ class AccessClaims:
 class TokenCodec:
     key: str
     access_minutes: int
+    _verified: dict[str, AccessClaims] = field(default_factory=dict, repr=False)
 
     def mint_access(self, user_id: str, role: str, scopes: list[str], epoch: int, session_id: str) -> str:
         now = utcnow()
@@ -97,6 +100,22 @@ class TokenCodec:
         return jwt.encode(claims, self.key, algorithm="HS256")
 
     def decode_access(self, token: str) -> AccessClaims:
+        # A token whose signature and claims were checked once is remembered (by its exact bytes) until it expires:
+        # clients send the same token with every request, and decoding it was a tenth of a submit's CPU
+        # (bench/queue.py). Only expiry can change for the same bytes; revocation is checked by the caller.
+        cached = self._verified.get(token)
+        if cached is not None:
+            if cached.expires_at <= utcnow():
+                self._verified.pop(token, None)
+                raise Unauthorized("The access token has expired; refresh it.", code="token_expired")
+            return cached
+        claims = self._decode_access(token)
+        if len(self._verified) >= _VERIFIED_MAX:
+            self._verified.clear()  # crude but bounded: a full cache is simply started again
+        self._verified[token] = claims
+        return claims
+
+    def _decode_access(self, token: str) -> AccessClaims:
         try:
             data = jwt.decode(
                 token,
