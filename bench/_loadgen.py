@@ -49,17 +49,22 @@ class Connection:
 
 
 async def run(
-    base: str, requests: Iterable[tuple[str, str, Any]], concurrency: int, headers: dict[str, str] | None = None
+    base: str | list[str],
+    requests: Iterable[tuple[str, str, Any]],
+    concurrency: int,
+    headers: dict[str, str] | None = None,
 ) -> tuple[float, list[float], list[tuple[int, bytes]]]:
-    """Send ``(method, path, json_body_or_None)`` requests over ``concurrency`` connections.
+    """Send ``(method, path, json_body_or_None)`` requests over ``concurrency`` connections (spread over the servers
+    of ``base`` when it lists several), each sending its next request when the last one was answered.
 
     Returns (elapsed seconds, per-request latencies, responses in completion order)."""
+    bases = [base] if isinstance(base, str) else base
     it = iter(requests)
     latencies: list[float] = []
     responses: list[tuple[int, bytes]] = []
 
-    async def worker() -> None:
-        conn = await Connection.open(base, headers)
+    async def worker(n: int) -> None:
+        conn = await Connection.open(bases[n % len(bases)], headers)
         try:
             for method, path, body in it:
                 payload = json.dumps(body).encode() if body is not None else None
@@ -71,5 +76,47 @@ async def run(
             conn.close()
 
     start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(n) for n in range(concurrency)))
     return time.perf_counter() - start, latencies, responses
+
+
+async def run_paced(
+    bases: list[str],
+    request: tuple[str, str, Any],
+    rate: float,
+    seconds: float,
+    headers: dict[str, str] | None = None,
+    connections: int = 32,
+) -> tuple[list[float], list[tuple[int, bytes]]]:
+    """Send ``request`` at a fixed ``rate`` per second for ``seconds`` (an open loop: arrivals do not wait for
+    answers), over up to ``connections`` connections. A latency counts from the request's scheduled time, so a
+    request that waited for a free connection is not measured as fast (no coordinated omission)."""
+    method, path, body = request
+    payload = json.dumps(body).encode() if body is not None else None
+    free: asyncio.Queue[Connection] = asyncio.Queue()
+    for n in range(connections):
+        free.put_nowait(await Connection.open(bases[n % len(bases)], headers))
+    latencies: list[float] = []
+    responses: list[tuple[int, bytes]] = []
+
+    async def one(scheduled: float) -> None:
+        conn = await free.get()
+        try:
+            status, data = await conn.request(method, path, payload)
+        finally:
+            free.put_nowait(conn)
+        latencies.append(time.perf_counter() - scheduled)
+        responses.append((status, data))
+
+    start = time.perf_counter()
+    tasks = []
+    for i in range(int(rate * seconds)):
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(scheduled)))
+    await asyncio.gather(*tasks)
+    while not free.empty():
+        free.get_nowait().close()
+    return latencies, responses

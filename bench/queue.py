@@ -2,9 +2,13 @@
 
 Prints:
 - jobs completed per second end to end (HTTP submit -> broker token -> worker claim -> image stored) with 1, 2
-  and 4 `studiolo worker` processes (target >= 1,000 jobs/s with 4 workers on the 2-core machine);
-- POST /generations latency while the workers drain (target p99 <= 50 ms);
-- GET /jobs/{id} with 10 concurrent clients spread over 2 API processes (the single-process figure of
+  and 4 `studiolo worker` processes behind ``--api`` API processes (default 2) (target >= 1,000 jobs/s with 4
+  workers on the 2-core machine), and the CPU each job cost in each process (API, workers, PostgreSQL, Redis,
+  this load generator): on 2 cores, 1,000 jobs/s means 2 ms of CPU per job for all of them together;
+- POST /generations latency while the workers drain (target p99 <= 50 ms), twice: 20 clients each sending as
+  soon as answered (the server saturated: latency is then the queue of waiting clients, 20 / rate), and a steady
+  arrival rate of half the drain rate (an open loop, as users arrive, with no coordinated omission);
+- GET /jobs/{id} with 10 concurrent clients spread over the API processes (the single-process figure of
   bench/api.py missed p99 <= 20 ms);
 - GET /images page of 50 with 1,000,000 rows on PostgreSQL (target p99 <= 20 ms): first page, deep cursor,
   style filter, and full-text searches for words from frequent (4% of the rows) to rare (a handful).
@@ -33,6 +37,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
+import psutil
 import redis
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import Engine
@@ -99,21 +104,84 @@ def succeeded(engine: Engine) -> int:
         return int(conn.scalar(select(func.count()).where(Job.status == "succeeded")) or 0)
 
 
-def drain_rate(base: str, headers: dict[str, str], engine: Engine, total: int) -> tuple[float, float, list[float]]:
-    """Submit ``total`` jobs from 20 clients while the workers run; (completed jobs/s, submit/s, POST latencies)."""
-    before = succeeded(engine)
-    started = time.perf_counter()
-    reqs = (("POST", "/api/v1/generations", BODY) for _ in range(total))
-    elapsed, latencies, responses = asyncio.run(_loadgen.run(base, reqs, 20, headers))
-    if any(status != 202 for status, _ in responses):
-        raise RuntimeError(f"a submission failed: {next(r for r in responses if r[0] != 202)}")
+def cpu_seconds(groups: dict[str, list[psutil.Process]]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each group of processes; PostgreSQL's and Redis's processes are
+    looked up again each time (a pool opening a connection starts a backend)."""
+    groups = {**groups, **_service_processes()}
+    used: dict[str, float] = {}
+    for name, procs in groups.items():
+        total = 0.0
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                t = proc.cpu_times()
+                total += t.user + t.system
+        used[name] = total
+    return used
+
+
+def _service_processes() -> dict[str, list[psutil.Process]]:
+    by_name: dict[str, list[psutil.Process]] = {"postgres": [], "redis": []}
+    for proc in psutil.process_iter(["name"]):
+        name = proc.info["name"] or ""
+        if name.startswith("postgres"):
+            by_name["postgres"].append(proc)
+        elif name.startswith("redis-server"):
+            by_name["redis"].append(proc)
+    return by_name
+
+
+def process_groups(
+    apis: list[subprocess.Popen[bytes]], workers: list[subprocess.Popen[bytes]]
+) -> dict[str, list[psutil.Process]]:
+    """Where a job's CPU goes: the API processes, the workers, PostgreSQL, Redis, this load generator."""
+    return {
+        "api": [psutil.Process(api.pid) for api in apis],
+        "workers": [psutil.Process(w.pid) for w in workers],
+        "load generator": [psutil.Process()],
+    }
+
+
+def cpu_report(before: dict[str, float], after: dict[str, float], jobs: int) -> None:
+    # A backend that ended in between took its CPU with it: PostgreSQL's share is a floor.
+    parts = {k: max(after[k] - before[k], 0.0) * 1000 / jobs for k in before}
+    line = ", ".join(f"{k} {v:.2f}" for k, v in parts.items())
+    print(f"  CPU per job: {sum(parts.values()):.2f} ms ({line})")
+
+
+def wait_succeeded(engine: Engine, target: int) -> None:
     deadline = time.monotonic() + 600
-    while succeeded(engine) - before < total:
+    while succeeded(engine) < target:
         if time.monotonic() > deadline:
             raise RuntimeError("jobs did not finish in 10 minutes")
         time.sleep(0.05)
+
+
+def drain_rate(
+    bases: list[str], headers: dict[str, str], engine: Engine, total: int
+) -> tuple[float, float, list[float]]:
+    """Submit ``total`` jobs from 20 clients (spread over the API processes) while the workers run; (completed
+    jobs/s, submit/s, POST latencies)."""
+    before = succeeded(engine)
+    started = time.perf_counter()
+    reqs = (("POST", "/api/v1/generations", BODY) for _ in range(total))
+    elapsed, latencies, responses = asyncio.run(_loadgen.run(bases, reqs, 20, headers))
+    if any(status != 202 for status, _ in responses):
+        raise RuntimeError(f"a submission failed: {next(r for r in responses if r[0] != 202)}")
+    wait_succeeded(engine, before + total)
     done = time.perf_counter() - started
     return total / done, total / elapsed, latencies
+
+
+def paced_submits(bases: list[str], headers: dict[str, str], engine: Engine, rate: float) -> list[float]:
+    """POST latencies at a steady ``rate`` for 10 s (an open loop, as users arrive) while the workers keep up."""
+    before = succeeded(engine)
+    latencies, responses = asyncio.run(
+        _loadgen.run_paced(bases, ("POST", "/api/v1/generations", BODY), rate, 10.0, headers)
+    )
+    if any(status != 202 for status, _ in responses):
+        raise RuntimeError(f"a submission failed: {next(r for r in responses if r[0] != 202)}")
+    wait_succeeded(engine, before + len(responses))
+    return latencies
 
 
 def report(name: str, values: list[float], target: str) -> None:
@@ -124,48 +192,49 @@ def report(name: str, values: list[float], target: str) -> None:
 
 def queue_throughput(args: argparse.Namespace) -> None:
     counts = [int(c) for c in args.workers.split(",")]
-    with tempfile.TemporaryDirectory() as tmp, fresh_database() as db_url:
+    with tempfile.TemporaryDirectory() as tmp, fresh_database() as db_url, contextlib.ExitStack() as stack:
         data = Path(tmp)
         env = env_for(data, db_url)
         engine = create_engine(db_url, poolclass=NullPool)
-        with studiolo_server(data, **env) as (base, _):
-            headers = sign_in(base, data, **env)
-            for count in counts:
-                redis.Redis.from_url(REDIS).flushdb()
-                workers = start_workers(data, env, count)
-                try:
-                    time.sleep(6)  # worker processes import, connect, declare their queues
-                    drain_rate(base, headers, engine, min(200, args.jobs))  # warm-up
-                    rate, submit_rate, latencies = drain_rate(base, headers, engine, args.jobs)
-                    print(
-                        f"{count} worker process(es): {rate:7.0f} jobs/s completed end to end "
-                        f"({args.jobs} jobs; submitted at {submit_rate:.0f}/s by 20 clients)"
-                    )
-                    report("POST /generations while the workers drain", latencies, "p99 <= 50 ms")
-                finally:
-                    for w in workers:
-                        w.terminate()
-                    for w in workers:
-                        w.wait(30)
-            with engine.connect() as conn:
-                ids = list(conn.scalars(select(Job.id).limit(500)))
-            paths = [f"/api/v1/jobs/{random.choice(ids)}" for _ in range(3000)]
-            one = asyncio.run(_loadgen.run(base, (("GET", p, None) for p in paths), 10, headers))[1]
-        # Two API processes, 10 clients split between them.
-        with studiolo_server(data, **env) as (base_a, _), studiolo_server(data, **env) as (base_b, _):
-            headers = sign_in(base_a, data, **env)
-
-            async def both() -> list[float]:
-                half = paths[: len(paths) // 2], paths[len(paths) // 2 :]
-                runs = await asyncio.gather(
-                    _loadgen.run(base_a, (("GET", p, None) for p in half[0]), 5, headers),
-                    _loadgen.run(base_b, (("GET", p, None) for p in half[1]), 5, headers),
+        servers = [stack.enter_context(studiolo_server(data, **env)) for _ in range(args.api)]
+        bases = [base for base, _ in servers]
+        headers = sign_in(bases[0], data, **env)
+        print(f"{args.api} API process(es), PostgreSQL + Redis, the echo engine (64x64 images, 1 step):")
+        for count in counts:
+            redis.Redis.from_url(REDIS).flushdb()
+            workers = start_workers(data, env, count)
+            try:
+                time.sleep(6)  # worker processes import, connect, declare their queues
+                drain_rate(bases, headers, engine, min(200, args.jobs))  # warm-up
+                groups = process_groups([api for _, api in servers], workers)
+                before = cpu_seconds(groups)
+                rate, submit_rate, latencies = drain_rate(bases, headers, engine, args.jobs)
+                after = cpu_seconds(groups)
+                print(
+                    f"{count} worker process(es): {rate:7.0f} jobs/s completed end to end "
+                    f"({args.jobs} jobs; submitted at {submit_rate:.0f}/s by 20 clients)"
                 )
-                return runs[0][1] + runs[1][1]
-
-            two = asyncio.run(both())
-        report("GET /jobs/{id}, 10 clients, 1 API process", one, "p99 <= 20 ms")
-        report("GET /jobs/{id}, 10 clients, 2 API processes", two, "p99 <= 20 ms")
+                report("POST /generations, 20 clients as fast as answered", latencies, "p99 <= 50 ms")
+                cpu_report(before, after, args.jobs)
+                paced = round(rate * 0.5)
+                report(
+                    f"POST /generations at a steady {paced}/s (half of that)",
+                    paced_submits(bases, headers, engine, paced),
+                    "p99 <= 50 ms",
+                )
+            finally:
+                for w in workers:
+                    w.terminate()
+                for w in workers:
+                    w.wait(30)
+        with engine.connect() as conn:
+            ids = list(conn.scalars(select(Job.id).limit(500)))
+        paths = [f"/api/v1/jobs/{random.choice(ids)}" for _ in range(3000)]
+        elapsed, gets, _ = asyncio.run(_loadgen.run(bases, (("GET", p, None) for p in paths), 10, headers))
+        report(f"GET /jobs/{{id}}, 10 clients, {args.api} API process(es)", gets, "p99 <= 20 ms")
+        paced = round(len(paths) / elapsed * 0.5)
+        steady = asyncio.run(_loadgen.run_paced(bases, ("GET", paths[0], None), paced, 10.0, headers))[0]
+        report(f"GET /jobs/{{id}} at a steady {paced}/s (half of that)", steady, "p99 <= 20 ms")
         engine.dispose()
 
 
@@ -263,6 +332,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2000)
     ap.add_argument("--images", type=int, default=1_000_000)
     ap.add_argument("--workers", default="1,2,4")
+    ap.add_argument("--api", type=int, default=2, help="API processes (clients are spread over them)")
     ap.add_argument("--skip-gallery", action="store_true")
     ap.add_argument("--skip-queue", action="store_true")
     args = ap.parse_args()
