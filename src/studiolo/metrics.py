@@ -81,6 +81,12 @@ class WorkerMetrics:
             ["model", "error_code"],
             registry=None,
         )
+        self.claims = Histogram(
+            "studiolo_worker_claimed_jobs",
+            "Jobs taken per claim (0: the claim found none); more than 1 for batches of quick jobs.",
+            buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=None,
+        )
         self.sweeper: _Redispatching | None = None  # set by a Celery worker that runs one
 
     def job_ended(self, model: str, status: str, error_code: str | None, seconds: float) -> None:
@@ -90,8 +96,11 @@ class WorkerMetrics:
     def job_retried(self, model: str, error_code: str) -> None:
         self.retries.labels(model, error_code).inc()
 
+    def claimed(self, jobs: int) -> None:
+        self.claims.observe(jobs)
+
     def collectors(self) -> tuple[Collector, ...]:
-        return (self.duration, self.finished, self.retries)
+        return (self.duration, self.finished, self.retries, self.claims)
 
 
 class StateCollector(Collector):

@@ -24,10 +24,11 @@ from studiolo.domain.generation.admin import JobAdminService
 from studiolo.domain.generation.analytics import AnalyticsService
 from studiolo.domain.generation.catalog import ModelCatalog
 from studiolo.domain.generation.events import EventBus
+from studiolo.domain.generation.pool import WorkerPool
 from studiolo.domain.generation.queue import JobQueue
 from studiolo.domain.generation.served import ServedModels
 from studiolo.domain.generation.service import GenerationService
-from studiolo.domain.generation.worker import JobRunner, WorkerPool
+from studiolo.domain.generation.worker import JobRunner
 from studiolo.engines.base import Engine
 from studiolo.settings import Settings
 from studiolo.storage.base import ObjectStore

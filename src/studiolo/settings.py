@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     broker_url: str = ""  # empty: STUDIOLO_REDIS_URL, else redis://localhost:6379/0
     # How often a Celery worker's sweeper compares ready jobs with broker messages and re-dispatches lost ones.
     sweep_seconds: float = Field(default=2.0, gt=0, le=300)
+    # Only jobs ready for at least this long count as missing their token: a job committed a moment ago may have its
+    # token still on the way (an API process publishing a burst), and re-sending it would only make an empty claim.
+    sweep_grace_seconds: float = Field(default=10.0, ge=0, le=3600)
 
     # Workers started inside `studiolo serve`; 0 means "a separate `studiolo worker` runs the jobs".
     inline_workers: int = Field(default=1, ge=0, le=64)
@@ -54,6 +57,11 @@ class Settings(BaseSettings):
     # How often `studiolo worker` re-reads the installed models and checks which have their files on its machine:
     # it starts taking jobs for newly installed models, and stops for models whose files are gone (served.py).
     worker_refresh_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # Workers whose jobs take milliseconds (a no-op engine, a tiny model) claim several at once and store them in one
+    # transaction: as many as they finish in about claim_batch_seconds by their recent pace, at most claim_batch_max
+    # (1: one job at a time). A model without a measured pace, or slower than that, is claimed one job at a time.
+    claim_batch_max: int = Field(default=32, ge=1, le=256)
+    claim_batch_seconds: float = Field(default=0.1, gt=0, le=10)
     lease_seconds: float = Field(default=60.0, gt=0)
     heartbeat_seconds: float = Field(default=10.0, gt=0)
     max_attempts: int = Field(default=3, ge=1, le=20)

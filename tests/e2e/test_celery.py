@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from sqlalchemy import func, select
 
 from studiolo.dispatch.celery import CeleryDispatch, queue_name
 from studiolo.dispatch.redis_events import RedisEventRelay
+from studiolo.dispatch.sweeper import Sweeper
 from studiolo.domain.accounts.ratelimit import RateLimiter
 from studiolo.domain.gallery.models import Image
 from studiolo.domain.generation.events import EventBus
@@ -39,6 +42,7 @@ COMMON: dict[str, Any] = {
     "heartbeat_seconds": 0.3,
     "retry_backoff_seconds": 0.1,
     "sweep_seconds": 0.5,
+    "sweep_grace_seconds": 1.0,
 }
 
 
@@ -166,28 +170,122 @@ def test_a_worker_killed_mid_job_loses_nothing(
         assert s.scalar(select(func.count()).select_from(Job).where(Job.status != "succeeded")) == 0
 
 
-def test_job_events_cross_processes_through_redis(redis_url: str) -> None:
+@contextmanager
+def relayed(
+    redis_url: str, job_id: str, first: dict[str, Any]
+) -> Iterator[tuple[EventBus, RedisEventRelay, list[dict[str, Any]]]]:
+    """A worker's bus relaying to an API process's bus that listens to ``job_id``, once the subscription is live
+    (``first`` is published until it arrives; it is the first of the received events). Yields (worker bus, worker
+    relay, events received)."""
     worker_bus, api_bus = EventBus(), EventBus()
-    worker_side = RedisEventRelay(redis_url, worker_bus)
-    api_side = RedisEventRelay(redis_url, api_bus)
+    worker_side, api_side = RedisEventRelay(redis_url, worker_bus), RedisEventRelay(redis_url, api_bus)
     worker_bus.relay = worker_side.publish
     api_side.start()
     received: list[dict[str, Any]] = []
-    api_bus.subscribe("job-1", received.append)
+    api_bus.subscribe(job_id, received.append)
     try:
         deadline = time.monotonic() + 10
         while not received and time.monotonic() < deadline:  # the subscription needs a moment to be live
-            worker_bus.publish("job-1", {"type": "progress", "step": 1, "total": 3})
+            worker_bus.publish(job_id, first)
             time.sleep(0.1)
-        worker_bus.publish("job-1", {"type": "succeeded"})
-        while received[-1]["type"] != "succeeded" and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert received[0] == {"type": "progress", "step": 1, "total": 3}
-        assert received[-1] == {"type": "succeeded"}
-        worker_bus.publish("job-2", {"type": "succeeded"})  # nobody listens to job-2 here: not delivered
+        yield worker_bus, worker_side, received
     finally:
         api_side.close()
         worker_side.close()
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_job_events_cross_processes_through_redis(redis_url: str) -> None:
+    with relayed(redis_url, "job-1", {"type": "progress", "step": 1, "total": 3}) as (worker_bus, _, received):
+        worker_bus.publish("job-1", {"type": "succeeded"})
+        wait_for(lambda: received[-1]["type"] == "succeeded")
+        assert received[0] == {"type": "progress", "step": 1, "total": 3}
+        assert received[-1] == {"type": "succeeded"}
+        worker_bus.publish("job-2", {"type": "succeeded"})  # nobody listens to job-2 here: not delivered
+
+
+def test_a_burst_of_events_arrives_complete_and_in_order(redis_url: str) -> None:
+    # Published from one background thread in pipelines: the caller never waits for Redis, nothing is reordered.
+    with relayed(redis_url, "job-b", {"type": "started"}) as (worker_bus, worker_side, received):
+        received.clear()
+        for step in range(1, 2001):
+            worker_bus.publish("job-b", {"type": "progress", "step": step, "total": 2000})
+        assert worker_side.flush(10)
+        wait_for(lambda: len(received) >= 2000)
+        assert [e["step"] for e in received] == list(range(1, 2001))
+        assert worker_side.dropped == 0
+
+
+def test_events_for_an_unreachable_redis_are_dropped_without_blocking() -> None:
+    relay = RedisEventRelay("redis://127.0.0.1:1/0", EventBus())
+    try:
+        started = time.monotonic()
+        for step in range(100):
+            relay.publish("job-x", {"type": "progress", "step": step})
+        assert time.monotonic() - started < 1.0  # the caller only appends to the outbox
+        assert relay.flush(10)
+        assert relay.dropped == 100
+    finally:
+        relay.close()
+
+
+def test_the_sweeper_resends_only_tokens_missing_for_longer_than_the_grace(
+    tmp_path: Path, redis_url: str, closing: list[Services]
+) -> None:
+    # No worker runs: the job's own token waits in the broker. Take it out, as a broker restart would.
+    svc = make_services(tmp_path, broker_url=redis_url)
+    closing.append(svc)
+    assert isinstance(svc.dispatch, CeleryDispatch)
+    job_id = submit(svc, steps=1)
+    assert svc.dispatch.flush(10) and svc.dispatch.pending("echo") == 1
+    redis.Redis.from_url(redis_url).delete(queue_name("echo"))
+    sweeper = Sweeper(svc.db, svc.dispatch, grace_seconds=30)
+    assert sweeper.sweep() == 0  # ready for less than the grace: its token may still be on its way
+    with svc.db.session() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        job.run_after = job.run_after - timedelta(seconds=60)
+    assert sweeper.sweep() == 1
+    assert svc.dispatch.pending("echo") == 1
+    assert sweeper.sweep() == 0  # the shortfall is made up once, not per sweep
+
+
+def test_a_burst_of_jobs_waits_behind_one_token_per_model(
+    tmp_path: Path, redis_url: str, closing: list[Services]
+) -> None:
+    # No worker runs. With the token gate, the first job's token stands for all: the worker that takes it clears
+    # the flag, claims a batch and passes a token on while more wait (celery_worker.run_next).
+    svc = make_services(tmp_path, broker_url=redis_url)
+    closing.append(svc)
+    assert isinstance(svc.dispatch, CeleryDispatch) and svc.dispatch.gate is not None
+    for _ in range(30):
+        submit(svc, steps=1)
+    assert svc.dispatch.flush(10)
+    assert svc.dispatch.pending("echo") == 1
+    svc.dispatch.token_taken("echo")  # as a worker does before it claims
+    submit(svc, steps=1)
+    assert svc.dispatch.flush(10)
+    assert svc.dispatch.pending("echo") == 2  # the flag was clear: this job sent a token of its own
+
+
+def test_the_token_gate_lives_in_redis_only(tmp_path: Path, redis_url: str) -> None:
+    def dispatch_for(**overrides: Any) -> CeleryDispatch:
+        return CeleryDispatch(Settings(env="test", data_dir=tmp_path, dispatch="celery", **overrides))
+
+    rabbit_alone = dispatch_for(broker_url=RABBIT)
+    rabbit_with_redis = dispatch_for(broker_url=RABBIT, redis_url=redis_url)
+    on_redis = dispatch_for(broker_url=redis_url)
+    try:
+        assert rabbit_alone.gate is None  # one token per job, as before
+        assert rabbit_with_redis.gate is not None and on_redis.gate is not None
+    finally:
+        for d in (rabbit_alone, rabbit_with_redis, on_redis):
+            d.close()
 
 
 def test_rate_limits_are_shared_through_redis(redis_url: str) -> None:

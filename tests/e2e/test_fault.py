@@ -111,6 +111,7 @@ def environment(tmp_path: Path, infra: dict[str, Any]) -> dict[str, str]:
         heartbeat_seconds=0.3,
         retry_backoff_seconds=0.1,
         sweep_seconds=0.5,
+        sweep_grace_seconds=1.0,
         rate_limits_enabled=False,  # 300 submissions from one address in seconds: a limit would refuse them
         shutdown_grace_seconds=1,
     )

@@ -37,6 +37,7 @@ FAST: dict[str, Any] = {
     "heartbeat_seconds": 0.3,
     "retry_backoff_seconds": 0.1,
     "sweep_seconds": 0.5,
+    "sweep_grace_seconds": 1.0,
     "worker_poll_seconds": 0.3,
     "worker_refresh_seconds": 0.5,
 }

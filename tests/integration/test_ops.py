@@ -85,6 +85,9 @@ def test_job_metrics_after_a_job_runs(client: TestClient, services: Services) ->
     assert finished == {(("error_code", ""), ("model", "echo"), ("status", "succeeded")): 1}
     durations = samples(text, "studiolo_job_duration_seconds_count")
     assert durations == {(("model", "echo"), ("outcome", "succeeded")): 1}
+    # Two claims: the one that took the job and the one that found the queue empty.
+    assert samples(text, "studiolo_worker_claimed_jobs_count") == {(): 2}
+    assert samples(text, "studiolo_worker_claimed_jobs_sum") == {(): 1}
 
 
 def test_failed_and_canceled_jobs_are_counted_with_their_code(client: TestClient, services: Services) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -12,7 +13,9 @@ import pytest
 from sqlalchemy import update
 
 from studiolo.db.base import utcnow
+from studiolo.domain.generation import worker as worker_module
 from studiolo.domain.generation.models import Job
+from studiolo.domain.generation.outputs import commit_successes
 from studiolo.engines.base import CancelCheck, EngineError, GeneratedImage, GenerationRequest, StepCallback
 from studiolo.engines.echo import EchoEngine
 from studiolo.services import Services, build_services
@@ -27,6 +30,24 @@ def _add_user(services: Services, user_id: str) -> None:
 
     with services.db.session() as s:
         s.add(User(id=user_id, email=f"{user_id}@example.test"))
+
+
+def claim_concurrently(take: Callable[[str], list[str]]) -> list[str]:
+    """Six threads, each calling ``take(its worker id)`` until it returns nothing; every id they took."""
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def claimer(n: int) -> None:
+        while ids := take(f"w{n}"):
+            with lock:
+                claimed.extend(ids)
+
+    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return claimed
 
 
 def test_claim_order_priority_then_round_robin_then_age(services: Services) -> None:
@@ -55,19 +76,41 @@ def test_model_affinity_between_users(services: Services) -> None:
 
 def test_concurrent_claims_take_each_job_exactly_once(services: Services) -> None:
     ids = {submit(services, prompt=f"p{i}") for i in range(60)}
-    claimed: list[str] = []
-    lock = threading.Lock()
+    claimed = claim_concurrently(lambda worker: [job.id] if (job := services.queue.claim(worker)) else [])
+    assert Counter(claimed) == Counter(ids)
 
-    def claimer(n: int) -> None:
-        while (job := services.queue.claim(f"w{n}")) is not None:
-            with lock:
-                claimed.append(job.id)
 
-    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+def test_a_batch_claim_keeps_the_turn_order(services: Services) -> None:
+    _add_user(services, OTHER_USER)
+    a = [submit(services, prompt=f"a{i}") for i in range(4)]
+    b = [submit(services, owner=OTHER_USER, prompt=f"b{i}") for i in range(2)]
+    urgent = submit(services, owner=OTHER_USER, prompt="urgent", priority=5)
+    first = services.queue.claim_batch("w", 5)
+    # Priority first; then users take turns (B was served by urgent, so A goes next), oldest first within a user.
+    assert [j.id for j in first] == [urgent, a[0], b[0], a[1], b[1]]
+    assert all(j.status == "running" and j.lease_owner == "w" and j.attempts == 1 for j in first)
+    assert all(j.started_at is not None and j.lease_expires_at is not None for j in first)
+    assert [j.id for j in services.queue.claim_batch("w", 5)] == a[2:]
+    assert services.queue.claim_batch("w", 5) == []
+
+
+def test_a_batch_claim_takes_only_ready_jobs_of_the_asked_models(services: Services) -> None:
+    later = submit(services, prompt="later")
+    other = submit(services, prompt="other model")
+    ready = [submit(services, prompt=f"r{i}") for i in range(2)]
+    with services.db.session() as s:
+        s.execute(update(Job).where(Job.id == later).values(run_after=utcnow() + timedelta(hours=1)))
+        s.execute(update(Job).where(Job.id == other).values(model_id="other-model"))
+    assert [j.id for j in services.queue.claim_batch("w", 10, models=["echo"])] == ready
+    assert [j.id for j in services.queue.claim_batch("w", 10)] == [other]
+
+
+def test_concurrent_batch_claims_take_each_job_exactly_once(services: Services) -> None:
+    _add_user(services, OTHER_USER)
+    ids = {submit(services, prompt=f"p{i}") for i in range(80)} | {
+        submit(services, owner=OTHER_USER, prompt=f"q{i}") for i in range(40)
+    }
+    claimed = claim_concurrently(lambda worker: [job.id for job in services.queue.claim_batch(worker, 7)])
     assert Counter(claimed) == Counter(ids)
 
 
@@ -216,16 +259,15 @@ def test_worker_that_lost_its_lease_does_not_store_outputs(services: Services) -
 
 def test_failed_row_insert_leaves_no_files_and_retries(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
     job_id = submit(services, n=2)
-    real_commit = services.runner._commit_success
     calls = {"n": 0}
 
-    def failing_commit(*args: Any, **kwargs: Any) -> bool:
+    def failing_commit(*args: Any, **kwargs: Any) -> set[str]:
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("database went away mid-commit")
-        return real_commit(*args, **kwargs)
+        return commit_successes(*args, **kwargs)
 
-    monkeypatch.setattr(services.runner, "_commit_success", failing_commit)
+    monkeypatch.setattr(worker_module, "commit_successes", failing_commit)
     assert drain(services) == 1
     view = services.generation.get("00000000-0000-7000-8000-000000000001", job_id)
     assert view.status == "queued" and view.error is not None and view.error.code == "storage_error"

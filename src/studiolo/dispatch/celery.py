@@ -17,16 +17,28 @@ message (``acks_late``; ``reject_on_worker_lost`` re-queues the message of a wor
 One queue per model (``studiolo.<model>``) gives model affinity: a worker consumes only the queues of the
 models it serves (``studiolo worker --queues``), and keeps those loaded. Prefetch 1 and one worker process
 per GPU: a token is never parked on a busy worker while another is idle.
+
+With a Redis at hand (the broker, or STUDIOLO_REDIS_URL beside RabbitMQ) tokens are *gated*: at most one waits in
+a model's queue (``TokenGate``). A publisher sends a token only when it sets the model's flag; the worker that
+receives it clears the flag *before* it claims, then claims a batch and, when the batch came back full (more may
+be waiting), sends one more token before running it, which wakes the next idle worker. So a burst of jobs costs
+a token per batch instead of one per job (publishing and receiving a token cost more than a no-op job), and
+idle workers still join within a claim's time each. Nothing is lost in the races: a job committed before the
+flag is cleared is seen by the claim that follows; one committed after it finds the flag clear and sends its own
+token. A flag whose token was lost (a broker restart, a publisher killed between the two steps) expires, and
+the sweeper sends a token for any model whose ready jobs have none waiting.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
 from collections import deque
 from typing import Any
 
+import redis
 from celery import Celery
 
 from studiolo.dispatch.inline import InlineDispatch
@@ -67,14 +79,61 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
+# How long a model's "a token is waiting" flag lives without its token being taken: then another may be sent.
+_GATE_SECONDS = 60
+
+
+class TokenGate:
+    """At most one waiting token per model (see the module's docstring). Fails open: while Redis cannot be
+    reached, every notification sends its token, as without a gate."""
+
+    def __init__(self, url: str):
+        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+    @staticmethod
+    def _key(model_id: str) -> str:
+        return f"studiolo:token-waiting:{queue_name(model_id)}"
+
+    def open(self, model_id: str) -> bool | None:
+        """Set the model's flag; True when it was clear (so the caller sends the token), None when Redis cannot
+        be reached (send as without a gate)."""
+        try:
+            return bool(self.client.set(self._key(model_id), 1, nx=True, ex=_GATE_SECONDS))
+        except redis.RedisError:
+            return None
+
+    def force(self, model_id: str) -> None:
+        """Set the flag for a token sent regardless (the sweeper's)."""
+        with contextlib.suppress(redis.RedisError):
+            self.client.set(self._key(model_id), 1, ex=_GATE_SECONDS)
+
+    def clear(self, model_id: str) -> None:
+        """The model's token was taken (or could not be sent): the next notification sends one."""
+        with contextlib.suppress(redis.RedisError):
+            self.client.delete(self._key(model_id))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def gate_url(settings: Settings) -> str | None:
+    """Where the token flags live: the broker when it is Redis, else STUDIOLO_REDIS_URL; None without Redis."""
+    broker = settings.resolved_broker_url
+    if broker.startswith(("redis://", "rediss://", "unix://")):
+        return broker
+    return settings.redis_url or None
+
+
 class CeleryDispatch:
     """Publishes tokens from one background thread; ``wait``/``close`` keep the in-process semantics that
     inline worker threads of the same process (if any) rely on."""
 
     name = "celery"
 
-    def __init__(self, settings: Settings, app: Celery | None = None):
+    def __init__(self, settings: Settings, app: Celery | None = None, *, gated: bool = True):
         self.app = app or make_celery(settings)
+        url = gate_url(settings) if gated else None
+        self.gate = TokenGate(url) if url else None
         self._local = InlineDispatch()
         self._outbox: deque[str] = deque()
         self._cond = threading.Condition()
@@ -102,6 +161,19 @@ class CeleryDispatch:
             self._closed = True
             self._cond.notify_all()
         self._thread.join(5.0)
+        if self.gate is not None:
+            self.gate.close()
+
+    def token_taken(self, model_id: str) -> None:
+        """A worker received a token for ``model_id`` and is about to claim: later notifications send new ones."""
+        if self.gate is not None:
+            self.gate.clear(model_id)
+
+    def send_now(self, model_id: str) -> None:
+        """Publish a token regardless of the gate (the sweeper's repair), marking it as waiting."""
+        self.publish(model_id)
+        if self.gate is not None:
+            self.gate.force(model_id)
 
     # --- publishing -------------------------------------------------------------------------------------
     def publish(self, model_id: str) -> None:
@@ -121,18 +193,40 @@ class CeleryDispatch:
                     self._cond.wait()
                 if not self._outbox and self._closed:
                     return
-                model_id = self._outbox.popleft()
-                self._inflight += 1
+                batch = list(self._outbox)
+                self._outbox.clear()
+                self._inflight += len(batch)
             try:
-                self.publish(model_id)
-                self.published += 1
-            except Exception as exc:  # noqa: BLE001 - any broker failure: the row is committed, the sweeper repairs
-                self.failed += 1
-                log.warning("could not publish a job token (%s); the sweeper will re-dispatch it", exc)
+                for model_id in self._tokens_for(batch):
+                    self._send(model_id)
             finally:
                 with self._cond:
-                    self._inflight -= 1
+                    self._inflight -= len(batch)
                     self._cond.notify_all()
+
+    def _tokens_for(self, batch: list[str]) -> list[str]:
+        """The tokens to send for a batch of notifications: one each without a gate; with one, one per model whose
+        flag was clear."""
+        if self.gate is None:
+            return batch
+        tokens: list[str] = []
+        for model_id in dict.fromkeys(batch):
+            opened = self.gate.open(model_id)
+            if opened is None:
+                tokens += [m for m in batch if m == model_id]
+            elif opened:
+                tokens.append(model_id)
+        return tokens
+
+    def _send(self, model_id: str) -> None:
+        try:
+            self.publish(model_id)
+            self.published += 1
+        except Exception as exc:  # noqa: BLE001 - any broker failure: the row is committed, the sweeper repairs
+            self.failed += 1
+            if self.gate is not None:
+                self.gate.clear(model_id)  # no token waits: the next notification may try again
+            log.warning("could not publish a job token (%s); the sweeper will re-dispatch it", exc)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every queued token was published (or failed); True if the outbox emptied in time."""

@@ -66,10 +66,18 @@ def run_celery_worker(services: Services, *, concurrency: int, served: ServedMod
             # A token taken just before this worker stopped consuming the model's queue (its files are gone
             # here): claim nothing; the sweeper publishes a token for the job again, for another worker.
             log.info("passing on a job token for model %s, which this worker does not serve", model_id)
+            dispatch.token_taken(model_id)  # no token waits any more: the next notification sends one
             return
         worker = idle.get()
         try:
-            worker.run_once(pool.shutdown, models=[model_id] if model_id else None)
+            # Clear the model's token flag before claiming: a job committed from now on sends its own token.
+            dispatch.token_taken(model_id)
+
+            def pass_on(claimed: int, limit: int) -> None:
+                if claimed and claimed == limit:  # a full batch: more may wait; wake the next worker for them
+                    dispatch.notify("", model_id)
+
+            worker.run_once(pool.shutdown, models=[model_id] if model_id else None, on_claimed=pass_on)
         finally:
             idle.put(worker)
 
@@ -78,7 +86,7 @@ def run_celery_worker(services: Services, *, concurrency: int, served: ServedMod
 
     worker_shutting_down.connect(on_shutdown, weak=False)
 
-    sweeper = Sweeper(services.db, dispatch)
+    sweeper = Sweeper(services.db, dispatch, grace_seconds=services.settings.sweep_grace_seconds)
     services.runner.metrics.sweeper = sweeper  # studiolo_sweeper_redispatched_total
 
     def sweep_loop() -> None:

@@ -9,6 +9,12 @@ worker passes over a row another worker is claiming instead of waiting for it an
 Order: each user's next job is their highest-priority, oldest ready job; among those, priority (high
 first), then round robin (the user served longest ago first), then a model the worker already has
 loaded, then age.
+
+``claim_batch`` takes several jobs in one transaction for workers whose jobs take milliseconds (a no-op or a
+tiny model), where claiming one row per transaction cost more than the job itself (bench/queue.py). On
+PostgreSQL it is one candidates query (each user's next ``limit`` jobs, through a LATERAL seek per user) and one
+``UPDATE ... WHERE id IN (... FOR UPDATE SKIP LOCKED) RETURNING``; the batch keeps the turn order: every user's
+first job, then every user's second, and so on.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, bindparam, case, func, literal, select, update
+from sqlalchemy import Select, bindparam, case, func, literal, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -129,6 +135,38 @@ _CLAIM = (
 )
 
 
+# PostgreSQL batch candidates: the owners walk of _build_candidates_query, then each owner's next ``limit`` ready
+# jobs (a LATERAL seek on ix_jobs_owner_queue), in turn order. Parameters: now, never, limit, loaded, models (arrays;
+# models NULL: any model).
+_BATCH_CANDIDATES_PG = text(
+    """
+    WITH RECURSIVE owners(owner_id) AS (
+        SELECT min(owner_id) FROM jobs WHERE status = 'queued'
+        UNION ALL
+        SELECT (SELECT min(j.owner_id) FROM jobs j WHERE j.status = 'queued' AND j.owner_id > o.owner_id)
+        FROM owners o WHERE o.owner_id IS NOT NULL
+    ),
+    picked AS (
+        SELECT h.id, h.owner_id, h.priority, h.model_id,
+               row_number() OVER (PARTITION BY h.owner_id, h.priority ORDER BY h.id) AS rank
+        FROM owners o
+        CROSS JOIN LATERAL (
+            SELECT j.id, j.owner_id, j.priority, j.model_id FROM jobs j
+            WHERE j.status = 'queued' AND j.owner_id = o.owner_id AND j.run_after <= :now
+              AND (CAST(:models AS text[]) IS NULL OR j.model_id = ANY(CAST(:models AS text[])))
+            ORDER BY j.priority DESC, j.id
+            LIMIT :limit
+        ) h
+        WHERE o.owner_id IS NOT NULL
+    )
+    SELECT p.id FROM picked p LEFT JOIN queue_turns t ON t.owner_id = p.owner_id
+    ORDER BY p.priority DESC, p.rank, coalesce(t.last_claimed_at, :never),
+             CASE WHEN p.model_id = ANY(CAST(:loaded AS text[])) THEN 0 ELSE 1 END, p.id
+    LIMIT :limit
+    """
+).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("never", type_=UTCDateTime()))
+
+
 class JobQueue:
     def __init__(self, db: Database, *, lease_seconds: float, retry_backoff_seconds: float):
         self.db = db
@@ -176,6 +214,55 @@ class JobQueue:
                         assert job is not None
                         return job
         return None
+
+    def claim_batch(
+        self, worker_id: str, limit: int, loaded_models: Sequence[str] = (), models: Sequence[str] | None = None
+    ) -> list[Job]:
+        """Take up to ``limit`` ready jobs for ``worker_id`` at once, in claim order; [] when nothing is ready."""
+        if limit <= 1 or self.db.is_sqlite:
+            # SQLite claims in-process (no round trips to save) and has no LATERAL: one job at a time.
+            jobs: list[Job] = []
+            while len(jobs) < max(limit, 1) and (job := self.claim(worker_id, loaded_models, models)) is not None:
+                jobs.append(job)
+            return jobs
+        # As in ``claim``: losing every candidate to other workers means they made progress; read again.
+        for _ in range(64):
+            now = utcnow()
+            params: dict[str, Any] = {
+                "now": now,
+                "never": _NEVER,
+                "limit": limit,
+                "loaded": list(loaded_models),
+                "models": list(models) if models is not None else None,
+            }
+            with self.db.session(relaxed=True) as session:
+                ids = list(session.connection().scalars(_BATCH_CANDIDATES_PG, params))
+                if not ids:
+                    return []
+                # Rows another worker is claiming right now are skipped, not waited for.
+                lockable = (
+                    select(Job.id).where(Job.id.in_(ids), Job.status == "queued").with_for_update(skip_locked=True)
+                )
+                claimed = session.scalars(
+                    update(Job)
+                    .where(Job.id.in_(lockable.scalar_subquery()))
+                    .values(
+                        status="running",
+                        lease_owner=worker_id,
+                        lease_expires_at=now + self.lease,
+                        attempts=Job.attempts + 1,
+                        started_at=now,
+                        progress_step=0,
+                    )
+                    .returning(Job)
+                    .execution_options(synchronize_session=False)
+                ).all()
+                for owner_id in sorted({job.owner_id for job in claimed}):
+                    session.execute(self._take_turn, {"owner_id": owner_id, "last_claimed_at": now})
+            if claimed:
+                order = {job_id: i for i, job_id in enumerate(ids)}
+                return sorted(claimed, key=lambda job: order[job.id])
+        return []
 
     def heartbeat(self, job_id: str, worker_id: str) -> LeaseState:
         """Extend the lease; tells the caller if it lost the job (reaped) or the owner asked to cancel."""

@@ -1,6 +1,6 @@
 """Workers: claim a job, run its engine with heartbeats, progress and cancel, store the outputs.
 
-A worker is a thread; ``WorkerPool`` runs N of them inside ``studiolo serve`` or ``studiolo worker``
+A worker is a thread; ``WorkerPool`` (pool.py) runs N of them inside ``studiolo serve`` or ``studiolo worker``
 (many processes may share one database). Exactly-once outputs: the final transaction re-checks that
 this worker still holds the lease before inserting image rows, and discards its files otherwise
 (``tests/e2e/test_worker_crash.py``,
@@ -11,27 +11,24 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import socket
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from PIL import Image as PILImage
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 
 from studiolo.db.base import utcnow
 from studiolo.db.session import Database
 from studiolo.dispatch.base import JobDispatch
-from studiolo.domain.gallery import imaging
-from studiolo.domain.gallery.models import Image
-from studiolo.domain.gallery.service import GalleryService, StoredFiles, search_text
+from studiolo.domain.gallery.service import GalleryService, StoredFiles
 from studiolo.domain.generation.catalog import ModelCatalog
 from studiolo.domain.generation.events import EventBus
-from studiolo.domain.generation.models import Job, WorkerRecord
+from studiolo.domain.generation.models import Job
+from studiolo.domain.generation.outputs import Finished, commit_successes, write_outputs
 from studiolo.domain.generation.previews import PreviewGate
 from studiolo.domain.generation.queue import JobQueue
 from studiolo.domain.generation.served import ServedModels, served_elsewhere
@@ -81,8 +78,24 @@ class _RunState:
     previews: PreviewGate = field(default_factory=PreviewGate)
 
 
+@dataclass
+class _Finished:
+    """A generated job waiting for the success commit, with its run's state."""
+
+    state: _RunState
+    outputs: Finished
+
+    @property
+    def job(self) -> Job:
+        return self.outputs.job
+
+
 class JobRunner:
-    """Runs one claimed job to a terminal state (or back to the queue)."""
+    """Runs claimed jobs to a terminal state (or back to the queue).
+
+    A batch (``run_batch``) runs its jobs one after another and stores the successes in one transaction with one
+    insert of all their image rows: for jobs of milliseconds, the per-job commit was most of the cost.
+    """
 
     def __init__(
         self,
@@ -113,6 +126,27 @@ class JobRunner:
         self._active_lock = threading.Lock()
         self._beat_thread: threading.Thread | None = None
         self._closed = threading.Event()
+        # Seconds per job by model (moving average over this process's recent jobs): how many to claim at once.
+        self._pace: dict[str, float] = {}
+        self._pace_lock = threading.Lock()
+
+    def batch_size(self, models: Sequence[str] | None) -> int:
+        """How many jobs of ``models`` to claim at once: about ``claim_batch_seconds`` of work at the slowest of
+        their paces; 1 for any model (None), or when one of them has no pace yet."""
+        cap = self.settings.claim_batch_max
+        if cap <= 1 or not models:
+            return 1
+        with self._pace_lock:
+            paces = [self._pace.get(m) for m in models]
+        if any(p is None for p in paces):
+            return 1
+        slowest = max(p for p in paces if p is not None)
+        return max(1, min(cap, int(self.settings.claim_batch_seconds / max(slowest, 1e-6))))
+
+    def _record_pace(self, model_id: str, seconds: float) -> None:
+        with self._pace_lock:
+            old = self._pace.get(model_id)
+            self._pace[model_id] = seconds if old is None else 0.8 * old + 0.2 * seconds
 
     def loaded_models(self) -> list[str]:
         with self._loaded_lock:
@@ -120,22 +154,67 @@ class JobRunner:
 
     def run(self, job: Job, worker_id: str, shutdown: threading.Event, served: ServedModels | None = None) -> None:
         """Run ``job``; ``served``: the claiming worker's model list, which drops a model whose files are gone."""
-        state = _RunState(job.id, worker_id)
-        # Only cancel requests: a listener taking every event would make previews look wanted.
-        unsubscribe = self.events.subscribe(job.id, lambda ev: self._on_event(state, ev), types=("cancel_requested",))
+        self.run_batch([job], worker_id, shutdown, served)
+
+    def run_batch(
+        self,
+        jobs: list[Job],
+        worker_id: str,
+        shutdown: threading.Event,
+        served: ServedModels | None = None,
+        on_job: Callable[[str | None], None] | None = None,
+    ) -> None:
+        """Run claimed ``jobs`` in order and commit their successes together. Every job's lease is heartbeated from
+        the start; jobs not started when ``shutdown`` is set go back to the queue uncharged. ``on_job``: told which
+        job runs (None at the end)."""
+        states = [_RunState(job.id, worker_id) for job in jobs]
         with self._active_lock:
-            self._active[job.id] = state
+            for state in states:
+                self._active[state.job_id] = state
             if self._beat_thread is None:
                 self._beat_thread = threading.Thread(target=self._heartbeat_loop, daemon=True, name="job-heartbeats")
                 self._beat_thread.start()
-        log_token = bind_job(job.id, worker_id)
+        done: list[_Finished] = []
+        ran: list[tuple[str, float]] = []  # (model, seconds) of each job run
+        try:
+            for i, (job, state) in enumerate(zip(jobs, states, strict=True)):
+                if shutdown.is_set():
+                    for rest, rest_state in zip(jobs[i:], states[i:], strict=True):
+                        self._interrupted(rest, rest_state, "shutdown")
+                    break
+                if on_job is not None:
+                    on_job(job.id)
+                t = time.monotonic()
+                finished = self._run_one(job, state, shutdown, served)
+                ran.append((job.model_id, time.monotonic() - t))
+                if finished is not None:
+                    done.append(finished)
+        finally:
+            try:
+                t = time.monotonic()
+                if done:
+                    self._commit_outputs(done)
+                share = (time.monotonic() - t) / max(len(ran), 1)
+                for model_id, seconds in ran:
+                    self._record_pace(model_id, seconds + share)
+            finally:
+                if on_job is not None:
+                    on_job(None)
+                with self._active_lock:
+                    for state in states:
+                        self._active.pop(state.job_id, None)
+
+    def _run_one(
+        self, job: Job, state: _RunState, shutdown: threading.Event, served: ServedModels | None
+    ) -> _Finished | None:
+        # Only cancel requests: a listener taking every event would make previews look wanted.
+        unsubscribe = self.events.subscribe(job.id, lambda ev: self._on_event(state, ev), types=("cancel_requested",))
+        log_token = bind_job(job.id, state.worker_id)
         try:
             self.events.publish(job.id, {"type": "started", "attempt": job.attempts})
-            self._run(job, state, shutdown, served)
+            return self._run(job, state, shutdown, served)
         finally:
             unbind_job(log_token)
-            with self._active_lock:
-                self._active.pop(job.id, None)
             unsubscribe()
 
     def _on_event(self, state: _RunState, event: dict[str, Any]) -> None:
@@ -222,7 +301,11 @@ class JobRunner:
             mask_image=mask,
         )
 
-    def _run(self, job: Job, state: _RunState, shutdown: threading.Event, served: ServedModels | None) -> None:
+    def _run(
+        self, job: Job, state: _RunState, shutdown: threading.Event, served: ServedModels | None
+    ) -> _Finished | None:
+        """Generate ``job`` and write its files; the outputs waiting for their commit, or None when the job ended
+        otherwise (failed, canceled, retried, handed back)."""
         model: ModelRef | None = None
         try:
             model = self.catalog.resolve(job.model_id)
@@ -251,27 +334,27 @@ class JobRunner:
                 self._finish(job, state, "canceled", "canceled", "Canceled by its owner.")
             else:
                 self._interrupted(job, state, state.stop_reason or "shutdown")
-            return
+            return None
         except _Stop as stop:
             self._interrupted(job, state, stop.reason)
-            return
+            return None
         except ModelUnavailable as exc:
             if "path" in exc.details:  # installed, but its files are not on this machine
                 self._missing_here(job, state, served, exc.details["path"], exc.message)
             else:  # not installed (any more): no worker can run it
                 self._finish(job, state, "failed", "model_unavailable", exc.message)
-            return
+            return None
         except EngineError as exc:
             if isinstance(exc, ModelLoadError) and model and model.path and not Path(model.path).exists():
                 self._missing_here(job, state, served, str(model.path), str(exc))  # the files vanished meanwhile
             else:  # damaged files (a ModelLoadError) are the same on every machine: not retried
                 self._failed_attempt(job, state, exc.code, str(exc), retryable=exc.retryable)
-            return
+            return None
         except Exception as exc:
             log.exception("job crashed", extra={"job_id": job.id})
             self._failed_attempt(job, state, "internal_error", f"The generation crashed: {exc}", retryable=True)
-            return
-        self._store(job, state, request, outputs)
+            return None
+        return self._store(job, state, request, outputs)
 
     def _interrupted(self, job: Job, state: _RunState, reason: str) -> None:
         if reason == "timeout":
@@ -351,108 +434,49 @@ class JobRunner:
             event["error"] = {"code": code, "message": message}
         self.events.publish(job.id, event)
 
-    def _store(self, job: Job, state: _RunState, request: GenerationRequest, outputs: list[GeneratedImage]) -> None:
-        p = job.params
+    def _store(
+        self, job: Job, state: _RunState, request: GenerationRequest, outputs: list[GeneratedImage]
+    ) -> _Finished | None:
+        """Write the outputs' files and make their rows (committed by ``_commit_outputs``)."""
         store_started = time.monotonic()
-        written: list[StoredFiles] = []
-        rows: list[Image] = []
         try:
-            for k, out in enumerate(outputs):
-                sampler = out.sampler or request.sampler or "default"
-                meta = {
-                    "job_id": job.id,
-                    "batch_index": k,
-                    "kind": job.kind,
-                    "prompt": p["prompt"],
-                    "negative_prompt": p["negative_prompt"],
-                    "final_prompt": p["final_prompt"],
-                    "final_negative_prompt": p["final_negative_prompt"],
-                    "style": p["style"],
-                    "model": job.model_id,
-                    "seed": out.seed,
-                    "steps": p["steps"],
-                    "guidance": p["guidance"],
-                    "sampler": sampler,
-                    "width": out.image.width,
-                    "height": out.image.height,
-                    "strength": p["strength"] if job.kind != "txt2img" else None,
-                    "generator": "studiolo",
-                }
-                parameters = imaging.a1111_parameters(
-                    prompt=p["final_prompt"],
-                    negative_prompt=p["final_negative_prompt"],
-                    steps=p["steps"],
-                    sampler=imaging.a1111_sampler_name(sampler),
-                    cfg_scale=p["guidance"],
-                    seed=out.seed,
-                    width=out.image.width,
-                    height=out.image.height,
-                    model=job.model_id,
-                )
-                png = imaging.encode_png(out.image, parameters=parameters, metadata=meta)
-                files = self.gallery.write_files(png, imaging.make_thumbnails(out.image))
-                written.append(files)
-                rows.append(
-                    Image(
-                        owner_id=job.owner_id,
-                        job_id=job.id,
-                        batch_index=k,
-                        kind=job.kind,
-                        prompt=p["prompt"],
-                        negative_prompt=p["negative_prompt"],
-                        style=p["style"],
-                        model_id=job.model_id,
-                        seed=out.seed,
-                        steps=p["steps"],
-                        guidance=p["guidance"],
-                        sampler=sampler,
-                        width=out.image.width,
-                        height=out.image.height,
-                        original_key=files.original_key,
-                        thumbnail_keys=files.thumbnail_keys,
-                        size_bytes=files.size_bytes,
-                        meta=meta,
-                        tags=list(p.get("tags") or []),
-                        search_text=search_text(p["prompt"], p.get("tags") or []),
-                    )
-                )
+            written: list[StoredFiles] = []
+            rows = write_outputs(self.gallery, job, request, outputs, written)
             state.timings["store"] = round(time.monotonic() - store_started, 4)
-            committed = self._commit_success(job, state, rows)
         except Exception as exc:
             self.gallery.discard_files(written)
             log.exception("storing outputs failed", extra={"job_id": job.id})
             self._failed_attempt(job, state, "storage_error", f"Storing the images failed: {exc}", retryable=True)
-            return
-        if not committed:
-            # We lost the lease while finishing: the job belongs to another worker now.
-            self.gallery.discard_files(written)
-            return
-        self.metrics.job_ended(job.model_id, "succeeded", None, time.monotonic() - state.started)
-        for row in rows:
-            self.events.publish(job.id, {"type": "output", "image_id": row.id, "seed": row.seed})
-        self.events.publish(job.id, {"type": "succeeded", "image_ids": [r.id for r in rows]})
+            return None
+        return _Finished(state, Finished(job, state.worker_id, state.timings, rows, written))
 
-    def _commit_success(self, job: Job, state: _RunState, rows: list[Image]) -> bool:
-        now = utcnow()
-        p = job.params
-        with self.db.session() as session:
-            row = session.get(Job, job.id, with_for_update=True)
-            if row is None or row.status != "running" or row.lease_owner != state.worker_id:
-                return False
-            session.add_all(rows)
-            row.status = "succeeded"
-            row.finished_at = now
-            row.lease_owner = row.lease_expires_at = None
-            row.error_code = row.error_message = None
-            row.progress_step = row.progress_total = p["steps"]
-            row.duration_seconds = (now - row.started_at).total_seconds() if row.started_at else None
-            megapixels = p["width"] * p["height"] / 1_000_000
-            row.timings = {
-                "queue_wait": round((row.started_at - row.created_at).total_seconds(), 4) if row.started_at else None,
-                **state.timings,
-            }
-            row.cost = round(self.settings.cost_per_megapixel_step * megapixels * p["steps"] * len(rows), 6)
-        return True
+    def _commit_outputs(self, done: list[_Finished]) -> None:
+        """Commit the successes of ``done`` together, then announce them. A batch that cannot be committed is
+        committed job by job, so one bad job fails alone."""
+        try:
+            committed = commit_successes(self.db, self.settings, [f.outputs for f in done])
+        except Exception as exc:
+            if len(done) > 1:
+                log.warning("committing %d jobs together failed; committing them one by one", len(done), exc_info=True)
+                for finished in done:
+                    self._commit_outputs([finished])
+                return
+            job, state = done[0].job, done[0].state
+            self.gallery.discard_files(done[0].outputs.written)
+            log.exception("storing outputs failed", extra={"job_id": job.id})
+            self._failed_attempt(job, state, "storage_error", f"Storing the images failed: {exc}", retryable=True)
+            return
+        for finished in done:
+            job = finished.job
+            if job.id not in committed:
+                # We lost the lease while finishing: the job belongs to another worker now.
+                self.gallery.discard_files(finished.outputs.written)
+                continue
+            self.metrics.job_ended(job.model_id, "succeeded", None, time.monotonic() - finished.state.started)
+            rows = finished.outputs.rows
+            for row in rows:
+                self.events.publish(job.id, {"type": "output", "image_id": row["id"], "seed": row["seed"]})
+            self.events.publish(job.id, {"type": "succeeded", "image_ids": [r["id"] for r in rows]})
 
 
 class Worker:
@@ -475,19 +499,30 @@ class Worker:
         self.served = served  # None: any model (the in-process workers of `serve`)
         self.current_job: str | None = None
 
-    def run_once(self, shutdown: threading.Event, models: list[str] | None = None) -> bool:
-        """Claim and run one job (for one of ``models``, else of the served models); False when nothing was ready."""
+    def run_once(
+        self,
+        shutdown: threading.Event,
+        models: list[str] | None = None,
+        on_claimed: Callable[[int, int], None] | None = None,
+    ) -> bool:
+        """Claim and run one job, or a batch of quick ones (for ``models``, else the served models); False when
+        nothing was ready. ``on_claimed(claimed, limit)`` is called between the claim and the run."""
+        if shutdown.is_set():
+            return False  # a worker going away takes nothing new
         if models is None and self.served is not None:
             models = self.served.current()
-        job = self.queue.claim(self.id, self.runner.loaded_models(), models=models)
-        if job is None:
+        limit = self.runner.batch_size(models)
+        jobs = self.queue.claim_batch(self.id, limit, self.runner.loaded_models(), models=models)
+        self.runner.metrics.claimed(len(jobs))
+        if on_claimed is not None:
+            on_claimed(len(jobs), limit)
+        if not jobs:
             return False
-        self.current_job = job.id
-        try:
-            self.runner.run(job, self.id, shutdown, self.served)
-        finally:
-            self.current_job = None
+        self.runner.run_batch(jobs, self.id, shutdown, self.served, on_job=self._running)
         return True
+
+    def _running(self, job_id: str | None) -> None:
+        self.current_job = job_id
 
     def idle_wait(self) -> float:
         wait = self.settings.worker_poll_seconds
@@ -506,93 +541,3 @@ class Worker:
                 # The database may be briefly unreachable; back off and keep the worker alive.
                 log.exception("worker loop error", extra={"worker_id": self.id})
                 shutdown.wait(1.0)
-
-
-class WorkerPool:
-    """N worker threads, one housekeeping thread (liveness rows, reaping expired leases) and, with ``served``
-    (`studiolo worker`), one that refreshes the served models."""
-
-    def __init__(
-        self,
-        *,
-        db: Database,
-        queue: JobQueue,
-        runner: JobRunner,
-        dispatch: JobDispatch,
-        settings: Settings,
-        served: ServedModels | None = None,
-    ):
-        self.db = db
-        self.queue = queue
-        self.runner = runner
-        self.dispatch = dispatch
-        self.settings = settings
-        self.served = served
-        self.shutdown = threading.Event()
-        self.workers: list[Worker] = []
-        self.threads: list[threading.Thread] = []
-        prefix = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
-        self._prefix = prefix
-
-    def start(self, count: int, *, claim_loops: bool = True) -> None:
-        """``count`` workers; without ``claim_loops`` they only exist (liveness rows, ids for leases) and
-        something else drives them (the Celery task, see dispatch/celery_worker.py)."""
-        for i in range(count):
-            worker = Worker(f"{self._prefix}:{i}", self.queue, self.runner, self.dispatch, self.settings, self.served)
-            self.workers.append(worker)
-        if self.served is not None:
-            self.served.refresh()
-            # Advertise a change at once: a worker that finds a model's files missing asks who else serves it.
-            self.served.on_change(lambda added, removed: self._beat())
-        self._beat()
-        for worker in self.workers if claim_loops else ():
-            t = threading.Thread(
-                target=worker.run_forever, args=(self.shutdown,), name=f"worker-{worker.id}", daemon=True
-            )
-            t.start()
-            self.threads.append(t)
-        hk = threading.Thread(target=self._housekeeping, name="worker-housekeeping", daemon=True)
-        hk.start()
-        self.threads.append(hk)
-        if self.served is not None:
-            args = (self.shutdown, self.settings.worker_refresh_seconds)
-            refresher = threading.Thread(target=self.served.keep_fresh, args=args, name="worker-models", daemon=True)
-            refresher.start()
-            self.threads.append(refresher)
-
-    def _beat(self) -> None:
-        now = utcnow()
-        models = self.served.current() if self.served is not None else None
-        with self.db.session() as session:
-            for w in self.workers:
-                rec = session.get(WorkerRecord, w.id)
-                if rec is None:
-                    rec = WorkerRecord(id=w.id, hostname=socket.gethostname(), pid=os.getpid())
-                    session.add(rec)
-                rec.last_seen_at = now
-                rec.current_job_id = w.current_job
-                rec.models = models
-            # Forget workers silent for a day: liveness rows are not history.
-            session.execute(delete(WorkerRecord).where(WorkerRecord.last_seen_at < now - timedelta(days=1)))
-
-    def _housekeeping(self) -> None:
-        interval = min(self.settings.heartbeat_seconds, self.settings.lease_seconds / 4)
-        while not self.shutdown.wait(interval):
-            try:
-                self._beat()
-                for reaped in self.queue.reap_expired():
-                    log.warning("reaped job with expired lease", extra={"job_id": reaped.id})
-                    if reaped.requeued:
-                        self.dispatch.notify(reaped.id, reaped.model_id)
-            except Exception:
-                log.exception("worker housekeeping failed")
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop claiming; running jobs are handed back to the queue at their next step."""
-        self.shutdown.set()
-        self.dispatch.close()
-        deadline = time.monotonic() + timeout
-        for t in self.threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        with self.db.session() as session:
-            session.execute(delete(WorkerRecord).where(WorkerRecord.id.in_([w.id for w in self.workers])))

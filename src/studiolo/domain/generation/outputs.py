@@ -1,0 +1,196 @@
+"""What a finished generation leaves: its files in the object store and its image rows, committed together with
+the job's success while the worker still holds the job's lease (exactly-once outputs, see worker.py).
+
+A batch of quick jobs is committed in one transaction with one insert of all their image rows (and, on
+PostgreSQL, one UPDATE of all their job rows): for jobs of milliseconds, a commit per job was most of the cost
+(bench/queue.py).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, bindparam, insert, text, update
+
+from studiolo.db.base import UTCDateTime, new_id, utcnow
+from studiolo.db.session import Database
+from studiolo.domain.gallery import imaging
+from studiolo.domain.gallery.models import Image
+from studiolo.domain.gallery.service import GalleryService, StoredFiles, search_text
+from studiolo.domain.generation.models import JOBS, Job
+from studiolo.engines.base import GeneratedImage, GenerationRequest
+from studiolo.settings import Settings
+
+# A job's success, in one statement: only while this worker still holds its lease (exactly-once outputs).
+_SUCCEED = (
+    update(JOBS)
+    .where(JOBS.c.id == bindparam("job_id"), JOBS.c.status == "running", JOBS.c.lease_owner == bindparam("worker_id"))
+    .values(
+        status="succeeded",
+        finished_at=bindparam("now", type_=UTCDateTime()),
+        lease_owner=None,
+        lease_expires_at=None,
+        error_code=None,
+        error_message=None,
+        progress_step=bindparam("steps"),
+        progress_total=bindparam("steps"),
+        duration_seconds=bindparam("duration"),
+        timings=bindparam("timings", type_=JSON()),
+        cost=bindparam("cost"),
+    )
+    .returning(JOBS.c.id)
+)
+
+
+# PostgreSQL: the same for a whole batch in one statement (one round trip instead of one per job).
+_SUCCEED_MANY_PG = text(
+    """
+    UPDATE jobs SET status = 'succeeded', finished_at = :now, lease_owner = NULL, lease_expires_at = NULL,
+        error_code = NULL, error_message = NULL, progress_step = v.steps, progress_total = v.steps,
+        duration_seconds = v.duration, timings = CAST(v.timings AS json), cost = v.cost
+    FROM unnest(CAST(:ids AS text[]), CAST(:workers AS text[]), CAST(:steps AS integer[]),
+                CAST(:durations AS float8[]), CAST(:timings AS text[]), CAST(:costs AS float8[]))
+        AS v(id, worker_id, steps, duration, timings, cost)
+    WHERE jobs.id = v.id AND jobs.status = 'running' AND jobs.lease_owner = v.worker_id
+    RETURNING jobs.id
+    """
+).bindparams(bindparam("now", type_=UTCDateTime()))
+
+
+# Its array parameters, from the keys of _SUCCEED's values.
+_SUCCEED_MANY_COLUMNS = (
+    ("ids", "job_id"),
+    ("workers", "worker_id"),
+    ("steps", "steps"),
+    ("durations", "duration"),
+    ("costs", "cost"),
+)
+
+
+@dataclass
+class Finished:
+    """A generated job whose files are written and whose rows wait for the success commit."""
+
+    job: Job
+    worker_id: str  # the lease owner the commit must still be
+    timings: dict[str, float]  # seconds per phase of this attempt
+    rows: list[dict[str, Any]]  # image rows (ORM attribute names), ids assigned
+    written: list[StoredFiles]
+
+
+def write_outputs(
+    gallery: GalleryService,
+    job: Job,
+    request: GenerationRequest,
+    outputs: list[GeneratedImage],
+    written: list[StoredFiles],
+) -> list[dict[str, Any]]:
+    """Encode and store each output (PNG with its parameters, thumbnails); appends the files to ``written`` as
+    they are stored (the caller discards them if anything fails) and returns the image rows to insert."""
+    p = job.params
+    rows: list[dict[str, Any]] = []
+    for k, out in enumerate(outputs):
+        sampler = out.sampler or request.sampler or "default"
+        meta = {
+            "job_id": job.id,
+            "batch_index": k,
+            "kind": job.kind,
+            "prompt": p["prompt"],
+            "negative_prompt": p["negative_prompt"],
+            "final_prompt": p["final_prompt"],
+            "final_negative_prompt": p["final_negative_prompt"],
+            "style": p["style"],
+            "model": job.model_id,
+            "seed": out.seed,
+            "steps": p["steps"],
+            "guidance": p["guidance"],
+            "sampler": sampler,
+            "width": out.image.width,
+            "height": out.image.height,
+            "strength": p["strength"] if job.kind != "txt2img" else None,
+            "generator": "studiolo",
+        }
+        parameters = imaging.a1111_parameters(
+            prompt=p["final_prompt"],
+            negative_prompt=p["final_negative_prompt"],
+            steps=p["steps"],
+            sampler=imaging.a1111_sampler_name(sampler),
+            cfg_scale=p["guidance"],
+            seed=out.seed,
+            width=out.image.width,
+            height=out.image.height,
+            model=job.model_id,
+        )
+        png = imaging.encode_png(out.image, parameters=parameters, metadata=meta)
+        files = gallery.write_files(png, imaging.make_thumbnails(out.image))
+        written.append(files)
+        rows.append(
+            {
+                "id": new_id(),
+                "owner_id": job.owner_id,
+                "job_id": job.id,
+                "batch_index": k,
+                "kind": job.kind,
+                "prompt": p["prompt"],
+                "negative_prompt": p["negative_prompt"],
+                "style": p["style"],
+                "model_id": job.model_id,
+                "seed": out.seed,
+                "steps": p["steps"],
+                "guidance": p["guidance"],
+                "sampler": sampler,
+                "width": out.image.width,
+                "height": out.image.height,
+                "original_key": files.original_key,
+                "thumbnail_keys": files.thumbnail_keys,
+                "size_bytes": files.size_bytes,
+                "meta": meta,
+                "tags": list(p.get("tags") or []),
+                "search_text": search_text(p["prompt"], p.get("tags") or []),
+                "starred": False,
+                "public": False,
+                "created_at": utcnow(),
+            }
+        )
+    return rows
+
+
+def _success_values(settings: Settings, finished: Finished, now: datetime) -> dict[str, Any]:
+    """The values ``_SUCCEED`` sets for one job."""
+    job, p = finished.job, finished.job.params
+    started = job.started_at
+    megapixels = p["width"] * p["height"] / 1_000_000
+    return {
+        "job_id": job.id,
+        "worker_id": finished.worker_id,
+        "now": now,
+        "steps": p["steps"],
+        "duration": (now - started).total_seconds() if started else None,
+        "timings": {
+            "queue_wait": round((started - job.created_at).total_seconds(), 4) if started else None,
+            **finished.timings,
+        },
+        "cost": round(settings.cost_per_megapixel_step * megapixels * p["steps"] * len(finished.rows), 6),
+    }
+
+
+def commit_successes(db: Database, settings: Settings, done: list[Finished]) -> set[str]:
+    """One transaction: each job marked succeeded if this worker still holds its lease, and the image rows of
+    those jobs inserted with one statement. Returns the ids of the jobs committed."""
+    now = utcnow()
+    values = [_success_values(settings, finished, now) for finished in done]
+    with db.session() as session:
+        conn = session.connection()
+        if len(values) > 1 and not db.is_sqlite:
+            params: dict[str, Any] = {name: [v[key] for v in values] for name, key in _SUCCEED_MANY_COLUMNS}
+            params["timings"] = [json.dumps(v["timings"]) for v in values]
+            committed = set(conn.scalars(_SUCCEED_MANY_PG, {**params, "now": now}))
+        else:
+            committed = {v["job_id"] for v in values if conn.execute(_SUCCEED, v).first() is not None}
+        rows = [row for finished in done if finished.job.id in committed for row in finished.rows]
+        if rows:
+            session.execute(insert(Image), rows)
+    return committed
