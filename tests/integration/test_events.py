@@ -57,6 +57,28 @@ def test_event_stream_follows_a_job_to_the_end(settings_factory: Any) -> None:
     assert len(events[-1]["image_ids"]) == 2 and events[-1]["job"]["status"] == "succeeded"
 
 
+def test_a_start_missed_between_the_first_read_and_the_subscription_is_still_told(
+    client: TestClient, services: Services
+) -> None:
+    # The stream reads the job (queued), then subscribes; a worker's "started" published in between is gone.
+    job = client.post("/api/v1/generations", json={"prompt": "x", "size": "64x64", "steps": 2}).json()
+
+    def worker_side() -> None:
+        deadline = time.monotonic() + 10
+        while not services.events.has_listeners(job["id"]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        services.events.publish(job["id"], {"type": "progress", "step": 1, "total": 2})
+        services.events.publish(job["id"], {"type": "progress", "step": 2, "total": 2})
+        client.post(job["urls"]["cancel"])  # ends the job (and its stream)
+
+    publisher = threading.Thread(target=worker_side)
+    publisher.start()
+    events = _events(client, job["urls"]["events"])
+    publisher.join()
+    assert [e["type"] for e in events] == ["queued", "started", "progress", "progress", "canceled"]
+    assert events[1] == {"type": "started", "attempt": 1}
+
+
 def test_event_stream_of_a_finished_job_ends_at_once(client: TestClient, services: Any) -> None:
     job = client.post("/api/v1/generations", json={"prompt": "x", "size": "64x64", "steps": 2}).json()
     client.post(job["urls"]["cancel"])

@@ -267,6 +267,10 @@ async def job_events(job_id: str, request: Request, services: ServicesDep, owner
                     yield _sse(_terminal_event(view) if view.status in _TERMINAL else ev)
                     return
                 if ev["type"] == "progress":
+                    if last_status == "queued":
+                        # The job started between this stream's first read and its subscription, so the
+                        # "started" event went by unseen: say it before the first step.
+                        yield _sse({"type": "started", "attempt": first.attempts + 1})
                     last_status, last_step = "running", int(ev["step"])
                 elif ev["type"] in ("queued", "started"):
                     last_status = "queued" if ev["type"] == "queued" else "running"
