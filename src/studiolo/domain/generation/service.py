@@ -363,8 +363,12 @@ class GenerationService:
 
     # -- read --------------------------------------------------------------------------------
     def view(self, session: Session, job: Job) -> JobView:
+        # Only the two columns a view shows: clients poll this, and loading whole image rows (their metadata JSON)
+        # was a third of a GET /jobs/{id} (bench/queue.py).
         outputs = (
-            session.scalars(select(Image).where(Image.job_id == job.id).order_by(Image.batch_index)).all()
+            session.execute(
+                select(Image.id, Image.seed).where(Image.job_id == job.id).order_by(Image.batch_index)
+            ).all()
             if job.status == "succeeded"
             else []
         )
@@ -392,13 +396,9 @@ class GenerationService:
             started_at=job.started_at,
             finished_at=job.finished_at,
             outputs=[
-                JobOutput(
-                    image_id=i.id,
-                    seed=i.seed,
-                    url=image_urls(i.id).file,
-                    thumbnail_url=image_urls(i.id).thumbnails["300"],
-                )
-                for i in outputs
+                JobOutput(image_id=image_id, seed=seed, url=urls.file, thumbnail_url=urls.thumbnails["300"])
+                for image_id, seed in outputs
+                for urls in (image_urls(image_id),)
             ],
             urls=job_urls(job.id),
         )
