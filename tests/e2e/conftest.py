@@ -20,6 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
+from studiolo.services import Services, build_services
+from studiolo.settings import Settings
+
 # Generous: a cold start imports FastAPI, SQLAlchemy and runs migrations on a loaded 2-core machine.
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
@@ -67,6 +70,15 @@ def echo_env(data_dir: Path, **overrides: Any) -> dict[str, str]:
     values: dict[str, Any] = {"enable_echo_engine": True, "default_model": "echo"}
     values.update(overrides)
     return studiolo_env(data_dir, **values)
+
+
+def echo_services(data_dir: Path, **overrides: Any) -> Services:
+    """In-process services (the API's side) of a model-free install with no worker threads of its own: the
+    subprocesses under test run the jobs."""
+    settings = Settings(
+        env="test", data_dir=data_dir, enable_echo_engine=True, default_model="echo", inline_workers=0, **overrides
+    )
+    return build_services(settings)
 
 
 def _tail(path: Path, limit: int = 4000) -> str:

@@ -26,9 +26,9 @@ from studiolo.domain.gallery.models import Image
 from studiolo.domain.generation.events import EventBus
 from studiolo.domain.generation.models import Job
 from studiolo.errors import RateLimited
-from studiolo.services import Services, build_services
+from studiolo.services import Services
 from studiolo.settings import Settings
-from tests.e2e.conftest import Launcher, Proc, echo_env
+from tests.e2e.conftest import Launcher, Proc, echo_env, echo_services
 from tests.helpers import submit, wait_terminal
 
 pytestmark = pytest.mark.slow
@@ -64,15 +64,7 @@ def redis_url() -> str:
 
 
 def make_services(tmp_path: Path, **overrides: Any) -> Services:
-    settings = Settings(
-        env="test",
-        data_dir=tmp_path / "data",
-        enable_echo_engine=True,
-        default_model="echo",
-        inline_workers=0,
-        **{**COMMON, **overrides},
-    )
-    return build_services(settings)
+    return echo_services(tmp_path / "data", **{**COMMON, **overrides})
 
 
 def start_worker(launcher: Launcher, svc: Services, tmp_path: Path, *args: str, **overrides: Any) -> Proc:

@@ -18,9 +18,8 @@ from sqlalchemy import func, select
 
 from studiolo.domain.gallery.models import Image
 from studiolo.domain.generation.models import Job
-from studiolo.services import Services, build_services
-from studiolo.settings import Settings
-from tests.e2e.conftest import Launcher, Proc, echo_env
+from studiolo.services import Services
+from tests.e2e.conftest import Launcher, Proc, echo_env, echo_services
 from tests.helpers import submit
 
 pytestmark = pytest.mark.slow
@@ -39,15 +38,7 @@ N = 2
 
 @pytest.fixture
 def services(tmp_path: Path) -> Iterator[Services]:
-    settings = Settings(
-        env="test",
-        data_dir=tmp_path / "data",
-        enable_echo_engine=True,
-        default_model="echo",
-        inline_workers=0,
-        **WORKER_SETTINGS,
-    )
-    svc = build_services(settings)
+    svc = echo_services(tmp_path / "data", **WORKER_SETTINGS)
     try:
         yield svc
     finally:

@@ -21,9 +21,8 @@ import redis
 
 from studiolo.domain.accounts.models import LOCAL_USER_ID
 from studiolo.domain.generation.models import InstalledModel
-from studiolo.services import Services, build_services
-from studiolo.settings import Settings
-from tests.e2e.conftest import Launcher, Proc, echo_env
+from studiolo.services import Services
+from tests.e2e.conftest import Launcher, Proc, echo_env, echo_services
 from tests.helpers import submit, wait_terminal
 
 pytestmark = pytest.mark.slow
@@ -53,16 +52,7 @@ def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.Fixture
         values = {"dispatch": "celery", "broker_url": REDIS_URL}
     elif request.param == "rabbitmq":  # tokens left in its queues by earlier runs cost an empty claim each
         values = {"dispatch": "celery", "broker_url": RABBIT}
-    settings = Settings(
-        env="test",
-        data_dir=tmp_path / "data",
-        enable_echo_engine=True,
-        default_model="echo",
-        inline_workers=0,
-        **FAST,
-        **values,
-    )
-    svc = build_services(settings)
+    svc = echo_services(tmp_path / "data", **FAST, **values)
     try:
         yield svc
     finally:
