@@ -82,7 +82,7 @@ class AccessClaims:
 class TokenCodec:
     key: str
     access_minutes: int
-    _verified: dict[str, AccessClaims] = field(default_factory=dict, repr=False)
+    _verified: dict[str, AccessClaims] = field(default_factory=dict, repr=False, compare=False)
 
     def mint_access(self, user_id: str, role: str, scopes: list[str], epoch: int, session_id: str) -> str:
         now = utcnow()
