@@ -13,6 +13,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,10 @@ class StudioloError(Exception):
         if code is not None:
             self.code = code
         self.details = details or {}
+
+    def add_details(self, **details: Any) -> None:
+        """Add what only an outer layer knows (e.g. which item of a batch failed); code and status stay."""
+        self.details = {**self.details, **details}
 
 
 class InvalidInput(StudioloError):
@@ -165,3 +171,21 @@ def install_error_handlers(app: FastAPI, html_page: HtmlPage | None = None) -> N
         message = "Something went wrong on our side."
         response = JSONResponse(error_body("internal_error", message, None, _request_id(request)), status_code=500)
         return page_or(request, 500, "internal_error", message, response)
+
+    async def _database(request: Request, exc: Exception) -> Response:
+        # A connection cut by a database restart or failover (the pool is renewed for the next request, see
+        # db/session.py), a database refusing connections, a full pool, a deadlock or serialization failure: all
+        # pass, so the client is told to retry, not that the server is broken. Any other database error is a bug.
+        transient = isinstance(exc, OperationalError | PoolTimeout) or (
+            isinstance(exc, DBAPIError) and exc.connection_invalidated
+        )
+        if not transient:
+            return await _unexpected(request, exc)
+        log.warning("database unavailable: %s", exc, extra={"request_id": _request_id(request)})
+        message = "The database is not reachable right now; try again in a moment."
+        body = error_body("database_unavailable", message, None, _request_id(request))
+        response = JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+        return page_or(request, 503, "database_unavailable", message, response)
+
+    app.add_exception_handler(DBAPIError, _database)
+    app.add_exception_handler(PoolTimeout, _database)

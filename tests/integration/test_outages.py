@@ -1,11 +1,13 @@
 """Dependencies that go away: a Redis outage must not take sign-in or submissions down, and processes that
-start together on an empty PostgreSQL database must not trip over each other's migrations."""
+start together on an empty PostgreSQL database must not trip over each other's migrations, and a database restart
+must cost at most the requests in flight."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 import uuid
 from typing import Any
 
@@ -15,6 +17,7 @@ from sqlalchemy.pool import NullPool
 
 from studiolo.app import create_app
 from studiolo.db import migrate
+from studiolo.db.session import PING_AFTER_IDLE_SECONDS
 from studiolo.services import build_services
 from tests.helpers import create_user
 
@@ -60,6 +63,61 @@ def test_concurrent_upgrades_of_an_empty_postgresql_database() -> None:
         assert {"jobs", "images", "users", "api_keys"} <= set(inspect(engine).get_table_names())
         engine.dispose()
     finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _cut_connections(admin: Any, name: str) -> int:
+    """What a database restart does to a client's pool: the server closes every connection to ``name``. Returns when
+    they are gone (pg_terminate_backend only signals them)."""
+    backends = text("SELECT pid FROM pg_stat_activity WHERE datname = :name")
+    with admin.connect() as conn:
+        cut = conn.execute(
+            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"), {"name": name}
+        ).all()
+        deadline = time.monotonic() + 10
+        while conn.execute(backends, {"name": name}).first() is not None:
+            assert time.monotonic() < deadline, "the backends did not exit"
+            time.sleep(0.01)
+    return len(cut)
+
+
+def test_pooled_connections_cut_by_a_database_restart_are_replaced(settings_factory: Any) -> None:
+    """Connections idle for a while are pinged before use and replaced when dead; one cut while in steady use fails
+    its request with a 503 (not a 500) and the pool is renewed for the next request."""
+    admin = create_engine(PG_SERVER, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    name = f"studiolo_cut_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = admin.url.set(database=name).render_as_string(hide_password=False)
+    svc = build_services(settings_factory(database_url=url, auth_mode="none"), upgrade_db=True)
+    body = {"prompt": "a lighthouse", "size": "64x64", "steps": 1}
+    try:
+        with TestClient(create_app(services=svc, start_workers=False)) as api:
+            assert api.post("/api/v1/generations", json=body).status_code == 202
+
+            # In steady use (here: no connection counts as idle, so none is pinged): the request on a dead
+            # connection is refused as a retryable 503 ...
+            svc.db.ping_after_idle_seconds = 3600.0
+            assert _cut_connections(admin, name) >= 1
+            cut = api.get("/api/v1/jobs")
+            assert cut.status_code == 503, cut.text
+            assert cut.json()["error"]["code"] == "database_unavailable"
+            assert cut.headers["retry-after"] == "1"
+            # ... and the pool holds no connection from before the cut any more.
+            assert len(api.get("/api/v1/jobs").json()["items"]) == 1
+            assert api.post("/api/v1/generations", json=body).status_code == 202
+
+            # After a pause, dead connections are found by the ping and replaced: no request fails.
+            svc.db.ping_after_idle_seconds = PING_AFTER_IDLE_SECONDS
+            assert _cut_connections(admin, name) >= 1
+            time.sleep(PING_AFTER_IDLE_SECONDS + 0.2)
+            listed = api.get("/api/v1/jobs")
+            assert listed.status_code == 200, listed.text
+            assert len(listed.json()["items"]) == 2
+    finally:
+        svc.close()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -66,11 +67,44 @@ def _serialize_sqlite_writes(engine: Engine, wait_seconds: float) -> None:
     event.listen(engine.pool, "checkin", _release_record)
 
 
+# A pooled connection used this recently is taken as alive without a ping (see _ping_when_idle).
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def _ping_when_idle(engine: Engine, idle_seconds: Callable[[], float]) -> None:
+    """Ping a pooled connection before use only when it sat idle for ``idle_seconds()`` or more.
+
+    ``pool_pre_ping`` pings on every checkout: one more round trip for every unit of work, a tenth of a job
+    submission's time on PostgreSQL (bench/queue.py). A connection that answered a moment ago almost surely
+    still works; one idle for longer may have been cut by a database restart, a failover or an idle timeout,
+    and is pinged and replaced, as with ``pool_pre_ping``. A connection that dies while in steady use fails
+    its statement instead: SQLAlchemy then discards every connection of the pool made before that moment,
+    and errors.py answers that request with 503 ``database_unavailable`` (tests/integration/test_outages.py).
+    """
+
+    @event.listens_for(engine.pool, "checkin")
+    def _idle_from(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.pool, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop("idle_since", None)
+        if since is None or time.monotonic() - since < idle_seconds():
+            return  # a new connection, or one in use a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            # The pool discards this connection and checks out another (a new one), up to three times.
+            raise exc.DisconnectionError(f"pooled connection is gone: {error}") from error
+
+
 class Database:
     """Owns the SQLAlchemy engine and the session factory."""
 
-    def __init__(self, url: str, *, echo: bool = False):
+    def __init__(self, url: str, *, echo: bool = False, ping_after_idle_seconds: float = PING_AFTER_IDLE_SECONDS):
         self.url = url
+        self.ping_after_idle_seconds = ping_after_idle_seconds  # PostgreSQL; read at every checkout
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
         if self.is_sqlite:
@@ -81,13 +115,14 @@ class Database:
             kwargs["pool_size"] = 20
             kwargs["max_overflow"] = 20
         else:
-            kwargs["pool_pre_ping"] = True
             kwargs["pool_size"] = 10
             kwargs["max_overflow"] = 20
         self.engine = create_engine(url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
             _serialize_sqlite_writes(self.engine, wait_seconds=30.0)
+        else:
+            _ping_when_idle(self.engine, lambda: self.ping_after_idle_seconds)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
