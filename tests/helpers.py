@@ -5,16 +5,22 @@ from __future__ import annotations
 import io
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from fastapi.testclient import TestClient
 from PIL import Image
+from sqlalchemy import func, select
 
+from studiolo.app import create_app
 from studiolo.db.base import utcnow
 from studiolo.domain.accounts.audit import Origin
 from studiolo.domain.accounts.models import LOCAL_USER_ID, User
+from studiolo.domain.generation.models import Job
 from studiolo.domain.generation.schemas import GenerationParams, JobView
 from studiolo.domain.generation.worker import Worker
-from studiolo.services import Services
+from studiolo.services import Services, build_services
 
 TERMINAL = ("succeeded", "failed", "canceled")
 
@@ -29,6 +35,17 @@ PUBLIC_AUTH_ROUTES = (
     "/api/v1/auth/password-reset/confirm",
     "/api/v1/setup",
 )
+
+
+@contextmanager
+def app_with(settings_factory: Callable[..., Any], **overrides: Any) -> Iterator[tuple[Services, TestClient]]:
+    """Services and an anonymous client built with ``overrides`` (e.g. real rate limits)."""
+    svc = build_services(settings_factory(**overrides), upgrade_db=False)
+    try:
+        with TestClient(create_app(services=svc, start_workers=False)) as c:
+            yield svc, c
+    finally:
+        svc.close()
 
 
 def drain(services: Services, worker_id: str = "test-worker") -> int:
@@ -89,3 +106,9 @@ def create_user(
         session.add(user)
         session.flush()
         return user.id
+
+
+def job_count(services: Services) -> int:
+    """How many jobs exist, of every user and status."""
+    with services.db.session() as session:
+        return int(session.scalar(select(func.count()).select_from(Job)) or 0)

@@ -13,6 +13,7 @@ an API key cannot mint more keys or lock its owner out.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -97,15 +98,24 @@ async def admin_principal(principal: PrincipalDep) -> Principal:
     return principal
 
 
-async def generation_rate_limit(request: Request, principal: PrincipalDep) -> None:
-    """Counts a job submission against the caller's IP, user and (if used) API key, after the scope check (a
-    refused read-only key must not use up the budget)."""
+async def generation_charge(request: Request, principal: PrincipalDep) -> Callable[[int], None]:
+    """A function that counts that many job submissions against the caller's IP, user and (if used) API key. The
+    scope is checked first, so a refused read-only key uses up no budget."""
     principal.require("generate")
     services: Services = request.app.state.services
     keys = [f"user:{principal.user_id}", f"ip:{client_ip(request)}"]
     if principal.api_key_id:
         keys.append(f"key:{principal.api_key_id}")
-    services.limiter.hit("generate", *keys)
+    return lambda cost: services.limiter.hit("generate", *keys, cost=cost)
+
+
+# For a route that learns its cost from the body (a batch): call it with the number of submissions.
+GenerationCharge = Annotated[Callable[[int], None], Depends(generation_charge)]
+
+
+async def generation_rate_limit(charge: GenerationCharge) -> None:
+    """Counts one job submission (see generation_charge)."""
+    charge(1)
 
 
 def request_origin(request: Request) -> Origin:

@@ -82,6 +82,8 @@ class Settings(BaseSettings):
 
     max_pixels: int = Field(default=1024 * 1024 * 2, ge=64 * 64)
     max_images_per_job: int = Field(default=8, ge=1, le=64)
+    # Items in one POST /generations/batch; each also counts against STUDIOLO_RATE_LIMIT_GENERATE.
+    max_batch_submissions: int = Field(default=100, ge=1, le=1000)
     max_prompt_chars: int = Field(default=2000, ge=1)
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     max_upload_pixels: int = Field(default=4096 * 4096, ge=64 * 64)

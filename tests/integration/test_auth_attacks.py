@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -14,14 +13,13 @@ import jwt
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from studiolo.app import create_app
 from studiolo.db.base import utcnow
 from studiolo.domain.accounts.mail import ConsoleMailer
 from studiolo.domain.accounts.models import LOCAL_USER_ID, User
 from studiolo.domain.accounts.tokens import ISSUER
 from studiolo.domain.generation.models import Job
-from studiolo.services import Services, build_services
-from tests.helpers import PUBLIC_AUTH_ROUTES, auth_headers, create_user
+from studiolo.services import Services
+from tests.helpers import PUBLIC_AUTH_ROUTES, app_with, auth_headers, create_user
 
 if TYPE_CHECKING:  # the TestClient's responses (Starlette's test client runs on httpx2)
     from httpx2 import Response
@@ -29,17 +27,6 @@ if TYPE_CHECKING:  # the TestClient's responses (Starlette's test client runs on
 STRONG = "velvet-harbor-1937"
 OTHER = "quiet-lantern-2046"
 GEN = {"prompt": "x", "size": "64x64", "steps": 2}
-
-
-@contextmanager
-def app_with(settings_factory: Callable[..., Any], **overrides: Any) -> Iterator[tuple[Services, TestClient]]:
-    """Services and an anonymous client built with ``overrides`` (e.g. real rate limits)."""
-    svc = build_services(settings_factory(**overrides), upgrade_db=False)
-    try:
-        with TestClient(create_app(services=svc, start_workers=False)) as c:
-            yield svc, c
-    finally:
-        svc.close()
 
 
 def bearer(token: str) -> dict[str, str]:

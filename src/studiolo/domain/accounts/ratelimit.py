@@ -13,7 +13,7 @@ from limits import RateLimitItem, parse_many
 from limits.storage import Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
-from studiolo.errors import RateLimited
+from studiolo.errors import InvalidInput, RateLimited
 from studiolo.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,27 +46,39 @@ class RateLimiter:
             log.warning("rate-limit storage unavailable, not limiting this request: %s", exc)
             return fallback
 
-    def hit(self, rule: str, *keys: str) -> None:
-        """Count one request of ``rule`` against each key (e.g. ``ip:1.2.3.4``, ``user:…``); raise RateLimited
-        (429 + Retry-After) if any key is over any of the rule's limits. Nothing is counted when refused."""
+    def hit(self, rule: str, *keys: str, cost: int = 1) -> None:
+        """Count ``cost`` requests of ``rule`` (a batch counts as its items) against each key (e.g. ``ip:1.2.3.4``,
+        ``user:…``); raise RateLimited (429 + Retry-After) if any key would go over any of the rule's limits.
+        Nothing is counted when refused. A cost over the rule's smallest limit could never pass, so it is refused
+        with 422 ``batch_exceeds_rate_limit`` instead of a 429 whose Retry-After would promise a retry that fails
+        again (tests/unit/test_ratelimit.py)."""
         if not self.enabled:
             return
-        refused = self._guard(lambda: self._refusal(rule, keys), None)
+        capacity = min(item.amount for item in self._rules[rule])
+        if cost > capacity:
+            raise InvalidInput(
+                f"At most {capacity} submissions fit in the rate limit at once; send smaller batches.",
+                code="batch_exceeds_rate_limit",
+                details={"limit": capacity},
+            )
+        refused = self._guard(lambda: self._refusal(rule, keys, cost), None)
         if refused is not None:
             raise refused
 
-    def _refusal(self, rule: str, keys: tuple[str, ...]) -> RateLimited | None:
+    def _refusal(self, rule: str, keys: tuple[str, ...], cost: int) -> RateLimited | None:
         items = self._rules[rule]
         for key in keys:
             for item in items:
-                if not self._limiter.test(item, rule, key):
+                if not self._limiter.test(item, rule, key, cost=cost):
+                    # With cost > 1 this is the earliest a retry can pass: when the oldest counted request
+                    # leaves the window, which frees one slot, perhaps not enough.
                     return RateLimited(
                         "Too many requests; wait a little and try again.",
                         retry_after=self._retry_after(item, rule, key),
                     )
         for key in keys:
             for item in items:
-                self._limiter.hit(item, rule, key)
+                self._limiter.hit(item, rule, key, cost=cost)
         return None
 
     def _retry_after(self, item: RateLimitItem, *identifiers: str) -> int:

@@ -19,6 +19,7 @@ first job, then every user's second, and so on.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -332,10 +333,20 @@ class JobQueue:
         older = conn.scalar(_COUNT_OLDER_SAME, {"priority": job.priority, "id": job.id}) or 0
         return int(higher) + int(older) + 1
 
-    def position_of_new(self, session: Session, priority: int) -> int:
-        """Position of a job just inserted with ``priority``: it is the newest, so everything at or above counts."""
-        count = session.connection().scalar(_COUNT_AT_OR_ABOVE, {"priority": priority})
-        return int(count or 1)
+    def positions_of_new(self, session: Session, priorities: Sequence[int]) -> list[int]:
+        """Positions of jobs just inserted in this order with these priorities (a submit, or a batch's items).
+
+        They are the newest jobs, so job i is behind every queued job at or above its priority except the later
+        ones of the batch with the same priority: one count per distinct priority, not one per job."""
+        conn = session.connection()
+        at_or_above = {p: int(conn.scalar(_COUNT_AT_OR_ABOVE, {"priority": p}) or 0) for p in set(priorities)}
+        later_same: Counter[int] = Counter()
+        positions = [0] * len(priorities)
+        for i in reversed(range(len(priorities))):
+            p = priorities[i]
+            positions[i] = at_or_above[p] - later_same[p]
+            later_same[p] += 1
+        return positions
 
     def next_wakeup(self, models: Sequence[str] | None = None) -> datetime | None:
         """When the earliest delayed (backoff) job becomes runnable, so idle workers sleep exactly that long.

@@ -15,11 +15,21 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from studiolo.deps import AdminPrincipal, GenerationLimit, OriginDep, OwnerId, ServicesDep, current_principal
+from studiolo.deps import (
+    AdminPrincipal,
+    GenerationCharge,
+    GenerationLimit,
+    OriginDep,
+    OwnerId,
+    ServicesDep,
+    current_principal,
+)
 from studiolo.domain.gallery.schemas import NO_CONTROL_CHARS
 from studiolo.domain.generation.schemas import (
     AdminAnalytics,
     AdminJobPage,
+    BatchAccepted,
+    BatchSubmission,
     GenerationParams,
     JobAccepted,
     JobPage,
@@ -69,6 +79,15 @@ _GENERATION_BODY: dict[str, Any] = {
 }
 
 
+# The route reads the raw body (one-pass parse, a cap from the settings), so its schema is given here, GenerationParams
+# inlined: it is no route's declared body, so it has no entry under components to refer to.
+_BATCH_SCHEMA = BatchSubmission.model_json_schema()
+_BATCH_SCHEMA["properties"]["generations"]["items"] = _BATCH_SCHEMA.pop("$defs")["GenerationParams"]
+_BATCH_BODY: dict[str, Any] = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": _BATCH_SCHEMA}}}
+}
+
+
 def _json(model: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A response from an already validated model (FastAPI would validate a returned model once more)."""
     return Response(model.model_dump_json(), status_code=status_code, media_type="application/json", headers=headers)
@@ -78,13 +97,42 @@ def _params(data: Any) -> GenerationParams:
     try:
         return GenerationParams.model_validate(data)
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from exc
+        raise _validation_error(exc) from exc
+
+
+def _validation_error(exc: ValidationError, *loc: str) -> RequestValidationError:
+    """pydantic's errors as FastAPI's, each ``loc`` starting with ``loc`` (FastAPI's own bodies start with "body")."""
+    errors = exc.errors(include_url=False, include_context=False)
+    return RequestValidationError([{**e, "loc": (*loc, *e["loc"])} for e in errors])
+
+
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def _parse_batch(request: Request, max_items: int) -> list[GenerationParams]:
+    if _content_type(request) not in ("", "application/json"):
+        raise UnsupportedMediaType("Send application/json.", code="unsupported_content_type")
+    try:
+        batch = BatchSubmission.model_validate_json(await request.body() or b"null", context={"max_items": max_items})
+    except ValidationError as exc:
+        types = {e["type"] for e in exc.errors()}
+        if "json_invalid" in types:
+            raise InvalidInput("The body is not valid JSON.", code="invalid_json") from exc
+        if "too_many_generations" in types:
+            raise InvalidInput(
+                f"At most {max_items} generations per batch.",
+                code="too_many_generations",
+                details={"limit": max_items},
+            ) from exc
+        raise _validation_error(exc, "body") from exc  # e.g. body.generations.3.prompt
+    return batch.generations
 
 
 async def _parse_submission(
     request: Request, generation: GenerationService
 ) -> tuple[GenerationParams, JobKind, Upload | None, Upload | None]:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = _content_type(request)
     if content_type in ("", "application/json"):
         # pydantic-core parses and validates in one pass: the submit hot path (bench/api.py).
         try:
@@ -92,7 +140,7 @@ async def _parse_submission(
         except ValidationError as exc:
             if any(e["type"] == "json_invalid" for e in exc.errors()):
                 raise InvalidInput("The body is not valid JSON.", code="invalid_json") from exc
-            raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from exc
+            raise _validation_error(exc) from exc
         return params, "txt2img", None, None
     if content_type != "multipart/form-data":
         raise UnsupportedMediaType(
@@ -162,6 +210,30 @@ async def submit_generation(
     if not created:
         headers["Idempotent-Replayed"] = "true"
     return _json(accepted, status_code=202, headers=headers)
+
+
+@router.post(
+    "/generations/batch",
+    status_code=202,
+    response_model=BatchAccepted,
+    openapi_extra=_BATCH_BODY,
+    summary="Queue many txt2img generations at once, all or none (each counts against the generation rate limit)",
+)
+async def submit_generation_batch(
+    request: Request,
+    services: ServicesDep,
+    owner: OwnerId,
+    charge: GenerationCharge,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Response:
+    """Jobs come back in the order of ``generations``. An item that is refused (unknown model, image too large, ...)
+    keeps its usual status and code, names itself in ``details.index``, and nothing is queued."""
+    items = await _parse_batch(request, services.settings.max_batch_submissions)
+    charge(len(items))
+    accepted, created = await run_in_threadpool(
+        lambda: services.generation.submit_batch(owner, items, idempotency_key=idempotency_key)
+    )
+    return _json(accepted, status_code=202, headers=None if created else {"Idempotent-Replayed": "true"})
 
 
 @router.get("/jobs", response_model=JobPage)

@@ -6,7 +6,8 @@ import datetime as dt
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from studiolo.domain.gallery.schemas import Seed, clean_tags
 from studiolo.domain.generation.styles import ASPECT_RATIOS
@@ -52,6 +53,28 @@ class GenerationParams(BaseModel):
     _tags = field_validator("tags")(clean_tags)
 
 
+class BatchSubmission(BaseModel):
+    """POST /generations/batch: jobs queued all together, or none of them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    generations: list[GenerationParams] = Field(
+        min_length=1, description="Each a full generation request; at most STUDIOLO_MAX_BATCH_SUBMISSIONS (100)"
+    )
+
+    @field_validator("generations", mode="before")
+    @classmethod
+    def _at_most(cls, value: Any, info: ValidationInfo) -> Any:
+        # The cap is a setting, so it comes in the validation context; checked before any item is validated, so
+        # a huge list costs only its parsing (the router turns this error into 422 too_many_generations).
+        limit = (info.context or {}).get("max_items")
+        if limit is not None and isinstance(value, list) and len(value) > limit:
+            raise PydanticCustomError(
+                "too_many_generations", "At most {limit} generations per batch.", {"limit": limit}
+            )
+        return value
+
+
 class JobUrls(BaseModel):
     get: str
     cancel: str
@@ -63,6 +86,10 @@ class JobAccepted(BaseModel):
     status: str
     queue_position: int | None
     urls: JobUrls
+
+
+class BatchAccepted(BaseModel):
+    jobs: list[JobAccepted] = Field(description="In the order of the request's generations")
 
 
 class JobError(BaseModel):

