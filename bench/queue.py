@@ -1,10 +1,13 @@
 """Scale-out speed on PostgreSQL + Redis with Celery workers and the no-op `echo` engine.
 
 Prints:
+- jobs accepted per second with no worker running (single submits and batches, what a queue library's publish rate
+  counts);
 - jobs completed per second end to end (HTTP submit -> broker token -> worker claim -> image stored) with 1, 2
   and 4 `studiolo worker` processes behind ``--api`` API processes (default 2) (target >= 1,000 jobs/s with 4
   workers on the 2-core machine), and the CPU each job cost in each process (API, workers, PostgreSQL, Redis,
-  this load generator): on 2 cores, 1,000 jobs/s means 2 ms of CPU per job for all of them together;
+  this load generator): on 2 cores, 1,000 jobs/s means 2 ms of CPU per job for all of them together; then the
+  same with the jobs sent in batches of ``--batch`` (default 50) through POST /generations/batch;
 - POST /generations latency while the workers drain (target p99 <= 50 ms), twice: 20 clients each sending as
   soon as answered (the server saturated: latency is then the queue of waiting clients, 20 / rate), and a steady
   arrival rate of half the drain rate (an open loop, as users arrive, with no coordinated omission);
@@ -13,7 +16,7 @@ Prints:
 - GET /images page of 50 with 1,000,000 rows on PostgreSQL (target p99 <= 20 ms): first page, deep cursor,
   style filter, and full-text searches for words from frequent (4% of the rows) to rare (a handful).
 
-    python -m bench.queue [--jobs 2000] [--images 1000000] [--workers 1,2,4]
+    python -m bench.queue [--jobs 2000] [--images 1000000] [--workers 1,2,4] [--batch 50]
 
 Needs PostgreSQL (STUDIOLO_BENCH_PG, default postgresql+psycopg://postgres@127.0.0.1:5432/postgres) and Redis
 (STUDIOLO_BENCH_REDIS, default redis://127.0.0.1:6379/13, flushed).
@@ -34,6 +37,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
@@ -156,20 +160,60 @@ def wait_succeeded(engine: Engine, target: int) -> None:
         time.sleep(0.05)
 
 
-def drain_rate(
-    bases: list[str], headers: dict[str, str], engine: Engine, total: int
-) -> tuple[float, float, list[float]]:
-    """Submit ``total`` jobs from 20 clients (spread over the API processes) while the workers run; (completed
-    jobs/s, submit/s, POST latencies)."""
-    before = succeeded(engine)
-    started = time.perf_counter()
-    reqs = (("POST", "/api/v1/generations", BODY) for _ in range(total))
-    elapsed, latencies, responses = asyncio.run(_loadgen.run(bases, reqs, 20, headers))
+def submissions(total: int, batch: int) -> Iterator[tuple[str, str, Any]]:
+    """``total`` jobs as single submits (``batch`` 1) or as ``POST /generations/batch`` requests of ``batch`` jobs."""
+    if batch == 1:
+        return (("POST", "/api/v1/generations", BODY) for _ in range(total))
+    full, rest = divmod(total, batch)
+    sizes = [batch] * full + ([rest] if rest else [])
+    return (("POST", "/api/v1/generations/batch", {"generations": [BODY] * size}) for size in sizes)
+
+
+def submit_all(
+    bases: list[str], headers: dict[str, str], total: int, batch: int, clients: int
+) -> tuple[float, list[float]]:
+    """Submit ``total`` jobs from ``clients`` connections (spread over the API processes), each sending as soon as
+    answered; (elapsed seconds, request latencies)."""
+    elapsed, latencies, responses = asyncio.run(_loadgen.run(bases, submissions(total, batch), clients, headers))
     if any(status != 202 for status, _ in responses):
         raise RuntimeError(f"a submission failed: {next(r for r in responses if r[0] != 202)}")
+    return elapsed, latencies
+
+
+def drain_rate(
+    bases: list[str], headers: dict[str, str], engine: Engine, total: int, batch: int = 1, clients: int = 20
+) -> tuple[float, float, list[float]]:
+    """Submit ``total`` jobs (see ``submit_all``) while the workers run; (completed jobs/s, submitted jobs/s, request
+    latencies)."""
+    before = succeeded(engine)
+    started = time.perf_counter()
+    elapsed, latencies = submit_all(bases, headers, total, batch, clients)
     wait_succeeded(engine, before + total)
     done = time.perf_counter() - started
     return total / done, total / elapsed, latencies
+
+
+def enqueue_only(
+    bases: list[str],
+    apis: list[subprocess.Popen[bytes]],
+    headers: dict[str, str],
+    engine: Engine,
+    args: argparse.Namespace,
+) -> None:
+    """Jobs accepted per second with no worker running (what a queue library's publish rate measures), single and
+    batched; the queued jobs are deleted afterwards so they do not count in the drains."""
+    submit_all(bases, headers, 200, 1, 20)  # warm-up
+    for batch, clients in ((1, 20), (args.batch, 4)):
+        groups = process_groups(apis, [])
+        before = cpu_seconds(groups)
+        elapsed, latencies = submit_all(bases, headers, args.jobs, batch, clients)
+        after = cpu_seconds(groups)
+        what = "single submits, 20 clients" if batch == 1 else f"batches of {batch}, 4 clients"
+        print(f"enqueue only, no worker ({what}): {args.jobs / elapsed:7.0f} jobs/s accepted")
+        report("request latency", latencies, "-")
+        cpu_report(before, after, args.jobs)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM jobs WHERE status = 'queued'"))
 
 
 def paced_submits(bases: list[str], headers: dict[str, str], engine: Engine, rate: float) -> list[float]:
@@ -199,14 +243,17 @@ def queue_throughput(args: argparse.Namespace) -> None:
         servers = [stack.enter_context(studiolo_server(data, **env)) for _ in range(args.api)]
         bases = [base for base, _ in servers]
         headers = sign_in(bases[0], data, **env)
+        apis = [api for _, api in servers]
         print(f"{args.api} API process(es), PostgreSQL + Redis, the echo engine (64x64 images, 1 step):")
+        redis.Redis.from_url(REDIS).flushdb()
+        enqueue_only(bases, apis, headers, engine, args)
         for count in counts:
             redis.Redis.from_url(REDIS).flushdb()
             workers = start_workers(data, env, count)
             try:
                 time.sleep(6)  # worker processes import, connect, declare their queues
                 drain_rate(bases, headers, engine, min(200, args.jobs))  # warm-up
-                groups = process_groups([api for _, api in servers], workers)
+                groups = process_groups(apis, workers)
                 before = cpu_seconds(groups)
                 rate, submit_rate, latencies = drain_rate(bases, headers, engine, args.jobs)
                 after = cpu_seconds(groups)
@@ -222,6 +269,18 @@ def queue_throughput(args: argparse.Namespace) -> None:
                     paced_submits(bases, headers, engine, paced),
                     "p99 <= 50 ms",
                 )
+                if args.batch > 1:
+                    before = cpu_seconds(groups)
+                    batch_rate, batch_submit, batch_latencies = drain_rate(
+                        bases, headers, engine, args.jobs, batch=args.batch, clients=4
+                    )
+                    after = cpu_seconds(groups)
+                    print(
+                        f"  in batches of {args.batch}: {batch_rate:7.0f} jobs/s completed end to end "
+                        f"({batch_rate / rate:.2f}x single submits; submitted at {batch_submit:.0f}/s by 4 clients)"
+                    )
+                    report(f"POST /generations/batch ({args.batch} jobs), 4 clients", batch_latencies, "-")
+                    cpu_report(before, after, args.jobs)
             finally:
                 for w in workers:
                     w.terminate()
@@ -333,6 +392,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=1_000_000)
     ap.add_argument("--workers", default="1,2,4")
     ap.add_argument("--api", type=int, default=2, help="API processes (clients are spread over them)")
+    ap.add_argument("--batch", type=int, default=50, help="jobs per POST /generations/batch (1: single submits only)")
     ap.add_argument("--skip-gallery", action="store_true")
     ap.add_argument("--skip-queue", action="store_true")
     args = ap.parse_args()
