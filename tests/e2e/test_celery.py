@@ -3,6 +3,7 @@ submitted in-process through the same services the API uses, the database as the
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -19,7 +20,7 @@ from kombu import Connection
 from sqlalchemy import func, select
 
 from studiolo.dispatch.celery import CeleryDispatch, queue_name
-from studiolo.dispatch.redis_events import RedisEventRelay
+from studiolo.dispatch.redis_events import CHANNEL, RedisEventRelay
 from studiolo.dispatch.sweeper import Sweeper
 from studiolo.domain.accounts.ratelimit import RateLimiter
 from studiolo.domain.gallery.models import Image
@@ -202,8 +203,13 @@ def test_job_events_cross_processes_through_redis(redis_url: str) -> None:
 
 
 def test_a_burst_of_events_arrives_complete_and_in_order(redis_url: str) -> None:
-    # Published from one background thread in pipelines: the caller never waits for Redis, nothing is reordered.
+    # Published from one background thread, packed into few messages: the caller never waits for Redis, nothing is
+    # reordered, and every API process receives a message per batch of events, not one per event.
+    raw = redis.Redis.from_url(redis_url).pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    raw.subscribe(CHANNEL)
     with relayed(redis_url, "job-b", {"type": "started"}) as (worker_bus, worker_side, received):
+        while raw.get_message(timeout=0.1) is not None:  # the messages sent while the subscription came up
+            pass
         received.clear()
         for step in range(1, 2001):
             worker_bus.publish("job-b", {"type": "progress", "step": step, "total": 2000})
@@ -211,6 +217,46 @@ def test_a_burst_of_events_arrives_complete_and_in_order(redis_url: str) -> None
         wait_for(lambda: len(received) >= 2000)
         assert [e["step"] for e in received] == list(range(1, 2001))
         assert worker_side.dropped == 0
+        messages = 0
+        while raw.get_message(timeout=0.5) is not None:
+            messages += 1
+        assert 1 <= messages <= 400, messages  # ~10 when idle; the bound leaves room for a loaded machine
+    raw.close()
+
+
+def test_relayed_messages_are_bounded_in_size_and_old_or_foreign_ones_do_not_stop_the_listener(
+    redis_url: str,
+) -> None:
+    big = "x" * 150_000  # a few of these would make one message too large: each goes in its own
+    with relayed(redis_url, "job-s", {"type": "started"}) as (worker_bus, worker_side, received):
+        received.clear()
+        raw = redis.Redis.from_url(redis_url).pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        raw.subscribe(CHANNEL)
+        wait_for(lambda: raw.get_message(timeout=0.1) is None)
+
+        def got() -> list[dict[str, Any]]:  # a late copy of the subscription probe ("started") may still arrive
+            return [e for e in received if e["type"] != "started"]
+
+        for n in range(3):
+            worker_bus.publish("job-s", {"type": "preview", "n": n, "image": big})
+        assert worker_side.flush(10)
+        wait_for(lambda: len(got()) >= 3)
+        assert [e["n"] for e in got()] == [0, 1, 2]
+        sizes = []
+        while (message := raw.get_message(timeout=0.5)) is not None:
+            sizes.append(len(message["data"]))
+        assert len(sizes) == 3 and max(sizes) < 200_000, sizes
+        raw.close()
+
+        # Earlier releases sent one event per message; something else on the channel is skipped, not fatal.
+        publisher = redis.Redis.from_url(redis_url)
+        publisher.publish(CHANNEL, json.dumps({"o": "old-worker", "j": "job-s", "e": {"type": "progress", "step": 1}}))
+        publisher.publish(CHANNEL, b"not json at all")
+        publisher.publish(CHANNEL, json.dumps({"o": "other", "b": "not a list of events"}))
+        worker_bus.publish("job-s", {"type": "succeeded"})
+        wait_for(lambda: got()[-1]["type"] == "succeeded")
+        assert [e["type"] for e in got()[3:]] == ["progress", "succeeded"]
+        publisher.close()
 
 
 def test_events_for_an_unreachable_redis_are_dropped_without_blocking() -> None:
