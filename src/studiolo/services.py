@@ -145,7 +145,12 @@ def build_services(
         events.relay = event_relay.publish
     engines = engines if engines is not None else default_engines(settings)
     catalog = ModelCatalog(db, settings, engines)
-    queue = JobQueue(db, lease_seconds=settings.lease_seconds, retry_backoff_seconds=settings.retry_backoff_seconds)
+    queue = JobQueue(
+        db,
+        lease_seconds=settings.lease_seconds,
+        retry_backoff_seconds=settings.retry_backoff_seconds,
+        position_limit=settings.queue_position_limit,
+    )
     gallery = GalleryService(db, store)
     generation = GenerationService(
         db=db,

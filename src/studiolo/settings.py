@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(default=10.0, gt=0)
     max_attempts: int = Field(default=3, ge=1, le=20)
     retry_backoff_seconds: float = Field(default=2.0, ge=0)
+    # Queue positions are counted exactly this far; a job further back reads this number, flagged as capped (each
+    # count reads the rows it counts, so an unbounded one cost every submit and poll O(queue length)).
+    queue_position_limit: int = Field(default=1000, ge=1, le=1_000_000)
     job_timeout_seconds: float = Field(default=1800.0, gt=0)
 
     default_model: str = "stabilityai/sd-turbo"

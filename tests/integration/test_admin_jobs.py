@@ -107,6 +107,7 @@ def test_admin_retries_another_users_failed_job(client: TestClient, services: Se
         "id": job_id,
         "status": "queued",
         "queue_position": 1,
+        "queue_position_capped": False,
         "urls": {
             "get": f"/api/v1/jobs/{job_id}",
             "cancel": f"/api/v1/jobs/{job_id}/cancel",

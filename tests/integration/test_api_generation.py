@@ -5,13 +5,14 @@ from __future__ import annotations
 import io
 import json
 import zlib
+from typing import Any
 
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from studiolo.domain.gallery import imaging
 from studiolo.services import Services
-from tests.helpers import drain, png_bytes
+from tests.helpers import app_with, auth_headers, drain, png_bytes
 
 GEN = "/api/v1/generations"
 
@@ -283,3 +284,35 @@ def test_styles_models_stats_health(client: TestClient, services: Services) -> N
     services.start_workers(1)
     ready = client.get("/ready")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
+
+
+def test_queue_positions_are_exact_up_to_the_limit_then_capped(settings_factory: Any) -> None:
+    """Positions are counted no further than STUDIOLO_QUEUE_POSITION_LIMIT (each count reads the rows it counts):
+    a job further back shows the limit with queue_position_capped, in submits, batches, job views and events."""
+    with app_with(settings_factory, queue_position_limit=3) as (svc, api):
+        api.headers.update(auth_headers(svc))
+        body = {"prompt": "a lighthouse at dusk", "size": "64x64", "steps": 1}
+
+        def places(jobs: list[dict[str, Any]]) -> list[tuple[int | None, bool]]:
+            return [(j["queue_position"], j["queue_position_capped"]) for j in jobs]
+
+        singles = [api.post(GEN, json=body).json() for _ in range(4)]
+        assert places(singles) == [(1, False), (2, False), (3, False), (3, True)]
+        r = api.post(f"{GEN}/batch", json={"generations": [body, {**body, "priority": 1}, body]})
+        assert r.status_code == 202, r.text
+        batch = r.json()["jobs"]
+        # The priority-1 item goes ahead of everything; the others are 6th and 7th.
+        assert places(batch) == [(3, True), (1, False), (3, True)]
+        views = [api.get(j["urls"]["get"]).json() for j in [*singles, *batch]]
+        assert places(views) == [(2, False), (3, False), (3, True), (3, True), (3, True), (1, False), (3, True)]
+
+        last = batch[2]["id"]
+        assert api.post(f"/api/v1/jobs/{last}/cancel").json()["queue_position"] is None
+        heard: list[dict[str, Any]] = []
+        svc.events.subscribe(last, heard.append)
+        retried = api.post(f"/api/v1/jobs/{last}/retry").json()
+        assert (retried["queue_position"], retried["queue_position_capped"]) == (3, True)
+        assert {"type": "queued", "position": 3, "capped": True} in heard
+
+        assert drain(svc) == 7
+        assert places([api.get(j["urls"]["get"]).json() for j in singles]) == [(None, False)] * 4

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, bindparam, case, func, literal, select, text, update
+from sqlalchemy import ColumnElement, Select, bindparam, case, func, literal, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -37,11 +37,32 @@ from studiolo.domain.generation.models import JOBS, QUEUE_TURNS, Job
 # How many top candidates one claim attempt tries before re-reading the queue.
 _CANDIDATES = 8
 _NEVER = datetime(1970, 1, 1, tzinfo=UTC)
-_COUNT_AT_OR_ABOVE = select(func.count()).where(JOBS.c.status == "queued", JOBS.c.priority >= bindparam("priority"))
-_COUNT_ABOVE = select(func.count()).where(JOBS.c.status == "queued", JOBS.c.priority > bindparam("priority"))
-_COUNT_OLDER_SAME = select(func.count()).where(
-    JOBS.c.status == "queued", JOBS.c.priority == bindparam("priority"), JOBS.c.id < bindparam("id")
-)
+
+
+def _count_up_to(*where: ColumnElement[bool]) -> Select[int]:
+    """How many queued jobs match ``where``, counting no further than ``:cap``: an index range count reads every
+    row it counts (fresh rows have no visibility-map bit), so an uncapped count made each submit and each poll
+    of a queued job cost O(queue length): ~0.7 ms of PostgreSQL per count with 3,000 jobs queued, ~20 ms with
+    100,000 (bench/queue.py)."""
+    matching = select(literal(1)).where(JOBS.c.status == "queued", *where).limit(bindparam("cap")).subquery()
+    return select(func.count()).select_from(matching)
+
+
+_COUNT_AT_OR_ABOVE = _count_up_to(JOBS.c.priority >= bindparam("priority"))
+_COUNT_ABOVE = _count_up_to(JOBS.c.priority > bindparam("priority"))
+_COUNT_OLDER_SAME = _count_up_to(JOBS.c.priority == bindparam("priority"), JOBS.c.id < bindparam("id"))
+
+
+@dataclass(frozen=True)
+class QueuePosition:
+    """A queued job's 1-based place: exact up to ``limit``; a job further back reads ``limit``, ``capped``."""
+
+    position: int
+    capped: bool = False
+
+    @classmethod
+    def of(cls, position: int, limit: int) -> QueuePosition:
+        return cls(limit, True) if position > limit else cls(position)
 
 
 @dataclass(frozen=True)
@@ -169,8 +190,9 @@ _BATCH_CANDIDATES_PG = text(
 
 
 class JobQueue:
-    def __init__(self, db: Database, *, lease_seconds: float, retry_backoff_seconds: float):
+    def __init__(self, db: Database, *, lease_seconds: float, retry_backoff_seconds: float, position_limit: int = 1000):
         self.db = db
+        self.position_limit = position_limit  # queue positions are counted exactly this far (QueuePosition)
         self.lease = timedelta(seconds=lease_seconds)
         self.backoff = retry_backoff_seconds
         turns = QUEUE_TURNS
@@ -323,28 +345,36 @@ class JobQueue:
                     reaped.append(ReapedJob(job.id, requeued=True, model_id=job.model_id))
         return reaped
 
-    def queue_position(self, session: Session, job: Job) -> int | None:
-        """1-based position among queued jobs by priority, then age (an estimate: turns are not simulated)."""
+    def queue_position(self, session: Session, job: Job) -> QueuePosition | None:
+        """Place among queued jobs by priority, then age (an estimate: turns are not simulated); None unless queued.
+        Counts at most ``position_limit`` jobs ahead."""
         if job.status != "queued":
             return None
         conn = session.connection()
+        cap = self.position_limit
         # Two index range counts on ix_jobs_claim (status, priority, id); an OR would defeat the index.
-        higher = conn.scalar(_COUNT_ABOVE, {"priority": job.priority}) or 0
-        older = conn.scalar(_COUNT_OLDER_SAME, {"priority": job.priority, "id": job.id}) or 0
-        return int(higher) + int(older) + 1
+        ahead = int(conn.scalar(_COUNT_ABOVE, {"priority": job.priority, "cap": cap}) or 0)
+        if ahead < cap:
+            params = {"priority": job.priority, "id": job.id, "cap": cap - ahead}
+            ahead += int(conn.scalar(_COUNT_OLDER_SAME, params) or 0)
+        return QueuePosition.of(ahead + 1, cap)
 
-    def positions_of_new(self, session: Session, priorities: Sequence[int]) -> list[int]:
+    def positions_of_new(self, session: Session, priorities: Sequence[int]) -> list[QueuePosition]:
         """Positions of jobs just inserted in this order with these priorities (a submit, or a batch's items).
 
         They are the newest jobs, so job i is behind every queued job at or above its priority except the later
         ones of the batch with the same priority: one count per distinct priority, not one per job."""
         conn = session.connection()
-        at_or_above = {p: int(conn.scalar(_COUNT_AT_OR_ABOVE, {"priority": p}) or 0) for p in set(priorities)}
+        # Counting one past the limit plus the batch tells every item whether it lies beyond the limit.
+        cap = self.position_limit + len(priorities) + 1
+        at_or_above = {
+            p: int(conn.scalar(_COUNT_AT_OR_ABOVE, {"priority": p, "cap": cap}) or 0) for p in set(priorities)
+        }
         later_same: Counter[int] = Counter()
-        positions = [0] * len(priorities)
+        positions = [QueuePosition(0)] * len(priorities)
         for i in reversed(range(len(priorities))):
             p = priorities[i]
-            positions[i] = at_or_above[p] - later_same[p]
+            positions[i] = QueuePosition.of(at_or_above[p] - later_same[p], self.position_limit)
             later_same[p] += 1
         return positions
 

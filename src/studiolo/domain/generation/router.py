@@ -41,7 +41,7 @@ from studiolo.domain.generation.schemas import (
     StyleCreate,
     StyleView,
 )
-from studiolo.domain.generation.service import GenerationService, Upload
+from studiolo.domain.generation.service import GenerationService, Upload, queued_event
 from studiolo.engines.base import JobKind
 from studiolo.errors import InvalidInput, UnsupportedMediaType
 from studiolo.text_guard import refuse_unstorable
@@ -294,7 +294,7 @@ async def job_events(job_id: str, request: Request, services: ServicesDep, owner
 
     def snapshot_events(view: JobView) -> list[dict[str, Any]]:
         if view.status == "queued":
-            return [{"type": "queued", "position": view.queue_position}]
+            return [queued_event(view.queue_position, view.queue_position_capped)]
         if view.status == "running":
             return [
                 {"type": "started", "attempt": view.attempts},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
@@ -81,10 +81,24 @@ class JobUrls(BaseModel):
     events: str
 
 
+QueuePlace = Annotated[
+    int | None,
+    Field(description="1-based place among queued jobs (by priority, then age); null once the job has left the queue"),
+]
+QueuePlaceCapped = Annotated[
+    bool,
+    Field(
+        description="True when more jobs wait ahead than are counted (STUDIOLO_QUEUE_POSITION_LIMIT, 1000): "
+        "queue_position then shows that limit and the job is further back"
+    ),
+]
+
+
 class JobAccepted(BaseModel):
     id: str
     status: str
-    queue_position: int | None
+    queue_position: QueuePlace
+    queue_position_capped: QueuePlaceCapped = False
     urls: JobUrls
 
 
@@ -119,7 +133,8 @@ class JobView(BaseModel):
     priority: int
     attempts: int
     max_attempts: int
-    queue_position: int | None
+    queue_position: QueuePlace
+    queue_position_capped: QueuePlaceCapped = False
     progress: JobProgress
     error: JobError | None
     cost: float

@@ -77,6 +77,11 @@ def job_urls(job_id: str) -> JobUrls:
     return JobUrls(get=base, cancel=f"{base}/cancel", events=f"{base}/events")
 
 
+def queued_event(position: int | None, capped: bool) -> dict[str, Any]:
+    """The event stream's ``queued`` event; ``capped`` (only when true) as in JobView.queue_position_capped."""
+    return {"type": "queued", "position": position, **({"capped": True} if capped else {})}
+
+
 def check_status_filter(status: str | None) -> None:
     """A job list's ``status`` filter: absent, or one of JOB_STATUS_FILTERS (422 invalid_status)."""
     if status is not None and status not in JOB_STATUS_FILTERS:
@@ -357,13 +362,19 @@ class GenerationService:
             if existing is None:
                 raise
             return existing, False
-        for row, position in zip(rows, positions, strict=True):
-            self.dispatch.notify(row["id"], row["model_id"])
-            self.events.publish(row["id"], {"type": "queued", "position": position})
         accepted = [
-            JobAccepted(id=row["id"], status="queued", queue_position=position, urls=job_urls(row["id"]))
-            for row, position in zip(rows, positions, strict=True)
+            JobAccepted(
+                id=row["id"],
+                status="queued",
+                queue_position=place.position,
+                queue_position_capped=place.capped,
+                urls=job_urls(row["id"]),
+            )
+            for row, place in zip(rows, positions, strict=True)
         ]
+        for row, view in zip(rows, accepted, strict=True):
+            self.dispatch.notify(row["id"], row["model_id"])
+            self.events.publish(row["id"], queued_event(view.queue_position, view.queue_position_capped))
         return accepted, True
 
     def _replay(self, owner_id: str, keys: Sequence[str], request_hash: str) -> list[JobAccepted] | None:
@@ -386,8 +397,13 @@ class GenerationService:
             return [self._accepted(session, found[key]) for key in keys]
 
     def _accepted(self, session: Session, job: Job) -> JobAccepted:
+        place = self.queue.queue_position(session, job)
         return JobAccepted(
-            id=job.id, status=job.status, queue_position=self.queue.queue_position(session, job), urls=job_urls(job.id)
+            id=job.id,
+            status=job.status,
+            queue_position=place.position if place else None,
+            queue_position_capped=bool(place and place.capped),
+            urls=job_urls(job.id),
         )
 
     # -- read --------------------------------------------------------------------------------
@@ -402,6 +418,7 @@ class GenerationService:
             else []
         )
         error = JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None
+        place = self.queue.queue_position(session, job)
         if job.status in ("queued", "running", "succeeded") and error and error.code != "canceled":
             # An earlier attempt's error stays visible while a retry is pending, labelled as such.
             error = JobError(code=error.code, message=f"(previous attempt) {error.message}")
@@ -415,7 +432,8 @@ class GenerationService:
             priority=job.priority,
             attempts=job.attempts,
             max_attempts=job.max_attempts,
-            queue_position=self.queue.queue_position(session, job),
+            queue_position=place.position if place else None,
+            queue_position_capped=bool(place and place.capped),
             progress=JobProgress(step=job.progress_step, total=job.progress_total),
             error=error if job.status != "succeeded" else None,
             cost=job.cost,
@@ -502,7 +520,7 @@ class GenerationService:
             accepted = self._accepted(session, job)
             job_id, model_id = job.id, job.model_id
         self.dispatch.notify(job_id, model_id)
-        self.events.publish(job_id, {"type": "queued", "position": accepted.queue_position})
+        self.events.publish(job_id, queued_event(accepted.queue_position, accepted.queue_position_capped))
         return accepted
 
     def regenerate(self, owner_id: str, image_id: str, req: RegenerateRequest) -> JobAccepted:

@@ -139,7 +139,8 @@ form.addEventListener("submit", async (event) => {
     }
     const accepted = await api("generations", { method: "POST", body });
     if (!lock.checked) seed.value = "";
-    follow({ id: accepted.id, status: accepted.status, queue_position: accepted.queue_position, params: p,
+    follow({ id: accepted.id, status: accepted.status, queue_position: accepted.queue_position,
+      queue_position_capped: accepted.queue_position_capped, params: p,
       urls: accepted.urls, outputs: [], progress: { step: 0, total: 0 } });
   } catch (error) {
     if (!(error instanceof ApiError)) throw error;
@@ -206,7 +207,7 @@ function follow(job) {
 
   setStatus(job.status);
   setProgress(job.progress?.step ?? 0, job.progress?.total ?? 0);
-  text.textContent = job.status === "queued" ? queuedText(job.queue_position) : text.textContent || "Starting…";
+  text.textContent = job.status === "queued" ? queuedText(job.queue_position, job.queue_position_capped) : text.textContent || "Starting…";
   for (const o of job.outputs ?? []) addImage(o.image_id);
 
   q(".job-cancel").addEventListener("click", async () => {
@@ -220,7 +221,7 @@ function follow(job) {
   let retried = false;
   const open = () => {
     source = new EventSource(job.urls?.events ?? `/api/v1/jobs/${job.id}/events`);
-    source.addEventListener("queued", (e) => { setStatus("queued"); text.textContent = queuedText(JSON.parse(e.data).position); });
+    source.addEventListener("queued", (e) => { setStatus("queued"); const ev = JSON.parse(e.data); text.textContent = queuedText(ev.position, ev.capped); });
     source.addEventListener("started", () => { setStatus("running"); if (!reached) text.textContent = "Loading the model…"; });
     source.addEventListener("retrying", () => { reached = 0; text.textContent = "Retrying after an error…"; });
     source.addEventListener("progress", (e) => { const d = JSON.parse(e.data); setStatus("running"); setProgress(d.step, d.total); });
@@ -255,8 +256,10 @@ function follow(job) {
   open();
 }
 
-function queuedText(position) {
-  return position ? `Waiting in the queue (position ${position})` : "Waiting in the queue";
+function queuedText(position, capped) {
+  // Positions are counted up to a limit (STUDIOLO_QUEUE_POSITION_LIMIT): "capped" means further back than that.
+  if (!position) return "Waiting in the queue";
+  return capped ? `Waiting in the queue (after position ${position})` : `Waiting in the queue (position ${position})`;
 }
 
 for (const job of JSON.parse(document.getElementById("active-jobs").textContent)) follow(job);
