@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, case, func, literal, select, text, update
+from sqlalchemy import ColumnElement, Select, String, any_, bindparam, case, func, literal, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -36,6 +37,9 @@ from studiolo.domain.generation.models import JOBS, QUEUE_TURNS, Job
 
 # How many top candidates one claim attempt tries before re-reading the queue.
 _CANDIDATES = 8
+# A batch claim reads this many batches' worth of candidates (at most _BATCH_READ_MAX), see claim_batch.
+_BATCH_READ_AHEAD = 4
+_BATCH_READ_MAX = 1024
 _NEVER = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -254,7 +258,10 @@ class JobQueue:
             params: dict[str, Any] = {
                 "now": now,
                 "never": _NEVER,
-                "limit": limit,
+                # Workers claiming at once read the same candidates. Reading a few batches' worth lets each lock
+                # the first ``limit`` that no other holds instead of finding all of its batch taken and reading
+                # again, which 4 concurrent workers did several times per batch (bench/queue.py).
+                "limit": min(limit * _BATCH_READ_AHEAD, _BATCH_READ_MAX),
                 "loaded": list(loaded_models),
                 "models": list(models) if models is not None else None,
             }
@@ -262,9 +269,14 @@ class JobQueue:
                 ids = list(session.connection().scalars(_BATCH_CANDIDATES_PG, params))
                 if not ids:
                     return []
-                # Rows another worker is claiming right now are skipped, not waited for.
+                # The best ``limit`` candidates no other worker is claiming right now (skipped, not waited for).
+                candidates = bindparam("candidates", ids, type_=ARRAY(String()))
                 lockable = (
-                    select(Job.id).where(Job.id.in_(ids), Job.status == "queued").with_for_update(skip_locked=True)
+                    select(Job.id)
+                    .where(Job.id == any_(candidates), Job.status == "queued")
+                    .order_by(func.array_position(candidates, Job.id))
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
                 )
                 claimed = session.scalars(
                     update(Job)
