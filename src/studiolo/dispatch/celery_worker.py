@@ -60,7 +60,7 @@ def run_celery_worker(services: Services, *, concurrency: int, served: ServedMod
     for w in pool.workers:
         idle.put(w)
 
-    @app.task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)  # type: ignore[untyped-decorator]
+    @app.task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)  # type: ignore[untyped-decorator, unused-ignore]
     def run_next(model_id: str) -> None:
         if model_id and not served.serves(model_id):
             # A token taken just before this worker stopped consuming the model's queue (its files are gone

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import boto3  # type: ignore[import-untyped]
-from boto3.s3.transfer import TransferConfig  # type: ignore[import-untyped]
-from botocore.config import Config  # type: ignore[import-untyped]
-from botocore.exceptions import ClientError  # type: ignore[import-untyped]
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from studiolo.storage.base import ObjectNotFound
 from studiolo.storage.local import key_problem, validate_key
