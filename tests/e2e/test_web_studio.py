@@ -11,8 +11,10 @@ and critical findings fail). Screenshots of every page at a phone and a desktop 
 test-artifacts/screenshots/ for people to look at. The pages keep their Content-Security-Policy (only the axe
 context bypasses it, to inject the test tool), and any CSP refusal or uncaught script error fails a test.
 
-Nothing here is skipped: without Chromium or axe-core the tests fail and say how to install them (.ci/run
-does). No browser is ever downloaded (``playwright install`` is never run).
+Chromium is Debian's package, the one thing the README's pip command cannot install: with CI=true (.ci/run,
+which installs it) a missing Chromium fails these tests; on a developer's machine without it they are skipped
+with a message saying how to install it. axe-core comes with the test dependencies. No browser is ever
+downloaded (``playwright install`` is never run).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import axe_playwright_python
 import httpx
 import pytest
 from playwright.sync_api import (
@@ -47,7 +50,8 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-AXE = Path(__file__).parent / "web" / "node_modules" / "axe-core" / "axe.min.js"
+# axe-core's browser bundle as the axe-playwright-python test dependency ships it (only the file is used).
+AXE = Path(axe_playwright_python.__file__).parent / "axe.min.js"
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
 AXE_REPORT = REPO / "test-artifacts" / "axe-report.json"
 DESKTOP: ViewportSize = {"width": 1440, "height": 900}
@@ -89,7 +93,7 @@ def browser() -> Iterator[Browser]:
 def axe() -> Path:
     """axe-core's browser bundle, injected into each page by the accessibility test."""
     if not AXE.is_file():
-        _missing_tool(f"axe-core is missing ({AXE}): install it with `npm ci --prefix tests/e2e/web` (.ci/run does).")
+        _missing_tool(f"axe-core is missing ({AXE}): install the test dependencies with `pip install -e '.[test]'`.")
     return AXE
 
 
