@@ -367,8 +367,9 @@ def signin_redirect(request: Request) -> Response:
 
 
 def install(app: FastAPI) -> None:
-    """Add the pages (and the admin pages) to the app, and answer SignInRequired with a redirect."""
+    """Add the pages (the admin pages and the API documentation too), and answer SignInRequired with a redirect."""
     from studiolo.web.admin_pages import router as admin_pages_router
+    from studiolo.web.api_docs import router as api_docs_router
 
     async def _to_signin(request: Request, exc: Exception) -> Response:
         return signin_redirect(request)
@@ -376,3 +377,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(SignInRequired, _to_signin)
     app.include_router(router)
     app.include_router(admin_pages_router)
+    app.include_router(api_docs_router)
