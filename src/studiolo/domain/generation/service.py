@@ -1,6 +1,6 @@
 """Generation: turn a request into a durable job, and report on jobs, styles and usage.
 
-The HTTP API, the OpenAI/A1111 compatibility layers and the CLI all submit through ``submit``; ``submit_batch``
+The HTTP API (which the web studio uses) and the CLI submit through ``submit``; ``submit_batch``
 queues many txt2img jobs at once, all or none.
 """
 
