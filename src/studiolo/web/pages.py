@@ -22,6 +22,7 @@ from fastapi.responses import RedirectResponse, Response
 from studiolo import __version__
 from studiolo.deps import OriginDep, ServicesDep, client_ip, current_principal
 from studiolo.domain.accounts.authn import Principal
+from studiolo.domain.accounts.redirects import safe_next
 from studiolo.domain.accounts.router import session_response
 from studiolo.errors import Forbidden, NotFound, StudioloError, Unauthorized
 from studiolo.services import Services
@@ -85,11 +86,12 @@ def render(request: Request, template: str, viewer: Viewer | None, **context: An
 
 def error_page(request: Request, status_code: int, code: str, message: str) -> Response:
     """Errors on page requests as a page, not JSON (errors.install_error_handlers calls this)."""
+    services: Services | None = getattr(request.app.state, "services", None)
     html = _env.get_template("error.html").render(
         request=request,
         viewer=None,
         path=request.url.path,
-        auth_required=True,
+        auth_required=services is None or services.settings.auth_mode != "none",
         status_code=status_code,
         code=code,
         message=message,
@@ -117,12 +119,18 @@ def landing(request: Request, viewer: MaybeViewer) -> Response:
     return render(request, "landing.html", None)
 
 
+# Where a sign-in sends the browser when ``next`` is missing or not a path on this site.
+AFTER_SIGN_IN = "/generate"
+
+
 async def _auth_page(request: Request, viewer: Viewer | None, template: str, **context: Any) -> Response:
     if viewer is not None and template != "reset.html":
-        return RedirectResponse("/generate", status_code=303)
+        return RedirectResponse(AFTER_SIGN_IN, status_code=303)
     services: Services = request.app.state.services
     providers = services.oauth.provider_names()
     needs_setup = await call(services.admin.needs_setup)
+    # The forms and OAuth links carry ``next`` on only once it passed the one rule (redirects.safe_next).
+    context.setdefault("next", safe_next(request.query_params.get("next"), AFTER_SIGN_IN))
     return render(request, template, None, providers=providers, needs_setup=needs_setup, **context)
 
 
@@ -142,9 +150,7 @@ async def signin_form(request: Request, services: ServicesDep, origin: OriginDep
         raise Forbidden("Sign in from this site's own page.", code="csrf_failed")
     form = await request.form()
     email, password = str(form.get("email", ""))[:320], str(form.get("password", ""))[:1024]
-    next_url = str(form.get("next", "/generate"))
-    if not next_url.startswith("/") or next_url.startswith(("//", "/\\")):
-        next_url = "/generate"
+    next_url = safe_next(str(form.get("next", "")), AFTER_SIGN_IN)
     services.limiter.hit("login", f"ip:{client_ip(request)}")
     try:
         pair = await call(services.accounts.login, email, password, origin)

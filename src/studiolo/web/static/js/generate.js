@@ -1,6 +1,6 @@
 // The generator: form -> POST /api/v1/generations (JSON, or multipart with an init image and a painted mask),
 // then one card per job fed by its event stream (queue position, steps, previews, results, errors).
-import { api, ApiError, clearFieldErrors, el, refreshSession, showFieldErrors, toast } from "./app.js";
+import { api, ApiError, apiPath, clearFieldErrors, el, refreshSession, showFieldErrors, toast } from "./app.js";
 
 const form = document.getElementById("gen-form");
 const prompt = document.getElementById("prompt");
@@ -185,9 +185,9 @@ function follow(job) {
   const addImage = (id) => {
     if (shown.has(id)) return;
     shown.add(id);
-    const img = el("img", { src: `/api/v1/images/${id}/file?size=300`, alt: job.params?.prompt ?? "Generated image",
+    const img = el("img", { src: apiPath`/api/v1/images/${id}/file` + "?size=300", alt: job.params?.prompt ?? "Generated image",
       width: 300, height: 300, loading: "lazy" });
-    results.append(el("a", { href: `/gallery?image=${id}`, class: "tile", "data-image-id": id }, img));
+    results.append(el("a", { href: "/gallery?" + new URLSearchParams({ image: id }), class: "tile", "data-image-id": id }, img));
   };
   const finish = (view, type, error) => {
     setStatus(type);
@@ -211,7 +211,7 @@ function follow(job) {
   for (const o of job.outputs ?? []) addImage(o.image_id);
 
   q(".job-cancel").addEventListener("click", async () => {
-    try { await api(`jobs/${job.id}/cancel`, { method: "POST" }); text.textContent = "Canceling…"; }
+    try { await api(apiPath`jobs/${job.id}/cancel`, { method: "POST" }); text.textContent = "Canceling…"; }
     catch (error) { toast(error.message, { kind: "error" }); }
   });
 
@@ -220,7 +220,7 @@ function follow(job) {
   let source;
   let retried = false;
   const open = () => {
-    source = new EventSource(job.urls?.events ?? `/api/v1/jobs/${job.id}/events`);
+    source = new EventSource(job.urls?.events ?? apiPath`/api/v1/jobs/${job.id}/events`);
     source.addEventListener("queued", (e) => { setStatus("queued"); const ev = JSON.parse(e.data); text.textContent = queuedText(ev.position, ev.capped); });
     source.addEventListener("started", () => { setStatus("running"); if (!reached) text.textContent = "Loading the model…"; });
     source.addEventListener("retrying", () => { reached = 0; text.textContent = "Retrying after an error…"; });
@@ -246,7 +246,7 @@ function follow(job) {
   };
   const poll = async () => {
     try {
-      const view = await api(`jobs/${job.id}`);
+      const view = await api(apiPath`jobs/${job.id}`);
       if (TERMINAL.has(view.status)) { finish(view, view.status, view.error); return; }
       setStatus(view.status);
       setProgress(view.progress.step, view.progress.total);
