@@ -269,6 +269,29 @@ def test_sign_in_carries_only_a_path_on_this_site_as_next(settings_factory: Call
         services.close(timeout=10)
 
 
+def test_generator_takes_its_limits_from_the_server(settings_factory: Callable[..., Any]) -> None:
+    """The prompt counter once said 10,000 where the server took 2,000: the page shows the server's numbers."""
+    services = build_services(settings_factory(max_prompt_chars=1234, max_images_per_job=5), upgrade_db=False)
+    try:
+        create_user(services, "limits@example.com", password=PASSWORD)
+        with TestClient(create_app(services=services, start_workers=False)) as c:
+            login = {"email": "limits@example.com", "password": PASSWORD, "use_cookies": True}
+            assert c.post("/api/v1/auth/login", json=login).status_code == 200
+            doc = page(c, "/generate")
+            (prompt,) = doc.all("textarea", name="prompt")
+            assert prompt["data-limit"] == "1234" and "maxlength" not in prompt  # never cut a pasted prompt
+            assert "0 / 1,234" in doc.data
+            assert doc.all("input", name="n")[0]["max"] == "5"
+            assert doc.all("textarea", name="negative_prompt")[0]["maxlength"] == "10000"  # the schema's bound
+            # The API says which field a limit is about, so the page shows it there.
+            headers = {"X-CSRF-Token": c.cookies.get("studiolo_csrf") or ""}
+            for body, field in [({"prompt": "x" * 1235}, "prompt"), ({"prompt": "fox", "n": 6}, "n")]:
+                r = c.post("/api/v1/generations", json=body, headers=headers)
+                assert r.status_code == 422 and r.json()["error"]["details"]["field"] == field, r.text
+    finally:
+        services.close(timeout=10)
+
+
 def test_public_pages_render_anonymously(anonymous: TestClient) -> None:
     for url, heading in ANONYMOUS_PAGES.items():
         r = anonymous.get(url, headers=HTML, follow_redirects=False)

@@ -24,8 +24,10 @@ from studiolo.deps import OriginDep, ServicesDep, client_ip, current_principal
 from studiolo.domain.accounts.authn import Principal
 from studiolo.domain.accounts.redirects import safe_next
 from studiolo.domain.accounts.router import session_response
+from studiolo.domain.generation.schemas import GenerationParams
 from studiolo.errors import Forbidden, NotFound, StudioloError, Unauthorized
 from studiolo.services import Services
+from studiolo.settings import Settings
 from studiolo.web import charts
 from studiolo.web.render import Assets, html_response, make_environment
 
@@ -205,6 +207,25 @@ def offline_page(request: Request) -> Response:
 
 
 # --- the studio -------------------------------------------------------------------------------------------
+@functools.cache
+def _schema_limit(field: str, key: str) -> int | None:
+    """A bound from the request schema (``maxLength``, ``maximum``) of one GenerationParams field."""
+    value = GenerationParams.model_json_schema()["properties"].get(field, {}).get(key)
+    return int(value) if value is not None else None
+
+
+def generation_limits(settings: Settings) -> dict[str, int]:
+    """The limits the generator's fields show and check, from the settings and the schema the API enforces: the
+    page never carries a number of its own (it once said 10,000 characters where the server took 2,000)."""
+    prompt_schema = _schema_limit("prompt", "maxLength") or settings.max_prompt_chars
+    images_schema = _schema_limit("n", "maximum") or settings.max_images_per_job
+    return {
+        "prompt": min(settings.max_prompt_chars, prompt_schema),
+        "negative_prompt": _schema_limit("negative_prompt", "maxLength") or prompt_schema,
+        "images": min(settings.max_images_per_job, images_schema),
+    }
+
+
 @router.get("/generate")
 async def generate_page(request: Request, viewer: ViewerDep, services: ServicesDep) -> Response:
     catalog = await call(services.generation.style_catalog, viewer.user_id)
@@ -224,6 +245,7 @@ async def generate_page(request: Request, viewer: ViewerDep, services: ServicesD
         models=models,
         default_model=services.catalog.default_model_id(),
         active_jobs=[j.model_dump(mode="json") for j in active],
+        limits=generation_limits(services.settings),
     )
 
 

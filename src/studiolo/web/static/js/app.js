@@ -136,23 +136,24 @@ export function toast(message, { kind = "info", action, timeout = 5000 } = {}) {
 }
 
 // --- forms ------------------------------------------------------------------------------------------
+/** Show an API error in ``form``: each field's message next to that field (the envelope's ``loc``, or the field a
+ * domain error names in ``details.field``, e.g. prompt_too_long), the first such field focused, and the message
+ * above the submit button too (the button may be far from the field). */
 export function showFieldErrors(form, error) {
   clearFieldErrors(form);
-  let placed = false;
-  for (const { field, msg } of error.fieldErrors ?? []) {
-    const input = field && form.querySelector(`[name="${CSS.escape(String(field))}"]`);
-    if (!input) continue;
-    input.setAttribute("aria-invalid", "true");
-    const slot = form.querySelector(`[data-error-for="${CSS.escape(input.name)}"]`);
-    if (slot) { slot.textContent = msg.replace(/^Value error, /, ""); placed = true; }
-    if (!placed) input.focus();
-  }
-  const field = error.details?.field;
-  if (field) {
-    const input = form.querySelector(`[name="${CSS.escape(field)}"]`);
+  const errors = [...(error.fieldErrors ?? [])];
+  if (error.details?.field) errors.push({ field: error.details.field, msg: error.message });
+  let first = null;
+  for (const { field, msg } of errors) {
+    if (!field) continue;
+    const name = CSS.escape(String(field));
+    const input = form.querySelector(`[name="${name}"]`);
     input?.setAttribute("aria-invalid", "true");
-    input?.focus();
+    const slot = form.querySelector(`[data-error-for="${name}"]`);
+    if (slot && !slot.textContent) slot.textContent = String(msg).replace(/^Value error, /, "");
+    first ??= input;
   }
+  first?.focus();
   const slot = form.querySelector("[data-form-error]");
   if (slot) slot.textContent = error.message;
   else toast(error.message, { kind: "error" });

@@ -11,8 +11,15 @@ const jobsBox = document.getElementById("jobs");
 const empty = document.getElementById("jobs-empty");
 const template = document.getElementById("job-template");
 
+// The server's limit (STUDIOLO_MAX_PROMPT_CHARS), rendered into the page: the one number, counted the way the
+// server counts (code points of the prompt as sent, trimmed), not UTF-16 units.
+const LIMIT = Number(prompt.dataset.limit);
 const fmt = new Intl.NumberFormat();
-const updateCount = () => { count.textContent = `${fmt.format(prompt.value.length)} / 10,000`; };
+const promptLength = () => [...prompt.value.trim()].length;
+const updateCount = () => {
+  count.textContent = `${fmt.format(promptLength())} / ${fmt.format(LIMIT)}`;
+  count.classList.toggle("over", promptLength() > LIMIT);
+};
 prompt.addEventListener("input", updateCount);
 updateCount();
 prompt.addEventListener("keydown", (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) form.requestSubmit(); });
@@ -114,10 +121,10 @@ function params() {
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
   clearFieldErrors(form);
-  if (!prompt.value.trim()) {
-    showFieldErrors(form, new ApiError(422, { error: { code: "invalid_input", message: "Write a prompt first.",
-      details: { errors: [{ loc: ["body", "prompt"], msg: "Write a prompt first." }] } } }));
-    prompt.focus();
+  const problem = !prompt.value.trim() ? "Write a prompt first."
+    : promptLength() > LIMIT ? `The prompt is longer than ${fmt.format(LIMIT)} characters.` : null;
+  if (problem) {
+    showFieldErrors(form, new ApiError(422, { error: { code: "invalid_input", message: problem, details: { field: "prompt" } } }));
     return;
   }
   const button = document.getElementById("generate");
