@@ -146,6 +146,9 @@ def create_app(
         version=__version__,
         description="Self-hosted AI creative studio: prompt in, images out, kept in a private gallery.",
         lifespan=lifespan,
+        # /docs is ours (web/api_docs.py): Swagger UI from the package, under the pages' CSP; no CDN-loaded /redoc.
+        docs_url=None,
+        redoc_url=None,
     )
     metrics = ProcessMetrics()  # this app's own registry (GET /metrics), see metrics.py
     app.state.metrics = metrics

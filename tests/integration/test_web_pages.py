@@ -228,6 +228,70 @@ def test_anonymous_visits_redirect_to_sign_in_with_the_way_back(anonymous: TestC
         assert (r.status_code, r.headers["location"]) == (303, "/signin?next=%2Fgallery")
 
 
+# What a browser could read as another host once it drops tab/CR/LF and turns "\\" into "/"; and, after them,
+# paths on this site that must go through unchanged.
+OFF_SITE_NEXT = [
+    "/\t/evil.example/x",
+    "/\n/evil.example/x",
+    "/\r/evil.example/x",
+    "/\t\\evil.example/x",
+    "/\\evil.example/x",
+    "//evil.example/x",
+    "https://evil.example/x",
+    "evil.example",
+    "/\x7f/evil.example",
+    " /gallery",
+]
+ON_SITE_NEXT = ["/gallery", "/gallery?q=red%20fox&starred=true", "/generate#job-1"]
+
+
+def test_sign_in_carries_only_a_path_on_this_site_as_next(settings_factory: Callable[..., Any]) -> None:
+    """The sign-in and sign-up pages render ``next`` into their form and OAuth links, and the no-JavaScript form
+    redirects to it: each only after the one rule (redirects.safe_next); tests/e2e/test_web_hardening.py drives
+    the pages' own scripts through the same values."""
+    services = build_services(settings_factory(google_client_id="id", google_client_secret="secret"), upgrade_db=False)
+    try:
+        create_user(services, "next@example.com", password=PASSWORD)
+        with TestClient(create_app(services=services, start_workers=False)) as c:
+            for value in [*OFF_SITE_NEXT, *ON_SITE_NEXT]:
+                expected = value if value in ON_SITE_NEXT else "/generate"
+                for url in ("/signin", "/signup"):
+                    doc = page(c, f"{url}?next={quote(value, safe='')}")
+                    (oauth,) = [a["href"] for a in doc.all("a") if "/oauth/google/start" in a.get("href", "")]
+                    assert parse_qs(urlsplit(oauth).query)["next"] == [expected], (url, value, oauth)
+                    if url == "/signin":
+                        assert doc.all("input", name="next")[0]["value"] == expected, value
+                form = {"email": "next@example.com", "password": PASSWORD, "next": value}
+                r = c.post("/signin", data=form, headers={"Origin": "http://testserver"}, follow_redirects=False)
+                assert (r.status_code, r.headers["location"]) == (303, quote(expected, safe="/?=&#%")), value
+                c.cookies.clear()
+    finally:
+        services.close(timeout=10)
+
+
+def test_generator_takes_its_limits_from_the_server(settings_factory: Callable[..., Any]) -> None:
+    """The prompt counter once said 10,000 where the server took 2,000: the page shows the server's numbers."""
+    services = build_services(settings_factory(max_prompt_chars=1234, max_images_per_job=5), upgrade_db=False)
+    try:
+        create_user(services, "limits@example.com", password=PASSWORD)
+        with TestClient(create_app(services=services, start_workers=False)) as c:
+            login = {"email": "limits@example.com", "password": PASSWORD, "use_cookies": True}
+            assert c.post("/api/v1/auth/login", json=login).status_code == 200
+            doc = page(c, "/generate")
+            (prompt,) = doc.all("textarea", name="prompt")
+            assert prompt["data-limit"] == "1234" and "maxlength" not in prompt  # never cut a pasted prompt
+            assert "0 / 1,234" in doc.data
+            assert doc.all("input", name="n")[0]["max"] == "5"
+            assert doc.all("textarea", name="negative_prompt")[0]["maxlength"] == "10000"  # the schema's bound
+            # The API says which field a limit is about, so the page shows it there.
+            headers = {"X-CSRF-Token": c.cookies.get("studiolo_csrf") or ""}
+            for body, field in [({"prompt": "x" * 1235}, "prompt"), ({"prompt": "fox", "n": 6}, "n")]:
+                r = c.post("/api/v1/generations", json=body, headers=headers)
+                assert r.status_code == 422 and r.json()["error"]["details"]["field"] == field, r.text
+    finally:
+        services.close(timeout=10)
+
+
 def test_public_pages_render_anonymously(anonymous: TestClient) -> None:
     for url, heading in ANONYMOUS_PAGES.items():
         r = anonymous.get(url, headers=HTML, follow_redirects=False)

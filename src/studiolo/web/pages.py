@@ -22,9 +22,12 @@ from fastapi.responses import RedirectResponse, Response
 from studiolo import __version__
 from studiolo.deps import OriginDep, ServicesDep, client_ip, current_principal
 from studiolo.domain.accounts.authn import Principal
+from studiolo.domain.accounts.redirects import safe_next
 from studiolo.domain.accounts.router import session_response
+from studiolo.domain.generation.schemas import GenerationParams
 from studiolo.errors import Forbidden, NotFound, StudioloError, Unauthorized
 from studiolo.services import Services
+from studiolo.settings import Settings
 from studiolo.web import charts
 from studiolo.web.render import Assets, html_response, make_environment
 
@@ -85,11 +88,12 @@ def render(request: Request, template: str, viewer: Viewer | None, **context: An
 
 def error_page(request: Request, status_code: int, code: str, message: str) -> Response:
     """Errors on page requests as a page, not JSON (errors.install_error_handlers calls this)."""
+    services: Services | None = getattr(request.app.state, "services", None)
     html = _env.get_template("error.html").render(
         request=request,
         viewer=None,
         path=request.url.path,
-        auth_required=True,
+        auth_required=services is None or services.settings.auth_mode != "none",
         status_code=status_code,
         code=code,
         message=message,
@@ -117,12 +121,18 @@ def landing(request: Request, viewer: MaybeViewer) -> Response:
     return render(request, "landing.html", None)
 
 
+# Where a sign-in sends the browser when ``next`` is missing or not a path on this site.
+AFTER_SIGN_IN = "/generate"
+
+
 async def _auth_page(request: Request, viewer: Viewer | None, template: str, **context: Any) -> Response:
     if viewer is not None and template != "reset.html":
-        return RedirectResponse("/generate", status_code=303)
+        return RedirectResponse(AFTER_SIGN_IN, status_code=303)
     services: Services = request.app.state.services
     providers = services.oauth.provider_names()
     needs_setup = await call(services.admin.needs_setup)
+    # The forms and OAuth links carry ``next`` on only once it passed the one rule (redirects.safe_next).
+    context.setdefault("next", safe_next(request.query_params.get("next"), AFTER_SIGN_IN))
     return render(request, template, None, providers=providers, needs_setup=needs_setup, **context)
 
 
@@ -142,9 +152,7 @@ async def signin_form(request: Request, services: ServicesDep, origin: OriginDep
         raise Forbidden("Sign in from this site's own page.", code="csrf_failed")
     form = await request.form()
     email, password = str(form.get("email", ""))[:320], str(form.get("password", ""))[:1024]
-    next_url = str(form.get("next", "/generate"))
-    if not next_url.startswith("/") or next_url.startswith(("//", "/\\")):
-        next_url = "/generate"
+    next_url = safe_next(str(form.get("next", "")), AFTER_SIGN_IN)
     services.limiter.hit("login", f"ip:{client_ip(request)}")
     try:
         pair = await call(services.accounts.login, email, password, origin)
@@ -199,6 +207,25 @@ def offline_page(request: Request) -> Response:
 
 
 # --- the studio -------------------------------------------------------------------------------------------
+@functools.cache
+def _schema_limit(field: str, key: str) -> int | None:
+    """A bound from the request schema (``maxLength``, ``maximum``) of one GenerationParams field."""
+    value = GenerationParams.model_json_schema()["properties"].get(field, {}).get(key)
+    return int(value) if value is not None else None
+
+
+def generation_limits(settings: Settings) -> dict[str, int]:
+    """The limits the generator's fields show and check, from the settings and the schema the API enforces: the
+    page never carries a number of its own (it once said 10,000 characters where the server took 2,000)."""
+    prompt_schema = _schema_limit("prompt", "maxLength") or settings.max_prompt_chars
+    images_schema = _schema_limit("n", "maximum") or settings.max_images_per_job
+    return {
+        "prompt": min(settings.max_prompt_chars, prompt_schema),
+        "negative_prompt": _schema_limit("negative_prompt", "maxLength") or prompt_schema,
+        "images": min(settings.max_images_per_job, images_schema),
+    }
+
+
 @router.get("/generate")
 async def generate_page(request: Request, viewer: ViewerDep, services: ServicesDep) -> Response:
     catalog = await call(services.generation.style_catalog, viewer.user_id)
@@ -218,6 +245,7 @@ async def generate_page(request: Request, viewer: ViewerDep, services: ServicesD
         models=models,
         default_model=services.catalog.default_model_id(),
         active_jobs=[j.model_dump(mode="json") for j in active],
+        limits=generation_limits(services.settings),
     )
 
 
@@ -367,8 +395,9 @@ def signin_redirect(request: Request) -> Response:
 
 
 def install(app: FastAPI) -> None:
-    """Add the pages (and the admin pages) to the app, and answer SignInRequired with a redirect."""
+    """Add the pages (the admin pages and the API documentation too), and answer SignInRequired with a redirect."""
     from studiolo.web.admin_pages import router as admin_pages_router
+    from studiolo.web.api_docs import router as api_docs_router
 
     async def _to_signin(request: Request, exc: Exception) -> Response:
         return signin_redirect(request)
@@ -376,3 +405,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(SignInRequired, _to_signin)
     app.include_router(router)
     app.include_router(admin_pages_router)
+    app.include_router(api_docs_router)

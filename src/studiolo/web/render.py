@@ -8,6 +8,7 @@ import hashlib
 import mimetypes
 import posixpath
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,11 +48,17 @@ class Asset:
 
 
 class Assets:
-    """Every file under static/, read once: a content hash for cache-busting URLs and a gzipped copy."""
+    """Every file under static/ (or ``include`` of another ``root``, served under ``prefix``), read once: a content
+    hash for cache-busting URLs and a gzipped copy."""
 
-    def __init__(self, root: Path = STATIC_DIR):
+    def __init__(self, root: Path = STATIC_DIR, *, include: Collection[str] | None = None, prefix: str = "/static/"):
         self._files: dict[str, Asset] = {}
-        self._sources = {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
+        self._prefix = prefix
+        self._sources = {
+            p.relative_to(root).as_posix(): p
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and (include is None or p.relative_to(root).as_posix() in include)
+        }
         for rel in self._sources:
             self._load(rel, ())
 
@@ -90,12 +97,12 @@ class Assets:
 
     def url(self, rel: str) -> str:
         asset = self._files[rel]  # a KeyError here is a template naming a file that does not exist
-        return f"/static/{rel}?v={asset.version}"
+        return f"{self._prefix}{rel}?v={asset.version}"
 
     def fingerprint(self, url: str) -> str:
         """A ``/static/...`` URL from elsewhere (e.g. a style's thumbnail_url) with its content hash, if we ship it."""
-        rel = url.removeprefix("/static/")
-        return self.url(rel) if url.startswith("/static/") and rel in self._files else url
+        rel = url.removeprefix(self._prefix)
+        return self.url(rel) if url.startswith(self._prefix) and rel in self._files else url
 
     def get(self, rel: str) -> Asset | None:
         return self._files.get(rel)

@@ -40,6 +40,7 @@ from studiolo.db.session import Database
 from studiolo.domain.accounts import audit
 from studiolo.domain.accounts.audit import Origin
 from studiolo.domain.accounts.models import OAuthAccount, User
+from studiolo.domain.accounts.redirects import safe_next
 from studiolo.domain.accounts.schemas import TokenPair
 from studiolo.domain.accounts.service import AccountService, normalize_email
 from studiolo.domain.accounts.tokens import TokenCodec
@@ -84,16 +85,6 @@ class ProviderUnavailable(StudioloError):
 
     status_code = 502
     code = "oauth_provider_unavailable"
-
-
-def safe_next(path: str | None) -> str:
-    """``path`` if it is a path on this site, else "/": the callback redirects there, so anything that a browser
-    could read as another host ("//evil", "/\\evil", "/<tab>/evil", "https://…") would be an open redirect."""
-    if not path or not path.startswith("/") or path.startswith("//"):
-        return "/"
-    if "\\" in path or any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in path):
-        return "/"
-    return path
 
 
 @dataclass(frozen=True)

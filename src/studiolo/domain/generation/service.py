@@ -1,6 +1,6 @@
 """Generation: turn a request into a durable job, and report on jobs, styles and usage.
 
-The HTTP API, the OpenAI/A1111 compatibility layers and the CLI all submit through ``submit``; ``submit_batch``
+The HTTP API (which the web studio uses) and the CLI submit through ``submit``; ``submit_batch``
 queues many txt2img jobs at once, all or none.
 """
 
@@ -189,13 +189,13 @@ class GenerationService:
             raise InvalidInput(
                 f"The prompt is longer than {self.settings.max_prompt_chars} characters.",
                 code="prompt_too_long",
-                details={"limit": self.settings.max_prompt_chars, "length": len(p.prompt)},
+                details={"field": "prompt", "limit": self.settings.max_prompt_chars, "length": len(p.prompt)},
             )
         if p.n > self.settings.max_images_per_job:
             raise InvalidInput(
                 f"At most {self.settings.max_images_per_job} images per job.",
                 code="too_many_images",
-                details={"limit": self.settings.max_images_per_job},
+                details={"field": "n", "limit": self.settings.max_images_per_job},
             )
         model = self.catalog.resolve(p.model)
         engine = self.engines[model.engine]

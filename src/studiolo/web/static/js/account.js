@@ -1,5 +1,5 @@
 // Account (profile, password, sessions, API keys, deletion) and the collections page's forms.
-import { api, ApiError, clearFieldErrors, confirmDialog, copyText, forgetDevice, formJson, showFieldErrors, wireApiForms } from "./app.js";
+import { api, ApiError, clearFieldErrors, confirmDialog, copyText, forgetDevice, formJson, showFieldErrors, signOut, wireApiForms } from "./app.js";
 
 wireApiForms({ reload: () => location.reload() });
 
@@ -7,9 +7,7 @@ const $ = (id) => document.getElementById(id);
 
 $("sign-out-everywhere")?.addEventListener("click", async () => {
   if (!(await confirmDialog("Sign out of every device, this one included?", { ok: "Sign out everywhere" }))) return;
-  await api("auth/logout", { method: "POST", body: { everywhere: true } }).catch(() => null);
-  forgetDevice();
-  location.assign("/signin");
+  await signOut({ everywhere: true });
 });
 
 $("key-form")?.addEventListener("submit", async (event) => {
@@ -37,7 +35,7 @@ $("delete-form")?.addEventListener("submit", async (event) => {
   if (!(await confirmDialog("Delete your account and everything in it? This cannot be undone.", { ok: "Delete everything" }))) return;
   try {
     await api("auth/me", { method: "DELETE", body: formJson(form) });
-    forgetDevice();
+    await forgetDevice();
     location.assign("/");
   } catch (error) {
     if (error instanceof ApiError) showFieldErrors(form, error); else throw error;

@@ -36,7 +36,9 @@ function labelOf(field) {
 // Refresh tokens rotate strictly (reusing a spent one ends the session), so refreshes must never overlap:
 // one promise per tab, and a Web Lock across tabs where the browser has them.
 let refreshing = null;
-export function refreshSession() {
+/** Renew the session from the refresh cookie: "renewed", "ended" (the server said no: nobody is signed in any
+ * more) or "unreachable" (no answer, e.g. offline: the session may well be alive). */
+export function renewSession() {
   if (!refreshing) {
     const run = async () => {
       const before = cookie("studiolo_csrf");
@@ -44,8 +46,10 @@ export function refreshSession() {
         method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ use_cookies: true }),
       }).catch(() => null);
+      if (res?.ok) return "renewed";
       // Another tab may have refreshed while we waited for the lock: its new cookies are ours too.
-      return res?.ok || (res?.status === 401 && cookie("studiolo_csrf") !== before);
+      if (res?.status === 401) return cookie("studiolo_csrf") !== before ? "renewed" : "ended";
+      return "unreachable";
     };
     const locked = navigator.locks ? navigator.locks.request("studiolo-refresh", run) : run();
     refreshing = locked.finally(() => { setTimeout(() => { refreshing = null; }, 0); });
@@ -53,9 +57,39 @@ export function refreshSession() {
   return refreshing;
 }
 
+/** True when the session was renewed. */
+export async function refreshSession() {
+  return (await renewSession()) === "renewed";
+}
+
 export function toSignIn() {
   const next = location.pathname + location.search;
   location.assign("/signin?next=" + encodeURIComponent(next));
+}
+
+// --- building URLs ------------------------------------------------------------------------------------
+// Ids come from the URL (/gallery?image=…), the DOM and storage: anything a link can carry. Spliced into a
+// path as they are, "../admin/users/<id>/activate#" would turn the lightbox's buttons into calls to admin
+// routes with the viewer's CSRF header (tests/e2e/test_web_hardening.py). So every id is checked for the
+// shape the server gives ids (a UUID), and every value put into a path goes through apiPath.
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** True for a string shaped like the server's ids (UUIDs). */
+export function isId(value) {
+  return typeof value === "string" && UUID.test(value);
+}
+
+/** A path with each ${value} as exactly one path segment: apiPath`images/${id}/regenerate`.
+ * Values are percent-encoded (a "/", "?" or "#" stays inside its segment); "", "." and ".." are refused,
+ * because browsers resolve dot segments (even encoded ones) before the request leaves. */
+export function apiPath(strings, ...values) {
+  let out = strings[0];
+  values.forEach((value, i) => {
+    const text = String(value);
+    if (text === "" || text === "." || text === "..") throw new TypeError(`not a path segment: "${text}"`);
+    out += encodeURIComponent(text) + strings[i + 1];
+  });
+  return out;
 }
 
 /** Call the API. ``body`` may be an object (sent as JSON) or FormData. Throws ApiError with a readable message. */
@@ -102,23 +136,24 @@ export function toast(message, { kind = "info", action, timeout = 5000 } = {}) {
 }
 
 // --- forms ------------------------------------------------------------------------------------------
+/** Show an API error in ``form``: each field's message next to that field (the envelope's ``loc``, or the field a
+ * domain error names in ``details.field``, e.g. prompt_too_long), the first such field focused, and the message
+ * above the submit button too (the button may be far from the field). */
 export function showFieldErrors(form, error) {
   clearFieldErrors(form);
-  let placed = false;
-  for (const { field, msg } of error.fieldErrors ?? []) {
-    const input = field && form.querySelector(`[name="${CSS.escape(String(field))}"]`);
-    if (!input) continue;
-    input.setAttribute("aria-invalid", "true");
-    const slot = form.querySelector(`[data-error-for="${CSS.escape(input.name)}"]`);
-    if (slot) { slot.textContent = msg.replace(/^Value error, /, ""); placed = true; }
-    if (!placed) input.focus();
-  }
-  const field = error.details?.field;
-  if (field) {
-    const input = form.querySelector(`[name="${CSS.escape(field)}"]`);
+  const errors = [...(error.fieldErrors ?? [])];
+  if (error.details?.field) errors.push({ field: error.details.field, msg: error.message });
+  let first = null;
+  for (const { field, msg } of errors) {
+    if (!field) continue;
+    const name = CSS.escape(String(field));
+    const input = form.querySelector(`[name="${name}"]`);
     input?.setAttribute("aria-invalid", "true");
-    input?.focus();
+    const slot = form.querySelector(`[data-error-for="${name}"]`);
+    if (slot && !slot.textContent) slot.textContent = String(msg).replace(/^Value error, /, "");
+    first ??= input;
   }
+  first?.focus();
   const slot = form.querySelector("[data-form-error]");
   if (slot) slot.textContent = error.message;
   else toast(error.message, { kind: "error" });
@@ -169,10 +204,21 @@ export function wireApiForms(handlers = {}) {
   }
 }
 
+/** Where to go after signing in: the one rule the server applies too (studiolo/domain/accounts/redirects.py),
+ * a path on this origin and nothing a browser could read as another host. Tab, CR and LF are dropped by URL
+ * parsers and a backslash reads as a slash, so "/\t/evil.example" is "//evil.example": such values are refused
+ * outright, then what is left is resolved against this origin and must stay on it. Returns null otherwise. */
+export function sameOriginPath(raw) {
+  if (typeof raw !== "string" || !raw.startsWith("/") || raw.startsWith("//")) return null;
+  if (/[\u0000-\u0020\u007f\\]/.test(raw)) return null;
+  let url;
+  try { url = new URL(raw, location.origin); } catch { return null; }
+  if (url.origin !== location.origin) return null;
+  return url.pathname + url.search + url.hash;
+}
+
 export function safeNext(fallback = "/generate") {
-  const next = new URLSearchParams(location.search).get("next") || "";
-  // Only same-site paths: "//evil.example" or "https://…" would make this an open redirect.
-  return next.startsWith("/") && !next.startsWith("//") && !next.startsWith("/\\") ? next : fallback;
+  return sameOriginPath(new URLSearchParams(location.search).get("next") ?? "") ?? fallback;
 }
 
 export function el(tag, attrs = {}, ...children) {
@@ -210,10 +256,38 @@ export function confirmDialog(message, { ok = "Delete", danger = true } = {}) {
   });
 }
 
-/** On sign-out: drop what this device keeps of the user (cached pages and images, remembered generator settings). */
-export function forgetDevice() {
-  navigator.serviceWorker?.controller?.postMessage({ type: "signed-out" });
-  try { localStorage.removeItem("studiolo-generator"); } catch { /* storage blocked */ }
+// --- what this browser keeps of a user ------------------------------------------------------------------
+// The service worker's copies of pages and images (sw.js) and the generator's remembered settings belong to
+// whoever is signed in; the theme is the device's. Nothing is kept in IndexedDB. Names are shared with sw.js.
+const USER_CACHES = ["studiolo-pages", "studiolo-images"];
+const USER_STORAGE = ["studiolo-generator"];
+
+/** When nobody is signed in any more (sign-out, account deletion, a session that ended): drop what this browser
+ * keeps of the user, so the next person on it cannot open their gallery offline. Resolves once it is gone. */
+export async function forgetDevice() {
+  try { for (const key of USER_STORAGE) localStorage.removeItem(key); } catch { /* storage blocked */ }
+  try { sessionStorage.clear(); } catch { /* storage blocked */ }
+  // The worker also drops copies it is still writing (a thumbnail fetched a moment ago); the page deletes the
+  // caches itself as well, so it does not depend on a worker being there or answering.
+  const registration = await navigator.serviceWorker?.getRegistration?.().catch(() => null);
+  const worker = registration?.active;
+  const told = worker ? new Promise((resolve) => {
+    const channel = new MessageChannel();
+    channel.port1.onmessage = resolve;
+    worker.postMessage({ type: "signed-out" }, [channel.port2]);
+    setTimeout(resolve, 3000); // a worker being replaced may never answer
+  }) : null;
+  if (globalThis.caches) await Promise.all(USER_CACHES.map((name) => caches.delete(name).catch(() => false)));
+  await told;
+}
+
+/** Sign out of this browser (or every device), forget what it kept, and go to the sign-in page. */
+export async function signOut({ everywhere = false } = {}) {
+  // An expired access cookie is renewed first (api() does that on a 401), so the session ends on the server too.
+  try { await api("auth/logout", { method: "POST", body: everywhere ? { everywhere: true } : {} }); }
+  catch { /* offline or already ended: this browser forgets the user either way */ }
+  await forgetDevice();
+  location.assign("/signin");
 }
 
 // --- page chrome: menu, theme, offline, install, service worker ----------------------------------------
@@ -252,11 +326,10 @@ function chrome() {
     install.hidden = true;
   });
   addEventListener("appinstalled", () => { install.hidden = true; });
-  document.getElementById("sign-out")?.addEventListener("click", async () => {
-    try { await api("auth/logout", { method: "POST", body: {} }); } catch { /* signed out either way */ }
-    forgetDevice();
-    location.assign("/signin");
-  });
+  document.getElementById("sign-out")?.addEventListener("click", () => signOut());
+  // A page served to nobody, in a browser that holds no session at all: whatever the worker and storage kept
+  // belonged to someone whose session is over (it expired, or ended on another device), not to the next person.
+  if ("signedOut" in document.body.dataset && !cookie("studiolo_csrf")) forgetDevice();
   if ("serviceWorker" in navigator && document.body.dataset.sw !== "off") {
     navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch(() => { /* the studio works without it */ });
   }

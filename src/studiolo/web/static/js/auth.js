@@ -1,5 +1,5 @@
 // Sign in, sign up + verify, password reset and first-run setup: forms posting to /api/v1/auth/*.
-import { api, cookie, refreshSession, safeNext, toast, wireApiForms } from "./app.js";
+import { api, cookie, forgetDevice, renewSession, safeNext, toast, wireApiForms } from "./app.js";
 
 const $ = (id) => document.getElementById(id);
 let signupPassword = "";
@@ -42,11 +42,15 @@ $("resend")?.addEventListener("click", async () => {
   }
 });
 
-// An expired access cookie lands here; the refresh cookie (scoped to /api/v1/auth) may still be good.
+// An expired access cookie lands here; the refresh cookie (scoped to /api/v1/auth) may still be good. If the
+// server says the session is over, nobody is signed in on this browser any more: forget what it kept of them.
+// Where the session resumes, ``next`` is followed without a click, so it passes the same rule as after a
+// sign-in (safeNext; tests/e2e/test_web_hardening.py).
 if ($("signin-form") && cookie("studiolo_csrf")) {
   $("resuming").hidden = false;
-  refreshSession().then((ok) => {
-    if (ok) location.replace(safeNext());
-    else $("resuming").hidden = true;
+  renewSession().then(async (state) => {
+    if (state === "renewed") { location.replace(safeNext()); return; }
+    if (state === "ended") await forgetDevice();
+    $("resuming").hidden = true;
   });
 }

@@ -1,6 +1,6 @@
 // The gallery: infinite scroll over keyset pages, a lightbox with metadata and actions, stars, tags,
 // collections, multi-select bulk actions, and delete with an undo window.
-import { api, ApiError, copyText, el, showFieldErrors, toast } from "./app.js";
+import { api, ApiError, apiPath, copyText, el, isId, showFieldErrors, toast } from "./app.js";
 
 const grid = document.getElementById("gallery");
 const lightbox = document.getElementById("lightbox");
@@ -58,6 +58,9 @@ for (const select of document.querySelectorAll("#filters select, #filters input[
   select.addEventListener("change", () => select.form.requestSubmit());
 }
 
+// The tiles (or parts of them) showing image ``id``; the id is escaped, never spliced into the selector.
+const tilesOf = (id, inner = "") => document.querySelectorAll(`.tile[data-id="${CSS.escape(String(id))}"]${inner}`);
+
 // --- stars ---------------------------------------------------------------------------------------------
 function setStar(button, on) {
   button.setAttribute("aria-pressed", String(on));
@@ -65,9 +68,9 @@ function setStar(button, on) {
   else button.textContent = on ? "Starred" : "Star";
 }
 async function star(id, on) {
-  const view = await api(`images/${id}`, { method: "PATCH", body: { starred: on } });
+  const view = await api(apiPath`images/${id}`, { method: "PATCH", body: { starred: on } });
   views.set(id, view);
-  document.querySelectorAll(`.tile[data-id="${id}"] .tile-star`).forEach((b) => setStar(b, on));
+  tilesOf(id, " .tile-star").forEach((b) => setStar(b, on));
   return view;
 }
 
@@ -96,7 +99,7 @@ document.querySelectorAll("[data-bulk]").forEach((button) => button.addEventList
   if (action === "delete") { deleteWithUndo(ids); return; }
   try {
     const res = await api("images/bulk", { method: "POST", body: { image_ids: ids, action } });
-    for (const id of res.done) document.querySelectorAll(`.tile[data-id="${id}"] .tile-star`).forEach((b) => setStar(b, action === "star"));
+    for (const id of res.done) tilesOf(id, " .tile-star").forEach((b) => setStar(b, action === "star"));
     toast(`${res.done.length} image${res.done.length === 1 ? "" : "s"} ${action === "star" ? "starred" : "unstarred"}.`);
   } catch (error) { toast(error.message, { kind: "error" }); }
 }));
@@ -106,7 +109,7 @@ document.getElementById("bulk-collection")?.addEventListener("change", async (ev
   if (!cid) return;
   const ids = selected();
   try {
-    const c = await api(`collections/${cid}/images`, { method: "POST", body: { image_ids: ids } });
+    const c = await api(apiPath`collections/${cid}/images`, { method: "POST", body: { image_ids: ids } });
     toast(`Added ${ids.length} to “${c.name}”.`);
   } catch (error) { toast(error.message, { kind: "error" }); }
   select.value = "";
@@ -121,7 +124,7 @@ function flushDeletes(keepalive = false) {
   if (!ids.length) return;
   pending.clear();
   const request = ids.length === 1
-    ? api(`images/${ids[0]}`, { method: "DELETE", keepalive })
+    ? api(apiPath`images/${ids[0]}`, { method: "DELETE", keepalive })
     : api("images/bulk", { method: "POST", body: { image_ids: ids, action: "delete" }, keepalive });
   request.catch((error) => toast(`Delete failed: ${error.message}`, { kind: "error" }));
 }
@@ -130,7 +133,7 @@ addEventListener("pagehide", () => flushDeletes(true));
 function deleteWithUndo(ids) {
   const removed = [];
   for (const id of ids) {
-    for (const tile of document.querySelectorAll(`.tile[data-id="${id}"]`)) {
+    for (const tile of tilesOf(id)) {
       removed.push({ tile, parent: tile.parentNode, next: tile.nextSibling });
       tile.querySelector(".select").checked = false;
       tile.remove();
@@ -159,10 +162,12 @@ const $ = (id) => document.getElementById(id);
 const tiles = () => [...document.querySelectorAll("#gallery .tile")];
 
 async function openImage(id) {
+  // The id may come from the address bar (/gallery?image=…): only an id of the server's shape is ever used.
+  if (!isId(id)) { toast("There is no such image.", { kind: "error" }); return; }
   current = id;
   $("lb-error").textContent = "";
-  const tileImg = document.querySelector(`.tile[data-id="${id}"] img`);
-  $("lb-img").src = tileImg?.currentSrc || `/api/v1/images/${id}/file?size=800`;
+  const tileImg = tilesOf(id, " img")[0];
+  $("lb-img").src = tileImg?.currentSrc || apiPath`/api/v1/images/${id}/file` + "?size=800";
   if (!lightbox.open) lightbox.showModal();
   let view = views.get(id);
   if (!view) {
@@ -172,7 +177,7 @@ async function openImage(id) {
     $("lb-meta").replaceChildren(...Array.from({ length: 6 }, () => [el("dt", { text: "…" }), el("dd", { class: "skeleton", text: "\u00a0" })]).flat());
   }
   try {
-    if (!view) { view = await api(`images/${id}`); views.set(id, view); }
+    if (!view) { view = await api(apiPath`images/${id}`); views.set(id, view); }
   } catch (error) {
     $("lb-error").textContent = error.status === 0 ? "Offline: the details of this image are not saved on this device." : error.message;
     return;
@@ -237,9 +242,9 @@ if (lightbox) {
   for (const [button, seed] of [["lb-regen-same", "same"], ["lb-regen-new", "new"]]) {
     $(button).addEventListener("click", async () => {
       try {
-        const job = await api(`images/${current}/regenerate`, { method: "POST", body: { seed } });
+        const job = await api(apiPath`images/${current}/regenerate`, { method: "POST", body: { seed } });
         toast("Queued: it will appear in the gallery when done.", {
-          action: { label: "Watch", run: () => location.assign("/generate#job-" + job.id) } });
+          action: { label: "Watch", run: () => location.assign("/generate#job-" + encodeURIComponent(job.id)) } });
       } catch (error) { $("lb-error").textContent = error.message; }
     });
   }
@@ -247,7 +252,7 @@ if (lightbox) {
     event.preventDefault();
     const tags = $("lb-tags").value.split(",").map((t) => t.trim()).filter(Boolean);
     try {
-      const v = await api(`images/${current}`, { method: "PATCH", body: { tags } });
+      const v = await api(apiPath`images/${current}`, { method: "PATCH", body: { tags } });
       views.set(current, v);
       toast("Tags saved.");
       openImage(current);
@@ -271,7 +276,7 @@ if (lightbox) {
         $("lb-new-collection").hidden = true;
         document.getElementById("bulk-collection")?.append(option.cloneNode(true));
       }
-      const c = await api(`collections/${cid}/images`, { method: "POST", body: { image_ids: [current] } });
+      const c = await api(apiPath`collections/${cid}/images`, { method: "POST", body: { image_ids: [current] } });
       toast(`Added to “${c.name}”.`);
     } catch (error) {
       if (error instanceof ApiError) showFieldErrors(event.target, error); else throw error;
@@ -280,8 +285,8 @@ if (lightbox) {
   $("lb-uncollect")?.addEventListener("click", async () => {
     const cid = $("lb-uncollect").dataset.collection;
     try {
-      await api(`collections/${cid}/images/${current}`, { method: "DELETE" });
-      document.querySelector(`.tile[data-id="${current}"]`)?.remove();
+      await api(apiPath`collections/${cid}/images/${current}`, { method: "DELETE" });
+      tilesOf(current).forEach((t) => t.remove());
       lightbox.close();
       toast("Removed from the collection.");
     } catch (error) { $("lb-error").textContent = error.message; }

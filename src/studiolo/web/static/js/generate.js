@@ -1,6 +1,6 @@
 // The generator: form -> POST /api/v1/generations (JSON, or multipart with an init image and a painted mask),
 // then one card per job fed by its event stream (queue position, steps, previews, results, errors).
-import { api, ApiError, clearFieldErrors, el, refreshSession, showFieldErrors, toast } from "./app.js";
+import { api, ApiError, apiPath, clearFieldErrors, el, refreshSession, showFieldErrors, toast } from "./app.js";
 
 const form = document.getElementById("gen-form");
 const prompt = document.getElementById("prompt");
@@ -11,8 +11,15 @@ const jobsBox = document.getElementById("jobs");
 const empty = document.getElementById("jobs-empty");
 const template = document.getElementById("job-template");
 
+// The server's limit (STUDIOLO_MAX_PROMPT_CHARS), rendered into the page: the one number, counted the way the
+// server counts (code points of the prompt as sent, trimmed), not UTF-16 units.
+const LIMIT = Number(prompt.dataset.limit);
 const fmt = new Intl.NumberFormat();
-const updateCount = () => { count.textContent = `${fmt.format(prompt.value.length)} / 10,000`; };
+const promptLength = () => [...prompt.value.trim()].length;
+const updateCount = () => {
+  count.textContent = `${fmt.format(promptLength())} / ${fmt.format(LIMIT)}`;
+  count.classList.toggle("over", promptLength() > LIMIT);
+};
 prompt.addEventListener("input", updateCount);
 updateCount();
 prompt.addEventListener("keydown", (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) form.requestSubmit(); });
@@ -114,10 +121,10 @@ function params() {
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
   clearFieldErrors(form);
-  if (!prompt.value.trim()) {
-    showFieldErrors(form, new ApiError(422, { error: { code: "invalid_input", message: "Write a prompt first.",
-      details: { errors: [{ loc: ["body", "prompt"], msg: "Write a prompt first." }] } } }));
-    prompt.focus();
+  const problem = !prompt.value.trim() ? "Write a prompt first."
+    : promptLength() > LIMIT ? `The prompt is longer than ${fmt.format(LIMIT)} characters.` : null;
+  if (problem) {
+    showFieldErrors(form, new ApiError(422, { error: { code: "invalid_input", message: problem, details: { field: "prompt" } } }));
     return;
   }
   const button = document.getElementById("generate");
@@ -185,9 +192,9 @@ function follow(job) {
   const addImage = (id) => {
     if (shown.has(id)) return;
     shown.add(id);
-    const img = el("img", { src: `/api/v1/images/${id}/file?size=300`, alt: job.params?.prompt ?? "Generated image",
+    const img = el("img", { src: apiPath`/api/v1/images/${id}/file` + "?size=300", alt: job.params?.prompt ?? "Generated image",
       width: 300, height: 300, loading: "lazy" });
-    results.append(el("a", { href: `/gallery?image=${id}`, class: "tile", "data-image-id": id }, img));
+    results.append(el("a", { href: "/gallery?" + new URLSearchParams({ image: id }), class: "tile", "data-image-id": id }, img));
   };
   const finish = (view, type, error) => {
     setStatus(type);
@@ -211,7 +218,7 @@ function follow(job) {
   for (const o of job.outputs ?? []) addImage(o.image_id);
 
   q(".job-cancel").addEventListener("click", async () => {
-    try { await api(`jobs/${job.id}/cancel`, { method: "POST" }); text.textContent = "Canceling…"; }
+    try { await api(apiPath`jobs/${job.id}/cancel`, { method: "POST" }); text.textContent = "Canceling…"; }
     catch (error) { toast(error.message, { kind: "error" }); }
   });
 
@@ -220,7 +227,7 @@ function follow(job) {
   let source;
   let retried = false;
   const open = () => {
-    source = new EventSource(job.urls?.events ?? `/api/v1/jobs/${job.id}/events`);
+    source = new EventSource(job.urls?.events ?? apiPath`/api/v1/jobs/${job.id}/events`);
     source.addEventListener("queued", (e) => { setStatus("queued"); const ev = JSON.parse(e.data); text.textContent = queuedText(ev.position, ev.capped); });
     source.addEventListener("started", () => { setStatus("running"); if (!reached) text.textContent = "Loading the model…"; });
     source.addEventListener("retrying", () => { reached = 0; text.textContent = "Retrying after an error…"; });
@@ -246,7 +253,7 @@ function follow(job) {
   };
   const poll = async () => {
     try {
-      const view = await api(`jobs/${job.id}`);
+      const view = await api(apiPath`jobs/${job.id}`);
       if (TERMINAL.has(view.status)) { finish(view, view.status, view.error); return; }
       setStatus(view.status);
       setProgress(view.progress.step, view.progress.total);

@@ -1,5 +1,8 @@
 // Studiolo's service worker: the app shell cached at install, pages network-first with the last copy kept
 // for offline use, gallery images cache-first (their URLs never change content), everything else live.
+// The pages and images belong to the signed-in user: they are dropped when nobody is signed in any more (a
+// sign-out, or the sign-in page finding the session over; see forgetDevice in app.js), not on every trip
+// through /signin, which an expired access cookie also makes and which resumes the same session.
 const VERSION = "__VERSION__";
 const SHELL = __SHELL__;
 const SHELL_CACHE = "studiolo-shell-" + VERSION;
@@ -22,9 +25,18 @@ self.addEventListener("activate", (event) => {
   })());
 });
 
+// What the worker keeps of a user (PAGES, IMAGES) goes when nobody is signed in any more: the page deletes both
+// caches and tells the worker (forgetDevice in app.js; tests/e2e/test_web_hardening.py signs two people in and
+// out of one browser). A copy still being written then (a thumbnail fetched a moment before) must not bring the
+// cache back: each write carries the sign-out count from when its request was sent, and one that finishes
+// after a sign-out is not kept.
+let signOuts = 0;
+
 self.addEventListener("message", (event) => {
-  // Signing out must not leave someone's gallery readable on a shared device.
-  if (event.data?.type === "signed-out") event.waitUntil(Promise.all([caches.delete(PAGES), caches.delete(IMAGES)]));
+  if (event.data?.type !== "signed-out") return;
+  signOuts += 1;
+  event.waitUntil(Promise.all([caches.delete(PAGES), caches.delete(IMAGES)])
+    .then(() => event.ports[0]?.postMessage("forgotten")));
 });
 
 async function trim(cacheName, max) {
@@ -34,23 +46,23 @@ async function trim(cacheName, max) {
 }
 
 // Cache writes happen after the response is handed to the page (event.waitUntil), never before it.
-async function keep(cacheName, max, request, response) {
+// ``since`` is the sign-out count when the request was sent.
+async function keep(cacheName, max, request, response, since) {
+  if (signOuts !== since) return;
   const cache = await caches.open(cacheName);
   await cache.put(request, response);
+  if (signOuts !== since) { await cache.delete(request); return; }
   await trim(cacheName, max);
 }
 
 async function page(event) {
   const { request } = event;
   const url = new URL(request.url);
+  const since = signOuts;
   try {
     const response = await fetch(request);
     if (response.ok && !response.redirected && OFFLINE_PAGES.includes(url.pathname)) {
-      event.waitUntil(keep(PAGES, MAX_PAGES, request, response.clone()));
-    }
-    if (response.redirected && new URL(response.url).pathname === "/signin") {
-      // Signed out elsewhere: forget this user's pages.
-      caches.delete(PAGES);
+      event.waitUntil(keep(PAGES, MAX_PAGES, request, response.clone(), since));
     }
     return response;
   } catch {
@@ -65,8 +77,11 @@ async function image(event) {
   const { request } = event;
   const hit = await caches.match(request, { ignoreVary: true, cacheName: IMAGES });
   if (hit) return hit;
-  const response = await fetch(request);
-  if (response.ok) event.waitUntil(keep(IMAGES, MAX_IMAGES, request, response.clone()));
+  const since = signOuts;
+  // Without a copy of its own, the worker asks the server (cache: "no-cache"): a picture the HTTP cache still
+  // holds from before a sign-out is never shown without the server seeing a session (offline: not at all).
+  const response = await fetch(request, { cache: "no-cache" });
+  if (response.ok) event.waitUntil(keep(IMAGES, MAX_IMAGES, request, response.clone(), since));
   return response;
 }
 
