@@ -376,10 +376,11 @@ def models_default(model_id: str) -> None:
 @db_app.command("upgrade")
 def db_upgrade(revision: str = "head") -> None:
     """Apply database migrations."""
+    from studiolo.datadir import secure_data_dir
     from studiolo.db import migrate
 
     settings = _settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    secure_data_dir(settings)
     migrate.upgrade(settings.resolved_database_url, revision)
     console.print(f"database at {migrate.current_revision(settings.resolved_database_url)}")
 
