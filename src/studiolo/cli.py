@@ -86,8 +86,7 @@ def serve(
     ] = None,
 ) -> None:
     """Run the web server (API, docs at /docs) with in-process workers on the embedded defaults."""
-    import uvicorn
-
+    from studiolo import server
     from studiolo.app import create_app
 
     settings = _settings()
@@ -100,17 +99,12 @@ def serve(
         updates["inline_workers"] = workers
     settings = settings.model_copy(update=updates)
     configure_logging(settings)
+    try:
+        listener = server.bind(settings.host, settings.port)  # before any start-up work: a busy port fails at once
+    except StudioloError as exc:
+        raise _fail(exc) from exc
     console.print(f"Studiolo on http://{settings.host}:{settings.port}  (data: {settings.data_dir})")
-    # A bounded grace period: clients following a job's event stream would otherwise hold shutdown open
-    # until their job ends (tests/e2e/test_server.py::test_sigterm_stops_the_server_while_a_client_follows_a_job).
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        log_config=None,  # uvicorn's own lines (access log included) go through configure_logging's handler
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
-    )
+    server.run(create_app(settings), settings, listener)
 
 
 @app.command()
