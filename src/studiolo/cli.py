@@ -1,4 +1,5 @@
-"""The ``studiolo`` command line: serve, worker, generate, models, db. Same services as the HTTP API."""
+"""The ``studiolo`` command line: serve, backup, restore, worker, generate, models, db, users. Same services as
+the HTTP API."""
 
 from __future__ import annotations
 
@@ -105,6 +106,62 @@ def serve(
         raise _fail(exc) from exc
     console.print(f"Studiolo on http://{settings.host}:{settings.port}  (data: {settings.data_dir})")
     server.run(create_app(settings), settings, listener)
+
+
+@app.command()
+def backup(
+    archive: Annotated[
+        Path | None,
+        typer.Argument(help="The archive to write (default: studiolo-backup-<time>.tar here; .tar.gz compresses)."),
+    ] = None,
+) -> None:
+    """Back up the embedded install (database, pictures, secret key) into one archive, safely while it runs."""
+    from studiolo import backup as backups
+
+    settings = _settings()
+    path = archive or Path(backups.default_archive_name())
+    try:
+        manifest = backups.backup(settings, path)
+    except StudioloError as exc:
+        raise _fail(exc) from exc
+    c = manifest.counts
+    console.print(
+        f"[green]backed up[/green] {c['users']} account(s), {c['images']} image(s), {c['jobs']} job(s) and "
+        f"{c['files']} file(s) to {path} ({path.stat().st_size / 2**20:.1f} MB)"
+    )
+    if manifest.missing_files:
+        console.print(f"[yellow]{len(manifest.missing_files)} file(s) named by the database were already missing[/]")
+    if not manifest.secret_key_included:
+        console.print("[yellow]STUDIOLO_SECRET_KEY is set, so the key is not in the backup: keep it with it[/]")
+    console.print("It holds password hashes and the secret key: keep it private, and on another machine.")
+
+
+@app.command()
+def restore(
+    archive: Annotated[Path, typer.Argument(help="An archive made by `studiolo backup`.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the database, secret key and files already in the data directory.")
+    ] = False,
+    check_only: Annotated[bool, typer.Option("--check", help="Only check the archive; change nothing.")] = False,
+) -> None:
+    """Restore a backup into the data directory (STUDIOLO_DATA_DIR), after checking all of it. Stop the server first."""
+    from studiolo import backup as backups
+
+    settings = _settings()
+    try:
+        manifest = backups.check(archive) if check_only else backups.restore(settings, archive, force=force)
+    except StudioloError as exc:
+        raise _fail(exc) from exc
+    c = manifest.counts
+    what = f"{c['users']} account(s), {c['images']} image(s), {c['jobs']} job(s), {c['files']} file(s)"
+    made = f"made {manifest.created_at} by Studiolo {manifest.studiolo_version}"
+    if check_only:
+        console.print(f"[green]{archive} is a complete backup[/green]: {what} ({made})")
+        return
+    console.print(f"[green]restored[/green] {what} into {settings.data_dir} ({made})")
+    if not manifest.secret_key_included:
+        console.print("[yellow]The backup holds no secret key: set STUDIOLO_SECRET_KEY to the one it was made with[/]")
+    console.print("Models are not in backups: `studiolo models list` shows what to pull or import again.")
 
 
 @app.command()
