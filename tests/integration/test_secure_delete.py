@@ -97,3 +97,22 @@ def test_a_deleted_image_row_is_overwritten_and_the_log_emptied(sqlite_services:
 
     assert found(services, *needles) == {}
     assert (services.settings.data_dir / "studiolo.db-wal").stat().st_size == 0
+
+
+@pytest.mark.parametrize("what", ["style", "collection"])
+def test_a_deleted_style_or_collection_leaves_no_copy_in_the_log(sqlite_services: Services, what: str) -> None:
+    services = sqlite_services
+    headers = auth_headers(services)
+    secret_text = "obsidian heliotrope whisperings"
+    with TestClient(create_app(services=services, start_workers=False)) as client:
+        if what == "style":
+            body = {"slug": "mine", "name": "Mine", "prompt_template": f"{{prompt}}, {secret_text}"}
+            assert client.post("/api/v1/styles", json=body, headers=headers).status_code == 201
+        else:
+            r = client.post("/api/v1/collections", json={"name": "Mine", "description": secret_text}, headers=headers)
+            assert r.status_code == 201, r.text
+        assert found_anywhere(services, secret_text.encode())
+        url = "/api/v1/styles/mine" if what == "style" else f"/api/v1/collections/{r.json()['id']}"
+        assert client.delete(url, headers=headers).status_code == 204
+
+    assert found(services, secret_text.encode()) == {}

@@ -362,6 +362,7 @@ class GalleryService:
     def delete_collection(self, owner_id: str, collection_id: str) -> None:
         with self.db.session() as session:
             session.delete(get_owned(session, Collection, collection_id, owner_id, what="collection"))
+        self.forget_deleted()
 
     def add_to_collection(self, owner_id: str, collection_id: str, image_ids: Sequence[str]) -> CollectionView:
         """Add images (idempotent); every id must be one of the caller's images."""
