@@ -159,7 +159,8 @@ class Database:
         Called after deletions (GalleryService.forget_deleted): with secure_delete the database's own pages are
         zeroed, but the log still holds the older copies of those pages, with the deleted text, until a checkpoint
         (tests/integration/test_secure_delete.py). It waits for readers of older snapshots for a few seconds at
-        most; if they outlast that, the next checkpoint (SQLite's own, every ~4 MB of log) finishes the job.
+        most; if they outlast that, the next deletion's checkpoint empties the log (SQLite's own checkpoints copy
+        the log into the database but leave the file's old frames until they are overwritten).
         PostgreSQL: nothing to do here (VACUUM reclaims dead rows; see docs/backup.md on what keeps copies).
         """
         if not self.is_sqlite:
