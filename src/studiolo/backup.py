@@ -134,7 +134,7 @@ def _stage(settings: Settings, database: Path, staging: Path) -> list[str]:
         _snapshot(database, snapshot)
         missing = []
         for key in sorted(_referenced_keys(snapshot) - present):
-            if _link(store.local_path(key), staged / key):
+            if key_problem(key) is None and _link(store.local_path(key), staged / key):
                 present.add(key)
             else:
                 missing.append(key)

@@ -112,14 +112,19 @@ def serve(
 def backup(
     archive: Annotated[
         Path | None,
-        typer.Argument(help="The archive to write (default: studiolo-backup-<time>.tar here; .tar.gz compresses)."),
+        typer.Argument(
+            help="The archive to write, or a folder for it (default: studiolo-backup-<time>.tar here; a name ending "
+            "in .gz compresses)."
+        ),
     ] = None,
 ) -> None:
     """Back up the embedded install (database, pictures, secret key) into one archive, safely while it runs."""
     from studiolo import backup as backups
 
     settings = _settings()
-    path = archive or Path(backups.default_archive_name())
+    path = archive or Path()
+    if path.is_dir():
+        path = path / backups.default_archive_name()
     try:
         manifest = backups.backup(settings, path)
     except StudioloError as exc:
@@ -161,6 +166,8 @@ def restore(
     console.print(f"[green]restored[/green] {what} into {settings.data_dir} ({made})")
     if not manifest.secret_key_included:
         console.print("[yellow]The backup holds no secret key: set STUDIOLO_SECRET_KEY to the one it was made with[/]")
+    elif settings.secret_key:
+        console.print("[yellow]STUDIOLO_SECRET_KEY is set, so the restored secret.key is not used while it is[/]")
     console.print("Models are not in backups: `studiolo models list` shows what to pull or import again.")
 
 
