@@ -21,6 +21,7 @@ from studiolo.domain.gallery.router import router as gallery_router
 from studiolo.domain.generation.router import admin_router as generation_admin_router
 from studiolo.domain.generation.router import router as generation_router
 from studiolo.errors import error_body, install_error_handlers
+from studiolo.lifecycle import ShutdownNotice
 from studiolo.logs import request_id_var
 from studiolo.metrics import HttpMetrics, ProcessMetrics
 from studiolo.ops import router as ops_router
@@ -152,6 +153,7 @@ def create_app(
     )
     metrics = ProcessMetrics()  # this app's own registry (GET /metrics), see metrics.py
     app.state.metrics = metrics
+    app.state.shutdown_notice = ShutdownNotice()  # begun by `studiolo serve` as it shuts down (server.py)
     if services is not None:
         app.state.services = services
         metrics.bind(services)

@@ -1,4 +1,5 @@
-"""The ``studiolo`` command line: serve, worker, generate, models, db. Same services as the HTTP API."""
+"""The ``studiolo`` command line: serve, backup, restore, worker, generate, models, db, users. Same services as
+the HTTP API."""
 
 from __future__ import annotations
 
@@ -86,8 +87,7 @@ def serve(
     ] = None,
 ) -> None:
     """Run the web server (API, docs at /docs) with in-process workers on the embedded defaults."""
-    import uvicorn
-
+    from studiolo import server
     from studiolo.app import create_app
 
     settings = _settings()
@@ -100,17 +100,75 @@ def serve(
         updates["inline_workers"] = workers
     settings = settings.model_copy(update=updates)
     configure_logging(settings)
+    try:
+        listener = server.bind(settings.host, settings.port)  # before any start-up work: a busy port fails at once
+    except StudioloError as exc:
+        raise _fail(exc) from exc
     console.print(f"Studiolo on http://{settings.host}:{settings.port}  (data: {settings.data_dir})")
-    # A bounded grace period: clients following a job's event stream would otherwise hold shutdown open
-    # until their job ends (tests/e2e/test_server.py::test_sigterm_stops_the_server_while_a_client_follows_a_job).
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        log_config=None,  # uvicorn's own lines (access log included) go through configure_logging's handler
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+    server.run(create_app(settings), settings, listener)
+
+
+@app.command()
+def backup(
+    archive: Annotated[
+        Path | None,
+        typer.Argument(
+            help="The archive to write, or a folder for it (default: studiolo-backup-<time>.tar here; a name ending "
+            "in .gz compresses)."
+        ),
+    ] = None,
+) -> None:
+    """Back up the embedded install (database, pictures, secret key) into one archive, safely while it runs."""
+    from studiolo import backup as backups
+
+    settings = _settings()
+    path = archive or Path()
+    if path.is_dir():
+        path = path / backups.default_archive_name()
+    try:
+        manifest = backups.backup(settings, path)
+    except StudioloError as exc:
+        raise _fail(exc) from exc
+    c = manifest.counts
+    console.print(
+        f"[green]backed up[/green] {c['users']} account(s), {c['images']} image(s), {c['jobs']} job(s) and "
+        f"{c['files']} file(s) to {path} ({path.stat().st_size / 2**20:.1f} MB)"
     )
+    if manifest.missing_files:
+        console.print(f"[yellow]{len(manifest.missing_files)} file(s) named by the database were already missing[/]")
+    if not manifest.secret_key_included:
+        console.print("[yellow]STUDIOLO_SECRET_KEY is set, so the key is not in the backup: keep it with it[/]")
+    console.print("It holds password hashes and the secret key: keep it private, and on another machine.")
+
+
+@app.command()
+def restore(
+    archive: Annotated[Path, typer.Argument(help="An archive made by `studiolo backup`.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the database, secret key and files already in the data directory.")
+    ] = False,
+    check_only: Annotated[bool, typer.Option("--check", help="Only check the archive; change nothing.")] = False,
+) -> None:
+    """Restore a backup into the data directory (STUDIOLO_DATA_DIR), after checking all of it. Stop the server first."""
+    from studiolo import backup as backups
+
+    settings = _settings()
+    try:
+        manifest = backups.check(archive) if check_only else backups.restore(settings, archive, force=force)
+    except StudioloError as exc:
+        raise _fail(exc) from exc
+    c = manifest.counts
+    what = f"{c['users']} account(s), {c['images']} image(s), {c['jobs']} job(s), {c['files']} file(s)"
+    made = f"made {manifest.created_at} by Studiolo {manifest.studiolo_version}"
+    if check_only:
+        console.print(f"[green]{archive} is a complete backup[/green]: {what} ({made})")
+        return
+    console.print(f"[green]restored[/green] {what} into {settings.data_dir} ({made})")
+    if not manifest.secret_key_included:
+        console.print("[yellow]The backup holds no secret key: set STUDIOLO_SECRET_KEY to the one it was made with[/]")
+    elif settings.secret_key:
+        console.print("[yellow]STUDIOLO_SECRET_KEY is set, so the restored secret.key is not used while it is[/]")
+    console.print("Models are not in backups: `studiolo models list` shows what to pull or import again.")
 
 
 @app.command()
@@ -376,10 +434,11 @@ def models_default(model_id: str) -> None:
 @db_app.command("upgrade")
 def db_upgrade(revision: str = "head") -> None:
     """Apply database migrations."""
+    from studiolo.datadir import secure_data_dir
     from studiolo.db import migrate
 
     settings = _settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    secure_data_dir(settings)
     migrate.upgrade(settings.resolved_database_url, revision)
     console.print(f"database at {migrate.current_revision(settings.resolved_database_url)}")
 

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from studiolo.datadir import secure_data_dir
 from studiolo.db import migrate
 from studiolo.db.session import Database
 from studiolo.dispatch.base import JobDispatch
@@ -128,7 +129,7 @@ def build_services(
     upgrade_db: bool = True,
     mailer: Mailer | None = None,
 ) -> Services:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    secure_data_dir(settings)  # 0700 directory, 0600 database, before anything is written there
     url = settings.resolved_database_url
     if upgrade_db:
         migrate.upgrade(url)

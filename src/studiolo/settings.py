@@ -93,8 +93,18 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    # Seconds `serve` waits on open connections (event streams) after SIGTERM before closing them.
+    # Seconds `serve` waits on open connections after SIGTERM before closing them (job event streams end at once).
     shutdown_grace_seconds: float = Field(default=5.0, ge=0, le=600)
+    # `serve` facing clients directly (server.py; docs/deployment.md, "Timeouts and limits"): a request's line and
+    # headers must arrive within the header timeout (counted from connecting, or from its first byte), hold at most
+    # so many bytes and headers; a body may pause for the body timeout at most and must then average the minimum
+    # rate; an idle connection between requests is closed after the keep-alive time.
+    http_header_timeout_seconds: float = Field(default=20.0, gt=0, le=3600)
+    http_body_timeout_seconds: float = Field(default=20.0, gt=0, le=3600)
+    http_body_min_bytes_per_second: int = Field(default=500, ge=0)
+    http_keep_alive_seconds: int = Field(default=5, ge=1, le=3600)
+    http_max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
+    http_max_headers: int = Field(default=100, ge=10, le=10_000)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # "json": one JSON object per line with request and job ids, for log pipelines (studiolo/logs.py).
     log_format: Literal["text", "json"] = "text"

@@ -26,6 +26,9 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
+        # Deleted rows are overwritten with zeros, not just unlinked: a deleted account's email and prompts must
+        # not stay readable in the file (Database.scrub; tests/integration/test_secure_delete.py).
+        cur.execute("PRAGMA secure_delete=ON")
         cur.close()
 
 
@@ -66,6 +69,9 @@ def _serialize_sqlite_writes(engine: Engine, wait_seconds: float) -> None:
     event.listen(engine, "rollback", _release_conn)
     event.listen(engine.pool, "checkin", _release_record)
 
+
+# How long a checkpoint after a deletion waits for readers of older snapshots (Database.checkpoint).
+CHECKPOINT_WAIT_MS = 5000
 
 # A pooled connection used this recently is taken as alive without a ping (see _ping_when_idle).
 PING_AFTER_IDLE_SECONDS = 1.0
@@ -146,6 +152,28 @@ class Database:
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
+
+    def checkpoint(self) -> bool:
+        """SQLite: copy the write-ahead log into the database file and truncate it to zero bytes; True when done.
+
+        Called after deletions (GalleryService.forget_deleted): with secure_delete the database's own pages are
+        zeroed, but the log still holds the older copies of those pages, with the deleted text, until a checkpoint
+        (tests/integration/test_secure_delete.py). It waits for readers of older snapshots for a few seconds at
+        most; if they outlast that, the next deletion's checkpoint empties the log (SQLite's own checkpoints copy
+        the log into the database but leave the file's old frames until they are overwritten).
+        PostgreSQL: nothing to do here (VACUUM reclaims dead rows; see docs/backup.md on what keeps copies).
+        """
+        if not self.is_sqlite:
+            return True
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={CHECKPOINT_WAIT_MS}")
+            try:
+                busy, _log, _moved = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+            finally:
+                conn.exec_driver_sql("PRAGMA busy_timeout=30000")
+        if busy:
+            log.info("SQLite checkpoint left for later: a long reader holds an older snapshot")
+        return not busy
 
     def dispose(self) -> None:
         self.engine.dispose()

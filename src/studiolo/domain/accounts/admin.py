@@ -224,12 +224,15 @@ class AdminService:
             session.execute(update(Job).where(Job.owner_id == user_id).values(cancel_requested=True))
             session.execute(update(RefreshToken).where(RefreshToken.user_id == user_id).values(revoked_at=utcnow()))
             session.delete(user)
+            audit.forget_subject(session, user.email)  # failed sign-ins typed the address: it goes with the account
             audit.record(
                 session, "account_deleted", actor_id=actor_id, origin=origin, target_id=user_id, images=len(images)
             )
         self.on_user_changed(user_id)
         self.gallery.discard_files(StoredFiles(o, dict(t or {}), s) for o, t, s in images)
         self._discard_inputs(inputs)
+        # Nothing of the account may stay readable in the database files (tests/integration/test_secure_delete.py).
+        self.gallery.forget_deleted(search_index=True)
 
     def _discard_inputs(self, keys: set[str]) -> None:
         """Upload keys are content-addressed and may be shared with another user's job: keep those."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from studiolo.db.session import Database
@@ -42,6 +42,12 @@ def record(
             details=details,
         )
     )
+
+
+def forget_subject(session: Session, subject: str) -> None:
+    """Blank ``subject`` in the events that hold it (what a failed sign-in typed: an email address), keeping the
+    events themselves: a deleted account's address must not outlive it in the audit log."""
+    session.execute(update(AuditEvent).where(AuditEvent.subject == subject).values(subject=""))
 
 
 def list_events(

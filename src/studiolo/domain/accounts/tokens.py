@@ -56,8 +56,9 @@ def load_secret_key(settings: Settings) -> str:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{secrets.token_hex(4)}")
-        tmp.write_text(secrets.token_urlsafe(48))
-        tmp.chmod(0o600)
+        # Created 0600, not chmod-ed after writing: the key must never sit readable by others, even for a moment.
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+            file.write(secrets.token_urlsafe(48))
         try:
             # link, not rename: when two processes start at once, the first key wins and both read it
             os.link(tmp, path)

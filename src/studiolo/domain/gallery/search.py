@@ -114,3 +114,14 @@ def newest_matches(
             return found
         older = candidates.where(Image.id < floor)
     return found + _indexed(session, older, words, n - len(found))
+
+
+def merge_index(session: Session) -> None:
+    """SQLite: merge the full-text index into one segment, which drops the words of deleted rows for good.
+
+    FTS5 records a deletion as a marker in a new segment; the deleted row's words stay in the older segments
+    until they happen to be merged (secure_delete does not reach them). A merge rewrites the whole index: about
+    a second per 100,000 images on the project's 2-core machines, so it runs after an account is deleted, not
+    after each image. PostgreSQL: nothing to do (its index is a column of the row itself)."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(text("INSERT INTO images_fts(images_fts) VALUES('optimize')"))

@@ -247,6 +247,19 @@ class GalleryService:
         with self.db.session() as session:
             files = _delete_rows(session, [get_owned(session, Image, image_id, owner_id, what="image")])
         self.discard_files(files)
+        self.forget_deleted()
+
+    def forget_deleted(self, *, search_index: bool = False) -> None:
+        """After a deletion has committed: leave no readable copy of the deleted rows in the database's files.
+
+        SQLite overwrites deleted rows (secure_delete); the checkpoint then empties the write-ahead log, which still
+        holds the pages as they were. ``search_index`` (account deletion) also merges the full-text index, whose
+        older segments keep the words of deleted prompts and tags (search.merge_index: costly on a large gallery).
+        """
+        if search_index:
+            with self.db.session() as session:
+                search.merge_index(session)
+        self.db.checkpoint()
 
     def bulk(self, owner_id: str, req: BulkImageRequest) -> BulkImageResult:
         """One action on many of the owner's images, in one transaction. Ids that are not the owner's images
@@ -270,6 +283,8 @@ class GalleryService:
             found = {img.id for img in rows}
         # After the commit, as a single delete does: a file goes only once no row references it.
         self.discard_files(files)
+        if files:
+            self.forget_deleted()
         return BulkImageResult(
             action=req.action,
             done=[i for i in wanted if i in found],
@@ -347,6 +362,7 @@ class GalleryService:
     def delete_collection(self, owner_id: str, collection_id: str) -> None:
         with self.db.session() as session:
             session.delete(get_owned(session, Collection, collection_id, owner_id, what="collection"))
+        self.forget_deleted()
 
     def add_to_collection(self, owner_id: str, collection_id: str, image_ids: Sequence[str]) -> CollectionView:
         """Add images (idempotent); every id must be one of the caller's images."""

@@ -44,6 +44,7 @@ from studiolo.domain.generation.schemas import (
 from studiolo.domain.generation.service import GenerationService, Upload, queued_event
 from studiolo.engines.base import JobKind
 from studiolo.errors import InvalidInput, UnsupportedMediaType
+from studiolo.lifecycle import ShutdownNotice
 from studiolo.text_guard import refuse_unstorable
 
 # Every route needs a caller (the owner-scoped ones also check the scope, see deps.current_owner_id).
@@ -263,6 +264,13 @@ def retry_job(job_id: str, services: ServicesDep, owner: OwnerId) -> JobAccepted
     return services.generation.retry(owner, job_id)
 
 
+# The last event of a stream whose server shuts down (a restart, most likely): the job goes on; reconnect.
+_SHUTDOWN_EVENT: dict[str, Any] = {
+    "type": "shutdown",
+    "message": "The server is shutting down; reconnect to keep following the job.",
+}
+
+
 def _sse(event: dict[str, Any]) -> bytes:
     return f"event: {event['type']}\ndata: {json.dumps(event, default=str)}\n\n".encode()
 
@@ -274,7 +282,7 @@ def _sse(event: dict[str, Any]) -> bytes:
 )
 async def job_events(job_id: str, request: Request, services: ServicesDep, owner: OwnerId) -> StreamingResponse:
     """Live job events: queued{position}, started, progress{step,total}, preview{step,total,image}, output,
-    succeeded, failed, canceled.
+    succeeded, failed, canceled; and shutdown{message} when the server stops while the job goes on (reconnect).
 
     ``preview`` carries a look at the image being made as ``data:image/webp;base64,...`` (at most 256 px, a
     few KB), when the engine offers one: at most about twice a second, never for the last step (the output
@@ -291,6 +299,10 @@ async def job_events(job_id: str, request: Request, services: ServicesDep, owner
         loop.call_soon_threadsafe(inbox.put_nowait, ev)
 
     unsubscribe = services.events.subscribe(job_id, deliver)
+    # The server going away ends the stream with a last event (clients reconnect after `retry`), instead of the
+    # server cancelling it after its grace period (tests/e2e/test_serve_lifecycle.py::test_ctrl_c_ends_event_streams).
+    notice: ShutdownNotice = request.app.state.shutdown_notice
+    stop_listening = notice.subscribe(lambda: deliver(_SHUTDOWN_EVENT))
 
     def snapshot_events(view: JobView) -> list[dict[str, Any]]:
         if view.status == "queued":
@@ -333,6 +345,9 @@ async def job_events(job_id: str, request: Request, services: ServicesDep, owner
                         yield b": keep-alive\n\n"
                     continue
                 idle = 0.0
+                if ev is _SHUTDOWN_EVENT:
+                    yield _sse(ev)
+                    return
                 if ev["type"] in _TERMINAL:
                     # Re-read so the terminal event carries the final outputs/error from the committed row.
                     view = await run_in_threadpool(gen.get, owner, job_id)
@@ -348,6 +363,7 @@ async def job_events(job_id: str, request: Request, services: ServicesDep, owner
                     last_status = "queued" if ev["type"] == "queued" else "running"
                 yield _sse(ev)
         finally:
+            stop_listening()
             unsubscribe()
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

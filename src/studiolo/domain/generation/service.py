@@ -181,6 +181,7 @@ class GenerationService:
             if row is None:
                 raise NotFound(f"No style of yours named '{slug}'.", code="style_not_found")
             session.delete(row)
+        self.db.checkpoint()  # its prompt template must not stay in the SQLite log (test_secure_delete.py)
 
     # -- submit ------------------------------------------------------------------------------
     def prepare(self, owner_id: str, p: GenerationParams, kind: JobKind) -> Prepared:

@@ -237,6 +237,8 @@ function follow(job) {
       if (d.image) { previewImg.src = d.image; previewImg.hidden = false; }
     });
     source.addEventListener("output", (e) => addImage(JSON.parse(e.data).image_id));
+    // The server is restarting: the stream ends and the browser reconnects by itself (the stream's `retry`).
+    source.addEventListener("shutdown", () => { text.textContent = "Server restarting, reconnecting…"; });
     for (const type of TERMINAL) {
       source.addEventListener(type, (e) => {
         source.close();
