@@ -24,6 +24,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from studiolo.cli_options import SuggestingGroup
 from studiolo.domain.accounts.models import LOCAL_USER_ID
 from studiolo.domain.generation.catalog import how_to_install
 from studiolo.domain.generation.schemas import GenerationParams, JobView
@@ -34,7 +35,10 @@ from studiolo.errors import StudioloError
 from studiolo.logs import configure_logging
 from studiolo.settings import Settings
 
-app = typer.Typer(help="Studiolo: a self-hosted AI creative studio.", no_args_is_help=True, add_completion=False)
+# SuggestingGroup: an unknown option names the option meant, not just the closest spelling (cli_options.py).
+app = typer.Typer(
+    help="Studiolo: a self-hosted AI creative studio.", no_args_is_help=True, add_completion=False, cls=SuggestingGroup
+)
 models_app = typer.Typer(help="Install, list and remove models.", no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 users_app = typer.Typer(help="Accounts: the first administrator, listing, suspending.", no_args_is_help=True)
