@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 import sys
 import threading
@@ -210,6 +211,24 @@ def _wait_with_progress(services: Any, job_id: str, n: int) -> JobView:
         unsubscribe()
 
 
+def write_new_file(folder: Path, stem: str, suffix: str, data: bytes) -> Path:
+    """Write ``data`` to ``folder/stem+suffix``, or ``stem-2`` and so on: an existing file is never overwritten.
+
+    The full job id keeps names unique (its first 8 hex digits repeat for about 65 s, so runs with the same seed
+    used to overwrite each other), and the exclusive open keeps any file already there, whoever wrote it
+    (tests/integration/test_cli_commands.py::test_generate_out_never_overwrites).
+    """
+    for n in itertools.count(1):
+        path = folder / f"{stem}{'' if n == 1 else f'-{n}'}{suffix}"
+        try:
+            with path.open("xb") as f:
+                f.write(data)
+        except FileExistsError:
+            continue
+        return path
+    raise AssertionError("unreachable")
+
+
 @app.command()
 def generate(
     prompt: Annotated[str, typer.Argument(help="What to draw.")],
@@ -290,17 +309,24 @@ def generate(
             if out_dir is not None:
                 out_dir.mkdir(parents=True, exist_ok=True)
                 key, _ = services.gallery.file(LOCAL_USER_ID, o.image_id, "original")
-                path = out_dir / f"{view.id[:8]}-{o.seed}.png"
-                path.write_bytes(services.gallery.read(key))
-                written.append(path)
+                written.append(write_new_file(out_dir, f"{view.id}-{o.seed}", ".png", services.gallery.read(key)))
         dur = f"{view.duration_seconds:.1f} s" if view.duration_seconds is not None else "?"
         console.print(f"[green]done[/green] job {view.id} in {dur}; seeds {view.seeds}")
         for o in view.outputs:
             out.print(f"image {o.image_id} seed {o.seed}")
         for p in written:
-            out.print(str(p))
+            # One line per path, as given: Rich would wrap a long path at 80 columns when piped, or read
+            # "[...]" in a folder name as markup (tests/integration/test_cli_commands.py).
+            out.print(str(p), soft_wrap=True, markup=False, highlight=False)
     finally:
         services.close()
+
+
+def _size(size_bytes: int) -> str:
+    """A model's size in decimal units, as file managers and the hub show them (15,852,893 bytes: 15.9 MB)."""
+    if size_bytes <= 0:
+        return "-"  # no files (the echo engine)
+    return f"{size_bytes / 1e9:.1f} GB" if size_bytes >= 1e9 else f"{size_bytes / 1e6:.1f} MB"
 
 
 @models_app.command("list")
@@ -308,22 +334,28 @@ def models_list() -> None:
     """List installed models; the default is marked with *."""
     with _command_services() as services:
         models = services.catalog.models()
-        if not models:
-            console.print("No models installed.")
         table = Table("", "id", "engine", "source", "arch", "size")
         for m in models:
-            table.add_row(
-                "*" if m.is_default else "", m.id, m.engine, m.source, m.arch or "", f"{m.size_bytes / 2**20:.0f} MB"
-            )
+            table.add_row("*" if m.is_default else "", m.id, m.engine, m.source, m.arch or "", _size(m.size_bytes))
         if models:
             out.print(table)
+        else:
+            console.print("No models installed.")
         default = services.catalog.default_model_id()
         configured = services.settings.default_model
+        # One story, matching the * above (issue 13): which model a request naming none gets, and why.
         if default == DEMO_MODEL_ID and configured != DEMO_MODEL_ID:
-            # A fresh install: the demo model stands in for the configured default until that is installed.
-            console.print(f"default model '{configured}' is not installed: {how_to_install(configured)} {DEMO_NOTICE}")
+            console.print(
+                f"* {DEMO_MODEL_ID}, the built-in demo model (64x64 toy world), is the default while no model is "
+                f"installed. For real images, install the configured default, {configured} "
+                f"(STUDIOLO_DEFAULT_MODEL). {how_to_install(configured)}"
+            )
         elif not any(m.id == default for m in models):
-            console.print(f"default model '{default}' is not installed: {how_to_install(default)}")
+            console.print(
+                f"No default model: the configured default {default} (STUDIOLO_DEFAULT_MODEL) is not installed, "
+                "so a request that names no model is refused. Make an installed model the default with "
+                f"`studiolo models default ID`, or install it. {how_to_install(default)}"
+            )
 
 
 @models_app.command("pull")
@@ -342,7 +374,7 @@ def models_pull(
                 progress.update(task, completed=done, total=total or None)
 
             info = services.catalog.pull(repo_id, progress=on_progress, default=default)
-        console.print(f"[green]installed[/green] {info.id} ({info.size_bytes / 2**20:.0f} MB)")
+        console.print(f"[green]installed[/green] {info.id} ({_size(info.size_bytes)})")
 
 
 @models_app.command("import")
