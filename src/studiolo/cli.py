@@ -40,7 +40,7 @@ from studiolo.settings import Settings
 app = typer.Typer(
     help="Studiolo: a self-hosted AI creative studio.", no_args_is_help=True, add_completion=False, cls=SuggestingGroup
 )
-models_app = typer.Typer(help="Install, list and remove models.", no_args_is_help=True)
+models_app = typer.Typer(help="Install, list and remove models; choose the default.", no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 users_app = typer.Typer(help="Accounts: the first administrator, listing, suspending.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -331,7 +331,7 @@ def _size(size_bytes: int) -> str:
 
 @models_app.command("list")
 def models_list() -> None:
-    """List installed models; the default is marked with *."""
+    """List installed and built-in models; * marks the default (the model a request naming none gets)."""
     with _command_services() as services:
         models = services.catalog.models()
         table = Table("", "id", "engine", "source", "arch", "size")
@@ -393,16 +393,19 @@ def models_import(
         console.print(f"[green]imported[/green] {info.id} ({info.source}, {info.arch or 'arch detected at load'})")
 
 
+MODEL_ID_ARG = typer.Argument(help="An installed model's id, as `studiolo models list` shows it.")
+
+
 @models_app.command("remove")
-def models_remove(model_id: str) -> None:
-    """Remove an installed model and the files Studiolo copied for it."""
+def models_remove(model_id: Annotated[str, MODEL_ID_ARG]) -> None:
+    """Remove an installed model and the files Studiolo copied for it (built-in models stay)."""
     with _command_services() as services:
         services.catalog.remove(model_id)
         console.print(f"removed {model_id}")
 
 
 @models_app.command("default")
-def models_default(model_id: str) -> None:
+def models_default(model_id: Annotated[str, MODEL_ID_ARG]) -> None:
     """Set the model used when a request names none."""
     with _command_services() as services:
         services.catalog.set_default(model_id)

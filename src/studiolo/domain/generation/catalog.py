@@ -235,8 +235,14 @@ class ModelCatalog:
                 code="invalid_model_id",
                 details={"model": model_id},
             )
+        if model_id in BUILTIN_MODEL_IDS:
+            raise Conflict(
+                f"'{model_id}' is the name of a model built into Studiolo; import yours under another name (`--id`).",
+                code="model_exists",
+                details={"model": model_id},
+            )
         with self.db.session() as session:
-            if session.get(InstalledModel, model_id) is not None or model_id in BUILTIN_MODEL_IDS:
+            if session.get(InstalledModel, model_id) is not None:
                 raise Conflict(f"A model named '{model_id}' is already installed.", code="model_exists")
 
     def _dest(self, model_id: str) -> Path:
