@@ -40,9 +40,13 @@ from studiolo.settings import Settings
 app = typer.Typer(
     help="Studiolo: a self-hosted AI creative studio.", no_args_is_help=True, add_completion=False, cls=SuggestingGroup
 )
-models_app = typer.Typer(help="Install, list and remove models; choose the default.", no_args_is_help=True)
-db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
-users_app = typer.Typer(help="Accounts: the first administrator, listing, suspending.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="Install, list and remove models; choose the default.", no_args_is_help=True, cls=SuggestingGroup
+)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True, cls=SuggestingGroup)
+users_app = typer.Typer(
+    help="Accounts: the first administrator, listing, suspending.", no_args_is_help=True, cls=SuggestingGroup
+)
 app.add_typer(models_app, name="models")
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")

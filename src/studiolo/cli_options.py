@@ -6,6 +6,7 @@ An unknown option stays an error (exit code 2, nothing runs); the hint here come
 spelt another way (``--init_image``), the word other image tools use for an option we have (``--num-images`` is
 ``--n``), an option the word begins (``--neg``), then a close spelling with a stricter cutoff than click's
 (``--sed`` is ``--seed``); tests/integration/test_cli_commands.py::test_unknown_options_suggest_the_option_meant.
+Unknown commands likewise (``studiolo models rm``: "Did you mean 'remove'?").
 """
 
 from __future__ import annotations
@@ -31,6 +32,16 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "--strength": ("denoising-strength", "denoise", "denoising"),
     "--aspect-ratio": ("ratio", "ar", "aspect"),
     "--model": ("checkpoint", "ckpt", "model-id"),
+}
+# The same for commands: what other tools call a command we have.
+COMMAND_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "generate": ("gen", "txt2img", "img2img", "draw", "create", "run"),
+    "serve": ("server", "start", "web"),
+    "list": ("ls", "show"),
+    "remove": ("rm", "delete", "del", "uninstall"),
+    "pull": ("download", "install", "get", "fetch"),
+    "import": ("add", "install", "load"),
+    "default": ("set-default", "use"),
 }
 # Stricter than click's 0.6: "num-images" is 0.7 from "init-image", "sed" is 0.86 from "seed".
 SPELLING_CUTOFF = 0.75
@@ -82,8 +93,28 @@ def explain(exc: _click.exceptions.NoSuchOption) -> None:
     exc.possibilities = None  # click's spelling-only list would be appended again
 
 
+def suggest_command(typed: str, commands: list[str]) -> list[str]:
+    """The commands that an unknown command ``typed`` most likely meant: synonyms, then commands it begins."""
+    word = typed.lower()
+    meant = [c for c, words in COMMAND_SYNONYMS.items() if c in commands and word in words]
+    return meant or sorted(c for c in commands if word and c.startswith(word))
+
+
 class SuggestingGroup(TyperGroup):
-    """A command group whose unknown-option errors (its own and its subcommands') suggest the option meant."""
+    """A command group whose unknown-option errors (its own and its subcommands') suggest the option meant, and
+    whose unknown commands get the same treatment (``studiolo models rm``: "Did you mean 'remove'?")."""
+
+    def resolve_command(
+        self, ctx: _click.Context, args: list[str]
+    ) -> tuple[str | None, _click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except _click.exceptions.UsageError as exc:
+            # typer adds click's closest spellings ("Did you mean 'models'?"); add meaning where it found none.
+            meant = suggest_command(args[0], list(self.commands)) if args else []
+            if meant and "Did you mean" not in exc.message:
+                exc.message = exc.message.rstrip(".") + ". Did you mean " + " or ".join(f"'{m}'" for m in meant) + "?"
+            raise
 
     def parse_args(self, ctx: _click.Context, args: list[str]) -> list[str]:
         try:

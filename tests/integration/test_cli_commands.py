@@ -168,3 +168,17 @@ def test_unknown_options_suggest_the_option_meant(run: Run, env: dict[str, str])
             assert session.query(Job).count() == 0  # no option was mapped to another: nothing ran
     finally:
         services.close(timeout=5)
+
+
+def test_unknown_commands_suggest_the_command_meant(run: Run) -> None:
+    """Click's closest spelling found nothing for these (issue 13's review of the same class as --num-images)."""
+    cases = {
+        ("gen", "a cat"): "No such command 'gen'. Did you mean 'generate'?",
+        ("models", "rm", "x"): "No such command 'rm'. Did you mean 'remove'?",
+        ("models", "ls"): "No such command 'ls'. Did you mean 'list'?",
+        ("models", "install", "x"): "No such command 'install'. Did you mean 'pull' or 'import'?",
+        ("model", "list"): "No such command 'model'. Did you mean 'models'?",  # click's own, kept
+    }
+    for args, said in cases.items():
+        result = run(*args)
+        assert result.exit_code == 2 and said in flat(result.stderr), result.output
