@@ -133,6 +133,28 @@ def test_generate_out_never_overwrites(run: Run, tmp_path: Path) -> None:
     assert len(job_ids) == 3 and all(len(j) == 36 for j in job_ids)  # the full job id names each file
 
 
+def test_generate_out_that_cannot_be_a_folder_is_refused_before_the_job(
+    run: Run, env: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "taken").write_text("a file, not a folder")
+    made = run(
+        "generate",
+        "a red square",
+        "--model",
+        "echo",
+        "--out",
+        str(tmp_path / "taken"),
+        STUDIOLO_ENABLE_ECHO_ENGINE="true",
+    )
+    assert made.exit_code == 2 and "File exists" in flat(made.stderr), made.output  # was a traceback after the job
+    services = build_services(settings_of(env))
+    try:
+        with services.db.session() as session:
+            assert session.query(Job).count() == 0
+    finally:
+        services.close(timeout=5)
+
+
 def test_write_new_file_keeps_what_is_there(tmp_path: Path) -> None:
     (tmp_path / "a.png").write_bytes(b"mine")
     second = write_new_file(tmp_path, "a", ".png", b"new")
