@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import itertools
 import signal
 import sys
@@ -277,8 +278,8 @@ def generate(
     kind: JobKind = "inpaint" if mask else "img2img" if init_image else "txt2img"
     job_id: str | None = None
     try:
-        if out_dir is not None:  # before the job: a file in the way or no permission is an error, not a traceback
-            out_dir.mkdir(parents=True, exist_ok=True)
+        if out_dir is not None and out_dir.exists() and not out_dir.is_dir():  # before the job, not a traceback after
+            raise NotADirectoryError(errno.ENOTDIR, "--out is a file, not a folder", str(out_dir))
         init = services.generation.validate_upload(init_image.read_bytes(), field="init_image") if init_image else None
         mask_up: Upload | None = (
             services.generation.validate_upload(mask.read_bytes(), field="mask_image", mode="L") if mask else None
@@ -313,6 +314,7 @@ def generate(
         written: list[Path] = []
         for o in view.outputs:
             if out_dir is not None:
+                out_dir.mkdir(parents=True, exist_ok=True)  # only now: a failed job leaves no empty folder
                 key, _ = services.gallery.file(LOCAL_USER_ID, o.image_id, "original")
                 written.append(write_new_file(out_dir, f"{view.id}-{o.seed}", ".png", services.gallery.read(key)))
         dur = f"{view.duration_seconds:.1f} s" if view.duration_seconds is not None else "?"

@@ -146,7 +146,8 @@ def test_generate_out_that_cannot_be_a_folder_is_refused_before_the_job(
         str(tmp_path / "taken"),
         STUDIOLO_ENABLE_ECHO_ENGINE="true",
     )
-    assert made.exit_code == 2 and "File exists" in flat(made.stderr), made.output  # was a traceback after the job
+    assert made.exit_code == 2, made.output  # was a traceback after the job
+    assert "--out is a file, not a folder" in flat(made.stderr)
     services = build_services(settings_of(env))
     try:
         with services.db.session() as session:
