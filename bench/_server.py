@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -58,6 +59,17 @@ def studiolo_server(data_dir: Path, **env: str) -> Iterator[tuple[str, subproces
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def ok(response: httpx.Response) -> Any:
+    """The JSON body of a 2xx response; otherwise an error that shows the status and the error body.
+
+    A bench script that indexed ``.json()["urls"]`` of a 401 died with ``KeyError: 'urls'`` (issue 13)."""
+    if not response.is_success:
+        raise RuntimeError(
+            f"{response.request.method} {response.request.url.path}: {response.status_code} {response.text}"
+        )
+    return response.json()
 
 
 def rss_mb(pid: int) -> float:

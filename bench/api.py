@@ -4,7 +4,7 @@ Prints: enqueue rate with 50 concurrent clients; GET /jobs/{id} latency; GET /im
 with 100k images in the database; time from enqueue to a worker starting the job; idle RSS.
 Targets (issue "Generation core"): >= 500 jobs/s, p99 <= 20 ms, p99 <= 20 ms, <= 50 ms, <= 250 MB.
 
-    python -m bench.api [--jobs 3000] [--images 100000]
+    python -m bench.api [--jobs 3000] [--images 100000] [--concurrency 50] [--gets 2000] [--starts 50]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from bench import _loadgen
-from bench._server import percentile, rss_mb, sign_in, studiolo_server
+from bench._server import ok, percentile, rss_mb, sign_in, studiolo_server
 from studiolo.db.base import new_id
 from studiolo.domain.accounts.models import LOCAL_USER_ID
 
@@ -108,7 +108,10 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=3000)
     ap.add_argument("--images", type=int, default=100_000)
     ap.add_argument("--concurrency", type=int, default=50)
+    ap.add_argument("--gets", type=int, default=2000, help="GET /jobs/{id} requests per figure (GET /images: 15%%)")
+    ap.add_argument("--starts", type=int, default=50, help="jobs timed one at a time from enqueue to start")
     args = ap.parse_args()
+    pages = max(1, args.gets * 3 // 20)  # 300 GET /images per figure with the default --gets
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
@@ -128,9 +131,9 @@ def main() -> None:
             # Enqueue → start latency, on an idle worker, one job at a time.
             waits = []
             with httpx.Client(base_url=base, timeout=30, headers=HEADERS) as c:
-                for _ in range(50):
-                    job = c.post("/api/v1/generations", json=BODY).json()
-                    while (view := c.get(job["urls"]["get"]).json())["status"] not in ("succeeded", "failed"):
+                for _ in range(args.starts):
+                    job = ok(c.post("/api/v1/generations", json=BODY))
+                    while (view := ok(c.get(job["urls"]["get"])))["status"] not in ("succeeded", "failed"):
                         time.sleep(0.01)
                     start = datetime.fromisoformat(view["started_at"])
                     created = datetime.fromisoformat(view["created_at"])
@@ -141,30 +144,36 @@ def main() -> None:
             print(f"enqueue rate, {args.concurrency} clients, worker running: {rate:8.0f} jobs/s (target >= 500)")
             report("POST /generations latency under that load", lat, "-")
 
-            paths = [f"/api/v1/jobs/{random.choice(ids)}" for _ in range(2000)]
+            paths = [f"/api/v1/jobs/{random.choice(ids)}" for _ in range(args.gets)]
             # First while the worker is still draining the backlog those clients just queued, then idle.
             report("GET /jobs/{id}, 10 clients, worker busy", get_latency(base, paths, 10), "p99 <= 20 ms")
             with httpx.Client(base_url=base, timeout=30, headers=HEADERS) as c:
-                while c.get("/api/v1/jobs", params={"status": "queued", "limit": 1}).json()["items"]:
+                while ok(c.get("/api/v1/jobs", params={"status": "queued", "limit": 1}))["items"]:
                     time.sleep(0.2)
-            report("GET /jobs/{id}, 1 client, idle", get_latency(base, paths[:500], 1), "p99 <= 20 ms")
+            report(
+                "GET /jobs/{id}, 1 client, idle", get_latency(base, paths[: max(1, args.gets // 4)], 1), "p99 <= 20 ms"
+            )
             report("GET /jobs/{id}, 10 clients, idle", get_latency(base, paths, 10), "p99 <= 20 ms")
 
         fill_images(data / "studiolo.db", args.images)
         with studiolo_server(data, **env) as (base, proc):
             HEADERS.update(sign_in(base, data, **env))
             with httpx.Client(base_url=base, headers=HEADERS) as c:
-                pages = []
+                cursors: list[str] = []
                 cursor = None
                 for _ in range(40):  # walk real cursors deep into the gallery
-                    r = c.get("/api/v1/images", params={"limit": 50, **({"cursor": cursor} if cursor else {})}).json()
+                    r = ok(c.get("/api/v1/images", params={"limit": 50, **({"cursor": cursor} if cursor else {})}))
+                    if r["next_cursor"] is None:  # fewer than 40 pages (a small --images)
+                        break
                     cursor = r["next_cursor"]
-                    pages.append(cursor)
-            first = ["/api/v1/images?limit=50"] * 300
-            deep = [f"/api/v1/images?limit=50&cursor={random.choice(pages)}" for _ in range(300)]
-            styled = ["/api/v1/images?limit=50&style=anime"] * 200
-            search = ["/api/v1/images?limit=50&q=lighthouse%20fox"] * 200
-            label = f"GET /images page of 50 ({args.images // 1000}k rows)"
+                    cursors.append(cursor)
+            first = ["/api/v1/images?limit=50"] * pages
+            if not cursors:
+                raise RuntimeError("--images must fill more than one page of 50")
+            deep = [f"/api/v1/images?limit=50&cursor={random.choice(cursors)}" for _ in range(pages)]
+            styled = ["/api/v1/images?limit=50&style=anime"] * max(1, pages * 2 // 3)
+            search = ["/api/v1/images?limit=50&q=lighthouse%20fox"] * max(1, pages * 2 // 3)
+            label = f"GET /images page of 50 ({args.images:,} rows)"
             report(f"{label}, first page", get_latency(base, first, 1), "p99 <= 20 ms")
             report(f"{label}, deep cursor", get_latency(base, deep, 1), "p99 <= 20 ms")
             report(f"{label}, style filter", get_latency(base, styled, 1), "-")

@@ -9,7 +9,7 @@ Prints:
   same server in STUDIOLO_AUTH_MODE=none (no auth check), runs alternated on the same data directory
   (target: the auth check adds <= 2 ms at p50).
 
-    python -m bench.auth [--logins 200] [--gets 5000] [--rounds 2]
+    python -m bench.auth [--logins 200] [--gets 5000] [--rounds 2] [--hashes 10]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 from bench import _loadgen
-from bench._server import ADMIN_EMAIL, ADMIN_PASSWORD, percentile, sign_in, studiolo_server
+from bench._server import ADMIN_EMAIL, ADMIN_PASSWORD, ok, percentile, sign_in, studiolo_server
 from studiolo.domain.accounts.passwords import PasswordHashing
 from studiolo.settings import Settings
 
@@ -39,12 +39,12 @@ ENV = {
 }
 
 
-def hash_cost() -> None:
+def hash_cost(count: int) -> None:
     hashing = PasswordHashing(Settings())
     s = Settings()
     hashed = hashing.hash("a benchmark password")
     hashes, verifies = [], []
-    for _ in range(10):
+    for _ in range(count):
         t = time.perf_counter()
         hashing.hash("a benchmark password")
         hashes.append(time.perf_counter() - t)
@@ -106,8 +106,9 @@ def main() -> None:
     ap.add_argument("--logins", type=int, default=200)
     ap.add_argument("--gets", type=int, default=5000)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--hashes", type=int, default=10, help="argon2 hashes (and verifies) timed")
     args = ap.parse_args()
-    hash_cost()
+    hash_cost(args.hashes)
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
@@ -116,10 +117,10 @@ def main() -> None:
             login_rate(base, args.logins, 8)
             with httpx.Client(base_url=base, headers=headers, timeout=30) as c:
                 ids = [
-                    c.post("/api/v1/generations", json={"prompt": "x", "size": "64x64", "steps": 1}).json()["id"]
+                    ok(c.post("/api/v1/generations", json={"prompt": "x", "size": "64x64", "steps": 1}))["id"]
                     for _ in range(50)
                 ]
-                key = c.post("/api/v1/api-keys", json={"name": "bench", "scopes": ["read"]}).json()["key"]
+                key = ok(c.post("/api/v1/api-keys", json={"name": "bench", "scopes": ["read"]}))["key"]
         paths = [f"/api/v1/jobs/{ids[i % len(ids)]}" for i in range(args.gets)]
 
         results: dict[str, list[float]] = {"none": [], "bearer": [], "api key": []}

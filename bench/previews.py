@@ -1,11 +1,11 @@
 """What a live preview costs: making the picture, encoding it as the SSE data URL, and its size.
 
-For the demo model (its x0 estimate, real weights, a 512x512 job at step 12 of 25) and for the diffusers
-latent map on SD (64x64 latents of a 512x512 image) and SDXL (128x128 of 1024x1024). Latents are random
-normal (the first steps of a run); later, smoother latents encode smaller. Medians of --runs after one
-warm-up (the first WebP encode of a process also loads the codec).
+For the demo model (its x0 estimate, real weights, a 512x512 job at step 12 of 25: half of
+--steps) and for the diffusers latent map on SD (64x64 latents of a 512x512 image) and SDXL (128x128 of
+1024x1024). Latents are random normal (the first steps of a run); later, smoother latents encode smaller.
+Medians of --runs after one warm-up (the first WebP encode of a process also loads the codec).
 
-    python -m bench.previews [--runs 20]
+    python -m bench.previews [--runs 20] [--steps 25]
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ def _measure(name: str, make: Callable[[], Image.Image | None], runs: int) -> No
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=25, help="steps of the demo job (its preview: the middle one)")
     args = parser.parse_args()
+    middle = max(1, args.steps // 2)
     import torch
 
     from studiolo.engines.latent_preview import latent_preview
@@ -56,14 +58,15 @@ def main() -> None:
     if weights_available():
 
         def on_step(step: int, total: int, preview: Preview | None = None) -> None:
-            if step == 12 and preview is not None:
-                _measure("demo 512x512, step 12 of 25", lambda: preview() if callable(preview) else preview, args.runs)
+            if step == middle and preview is not None:
+                name = f"demo 512x512, step {middle} of {total}"
+                _measure(name, lambda: preview() if callable(preview) else preview, args.runs)
 
         request = GenerationRequest(
             model=ModelRef(id=DEMO_MODEL_ID, engine="demo", source="builtin"),
             prompt="a lighthouse by the sea at dusk",
             seeds=[7],
-            steps=25,
+            steps=args.steps,
         )
         DemoEngine().generate(request, on_step, lambda: False)
 

@@ -17,6 +17,7 @@ Prints:
   style filter, and full-text searches for words from frequent (4% of the rows) to rare (a handful).
 
     python -m bench.queue [--jobs 2000] [--images 1000000] [--workers 1,2,4] [--batch 50]
+                          [--gets 3000] [--paced-seconds 10] [--settle 6]
 
 Needs PostgreSQL (STUDIOLO_BENCH_PG, default postgresql+psycopg://postgres@127.0.0.1:5432/postgres) and Redis
 (STUDIOLO_BENCH_REDIS, default redis://127.0.0.1:6379/13, flushed).
@@ -48,7 +49,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
 from bench import _loadgen
-from bench._server import percentile, sign_in, studiolo_server
+from bench._server import ok, percentile, sign_in, studiolo_server
 from studiolo.db import migrate
 from studiolo.domain.accounts.models import LOCAL_USER_ID
 from studiolo.domain.generation.models import Job
@@ -202,7 +203,7 @@ def enqueue_only(
 ) -> None:
     """Jobs accepted per second with no worker running (what a queue library's publish rate measures), single and
     batched; the queued jobs are deleted afterwards so they do not count in the drains."""
-    submit_all(bases, headers, 200, 1, 20)  # warm-up
+    submit_all(bases, headers, min(200, args.jobs), 1, 20)  # warm-up
     for batch, clients in ((1, 20), (args.batch, 4)):
         groups = process_groups(apis, [])
         before = cpu_seconds(groups)
@@ -216,11 +217,14 @@ def enqueue_only(
         conn.execute(text("DELETE FROM jobs WHERE status = 'queued'"))
 
 
-def paced_submits(bases: list[str], headers: dict[str, str], engine: Engine, rate: float) -> list[float]:
-    """POST latencies at a steady ``rate`` for 10 s (an open loop, as users arrive) while the workers keep up."""
+def paced_submits(
+    bases: list[str], headers: dict[str, str], engine: Engine, rate: float, seconds: float
+) -> list[float]:
+    """POST latencies at a steady ``rate`` for ``seconds`` (an open loop, as users arrive) while the workers keep
+    up."""
     before = succeeded(engine)
     latencies, responses = asyncio.run(
-        _loadgen.run_paced(bases, ("POST", "/api/v1/generations", BODY), rate, 10.0, headers)
+        _loadgen.run_paced(bases, ("POST", "/api/v1/generations", BODY), rate, seconds, headers)
     )
     if any(status != 202 for status, _ in responses):
         raise RuntimeError(f"a submission failed: {next(r for r in responses if r[0] != 202)}")
@@ -251,7 +255,7 @@ def queue_throughput(args: argparse.Namespace) -> None:
             redis.Redis.from_url(REDIS).flushdb()
             workers = start_workers(data, env, count)
             try:
-                time.sleep(6)  # worker processes import, connect, declare their queues
+                time.sleep(args.settle)  # worker processes import, connect, declare their queues
                 drain_rate(bases, headers, engine, min(200, args.jobs))  # warm-up
                 groups = process_groups(apis, workers)
                 before = cpu_seconds(groups)
@@ -266,7 +270,7 @@ def queue_throughput(args: argparse.Namespace) -> None:
                 paced = round(rate * 0.5)
                 report(
                     f"POST /generations at a steady {paced}/s (half of that)",
-                    paced_submits(bases, headers, engine, paced),
+                    paced_submits(bases, headers, engine, paced, args.paced_seconds),
                     "p99 <= 50 ms",
                 )
                 if args.batch > 1:
@@ -288,11 +292,11 @@ def queue_throughput(args: argparse.Namespace) -> None:
                     w.wait(30)
         with engine.connect() as conn:
             ids = list(conn.scalars(select(Job.id).limit(500)))
-        paths = [f"/api/v1/jobs/{random.choice(ids)}" for _ in range(3000)]
+        paths = [f"/api/v1/jobs/{random.choice(ids)}" for _ in range(args.gets)]
         elapsed, gets, _ = asyncio.run(_loadgen.run(bases, (("GET", p, None) for p in paths), 10, headers))
         report(f"GET /jobs/{{id}}, 10 clients, {args.api} API process(es)", gets, "p99 <= 20 ms")
         paced = round(len(paths) / elapsed * 0.5)
-        steady = asyncio.run(_loadgen.run_paced(bases, ("GET", paths[0], None), paced, 10.0, headers))[0]
+        steady = asyncio.run(_loadgen.run_paced(bases, ("GET", paths[0], None), paced, args.paced_seconds, headers))[0]
         report(f"GET /jobs/{{id}} at a steady {paced}/s (half of that)", steady, "p99 <= 20 ms")
         engine.dispose()
 
@@ -355,9 +359,10 @@ def gallery(args: argparse.Namespace) -> None:
                 cursors, cursor = [], None
                 for _ in range(40):
                     params = {"limit": 50, **({"cursor": cursor} if cursor else {})}
-                    cursor = c.get("/api/v1/images", params=params).json()["next_cursor"]
+                    cursor = ok(c.get("/api/v1/images", params=params))["next_cursor"]
                     cursors.append(cursor)
-                probe = c.get("/api/v1/images", params={"limit": 50, "q": "lighthouse neon"}).json()
+                probe = ok(c.get("/api/v1/images", params={"limit": 50, "q": "lighthouse neon"}))
+                # 4% of the rows match: a second page exists from 1,250 rows on (the smoke run uses 2,000).
                 assert probe["items"] and probe["next_cursor"], json.dumps(probe)[:300]
 
             def lat(paths: list[str]) -> list[float]:
@@ -393,6 +398,9 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2,4")
     ap.add_argument("--api", type=int, default=2, help="API processes (clients are spread over them)")
     ap.add_argument("--batch", type=int, default=50, help="jobs per POST /generations/batch (1: single submits only)")
+    ap.add_argument("--gets", type=int, default=3000, help="GET /jobs/{id} requests at 10 clients")
+    ap.add_argument("--paced-seconds", type=float, default=10.0, help="length of each steady-rate run")
+    ap.add_argument("--settle", type=float, default=6.0, help="seconds for new worker processes to start")
     ap.add_argument("--skip-gallery", action="store_true")
     ap.add_argument("--skip-queue", action="store_true")
     args = ap.parse_args()

@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageDraw
 
-from bench._server import ADMIN_EMAIL, ADMIN_PASSWORD, percentile, sign_in, studiolo_server
+from bench._server import ADMIN_EMAIL, ADMIN_PASSWORD, ok, percentile, sign_in, studiolo_server
 from studiolo.domain.accounts.models import LOCAL_USER_ID
 from studiolo.domain.gallery import imaging
 from studiolo.domain.gallery.models import Image
@@ -261,7 +261,7 @@ def main() -> None:
         with studiolo_server(data_dir) as (base, _proc):
             cookies = cookie_session(base, data_dir)
             with httpx.Client(base_url=base, cookies={c["name"]: c["value"] for c in cookies}, timeout=30) as client:
-                listed = client.get("/api/v1/images", params={"limit": 1}).json()["items"]
+                listed = ok(client.get("/api/v1/images", params={"limit": 1}))["items"]
                 assert listed, "the administrator does not own the images"
                 assets = shipped(client, f"{base}/generate")
                 gallery_html = html_size(client, "/gallery")
@@ -286,7 +286,7 @@ def main() -> None:
         print(f"  {path:<44} {gz / 1024:7.1f} KB {raw / 1024:7.1f} KB")
     print(f"  {'total':<44} {total_gz / 1024:7.1f} KB {total_raw / 1024:7.1f} KB")
     print("\nHTML:")
-    for name, (gz, raw) in (("/gallery (48 tiles)", gallery_html), ("/generate", generate_html)):
+    for name, (gz, raw) in ((f"/gallery ({cold[0]['tiles']} tiles)", gallery_html), ("/generate", generate_html)):
         print(f"  {name:<44} {gz / 1024:7.1f} KB {raw / 1024:7.1f} KB")
 
     print("\n| figure                          | value        | target    | ratio to target |")

@@ -3,6 +3,8 @@ the HTTP API."""
 
 from __future__ import annotations
 
+import errno
+import itertools
 import signal
 import sys
 import threading
@@ -25,6 +27,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from studiolo.cli_options import SuggestingGroup
 from studiolo.domain.accounts.models import LOCAL_USER_ID
 from studiolo.domain.generation.catalog import how_to_install
 from studiolo.domain.generation.schemas import GenerationParams, JobView
@@ -35,10 +38,17 @@ from studiolo.errors import StudioloError
 from studiolo.logs import configure_logging
 from studiolo.settings import Settings
 
-app = typer.Typer(help="Studiolo: a self-hosted AI creative studio.", no_args_is_help=True, add_completion=False)
-models_app = typer.Typer(help="Install, list and remove models.", no_args_is_help=True)
-db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
-users_app = typer.Typer(help="Accounts: the first administrator, listing, suspending.", no_args_is_help=True)
+# SuggestingGroup: an unknown option names the option meant, not just the closest spelling (cli_options.py).
+app = typer.Typer(
+    help="Studiolo: a self-hosted AI creative studio.", no_args_is_help=True, add_completion=False, cls=SuggestingGroup
+)
+models_app = typer.Typer(
+    help="Install, list and remove models; choose the default.", no_args_is_help=True, cls=SuggestingGroup
+)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True, cls=SuggestingGroup)
+users_app = typer.Typer(
+    help="Accounts: the first administrator, listing, suspending.", no_args_is_help=True, cls=SuggestingGroup
+)
 app.add_typer(models_app, name="models")
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
@@ -264,6 +274,24 @@ def _wait_with_progress(services: Any, job_id: str, n: int) -> JobView:
         unsubscribe()
 
 
+def write_new_file(folder: Path, stem: str, suffix: str, data: bytes) -> Path:
+    """Write ``data`` to ``folder/stem+suffix``, or ``stem-2`` and so on: an existing file is never overwritten.
+
+    The full job id keeps names unique (its first 8 hex digits repeat for about 65 s, so runs with the same seed
+    used to overwrite each other), and the exclusive open keeps any file already there, whoever wrote it
+    (tests/integration/test_cli_commands.py::test_generate_out_never_overwrites).
+    """
+    for n in itertools.count(1):
+        path = folder / f"{stem}{'' if n == 1 else f'-{n}'}{suffix}"
+        try:
+            with path.open("xb") as f:
+                f.write(data)
+        except FileExistsError:
+            continue
+        return path
+    raise AssertionError("unreachable")
+
+
 @app.command()
 def generate(
     prompt: Annotated[str, typer.Argument(help="What to draw.")],
@@ -308,6 +336,8 @@ def generate(
     kind: JobKind = "inpaint" if mask else "img2img" if init_image else "txt2img"
     job_id: str | None = None
     try:
+        if out_dir is not None and out_dir.exists() and not out_dir.is_dir():  # before the job, not a traceback after
+            raise NotADirectoryError(errno.ENOTDIR, "--out is a file, not a folder", str(out_dir))
         init = services.generation.validate_upload(init_image.read_bytes(), field="init_image") if init_image else None
         mask_up: Upload | None = (
             services.generation.validate_upload(mask.read_bytes(), field="mask_image", mode="L") if mask else None
@@ -342,42 +372,55 @@ def generate(
         written: list[Path] = []
         for o in view.outputs:
             if out_dir is not None:
-                out_dir.mkdir(parents=True, exist_ok=True)
+                out_dir.mkdir(parents=True, exist_ok=True)  # only now: a failed job leaves no empty folder
                 key, _ = services.gallery.file(LOCAL_USER_ID, o.image_id, "original")
-                path = out_dir / f"{view.id[:8]}-{o.seed}.png"
-                path.write_bytes(services.gallery.read(key))
-                written.append(path)
+                written.append(write_new_file(out_dir, f"{view.id}-{o.seed}", ".png", services.gallery.read(key)))
         dur = f"{view.duration_seconds:.1f} s" if view.duration_seconds is not None else "?"
         console.print(f"[green]done[/green] job {view.id} in {dur}; seeds {view.seeds}")
         for o in view.outputs:
             out.print(f"image {o.image_id} seed {o.seed}")
         for p in written:
-            out.print(str(p))
+            # One line per path, as given: Rich would wrap a long path at 80 columns when piped, or read
+            # "[...]" in a folder name as markup (tests/integration/test_cli_commands.py).
+            out.print(str(p), soft_wrap=True, markup=False, highlight=False)
     finally:
         services.close()
 
 
+def _size(size_bytes: int) -> str:
+    """A model's size in decimal units, as file managers and the hub show them (15,852,893 bytes: 15.9 MB)."""
+    if size_bytes <= 0:
+        return "-"  # no files (the echo engine)
+    return f"{size_bytes / 1e9:.1f} GB" if size_bytes >= 1e9 else f"{size_bytes / 1e6:.1f} MB"
+
+
 @models_app.command("list")
 def models_list() -> None:
-    """List installed models; the default is marked with *."""
+    """List installed and built-in models; * marks the default (the model a request naming none gets)."""
     with _command_services() as services:
         models = services.catalog.models()
-        if not models:
-            console.print("No models installed.")
         table = Table("", "id", "engine", "source", "arch", "size")
         for m in models:
-            table.add_row(
-                "*" if m.is_default else "", m.id, m.engine, m.source, m.arch or "", f"{m.size_bytes / 2**20:.0f} MB"
-            )
+            table.add_row("*" if m.is_default else "", m.id, m.engine, m.source, m.arch or "", _size(m.size_bytes))
         if models:
             out.print(table)
+        else:
+            console.print("No models installed.")
         default = services.catalog.default_model_id()
         configured = services.settings.default_model
+        # One story, matching the * above (issue 13): which model a request naming none gets, and why.
         if default == DEMO_MODEL_ID and configured != DEMO_MODEL_ID:
-            # A fresh install: the demo model stands in for the configured default until that is installed.
-            console.print(f"default model '{configured}' is not installed: {how_to_install(configured)} {DEMO_NOTICE}")
+            console.print(
+                f"* {DEMO_MODEL_ID}, the built-in demo model (64x64 toy world), is the default while no model is "
+                f"installed. For real images, install the configured default, {configured} "
+                f"(STUDIOLO_DEFAULT_MODEL). {how_to_install(configured)}"
+            )
         elif not any(m.id == default for m in models):
-            console.print(f"default model '{default}' is not installed: {how_to_install(default)}")
+            console.print(
+                f"No default model: the configured default {default} (STUDIOLO_DEFAULT_MODEL) is not installed, "
+                "so a request that names no model is refused. Make an installed model the default with "
+                f"`studiolo models default ID`, or install it. {how_to_install(default)}"
+            )
 
 
 @models_app.command("pull")
@@ -396,7 +439,7 @@ def models_pull(
                 progress.update(task, completed=done, total=total or None)
 
             info = services.catalog.pull(repo_id, progress=on_progress, default=default)
-        console.print(f"[green]installed[/green] {info.id} ({info.size_bytes / 2**20:.0f} MB)")
+        console.print(f"[green]installed[/green] {info.id} ({_size(info.size_bytes)})")
 
 
 @models_app.command("import")
@@ -415,16 +458,19 @@ def models_import(
         console.print(f"[green]imported[/green] {info.id} ({info.source}, {info.arch or 'arch detected at load'})")
 
 
+MODEL_ID_ARG = typer.Argument(help="An installed model's id, as `studiolo models list` shows it.")
+
+
 @models_app.command("remove")
-def models_remove(model_id: str) -> None:
-    """Remove an installed model and the files Studiolo copied for it."""
+def models_remove(model_id: Annotated[str, MODEL_ID_ARG]) -> None:
+    """Remove an installed model and the files Studiolo copied for it (built-in models stay)."""
     with _command_services() as services:
         services.catalog.remove(model_id)
         console.print(f"removed {model_id}")
 
 
 @models_app.command("default")
-def models_default(model_id: str) -> None:
+def models_default(model_id: Annotated[str, MODEL_ID_ARG]) -> None:
     """Set the model used when a request names none."""
     with _command_services() as services:
         services.catalog.set_default(model_id)

@@ -51,7 +51,7 @@ def test_empty_install_lists_nothing_and_pull_offline_points_to_import(tmp_path:
     assert listed.returncode == 0, listed.stderr
     assert model_rows(listed.stdout) == {}
     message = flat(listed.stderr)
-    assert "default model 'stabilityai/sd-turbo' is not installed" in message
+    assert "install the configured default, stabilityai/sd-turbo" in message
     assert "studiolo models import" in message
 
     # A closed local port stands in for the hub, so the test is offline on any machine (this one has no network).

@@ -166,6 +166,24 @@ def test_model_unavailable_message_says_how_to_install(client: TestClient) -> No
     assert "studiolo models import" in str(err["message"]) and "studiolo models pull" in str(err["message"])
 
 
+def test_a_misspelt_model_suggests_the_installed_one(client: TestClient, services: Services) -> None:
+    """The API and the CLI give the same "did you mean" (issue 13), never advice to pull the misspelt name."""
+    r = client.post(GEN, json={"prompt": "x", "model": "studiolo-dmeo"})
+    err = _error(r)
+    assert r.status_code == 409 and err["code"] == "model_unavailable"
+    message = str(err["message"])
+    assert "Did you mean 'studiolo-demo'?" in message and "models pull studiolo-dmeo" not in message
+    assert "Installed models: echo, studiolo-demo." in message
+    assert err["details"] == {
+        "model": "studiolo-dmeo",
+        "installed": ["echo", "studiolo-demo"],
+        "suggestions": ["studiolo-demo"],
+    }
+    from studiolo.domain.generation.catalog import unknown_model
+
+    assert message == unknown_model("studiolo-dmeo", services.catalog.ids())[0]  # the CLI prints this message
+
+
 def test_unknown_ids_are_404_with_envelope(client: TestClient) -> None:
     for method, url in [
         ("get", "/api/v1/jobs/nope"),

@@ -13,7 +13,7 @@ from studiolo.domain.generation.models import InstalledModel
 from studiolo.engines.base import Engine
 from studiolo.engines.demo.engine import DEMO_MODEL_ID, DemoEngine
 from studiolo.engines.echo import EchoEngine
-from studiolo.errors import ModelUnavailable
+from studiolo.errors import Conflict, ModelUnavailable, NotFound
 from studiolo.services import Services, build_services
 from tests.tiny_demo import make_tiny_demo_weights
 
@@ -87,3 +87,51 @@ def test_without_weights_the_demo_model_is_not_offered(make_services: Factory, t
     catalog = make_services(weights=tmp_path / "missing.safetensors").catalog
     assert catalog.models() == []
     assert catalog.default_model_id() == "stabilityai/sd-turbo"
+
+
+def test_the_demo_model_lists_its_real_size(make_services: Factory, demo_weights: Path) -> None:
+    (info,) = make_services().catalog.models()
+    # Its weights and config on disk (the packaged ones are 15.9 MB), not 0 (issue 13).
+    assert info.size_bytes == demo_weights.stat().st_size + demo_weights.with_suffix(".json").stat().st_size > 0
+
+
+def test_a_typo_suggests_the_installed_model(make_services: Factory) -> None:
+    catalog = make_services().catalog
+    _install(catalog, "dreamshaper-8")
+    with pytest.raises(ModelUnavailable) as typo:
+        catalog.resolve("studiolo-dmeo")
+    assert typo.value.message == (
+        "Model 'studiolo-dmeo' is not installed. Did you mean 'studiolo-demo'? "
+        "Installed models: dreamshaper-8, studiolo-demo."
+    )
+    assert typo.value.details["suggestions"] == [DEMO_MODEL_ID]
+    with pytest.raises(ModelUnavailable) as case:
+        catalog.resolve("DreamShaper-8")
+    assert case.value.details["suggestions"] == ["dreamshaper-8"]
+    # A hub id may be another model than the one it resembles: it keeps the advice to pull it.
+    with pytest.raises(ModelUnavailable) as hub:
+        catalog.resolve("lykon/dreamshaper-8")
+    assert "`studiolo models pull lykon/dreamshaper-8`" in hub.value.message
+    with pytest.raises(ModelUnavailable) as unknown:
+        catalog.resolve("sdxl")
+    assert unknown.value.details["suggestions"] == []
+    assert "studiolo models import PATH" in unknown.value.message and "models pull sdxl" not in unknown.value.message
+    with pytest.raises(NotFound) as removed:
+        catalog.remove("dreamshaper8")
+    assert removed.value.code == "model_not_found" and removed.value.details["suggestions"] == ["dreamshaper-8"]
+
+
+def test_builtin_models_are_not_removed_replaced_or_made_default(make_services: Factory, tmp_path: Path) -> None:
+    catalog = make_services(echo=True).catalog
+    for model_id in (DEMO_MODEL_ID, "echo"):
+        with pytest.raises(Conflict) as removed:
+            catalog.remove(model_id)
+        assert removed.value.code == "model_builtin" and "cannot be removed" in removed.value.message
+        with pytest.raises(Conflict) as made_default:
+            catalog.set_default(model_id)
+        assert made_default.value.code == "model_builtin"
+    # Reserved even where the demo's weights are missing: an import under its name would shadow it later.
+    bare = make_services(weights=tmp_path / "missing.safetensors").catalog
+    with pytest.raises(Conflict) as imported:
+        bare._check_new_id(DEMO_MODEL_ID)
+    assert imported.value.code == "model_exists"

@@ -96,7 +96,9 @@ def test_folder_without_model_index_is_unsupported(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError) as excinfo:
         inspect_model_path(tmp_path)
     assert excinfo.value.code == "model_format_unsupported"
-    assert "model_index.json" in str(excinfo.value) and IMPORT_ADVICE in str(excinfo.value)
+    message = str(excinfo.value)
+    assert "model_index.json" in message and "`studiolo models import PATH`" in message
+    assert message.count(".safetensors checkpoint") == 1  # the advice said the same thing twice (issue 13)
 
 
 @pytest.mark.parametrize("content", ["{broken", '{"no_class": 1}', "[]"])

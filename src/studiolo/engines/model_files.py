@@ -138,8 +138,8 @@ def _inspect_folder(path: Path) -> ModelInspection:
     index_path = path / "model_index.json"
     if not index_path.is_file():
         raise ModelFileError(
-            f"{path} is not a diffusers model folder (it has no model_index.json). "
-            f"Import a diffusers folder or a single .safetensors checkpoint with {IMPORT_HINT}.",
+            f"{path} is not a diffusers model folder (it has no model_index.json). Import the folder that holds "
+            "model_index.json, or a single .safetensors checkpoint, with `studiolo models import PATH`.",
             "model_format_unsupported",
         )
     index = _read_json(index_path)
@@ -184,8 +184,8 @@ def _inspect_single_file(path: Path) -> ModelInspection:
         )
     if suffix != ".safetensors":
         raise ModelFileError(
-            f"{path.name} is not a supported model file: expected a diffusers folder or a .safetensors "
-            f"checkpoint. Import one with {IMPORT_HINT}.",
+            f"{path.name} is not a supported model file: `studiolo models import PATH` takes a diffusers folder "
+            "or a .safetensors checkpoint.",
             "model_format_unsupported",
         )
     header = read_safetensors_header(path)

@@ -6,6 +6,7 @@ Rows live in the ``models`` table so the server, workers and the CLI agree; file
 
 from __future__ import annotations
 
+import difflib
 import re
 import shutil
 import threading
@@ -25,6 +26,8 @@ from studiolo.errors import Conflict, InvalidInput, ModelUnavailable, NotFound, 
 from studiolo.settings import Settings
 
 ECHO_MODEL_ID = "echo"
+# Names of the models built into Studiolo: never a row, never removable, never importable under these names.
+BUILTIN_MODEL_IDS = frozenset({ECHO_MODEL_ID, DEMO_MODEL_ID})
 _MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 
 ProgressFn = Callable[[int, int], None]
@@ -45,11 +48,44 @@ class ModelInfo:
 
 
 def how_to_install(model_id: str) -> str:
-    return (
-        f"Model '{model_id}' is not installed. Download it with `studiolo models pull {model_id}` "
-        "(needs network access to the Hugging Face hub), or import one you have with "
-        "`studiolo models import PATH` (a diffusers folder or a single .safetensors checkpoint)."
+    """How to get ``model_id``: pull it from the hub (ids shaped ``owner/name``) or import local files."""
+    importing = (
+        "import one you have with `studiolo models import PATH` (a diffusers folder or a single .safetensors "
+        "checkpoint)"
     )
+    if "/" not in model_id:
+        # Hub ids are owner/name: advising `models pull studiolo-dmeo` would only fail again (issue 13).
+        return (
+            f"To add a model, {importing}, or download one from the Hugging Face hub by its owner/name id: "
+            "`studiolo models pull OWNER/NAME`."
+        )
+    return (
+        f"Download it with `studiolo models pull {model_id}` (needs network access to the Hugging Face hub), "
+        f"or {importing}."
+    )
+
+
+def close_model_ids(model_id: str, known: list[str]) -> list[str]:
+    """The ids in ``known`` that ``model_id`` is most likely a typo of (case-insensitive), best first."""
+    by_lower = {k.lower(): k for k in known}
+    return [by_lower[m] for m in difflib.get_close_matches(model_id.lower(), list(by_lower), n=3, cutoff=0.6)]
+
+
+def unknown_model(model_id: str, known: list[str]) -> tuple[str, dict[str, object]]:
+    """The message and details of an error about a model that is not installed, shared by the CLI and the API.
+
+    A likely typo gets "did you mean", and no advice to pull the misspelt name unless it is a hub id (owner/name,
+    which may well be a different model); the installed models are listed either way
+    (tests/unit/test_demo_catalog.py::test_a_typo_suggests_the_installed_model).
+    """
+    close = close_model_ids(model_id, known)
+    parts = [f"Model '{model_id}' is not installed."]
+    if close:
+        parts.append("Did you mean " + " or ".join(f"'{c}'" for c in close) + "?")
+    parts.append(f"Installed models: {', '.join(known)}." if known else "No model is installed.")
+    if not close or "/" in model_id:
+        parts.append(how_to_install(model_id))
+    return " ".join(parts), {"model": model_id, "installed": known, "suggestions": close}
 
 
 def _model_file_error(exc: Exception) -> StudioloError:
@@ -146,7 +182,7 @@ class ModelCatalog:
                     ref.engine,
                     ref.source,
                     None,
-                    0,
+                    self._builtin_size(ref.engine),
                     ref.id == default,
                     self._is_loaded(ref.engine, ref.id),
                     None,
@@ -154,6 +190,19 @@ class ModelCatalog:
                 )
             )
         return infos
+
+    def _builtin_size(self, engine: str) -> int:
+        # The demo's weights are real files (about 16 MB), not 0 bytes (issue 13); echo has no files.
+        demo = self.engines.get(engine)
+        return demo.size_bytes() if isinstance(demo, DemoEngine) else 0
+
+    def ids(self) -> list[str]:
+        """The ids of every model a request may name: installed ones, then the built-in ones."""
+        return [*self._rows(), *self._builtin()]
+
+    def _not_installed(self, model_id: str, error: type[StudioloError], code: str | None = None) -> StudioloError:
+        message, details = unknown_model(model_id, self.ids())
+        return error(message, code=code, details=details)
 
     def _is_loaded(self, engine: str, model_id: str) -> bool:
         eng = self.engines.get(engine)
@@ -167,7 +216,7 @@ class ModelCatalog:
             return builtin
         row = self._rows().get(model_id)
         if row is None or row.engine not in self.engines:
-            raise ModelUnavailable(how_to_install(model_id), details={"model": model_id})
+            raise self._not_installed(model_id, ModelUnavailable)
         path = Path(row.path)
         if not path.exists():
             raise ModelUnavailable(
@@ -186,8 +235,14 @@ class ModelCatalog:
                 code="invalid_model_id",
                 details={"model": model_id},
             )
+        if model_id in BUILTIN_MODEL_IDS:
+            raise Conflict(
+                f"'{model_id}' is the name of a model built into Studiolo; import yours under another name (`--id`).",
+                code="model_exists",
+                details={"model": model_id},
+            )
         with self.db.session() as session:
-            if session.get(InstalledModel, model_id) is not None or model_id in self._builtin():
+            if session.get(InstalledModel, model_id) is not None:
                 raise Conflict(f"A model named '{model_id}' is already installed.", code="model_exists")
 
     def _dest(self, model_id: str) -> Path:
@@ -248,11 +303,26 @@ class ModelCatalog:
             raise _model_file_error(exc) from exc
         return self._register(repo_id, "hub", folder, info.arch, info.size_bytes, default)
 
+    def _refuse_builtin(self, model_id: str, what: str) -> None:
+        if model_id in BUILTIN_MODEL_IDS:
+            role = (
+                " It is used when a request names it, and as the default only while no other model is installed."
+                if model_id == DEMO_MODEL_ID
+                else ""
+            )
+            raise Conflict(
+                f"'{model_id}' is built into Studiolo and {what}.{role}",
+                code="model_builtin",
+                details={"model": model_id},
+            )
+
     def remove(self, model_id: str, *, delete_files: bool = True) -> None:
+        """Uninstall ``model_id`` (its queued jobs fail) and delete the files Studiolo copied for it."""
+        self._refuse_builtin(model_id, "cannot be removed")
         with self.db.session() as session:
             row = session.get(InstalledModel, model_id)
             if row is None:
-                raise NotFound(f"No installed model named '{model_id}'.", code="model_not_found")
+                raise self._not_installed(model_id, NotFound, "model_not_found")
             path = Path(row.path)
             session.delete(row)
             # Its queued jobs can never run now: fail them, as a worker would, instead of leaving them to wait
@@ -275,8 +345,10 @@ class ModelCatalog:
             shutil.rmtree(owned if owned.exists() else path, ignore_errors=True)
 
     def set_default(self, model_id: str) -> None:
+        """Make the installed model ``model_id`` the one used when a request names none."""
+        self._refuse_builtin(model_id, "cannot be made the default: `models default` takes an installed model")
         with self.db.session() as session:
             if session.get(InstalledModel, model_id) is None:
-                raise NotFound(f"No installed model named '{model_id}'.", code="model_not_found")
+                raise self._not_installed(model_id, NotFound, "model_not_found")
             session.execute(update(InstalledModel).values(is_default=InstalledModel.id == model_id))
         self._invalidate()

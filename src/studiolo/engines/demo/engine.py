@@ -88,6 +88,11 @@ class DemoEngine:
         """True when this engine's default weights exist (the catalog lists the demo model only then)."""
         return weights_available(self.weights)
 
+    def size_bytes(self) -> int:
+        """Bytes on disk of this engine's default weights and their config (0 when they are missing)."""
+        files = (self.weights, config_path(self.weights))
+        return sum(f.stat().st_size for f in files if f.is_file())
+
     def capabilities(self, model: ModelRef) -> Capabilities:
         return _CAPABILITIES
 

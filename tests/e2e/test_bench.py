@@ -1,0 +1,165 @@
+"""Every benchmark under bench/ runs against today's product: each script, with its smallest settings, exits 0 and
+prints its figures (issue 13: ``python -m bench.overhead`` had died with ``KeyError: 'urls'`` since accounts
+landed, as nothing ran it). The values are never checked: these runs are too small to mean anything, and timings
+are not asserted anywhere (bench/README.md). The scripts run at the same time (see ``bench_runs``).
+
+A script added to bench/ must be added to SMOKE, or test_every_bench_script_has_a_smoke_run fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH = REPO / "bench"
+NUMBER = r"[\d,.]+"
+
+# script: (its smallest settings, the figure lines it must print). Sizes are the least that still exercise every
+# code path (bench.queue's gallery needs a second page of matches: 2,000 rows).
+SMOKE: dict[str, tuple[list[str], list[str]]] = {
+    "api": (
+        ["--jobs", "20", "--images", "120", "--concurrency", "4", "--gets", "20", "--starts", "3"],
+        [
+            rf"idle RSS, no model loaded: {NUMBER} MB",
+            rf"enqueue -> worker start \(idle worker\) +p50 +{NUMBER} ms +p99 +{NUMBER} ms",
+            rf"enqueue rate, 4 clients, worker running: +{NUMBER} jobs/s",
+            rf"GET /jobs/\{{id\}}, 10 clients, idle +p50 +{NUMBER} ms",
+            rf"GET /images page of 50 \(120 rows\), full-text q +p50 +{NUMBER} ms",
+        ],
+    ),
+    "auth": (
+        ["--logins", "4", "--gets", "20", "--rounds", "1", "--hashes", "1"],
+        [
+            rf"argon2id t=\d+ m=\d+ KiB p=\d+: hash median {NUMBER} ms, verify median {NUMBER} ms",
+            rf"sign-ins: {NUMBER}/s with 8 clients",
+            rf"GET /health during sign-ins +p50 +{NUMBER} ms",
+            rf"api key +p50 +{NUMBER} ms +p99 +{NUMBER} ms +\(p50 [+-]{NUMBER} ms vs no auth",
+        ],
+    ),
+    "overhead": (
+        ["--tiny", "--size", "64", "--runs", "1"],
+        [
+            r"same seed, raw vs Studiolo: max pixel difference \d+$",
+            rf"run 1: raw +{NUMBER} s +job over HTTP +{NUMBER} s +ratio {NUMBER}",
+            rf"median raw {NUMBER} s, median job {NUMBER} s, overhead [+-]{NUMBER} s, ratio b/a {NUMBER}",
+        ],
+    ),
+    "previews": (
+        ["--runs", "1", "--steps", "2"],
+        [
+            rf"diffusers SD 512 \(64x64 latents\) +make +{NUMBER} ms +encode +{NUMBER} ms +\d+ bytes WebP",
+            rf"diffusers SDXL 1024 \(128x128\) +make +{NUMBER} ms",
+            rf"demo 512x512, step 1 of 2 +make +{NUMBER} ms",
+        ],
+    ),
+    "queue": (
+        [
+            *("--jobs", "20", "--images", "2000", "--workers", "1", "--api", "1", "--batch", "5"),
+            *("--gets", "20", "--paced-seconds", "1", "--settle", "0"),
+        ],
+        [
+            rf"enqueue only, no worker \(single submits, 20 clients\): +{NUMBER} jobs/s accepted",
+            rf"1 worker process\(es\): +{NUMBER} jobs/s completed end to end",
+            rf"in batches of 5: +{NUMBER} jobs/s completed end to end",
+            rf"GET /jobs/\{{id\}} at a steady {NUMBER}/s",
+            rf"q='lighthouse neon', second page +p50 +{NUMBER} ms",
+        ],
+    ),
+    "web": (
+        ["--images", "3", "--loads", "1"],
+        [
+            rf"cold +LCP +p50 +{NUMBER} ms",
+            rf"warm +FCP +p50 +{NUMBER} ms",
+            rf"\| JS\+CSS for /generate, gzip +\| +{NUMBER} KB",
+            r"/gallery \(3 tiles\)",
+        ],
+    ),
+}
+
+
+@dataclass
+class BenchRun:
+    proc: subprocess.Popen[bytes]
+    stdout: Path
+    stderr: Path
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STUDIOLO_", "HF_"))}
+    env.update(
+        {
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), str(REPO), env.get("PYTHONPATH", "")])),
+            "PYTHONUNBUFFERED": "1",
+            "HOME": str(tmp),
+            "HF_HOME": str(tmp / "hf"),
+            "HF_HUB_OFFLINE": "1",
+            "TMPDIR": str(tmp),  # the scripts' data directories and model caches, removed with tmp
+            # a database of its own on the shared local Redis (bench.queue flushes it)
+            "STUDIOLO_BENCH_REDIS": os.environ.get("STUDIOLO_TEST_REDIS", "redis://127.0.0.1:6379") + "/14",
+        }
+    )
+    return env
+
+
+@pytest.fixture(scope="module")
+def bench_runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, BenchRun]]:
+    """The selected scripts, all started at once: most of their time is spent starting servers and waiting on
+    them, so together they take little longer than the slowest alone (on the 2-core CI machine too)."""
+    selected = sorted(
+        {
+            item.callspec.params["script"]
+            for item in request.session.items
+            if item.module is request.module and hasattr(item, "callspec")
+        }
+    )
+    runs: dict[str, BenchRun] = {}
+    for script in selected:
+        tmp = tmp_path_factory.mktemp(f"bench-{script}")
+        args, _ = SMOKE[script]
+        if script == "overhead":
+            args = [*args, "--cache", str(tmp / "models")]
+        stdout, stderr = tmp / "stdout.txt", tmp / "stderr.txt"
+        with stdout.open("wb") as out, stderr.open("wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", f"bench.{script}", *args],
+                cwd=REPO,
+                env=_env(tmp),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,  # its own process group: teardown ends its servers and workers too
+            )
+        runs[script] = BenchRun(proc, stdout, stderr)
+    yield runs
+    for run in runs.values():
+        if run.proc.poll() is None:
+            os.killpg(run.proc.pid, signal.SIGKILL)
+            run.proc.wait()
+
+
+def test_every_bench_script_has_a_smoke_run() -> None:
+    scripts = {p.stem for p in BENCH.glob("*.py") if not p.name.startswith("_")}
+    assert scripts == set(SMOKE), "add each bench script's smallest settings and figures to SMOKE"
+
+
+@pytest.mark.parametrize("script", sorted(SMOKE))
+def test_bench_script_runs_and_prints_its_figures(script: str, bench_runs: dict[str, BenchRun]) -> None:
+    run = bench_runs[script]
+    code = run.proc.wait(timeout=600)  # a hang guard, not a timing assertion
+    stdout, stderr = run.stdout.read_text(), run.stderr.read_text()
+    assert code == 0, f"exit {code}\n{stdout[-3000:]}\n{stderr[-3000:]}"
+    missing = [f for f in SMOKE[script][1] if not re.search(f, stdout, re.MULTILINE)]
+    assert not missing, f"figures not printed: {missing}\n{stdout}"
