@@ -200,13 +200,19 @@ def worker(
 
     settings = _settings()
     configure_logging(settings)
-    services = _services(settings)
-    models = [m.strip() for m in queues.split(",") if m.strip()] if queues else None
-    served = ServedModels(services.catalog, models)
+    metrics = None
     if settings.worker_metrics_port:
         from studiolo.metrics import serve_worker_metrics
 
-        serve_worker_metrics(services, settings.host, settings.worker_metrics_port)
+        try:  # before any start-up work: a busy port fails at once
+            metrics, _server = serve_worker_metrics(settings.host, settings.worker_metrics_port)
+        except StudioloError as exc:
+            raise _fail(exc) from exc
+    services = _services(settings)
+    if metrics is not None:
+        metrics.bind(services)
+    models = [m.strip() for m in queues.split(",") if m.strip()] if queues else None
+    served = ServedModels(services.catalog, models)
     device = getattr(services.engines.get("diffusers"), "device", None)
     if device is not None:
         # Say where real models will run: a worker that cannot see its GPU would otherwise crawl on the CPU.

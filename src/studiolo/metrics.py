@@ -13,6 +13,7 @@ same metric name registered twice in one registry is an error. No label carries 
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
@@ -30,6 +31,7 @@ from studiolo import __version__
 from studiolo.db.base import utcnow
 from studiolo.db.session import Database
 from studiolo.domain.generation.models import Job, WorkerRecord
+from studiolo.errors import StudioloError
 
 if TYPE_CHECKING:
     from studiolo.services import Services
@@ -206,12 +208,22 @@ class ProcessMetrics:
             self.registry.register(collector)
 
 
-def serve_worker_metrics(services: Services, host: str, port: int) -> WSGIServer:
-    """Expose a worker process's metrics on ``host:port`` (``studiolo worker`` has no HTTP server of its own)."""
+def serve_worker_metrics(host: str, port: int) -> tuple[ProcessMetrics, WSGIServer]:
+    """Expose a worker process's metrics on ``host:port`` (``studiolo worker`` has no HTTP server of its own).
+
+    Called before the worker's start-up work, with the services bound afterwards (``ProcessMetrics.bind``), so a
+    port that is taken fails at once with a clear message instead of a traceback after start-up
+    (tests/integration/test_ops.py)."""
     metrics = ProcessMetrics()
-    metrics.bind(services)
-    server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
-    return server
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
+    except OSError as exc:
+        raise StudioloError(
+            f"Cannot serve worker metrics on {host}:{port}: {exc.strerror}. Set STUDIOLO_WORKER_METRICS_PORT to a "
+            "free port (each worker process on a machine needs its own), or to 0 for no metrics endpoint.",
+            code="port_in_use" if exc.errno == errno.EADDRINUSE else "listen_failed",
+        ) from exc
+    return metrics, server
 
 
 def route_template(scope: Scope) -> str:

@@ -162,7 +162,8 @@ def test_a_worker_process_serves_its_metrics_on_its_own_port(client: TestClient,
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = serve_worker_metrics(services, "127.0.0.1", port)
+    metrics, server = serve_worker_metrics("127.0.0.1", port)
+    metrics.bind(services)
     try:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     finally:
@@ -355,3 +356,25 @@ def test_a_hung_check_is_reported_as_a_timeout_without_holding_the_others() -> N
     finally:
         release.set()
     assert results == {"hung": {"ok": False, "error": "timeout"}, "fine": {"ok": True}}
+
+
+def test_a_worker_metrics_port_in_use_is_a_clear_error_before_start_up(tmp_path: Path) -> None:
+    """`studiolo worker` with a taken STUDIOLO_WORKER_METRICS_PORT says so and exits 1, before it builds anything
+    (it used to start up, then die with a traceback from the metrics server)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **os.environ,
+            "STUDIOLO_DATA_DIR": str(tmp_path / "data"),
+            "STUDIOLO_WORKER_METRICS_PORT": str(port),
+            "STUDIOLO_HOST": "127.0.0.1",
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "studiolo", "worker"], env=env, capture_output=True, text=True, timeout=120
+        )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "port_in_use" in result.stderr and "STUDIOLO_WORKER_METRICS_PORT" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "data" / "studiolo.db").exists()  # nothing was started
