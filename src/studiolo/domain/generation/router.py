@@ -21,6 +21,7 @@ from studiolo.deps import (
     GenerationLimit,
     OriginDep,
     OwnerId,
+    PrincipalDep,
     ServicesDep,
     current_principal,
 )
@@ -198,12 +199,19 @@ async def submit_generation(
     request: Request,
     services: ServicesDep,
     owner: OwnerId,
+    principal: PrincipalDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response:
     params, kind, init, mask = await _parse_submission(request, services.generation)
     accepted, created = await run_in_threadpool(
         lambda: services.generation.submit(
-            owner, params, kind=kind, init_image=init, mask_image=mask, idempotency_key=idempotency_key
+            owner,
+            params,
+            kind=kind,
+            init_image=init,
+            mask_image=mask,
+            idempotency_key=idempotency_key,
+            as_admin=principal.is_admin,
         )
     )
     headers = {"Location": accepted.urls.get}
@@ -224,6 +232,7 @@ async def submit_generation_batch(
     services: ServicesDep,
     owner: OwnerId,
     charge: GenerationCharge,
+    principal: PrincipalDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response:
     """Jobs come back in the order of ``generations``. An item that is refused (unknown model, image too large, ...)
@@ -231,7 +240,9 @@ async def submit_generation_batch(
     items = await _parse_batch(request, services.settings.max_batch_submissions)
     charge(len(items))
     accepted, created = await run_in_threadpool(
-        lambda: services.generation.submit_batch(owner, items, idempotency_key=idempotency_key)
+        lambda: services.generation.submit_batch(
+            owner, items, idempotency_key=idempotency_key, as_admin=principal.is_admin
+        )
     )
     return _json(accepted, status_code=202, headers=None if created else {"Idempotent-Replayed": "true"})
 

@@ -32,7 +32,19 @@ class GenerationParams(BaseModel):
     sampler: str | None = Field(default=None, max_length=32)
     seed: Seed | None = None
     n: int = Field(default=1, ge=1, le=64)
-    priority: int = Field(default=0, ge=-10, le=10)
+    priority: int = Field(
+        default=0,
+        ge=-10,
+        le=10,
+        description="Orders your own queued jobs (higher first); it never moves them ahead of other users' turns",
+    )
+    system_priority: int | None = Field(
+        default=None,
+        ge=-10,
+        le=10,
+        description="Administrators only (403 admin_required otherwise): orders the whole queue, ahead of the users' "
+        "turns (higher first; default 0)",
+    )
     strength: float = Field(default=0.75, ge=0.0, le=1.0)
     tags: list[str] = Field(default_factory=list, max_length=32)
 
@@ -83,7 +95,10 @@ class JobUrls(BaseModel):
 
 QueuePlace = Annotated[
     int | None,
-    Field(description="1-based place among queued jobs (by priority, then age); null once the job has left the queue"),
+    Field(
+        description="1-based place among queued jobs (by system priority, then age, your own jobs in the order of "
+        "their priority; users' turns are not counted in); null once the job has left the queue"
+    ),
 ]
 QueuePlaceCapped = Annotated[
     bool,
@@ -130,7 +145,8 @@ class JobView(BaseModel):
     model: str
     params: dict[str, Any]
     seeds: list[int]
-    priority: int
+    priority: int = Field(description="The owner's own order among their jobs")
+    system_priority: int = Field(description="Queue-wide order, ahead of the users' turns (set by an administrator)")
     attempts: int
     max_attempts: int
     queue_position: QueuePlace

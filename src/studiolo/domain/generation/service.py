@@ -55,7 +55,7 @@ from studiolo.domain.generation.submission import (
 )
 from studiolo.domain.ownership import get_owned
 from studiolo.engines.base import Engine, JobKind
-from studiolo.errors import Conflict, InvalidInput, NotFound, StudioloError
+from studiolo.errors import Conflict, Forbidden, InvalidInput, NotFound, StudioloError
 from studiolo.settings import Settings
 from studiolo.storage.base import ObjectNotFound, ObjectStore
 
@@ -89,6 +89,18 @@ def check_status_filter(status: str | None) -> None:
             f"status must be one of {', '.join(JOB_STATUS_FILTERS)}.",
             code="invalid_status",
             details={"status": status},
+        )
+
+
+def check_system_priority(p: GenerationParams, *, as_admin: bool) -> None:
+    """Only an administrator may set ``system_priority`` (403 admin_required): it orders the whole queue, ahead of
+    the users' turns, while ``priority`` only reorders the submitter's own jobs (issue 13, item 5). Refused rather
+    than ignored, so nobody believes they were given a place they were not."""
+    if p.system_priority is not None and not as_admin:
+        raise Forbidden(
+            "Only an administrator may set system_priority; use priority to order your own jobs.",
+            code="admin_required",
+            details={"field": "system_priority"},
         )
 
 
@@ -263,8 +275,12 @@ class GenerationService:
         init_image: Upload | None = None,
         mask_image: Upload | None = None,
         idempotency_key: str | None = None,
+        as_admin: bool = False,
     ) -> tuple[JobAccepted, bool]:
-        """Queue a job; returns (accepted view, created). ``created`` is False for an idempotent replay."""
+        """Queue a job; returns (accepted view, created). ``created`` is False for an idempotent replay.
+
+        ``as_admin``: the caller is an administrator, who may set ``system_priority``."""
+        check_system_priority(p, as_admin=as_admin)
         if kind in ("img2img", "inpaint") and init_image is None:
             raise InvalidInput(f"{kind} needs an init image.", code="missing_init_image")
         if kind == "inpaint" and mask_image is None:
@@ -286,7 +302,7 @@ class GenerationService:
         row = job_row(
             owner_id,
             kind,
-            p.priority,
+            p,
             prepared,
             idempotency_key=idempotency_key,
             request_hash=request_hash,
@@ -298,7 +314,12 @@ class GenerationService:
         return accepted[0], created
 
     def submit_batch(
-        self, owner_id: str, items: Sequence[GenerationParams], *, idempotency_key: str | None = None
+        self,
+        owner_id: str,
+        items: Sequence[GenerationParams],
+        *,
+        idempotency_key: str | None = None,
+        as_admin: bool = False,
     ) -> tuple[BatchAccepted, bool]:
         """Queue a txt2img job per item, all or none; returns (accepted views in item order, created).
 
@@ -307,6 +328,12 @@ class GenerationService:
         derived from it and the item's index (batch_item_key), and every job the hash of the whole batch."""
         if not items:  # an insert of no rows would be one row of defaults, not none
             raise InvalidInput("A batch needs at least one generation.")
+        for index, p in enumerate(items):
+            try:
+                check_system_priority(p, as_admin=as_admin)
+            except StudioloError as exc:
+                exc.add_details(index=index)
+                raise
         request_hash = None
         item_keys: list[str | None] = [None] * len(items)
         if idempotency_key is not None:
@@ -329,7 +356,7 @@ class GenerationService:
             job_row(
                 owner_id,
                 "txt2img",
-                p.priority,
+                p,
                 prep,
                 idempotency_key=key,
                 request_hash=request_hash,
@@ -352,7 +379,8 @@ class GenerationService:
             # which is compiled anew for every batch size.
             with self.db.session() as session:
                 session.connection().execute(_INSERT_JOB, rows)
-                positions = self.queue.positions_of_new(session, [row["priority"] for row in rows])
+                order = [(row["system_priority"], row["priority"]) for row in rows]
+                positions = self.queue.positions_of_new(session, owner_id, order)
         except IntegrityError:
             # Two requests with one Idempotency-Key raced; the other one's rows won.
             request_hash = rows[0]["request_hash"]
@@ -430,6 +458,7 @@ class GenerationService:
             params=job.params,
             seeds=list(job.seeds),
             priority=job.priority,
+            system_priority=job.system_priority,
             attempts=job.attempts,
             max_attempts=job.max_attempts,
             queue_position=place.position if place else None,

@@ -76,7 +76,7 @@ def batch_item_key(key: str, index: int) -> str:
 def job_row(
     owner_id: str,
     kind: str,
-    priority: int,
+    p: GenerationParams,
     prepared: Prepared,
     *,
     idempotency_key: str | None,
@@ -85,7 +85,7 @@ def job_row(
     max_attempts: int,
     now: datetime,
 ) -> dict[str, Any]:
-    """A queued job's row, for a Core insert into ``jobs``."""
+    """A queued job's row, for a Core insert into ``jobs`` (``p``'s system_priority already authorized)."""
     params, model_id, seeds = prepared
     return {
         "id": new_id(),
@@ -95,7 +95,8 @@ def job_row(
         "params": params,
         "model_id": model_id,
         "seeds": seeds,
-        "priority": priority,
+        "priority": p.priority,
+        "system_priority": p.system_priority or 0,
         "progress_step": 0,
         "progress_total": params["steps"],
         "attempts": 0,
