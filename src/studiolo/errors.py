@@ -120,6 +120,12 @@ def _wants_page(request: Request) -> bool:
     )
 
 
+def _invalid_json(request: Request) -> Response:
+    """422 invalid_json: the same answer for every JSON body that cannot be parsed, whichever parser refused it."""
+    body = error_body("invalid_json", "The body is not valid JSON.", None, _request_id(request))
+    return JSONResponse(body, status_code=422)
+
+
 def install_error_handlers(app: FastAPI, html_page: HtmlPage | None = None) -> None:
     """Map every exception to the standard envelope; nothing reaches the client as a bare 500 trace."""
 
@@ -149,12 +155,19 @@ def install_error_handlers(app: FastAPI, html_page: HtmlPage | None = None) -> N
             {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": e.get("type")}
             for e in exc.errors()
         ]
+        if errors and all(e["type"] == "json_invalid" for e in errors):
+            return _invalid_json(request)
         body = error_body("invalid_input", "The request is not valid.", {"errors": errors}, _request_id(request))
         message = "; ".join(f"{e['loc'][-1] if e['loc'] else 'input'}: {e['msg']}" for e in errors)
         return page_or(request, 422, "invalid_input", message, JSONResponse(body, status_code=422))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
+            # FastAPI reads a declared JSON body with json.loads and answers anything but a JSONDecodeError as a bare
+            # 400: nesting past the recursion limit, an integer of over 4300 digits, bytes that are not UTF-8
+            # (tests/integration/test_malformed_json.py).
+            return _invalid_json(request)
         codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 422: "invalid_input"}
         code = codes.get(exc.status_code, "http_error")
         response = JSONResponse(

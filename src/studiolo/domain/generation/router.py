@@ -155,7 +155,10 @@ async def _parse_submission(
             raise InvalidInput("'params' must be a JSON text field.", code="invalid_json")
         try:
             parsed = json.loads(raw)
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:
+            # Not only JSONDecodeError: nesting past the interpreter's recursion limit ("[" * 100000) raises
+            # RecursionError, and an integer of over 4300 digits a plain ValueError; both were 500s
+            # (tests/integration/test_malformed_json.py).
             raise InvalidInput("'params' is not valid JSON.", code="invalid_json") from exc
         if not isinstance(parsed, dict):
             raise InvalidInput("'params' must be a JSON object.", code="invalid_json")
