@@ -10,7 +10,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
@@ -26,6 +25,7 @@ from studiolo.deps import (
     current_principal,
 )
 from studiolo.domain.gallery.schemas import NO_CONTROL_CHARS
+from studiolo.domain.generation.rules import params_error
 from studiolo.domain.generation.schemas import (
     AdminAnalytics,
     AdminJobPage,
@@ -94,28 +94,23 @@ def _json(model: BaseModel, status_code: int = 200, headers: dict[str, str] | No
     return Response(model.model_dump_json(), status_code=status_code, media_type="application/json", headers=headers)
 
 
-def _params(data: Any) -> GenerationParams:
+def _params(data: Any, generation: GenerationService) -> GenerationParams:
     try:
-        return GenerationParams.model_validate(data)
+        return GenerationParams.model_validate(data, context=generation.validation_context)
     except ValidationError as exc:
-        raise _validation_error(exc) from exc
-
-
-def _validation_error(exc: ValidationError, *loc: str) -> RequestValidationError:
-    """pydantic's errors as FastAPI's, each ``loc`` starting with ``loc`` (FastAPI's own bodies start with "body")."""
-    errors = exc.errors(include_url=False, include_context=False)
-    return RequestValidationError([{**e, "loc": (*loc, *e["loc"])} for e in errors])
+        raise params_error(exc) from exc
 
 
 def _content_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def _parse_batch(request: Request, max_items: int) -> list[GenerationParams]:
+async def _parse_batch(request: Request, max_items: int, generation: GenerationService) -> list[GenerationParams]:
     if _content_type(request) not in ("", "application/json"):
         raise UnsupportedMediaType("Send application/json.", code="unsupported_content_type")
+    context = {**generation.validation_context, "max_items": max_items}
     try:
-        batch = BatchSubmission.model_validate_json(await request.body() or b"null", context={"max_items": max_items})
+        batch = BatchSubmission.model_validate_json(await request.body() or b"null", context=context)
     except ValidationError as exc:
         types = {e["type"] for e in exc.errors()}
         if "json_invalid" in types:
@@ -126,7 +121,7 @@ async def _parse_batch(request: Request, max_items: int) -> list[GenerationParam
                 code="too_many_generations",
                 details={"limit": max_items},
             ) from exc
-        raise _validation_error(exc, "body") from exc  # e.g. body.generations.3.prompt
+        raise params_error(exc, "body") from exc  # e.g. body.generations.3.prompt
     return batch.generations
 
 
@@ -137,11 +132,12 @@ async def _parse_submission(
     if content_type in ("", "application/json"):
         # pydantic-core parses and validates in one pass: the submit hot path (bench/api.py).
         try:
-            params = GenerationParams.model_validate_json(await request.body() or b"null")
+            body = await request.body() or b"null"
+            params = GenerationParams.model_validate_json(body, context=generation.validation_context)
         except ValidationError as exc:
             if any(e["type"] == "json_invalid" for e in exc.errors()):
                 raise InvalidInput("The body is not valid JSON.", code="invalid_json") from exc
-            raise _validation_error(exc) from exc
+            raise params_error(exc) from exc
         return params, "txt2img", None, None
     if content_type != "multipart/form-data":
         raise UnsupportedMediaType(
@@ -177,7 +173,7 @@ async def _parse_submission(
     if kind_value not in ("txt2img", "img2img", "inpaint"):
         raise InvalidInput("kind must be txt2img, img2img or inpaint.", code="invalid_kind")
     kind: JobKind = kind_value  # type: ignore[assignment]
-    params = _params(fields)
+    params = _params(fields, generation)
     uploads: dict[str, Upload] = {}
     modes: tuple[tuple[str, Literal["RGB", "L"]], ...] = (("init_image", "RGB"), ("mask_image", "L"))
     for name, mode in modes:
@@ -240,7 +236,7 @@ async def submit_generation_batch(
 ) -> Response:
     """Jobs come back in the order of ``generations``. An item that is refused (unknown model, image too large, ...)
     keeps its usual status and code, names itself in ``details.index``, and nothing is queued."""
-    items = await _parse_batch(request, services.settings.max_batch_submissions)
+    items = await _parse_batch(request, services.settings.max_batch_submissions, services.generation)
     charge(len(items))
     accepted, created = await run_in_threadpool(
         lambda: services.generation.submit_batch(

@@ -22,7 +22,7 @@ from studiolo.domain.gallery import imaging
 from studiolo.domain.gallery.models import Image
 from studiolo.domain.gallery.schemas import RegenerateRequest
 from studiolo.domain.gallery.service import GalleryService, image_urls
-from studiolo.domain.generation import analytics
+from studiolo.domain.generation import analytics, rules
 from studiolo.domain.generation import styles as st
 from studiolo.domain.generation.catalog import ModelCatalog
 from studiolo.domain.generation.events import EventBus
@@ -134,6 +134,9 @@ class GenerationService:
         self.gallery = gallery
         self.store = store
         self.engines = engines
+        self.limits = rules.GenerationLimits.from_settings(settings)
+        # Given to every validation of a request, so it checks the configured limits with the fixed rules.
+        self.validation_context = self.limits.context()
 
     # -- styles ------------------------------------------------------------------------------
     def _style(self, session: Session, owner_id: str, slug: str) -> st.Style:
@@ -197,18 +200,11 @@ class GenerationService:
     # -- submit ------------------------------------------------------------------------------
     def prepare(self, owner_id: str, p: GenerationParams, kind: JobKind) -> Prepared:
         """Validate and resolve a request into (job params, model id, seeds); raises 4xx domain errors."""
-        if len(p.prompt) > self.settings.max_prompt_chars:
-            raise InvalidInput(
-                f"The prompt is longer than {self.settings.max_prompt_chars} characters.",
-                code="prompt_too_long",
-                details={"limit": self.settings.max_prompt_chars, "length": len(p.prompt)},
-            )
-        if p.n > self.settings.max_images_per_job:
-            raise InvalidInput(
-                f"At most {self.settings.max_images_per_job} images per job.",
-                code="too_many_images",
-                details={"limit": self.settings.max_images_per_job},
-            )
+        # The configured limits again: a request validated without them (rules.GenerationLimits.context) holds only
+        # to the fixed rules. Same rules, same messages.
+        broken = [*rules.prompt_rules(p.prompt, self.limits), *rules.images_rules(p.n, self.limits)]
+        if broken:
+            raise rules.rules_error(broken)
         model = self.catalog.resolve(p.model)
         engine = self.engines[model.engine]
         caps = engine.capabilities(model)
@@ -216,13 +212,11 @@ class GenerationService:
             raise InvalidInput(f"Model '{model.id}' cannot do {kind}.", code="unsupported_task", details={"kind": kind})
         base = 1024 if (model.arch or "").startswith("sdxl") or "xl" in model.id.lower() else 512
         width, height = resolve_size(p, base)
-        limit = min(self.settings.max_pixels, caps.max_pixels)
-        if width * height > limit:
-            raise InvalidInput(
-                f"{width}x{height} is more than the {limit} pixels allowed.",
-                code="image_too_large",
-                details={"width": width, "height": height, "max_pixels": limit},
-            )
+        # The model may allow fewer pixels than the settings.
+        given_as = "size" if p.size else "aspect_ratio" if p.aspect_ratio else "width" if p.width else "model"
+        broken = rules.pixels_rules(width, height, min(self.limits.max_pixels, caps.max_pixels), (given_as,))
+        if broken:
+            raise rules.rules_error(broken)
         turbo = st.is_turbo(model.id)
         table = st.TURBO_QUALITY_STEPS if turbo else st.QUALITY_STEPS
         steps = p.steps if p.steps is not None else table[p.quality or "standard"]

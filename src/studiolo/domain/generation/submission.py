@@ -21,28 +21,16 @@ Prepared = tuple[dict[str, Any], str, list[int]]
 
 
 def resolve_size(p: GenerationParams, turbo_or_xl_base: int) -> tuple[int, int]:
-    """The output size asked for as ``size``, ``aspect_ratio`` or ``width`` and ``height`` (at most one of them), else
-    the model's native square; 422 invalid_size when it is not one a model can make."""
-    given = [p.size is not None, p.aspect_ratio is not None, p.width is not None or p.height is not None]
-    if sum(given) > 1:
-        raise InvalidInput("Give the size as one of: size, aspect_ratio, or width and height.", code="invalid_size")
-    if p.width is not None or p.height is not None:
-        if p.width is None or p.height is None:
-            raise InvalidInput("width and height must be given together.", code="invalid_size")
-        w, h = p.width, p.height
-    elif p.size is not None:
+    """The output size asked for as ``size``, ``aspect_ratio`` or ``width`` and ``height``, else the model's native
+    square. ``GenerationParams`` already holds to the size rules (rules.size_rules)."""
+    if p.width is not None and p.height is not None:
+        return p.width, p.height
+    if p.size is not None:
         w, h = (int(x) for x in p.size.split("x"))
-    elif p.aspect_ratio is not None:
-        w, h = st.aspect_size(p.aspect_ratio, turbo_or_xl_base)
-    else:
-        w = h = turbo_or_xl_base
-    if w % 8 or h % 8:
-        raise InvalidInput(
-            "width and height must be multiples of 8.", code="invalid_size", details={"width": w, "height": h}
-        )
-    if w < 64 or h < 64:
-        raise InvalidInput("width and height must be at least 64.", code="invalid_size")
-    return w, h
+        return w, h
+    if p.aspect_ratio is not None:
+        return st.aspect_size(p.aspect_ratio, turbo_or_xl_base)
+    return turbo_or_xl_base, turbo_or_xl_base
 
 
 def submit_hash(kind: str, params: dict[str, Any], uploads: dict[str, bytes]) -> str:
