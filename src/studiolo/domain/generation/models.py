@@ -32,8 +32,9 @@ class Job(Base):
 
     __tablename__ = "jobs"
     __table_args__ = (
-        # queue_position counts queued rows by (system_priority, id); the claim seeks each owner's head job.
-        Index("ix_jobs_claim", "status", "system_priority", "id"),
+        # queue_position counts queued rows by (system_priority, id), other users' only (owner_id in the index spares
+        # reading each row for it); the claim seeks each owner's head job.
+        Index("ix_jobs_claim", "status", "system_priority", "id", "owner_id"),
         # DESC so "ORDER BY system_priority DESC, priority DESC, id" is an index walk, not a sort of the user's queue;
         # queue_position also counts the owner's own jobs reordered by their priority on it.
         Index("ix_jobs_owner_queue", "status", "owner_id", text("system_priority DESC"), text("priority DESC"), "id"),

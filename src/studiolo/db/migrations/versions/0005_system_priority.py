@@ -25,7 +25,7 @@ def upgrade() -> None:
     op.add_column("jobs", sa.Column("system_priority", sa.Integer(), server_default=sa.text("0"), nullable=False))
     op.drop_index("ix_jobs_claim", table_name="jobs")
     op.drop_index("ix_jobs_owner_queue", table_name="jobs")
-    op.create_index("ix_jobs_claim", "jobs", ["status", "system_priority", "id"], unique=False)
+    op.create_index("ix_jobs_claim", "jobs", ["status", "system_priority", "id", "owner_id"], unique=False)
     op.create_index(
         "ix_jobs_owner_queue",
         "jobs",
