@@ -187,13 +187,13 @@ def params_error(exc: ValidationError, *loc: str) -> InvalidInput:
     return InvalidInput(describe_errors(listed), code=code, details=details)
 
 
-def rules_error(errors: list[InitErrorDetails]) -> InvalidInput:
-    """``params_error`` for rules checked outside a validation (``GenerationService.prepare``)."""
+def refuse(errors: list[InitErrorDetails]) -> None:
+    """Raise ``params_error``'s InvalidInput for rules checked outside a validation (``GenerationService.prepare``),
+    if any is broken."""
     try:
         raise_broken("GenerationParams", errors)
     except ValidationError as exc:
-        return params_error(exc)
-    raise ValueError("no broken rule to report")
+        raise params_error(exc) from None
 
 
 def raw_size_fields(data: Any, failed: frozenset[str]) -> dict[str, Any]:

@@ -49,13 +49,14 @@ from studiolo.domain.generation.submission import (
     batch_hash,
     batch_item_key,
     check_idempotency_key,
+    check_system_priority,
     job_row,
     resolve_size,
     submit_hash,
 )
 from studiolo.domain.ownership import get_owned
 from studiolo.engines.base import Engine, JobKind
-from studiolo.errors import Conflict, Forbidden, InvalidInput, NotFound, StudioloError
+from studiolo.errors import Conflict, InvalidInput, NotFound, StudioloError
 from studiolo.settings import Settings
 from studiolo.storage.base import ObjectNotFound, ObjectStore
 
@@ -89,18 +90,6 @@ def check_status_filter(status: str | None) -> None:
             f"status must be one of {', '.join(JOB_STATUS_FILTERS)}.",
             code="invalid_status",
             details={"status": status},
-        )
-
-
-def check_system_priority(p: GenerationParams, *, as_admin: bool) -> None:
-    """Only an administrator may set ``system_priority`` (403 admin_required): it orders the whole queue, ahead of
-    the users' turns, while ``priority`` only reorders the submitter's own jobs (issue 13, item 5). Refused rather
-    than ignored, so nobody believes they were given a place they were not."""
-    if p.system_priority is not None and not as_admin:
-        raise Forbidden(
-            "Only an administrator may set system_priority; use priority to order your own jobs.",
-            code="admin_required",
-            details={"field": "system_priority"},
         )
 
 
@@ -202,9 +191,7 @@ class GenerationService:
         """Validate and resolve a request into (job params, model id, seeds); raises 4xx domain errors."""
         # The configured limits again: a request validated without them (rules.GenerationLimits.context) holds only
         # to the fixed rules. Same rules, same messages.
-        broken = [*rules.prompt_rules(p.prompt, self.limits), *rules.images_rules(p.n, self.limits)]
-        if broken:
-            raise rules.rules_error(broken)
+        rules.refuse([*rules.prompt_rules(p.prompt, self.limits), *rules.images_rules(p.n, self.limits)])
         model = self.catalog.resolve(p.model)
         engine = self.engines[model.engine]
         caps = engine.capabilities(model)
@@ -214,9 +201,7 @@ class GenerationService:
         width, height = resolve_size(p, base)
         # The model may allow fewer pixels than the settings.
         given_as = "size" if p.size else "aspect_ratio" if p.aspect_ratio else "width" if p.width else "model"
-        broken = rules.pixels_rules(width, height, min(self.limits.max_pixels, caps.max_pixels), (given_as,))
-        if broken:
-            raise rules.rules_error(broken)
+        rules.refuse(rules.pixels_rules(width, height, min(self.limits.max_pixels, caps.max_pixels), (given_as,)))
         turbo = st.is_turbo(model.id)
         table = st.TURBO_QUALITY_STEPS if turbo else st.QUALITY_STEPS
         steps = p.steps if p.steps is not None else table[p.quality or "standard"]
@@ -322,12 +307,6 @@ class GenerationService:
         derived from it and the item's index (batch_item_key), and every job the hash of the whole batch."""
         if not items:  # an insert of no rows would be one row of defaults, not none
             raise InvalidInput("A batch needs at least one generation.")
-        for index, p in enumerate(items):
-            try:
-                check_system_priority(p, as_admin=as_admin)
-            except StudioloError as exc:
-                exc.add_details(index=index)
-                raise
         request_hash = None
         item_keys: list[str | None] = [None] * len(items)
         if idempotency_key is not None:
@@ -341,6 +320,7 @@ class GenerationService:
         prepared = []
         for index, p in enumerate(items):
             try:
+                check_system_priority(p, as_admin=as_admin)
                 prepared.append(self.prepare(owner_id, p, "txt2img"))
             except StudioloError as exc:
                 exc.add_details(index=index)

@@ -14,7 +14,7 @@ from typing import Any
 from studiolo.db.base import new_id
 from studiolo.domain.generation import styles as st
 from studiolo.domain.generation.schemas import GenerationParams
-from studiolo.errors import InvalidInput
+from studiolo.errors import Forbidden, InvalidInput
 
 # What GenerationService.prepare resolves a request into: (job params, model id, seeds).
 Prepared = tuple[dict[str, Any], str, list[int]]
@@ -31,6 +31,18 @@ def resolve_size(p: GenerationParams, turbo_or_xl_base: int) -> tuple[int, int]:
     if p.aspect_ratio is not None:
         return st.aspect_size(p.aspect_ratio, turbo_or_xl_base)
     return turbo_or_xl_base, turbo_or_xl_base
+
+
+def check_system_priority(p: GenerationParams, *, as_admin: bool) -> None:
+    """Only an administrator may set ``system_priority`` (403 admin_required): it orders the whole queue, ahead of
+    the users' turns, while ``priority`` only reorders the submitter's own jobs (issue 13, item 5). Refused rather
+    than ignored, so nobody believes they were given a place they were not."""
+    if p.system_priority is not None and not as_admin:
+        raise Forbidden(
+            "Only an administrator may set system_priority; use priority to order your own jobs.",
+            code="admin_required",
+            details={"field": "system_priority"},
+        )
 
 
 def submit_hash(kind: str, params: dict[str, Any], uploads: dict[str, bytes]) -> str:
