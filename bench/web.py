@@ -109,7 +109,7 @@ def fill_gallery(data_dir: Path, count: int) -> float:
                     width=img.width, height=img.height, model="echo",
                 )  # fmt: skip
                 png = imaging.encode_png(img, parameters=parameters, metadata=meta)
-                files = services.gallery.write_files(png, imaging.make_thumbnails(img))
+                files = services.gallery.write_files(png, imaging.make_thumbnails(img), [])
                 rows.append(
                     Image(
                         owner_id=LOCAL_USER_ID, prompt=prompt, style=style, model_id="echo", seed=seed, steps=4,

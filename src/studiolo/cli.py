@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -30,11 +31,12 @@ from rich.table import Table
 from studiolo.cli_options import SuggestingGroup
 from studiolo.domain.accounts.models import LOCAL_USER_ID
 from studiolo.domain.generation.catalog import how_to_install
+from studiolo.domain.generation.rules import GenerationLimits, params_error
 from studiolo.domain.generation.schemas import GenerationParams, JobView
 from studiolo.domain.generation.service import Upload
 from studiolo.engines.base import JobKind
 from studiolo.engines.demo.engine import DEMO_MODEL_ID, DEMO_NOTICE
-from studiolo.errors import StudioloError
+from studiolo.errors import InvalidInput, StudioloError, describe_errors
 from studiolo.logs import configure_logging
 from studiolo.settings import Settings
 
@@ -61,13 +63,26 @@ def _settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:  # a configuration problem, not a stack trace
-        console.print(f"[red]Invalid configuration:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        problems = [{**e, "loc": [f"STUDIOLO_{str(p).upper()}" for p in e["loc"]]} for e in exc.errors()]
+        console.print(f"[red]Invalid configuration:[/red] {escape(describe_errors(problems))}")
+        raise typer.Exit(2) from None
 
 
 def _fail(exc: StudioloError) -> typer.Exit:
-    console.print(f"[red]error[/red] [bold]{exc.code}[/bold]: {exc.message}")
+    console.print(f"[red]error[/red] [bold]{exc.code}[/bold]: {escape(exc.message)}")
     return typer.Exit(1)
+
+
+def _invalid(exc: InvalidInput) -> typer.Exit:
+    """Bad parameters, in the API's words (rules.params_error): every broken rule, one per line; exit code 2."""
+    errors = exc.details.get("errors") or []
+    if len(errors) < 2:
+        console.print(f"[red]error[/red] [bold]{exc.code}[/bold]: {escape(exc.message)}")
+    else:
+        console.print(f"[red]error[/red] [bold]{exc.code}[/bold]: {len(errors)} problems")
+        for error in errors:
+            console.print(f"  {escape(describe_errors([error]))}")
+    return typer.Exit(2)
 
 
 def _services(settings: Settings) -> Any:
@@ -310,7 +325,7 @@ def generate(
     sampler: Annotated[str | None, typer.Option(help="euler, euler_a, dpmpp_2m, ddim, lms, pndm.")] = None,
     negative: Annotated[str, typer.Option("--negative", help="Negative prompt.")] = "",
     seed: Annotated[int | None, typer.Option(help="Seed of the first image (image k uses seed+k).")] = None,
-    n: Annotated[int, typer.Option("--n", "-n", min=1, help="Number of images.")] = 1,
+    n: Annotated[int, typer.Option("--n", "-n", help="Number of images.")] = 1,
     model: Annotated[str | None, typer.Option(help="Model id (default: the catalog's default).")] = None,
     init_image: Annotated[Path | None, typer.Option("--init-image", help="Image for img2img/inpaint.")] = None,
     mask: Annotated[Path | None, typer.Option(help="Mask for inpaint (white = repaint).")] = None,
@@ -319,26 +334,27 @@ def generate(
 ) -> None:
     """Generate images through the same job queue as the server; they are kept in the gallery."""
     settings = _settings().model_copy(update={"inline_workers": 0})
-    services = _services(settings)
+    values = {
+        "prompt": prompt,
+        "negative_prompt": negative,
+        "style": style,
+        "size": size,
+        "aspect_ratio": aspect_ratio,
+        "quality": quality,
+        "steps": steps,
+        "guidance": guidance,
+        "sampler": sampler,
+        "seed": seed,
+        "n": n,
+        "model": model,
+        "strength": strength,
+    }
     try:
-        params = GenerationParams(
-            prompt=prompt,
-            negative_prompt=negative,
-            style=style,
-            size=size,
-            aspect_ratio=aspect_ratio,
-            quality=quality,
-            steps=steps,
-            guidance=guidance,
-            sampler=sampler,
-            seed=seed,
-            n=n,
-            model=model,
-            strength=strength,
-        )
+        # Checked as the API checks a request, configured limits included, before anything starts.
+        params = GenerationParams.model_validate(values, context=GenerationLimits.from_settings(settings).context())
     except ValidationError as exc:
-        console.print(f"[red]error[/red] [bold]invalid_input[/bold]: {exc}")
-        raise typer.Exit(2) from exc
+        raise _invalid(params_error(exc)) from None
+    services = _services(settings)
     kind: JobKind = "inpaint" if mask else "img2img" if init_image else "txt2img"
     job_id: str | None = None
     try:

@@ -7,7 +7,7 @@ Services raise these; they never raise ``HTTPException``. Every error body has t
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -98,6 +98,17 @@ class RateLimited(StudioloError):
         self.retry_after = retry_after
 
 
+def describe_errors(errors: Sequence[Mapping[str, Any]]) -> str:
+    """Every broken rule of a request on one line, "n: At most 8 images per job (got 100); size: ...", each named by
+    its place without the leading "body": the HTTP API's message and the CLI's lines read the same."""
+    parts = []
+    for e in errors:
+        loc = [str(p) for p in e.get("loc", ())]
+        field = ".".join(loc[1:] if loc[:1] == ["body"] else loc)
+        parts.append(f"{field}: {e.get('msg', '')}" if field else str(e.get("msg", "")))
+    return "; ".join(parts)
+
+
 def error_body(code: str, message: str, details: dict[str, Any] | None, request_id: str | None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details or {}}, "request_id": request_id}
 
@@ -118,6 +129,14 @@ def _wants_page(request: Request) -> bool:
         and not path.startswith(_NOT_PAGES)
         and "text/html" in request.headers.get("accept", "")
     )
+
+
+def _invalid_json(request: Request) -> Response:
+    """What FastAPI answers for a declared JSON body that is not JSON (invalid_input, its error typed json_invalid),
+    for the bodies its parser fails on in other ways too."""
+    errors = [{"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}]
+    body = error_body("invalid_input", "The body is not valid JSON.", {"errors": errors}, _request_id(request))
+    return JSONResponse(body, status_code=422)
 
 
 def install_error_handlers(app: FastAPI, html_page: HtmlPage | None = None) -> None:
@@ -149,12 +168,18 @@ def install_error_handlers(app: FastAPI, html_page: HtmlPage | None = None) -> N
             {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": e.get("type")}
             for e in exc.errors()
         ]
-        body = error_body("invalid_input", "The request is not valid.", {"errors": errors}, _request_id(request))
-        message = "; ".join(f"{e['loc'][-1] if e['loc'] else 'input'}: {e['msg']}" for e in errors)
+        json_invalid = bool(errors) and all(e["type"] == "json_invalid" for e in errors)
+        message = "The body is not valid JSON." if json_invalid else describe_errors(errors)
+        body = error_body("invalid_input", message, {"errors": errors}, _request_id(request))
         return page_or(request, 422, "invalid_input", message, JSONResponse(body, status_code=422))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
+            # FastAPI reads a declared JSON body with json.loads and answers anything but a JSONDecodeError as a bare
+            # 400: nesting past the recursion limit, an integer of over 4300 digits, bytes that are not UTF-8
+            # (tests/integration/test_malformed_json.py).
+            return _invalid_json(request)
         codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 422: "invalid_input"}
         code = codes.get(exc.status_code, "http_error")
         response = JSONResponse(

@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     # count reads the rows it counts, so an unbounded one cost every submit and poll O(queue length)).
     queue_position_limit: int = Field(default=1000, ge=1, le=1_000_000)
     job_timeout_seconds: float = Field(default=1800.0, gt=0)
+    # How often one worker process sweeps the store for files that no image or job refers to (0: never), and how
+    # old such a file must be to go: younger ones may belong to a row that is committing right now.
+    orphan_sweep_seconds: float = Field(default=3600.0, ge=0)
+    orphan_grace_seconds: float = Field(default=3600.0, ge=1)
 
     default_model: str = "stabilityai/sd-turbo"
     # Register the model-free `echo` engine (tests, benchmarks, queue smoke checks).

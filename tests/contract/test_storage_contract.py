@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -192,6 +193,18 @@ def test_iter_keys_forgets_deleted_objects(store: ObjectStore) -> None:
     assert list(store.iter_keys("images/")) == ["images/ab/2.png"]
 
 
+def test_iter_objects_lists_the_keys_with_when_each_was_written(store: ObjectStore) -> None:
+    before = datetime.now(UTC) - timedelta(minutes=5)  # generous: S3 stamps whole seconds, clocks differ a little
+    for key in ("images/ab/1.png", "images/cd/2.png", "thumbs/150/ab/1.webp"):
+        store.put(key, key.encode(), "application/octet-stream")
+    listed = {o.key: o.modified_at for o in store.iter_objects("images/")}
+    assert set(listed) == set(store.iter_keys("images/")) == {"images/ab/1.png", "images/cd/2.png"}
+    after = datetime.now(UTC) + timedelta(minutes=5)
+    assert all(when.tzinfo is not None and before < when < after for when in listed.values())
+    assert [o.key for o in store.iter_objects("thumbs/")] == ["thumbs/150/ab/1.webp"]
+    assert list(store.iter_objects("nothing/")) == []
+
+
 @pytest.mark.parametrize("key", INVALID_KEYS)
 def test_invalid_keys_are_refused_by_every_operation(store: ObjectStore, key: str) -> None:
     with pytest.raises(ValueError):
@@ -213,6 +226,8 @@ def test_invalid_keys_are_refused_by_every_operation(store: ObjectStore, key: st
 def test_invalid_prefixes_are_refused(store: ObjectStore, prefix: str) -> None:
     with pytest.raises(ValueError):
         list(store.iter_keys(prefix))
+    with pytest.raises(ValueError):
+        list(store.iter_objects(prefix))
 
 
 def test_put_leaves_nothing_but_the_object(store: ObjectStore) -> None:

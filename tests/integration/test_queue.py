@@ -56,11 +56,11 @@ def test_claim_order_priority_then_round_robin_then_age(services: Services) -> N
     a2 = submit(services, prompt="a2")
     a3 = submit(services, prompt="a3")
     b1 = submit(services, owner=OTHER_USER, prompt="b1")
-    urgent = submit(services, owner=OTHER_USER, prompt="urgent", priority=5)
+    urgent = submit(services, owner=OTHER_USER, prompt="urgent", system_priority=5)
     order = []
     while (job := services.queue.claim("w")) is not None:
         order.append(job.id)
-    # Priority first; then users take turns: B was served (urgent) before A (a1), so b1 before a2.
+    # System priority first; then users take turns: B was served (urgent) before A (a1), so b1 before a2.
     assert order == [urgent, a1, b1, a2, a3]
 
 
@@ -84,9 +84,9 @@ def test_a_batch_claim_keeps_the_turn_order(services: Services) -> None:
     _add_user(services, OTHER_USER)
     a = [submit(services, prompt=f"a{i}") for i in range(4)]
     b = [submit(services, owner=OTHER_USER, prompt=f"b{i}") for i in range(2)]
-    urgent = submit(services, owner=OTHER_USER, prompt="urgent", priority=5)
+    urgent = submit(services, owner=OTHER_USER, prompt="urgent", system_priority=5)
     first = services.queue.claim_batch("w", 5)
-    # Priority first; then users take turns (B was served by urgent, so A goes next), oldest first within a user.
+    # System priority first; then users take turns (B was served by urgent, so A goes next), oldest first within a user.
     assert [j.id for j in first] == [urgent, a[0], b[0], a[1], b[1]]
     assert all(j.status == "running" and j.lease_owner == "w" and j.attempts == 1 for j in first)
     assert all(j.started_at is not None and j.lease_expires_at is not None for j in first)

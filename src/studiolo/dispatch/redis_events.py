@@ -143,7 +143,8 @@ class RedisEventRelay:
             for job_id, event in events:
                 if self.bus.has_listeners(job_id, event.get("type")):
                     self.bus.deliver(job_id, event)
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, RecursionError, KeyError, TypeError, AttributeError):
+            # Anything on the channel is skipped, never fatal to the listening thread (a RecursionError was).
             log.warning("skipped a job event message that is not in a known format: %.200r", data)
 
     def close(self) -> None:

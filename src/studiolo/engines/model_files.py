@@ -228,7 +228,7 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
         raise ModelFileError(f"Could not read {path}: {exc.strerror or exc}.", "model_file_corrupt") from exc
     try:
         header = json.loads(raw_header)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # also a number past the 4300-digit limit, nesting past the stack
         raise ModelFileError(
             f"{path.name} has an unreadable .safetensors header. {corrupt_hint}", "model_file_corrupt"
         ) from exc
@@ -293,7 +293,7 @@ def _unet_in_channels(header: Mapping[str, Any]) -> int | None:
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: not UTF-8, not JSON, a 4300+ digit number
         raise ModelFileError(
             f"{path} is not readable JSON ({exc}). The model is damaged or incomplete: download or export it again.",
             "model_file_corrupt",

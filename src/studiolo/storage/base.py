@@ -7,12 +7,22 @@ cleans up half-failures. Every adapter passes ``tests/contract/test_storage_cont
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 
 class ObjectNotFound(KeyError):
     """No object under that key."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """A key in a listing, with when its object was last written (timezone-aware UTC)."""
+
+    key: str
+    modified_at: datetime
 
 
 @runtime_checkable
@@ -56,4 +66,9 @@ class ObjectStore(Protocol):
         Objects written while iterating may or may not appear. Lets maintenance find files that no
         database row refers to.
         """
+        ...
+
+    def iter_objects(self, prefix: str = "") -> Iterator[StoredObject]:
+        """``iter_keys`` with each object's last write time: a sweep of files that no row refers to spares the
+        ones written a moment ago, whose rows may be committing right now."""
         ...

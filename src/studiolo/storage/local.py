@@ -6,9 +6,10 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
-from studiolo.storage.base import ObjectNotFound
+from studiolo.storage.base import ObjectNotFound, StoredObject
 
 __all__ = ["LocalObjectStore", "key_problem", "validate_key"]
 
@@ -177,6 +178,19 @@ class LocalObjectStore:
         Hidden entries (temporary and probe files) and files whose names are not valid keys (put
         there by hand) are skipped; symbolic links are neither followed nor reported.
         """
+        for key, _ in self._walk(prefix):
+            yield key
+
+    def iter_objects(self, prefix: str = "") -> Iterator[StoredObject]:
+        """``iter_keys`` with each file's modification time (a file gone since it was listed is left out)."""
+        for key, entry in self._walk(prefix):
+            try:
+                mtime = entry.stat(follow_symlinks=False).st_mtime
+            except FileNotFoundError:
+                continue
+            yield StoredObject(key, datetime.fromtimestamp(mtime, UTC))
+
+    def _walk(self, prefix: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
         _validate_prefix(prefix)
         # Start at the deepest directory the prefix names in full, so listing one fan-out bucket
         # does not walk the whole store.
@@ -198,4 +212,4 @@ class LocalObjectStore:
                 if entry.is_dir(follow_symlinks=False):
                     pending.append((Path(entry.path), key))
                 elif entry.is_file(follow_symlinks=False) and key_problem(key) is None:
-                    yield key
+                    yield key, entry

@@ -21,7 +21,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from studiolo.storage.base import ObjectNotFound
+from studiolo.storage.base import ObjectNotFound, StoredObject
 from studiolo.storage.local import key_problem, validate_key
 
 __all__ = ["MAX_PRESIGN_SECONDS", "MIN_PART_BYTES", "S3ObjectStore"]
@@ -242,6 +242,11 @@ class S3ObjectStore:
 
         Objects whose names are not valid keys (probe objects, files uploaded by hand) are skipped.
         """
+        for listed in self.iter_objects(prefix):
+            yield listed.key
+
+    def iter_objects(self, prefix: str = "") -> Iterator[StoredObject]:
+        """``iter_keys`` with each object's LastModified, which the listing carries (no request per object)."""
         if prefix:
             validate_key(prefix.removesuffix("/"))  # same rule as the local adapter
         paginator = self._client.get_paginator("list_objects_v2")
@@ -249,4 +254,4 @@ class S3ObjectStore:
             for item in page.get("Contents", ()):
                 key = str(item["Key"])[len(self._prefix) :]
                 if key_problem(key) is None:
-                    yield key
+                    yield StoredObject(key, item["LastModified"])

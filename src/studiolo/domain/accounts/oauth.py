@@ -66,9 +66,14 @@ _METADATA_TTL_SECONDS = 3600.0
 _JWKS_MIN_REFETCH_SECONDS = 60.0
 # Authlib (1.7+) talks through httpx2 when it is installed (huggingface-hub brings it) and through httpx
 # otherwise: its network errors are that library's classes, and one slipping through would be a 500. ValueError:
-# a body that is not the JSON it should be.
+# a body that is not the JSON it should be; RecursionError: JSON nested past the interpreter's stack.
 _PROVIDER_FAILURES: tuple[type[Exception], ...] = tuple(
-    {httpx.HTTPError, getattr(getattr(_authlib_http, "httpx2", httpx), "HTTPError", httpx.HTTPError), ValueError}
+    {
+        httpx.HTTPError,
+        getattr(getattr(_authlib_http, "httpx2", httpx), "HTTPError", httpx.HTTPError),
+        ValueError,
+        RecursionError,
+    }
 )
 _GITHUB_HEADERS = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
 

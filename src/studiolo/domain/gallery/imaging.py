@@ -92,7 +92,7 @@ def _unquote(text: str) -> str:
     if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
         try:
             value = json.loads(text)
-        except ValueError:
+        except ValueError:  # a quoted value parses as one JSON string or not at all: it cannot nest
             return text
         if isinstance(value, str):
             return value
@@ -215,7 +215,7 @@ def read_png_metadata(data: bytes) -> tuple[str | None, dict[str, Any] | None]:
     if isinstance(raw_metadata, str):
         try:
             decoded = json.loads(raw_metadata)
-        except ValueError:
+        except (ValueError, RecursionError):  # too deeply nested, or a number past the 4300-digit limit, too
             decoded = None
         if isinstance(decoded, dict):
             metadata = decoded

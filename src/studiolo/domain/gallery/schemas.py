@@ -76,7 +76,9 @@ class RegenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     seed: Literal["same", "new"] | Seed = Field(default="same")
-    n: int = Field(default=1, ge=1, le=64)
+    # The limit is the settings' (checked with the other generation rules): a fixed le=64 here told n=65 "<= 64",
+    # then n=64 "at most 8".
+    n: int = Field(default=1, ge=1, description="At most STUDIOLO_MAX_IMAGES_PER_JOB (8) images")
 
 
 class CollectionCreate(BaseModel):

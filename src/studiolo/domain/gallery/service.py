@@ -130,25 +130,30 @@ class GalleryService:
         self.search_walk_max = search_walk_max
 
     # -- files -------------------------------------------------------------------------------
-    def write_files(self, png: bytes, thumbnails: dict[int, bytes]) -> StoredFiles:
+    def write_files(self, png: bytes, thumbnails: dict[int, bytes], written: list[StoredFiles]) -> StoredFiles:
         """Store one image's PNG and WebP thumbnails under keys addressed by the PNG's content.
+
+        The files are appended to ``written`` before the first of them is stored, so a write that fails part-way
+        (a full disk at the 1920 thumbnail) leaves the caller every key to give to ``discard_files``, not just
+        those of the images finished before it (tests/contract/test_partial_writes.py).
 
         Thumbnail keys hash the *original*, not themselves, so a thumbnail belongs to exactly one
         original and ``discard_files`` only needs to ask whether a row still holds that original.
         """
         original_key = imaging.content_key(png, "png", prefix="images")
-        self.store.put(original_key, png, "image/png")
         thumb_keys: dict[str, str] = {}
-        written: dict[bytes, str] = {}
+        distinct: dict[bytes, str] = {}
         for size, data in thumbnails.items():
             # Thumbnails are never upscaled: for a small image several sizes are the same bytes, stored once.
-            if data in written:
-                thumb_keys[str(size)] = written[data]
-                continue
-            key = imaging.content_key(png, "webp", prefix=f"thumbs/{size}")
+            if data not in distinct:
+                distinct[data] = imaging.content_key(png, "webp", prefix=f"thumbs/{size}")
+            thumb_keys[str(size)] = distinct[data]
+        files = StoredFiles(original_key, thumb_keys, len(png))
+        written.append(files)
+        self.store.put(original_key, png, "image/png")
+        for data, key in distinct.items():
             self.store.put(key, data, "image/webp", durable=False)  # recreatable from the original
-            thumb_keys[str(size)] = written[data] = key
-        return StoredFiles(original_key, thumb_keys, len(png))
+        return files
 
     def discard_files(self, files: Iterable[StoredFiles]) -> None:
         """Delete the files of images whose original no row references any more.

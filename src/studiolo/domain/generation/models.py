@@ -32,10 +32,12 @@ class Job(Base):
 
     __tablename__ = "jobs"
     __table_args__ = (
-        # queue_position counts queued rows by (priority, id); the claim seeks each owner's head job.
-        Index("ix_jobs_claim", "status", "priority", "id"),
-        # DESC on priority so "ORDER BY priority DESC, id" is an index walk, not a sort of the user's queue.
-        Index("ix_jobs_owner_queue", "status", "owner_id", text("priority DESC"), "id"),
+        # queue_position counts queued rows by (system_priority, id), other users' only (owner_id in the index spares
+        # reading each row for it); the claim seeks each owner's head job.
+        Index("ix_jobs_claim", "status", "system_priority", "id", "owner_id"),
+        # DESC so "ORDER BY system_priority DESC, priority DESC, id" is an index walk, not a sort of the user's queue;
+        # queue_position also counts the owner's own jobs reordered by their priority on it.
+        Index("ix_jobs_owner_queue", "status", "owner_id", text("system_priority DESC"), text("priority DESC"), "id"),
         Index("ix_jobs_owner_id", "owner_id", "id"),
         Index("ix_jobs_lease", "status", "lease_expires_at"),
         UniqueConstraint("owner_id", "idempotency_key", name="uq_jobs_owner_idempotency"),
@@ -48,7 +50,10 @@ class Job(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     model_id: Mapped[str] = mapped_column(String(200))
     seeds: Mapped[list[int]] = mapped_column(JSON)
+    # The owner's own order among their jobs (anyone may set it): it never moves a job past other users' turns.
     priority: Mapped[int] = mapped_column(Integer, default=0)
+    # Queue-wide priority, ahead of the users' turns: set only by an administrator (issue 13, item 5).
+    system_priority: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     progress_step: Mapped[int] = mapped_column(Integer, default=0)
     progress_total: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -88,7 +88,7 @@ def write_outputs(
     outputs: list[GeneratedImage],
     written: list[StoredFiles],
 ) -> list[dict[str, Any]]:
-    """Encode and store each output (PNG with its parameters, thumbnails); appends the files to ``written`` as
+    """Encode and store each output (PNG with its parameters, thumbnails); appends the files to ``written`` before
     they are stored (the caller discards them if anything fails) and returns the image rows to insert."""
     p = job.params
     rows: list[dict[str, Any]] = []
@@ -125,8 +125,7 @@ def write_outputs(
             model=job.model_id,
         )
         png = imaging.encode_png(out.image, parameters=parameters, metadata=meta)
-        files = gallery.write_files(png, imaging.make_thumbnails(out.image))
-        written.append(files)
+        files = gallery.write_files(png, imaging.make_thumbnails(out.image), written)
         rows.append(
             {
                 "id": new_id(),

@@ -1,5 +1,6 @@
 """A process's workers: N worker threads plus the housekeeping they share (liveness rows, reaping the jobs of
-workers that stopped renewing their leases, following the models whose files are here)."""
+workers that stopped renewing their leases, following the models whose files are here, sweeping stored files that
+no row refers to)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import threading
 import time
 from datetime import timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import delete, func, select
 
 from studiolo.db.base import utcnow
 from studiolo.db.session import Database
 from studiolo.dispatch.base import JobDispatch
 from studiolo.domain.generation.models import WorkerRecord
+from studiolo.domain.generation.orphans import OrphanSweeper
 from studiolo.domain.generation.queue import JobQueue
 from studiolo.domain.generation.served import ServedModels
 from studiolo.domain.generation.worker import JobRunner, Worker
@@ -49,6 +51,7 @@ class WorkerPool:
         self.threads: list[threading.Thread] = []
         prefix = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self._prefix = prefix
+        self.sweeper = OrphanSweeper(db, runner.store, grace=timedelta(seconds=settings.orphan_grace_seconds))
 
     def start(self, count: int, *, claim_loops: bool = True) -> None:
         """``count`` workers; without ``claim_loops`` they only exist (liveness rows, ids for leases) and
@@ -70,6 +73,11 @@ class WorkerPool:
         hk = threading.Thread(target=self._housekeeping, name="worker-housekeeping", daemon=True)
         hk.start()
         self.threads.append(hk)
+        if self.settings.orphan_sweep_seconds > 0:
+            # A thread of its own: listing a large bucket takes a while, and liveness beats must not wait for it.
+            sweeps = threading.Thread(target=self._sweep_files, name="worker-file-sweep", daemon=True)
+            sweeps.start()
+            self.threads.append(sweeps)
         if self.served is not None:
             args = (self.shutdown, self.settings.worker_refresh_seconds)
             refresher = threading.Thread(target=self.served.keep_fresh, args=args, name="worker-models", daemon=True)
@@ -102,6 +110,22 @@ class WorkerPool:
                         self.dispatch.notify(reaped.id, reaped.model_id)
             except Exception:
                 log.exception("worker housekeeping failed")
+
+    def _sweep_files(self) -> None:
+        while not self.shutdown.wait(self.settings.orphan_sweep_seconds):
+            try:
+                if self._leads_sweeps():
+                    self.sweeper.sweep()
+            except Exception:
+                log.exception("sweeping stored files that no row refers to failed")
+
+    def _leads_sweeps(self) -> bool:
+        """Whether this process sweeps: the one whose worker has the smallest id among those alive, so a fleet of
+        workers lists the store once per period, not once per process."""
+        alive_since = utcnow() - timedelta(seconds=self.settings.lease_seconds)
+        with self.db.session() as session:
+            first = session.scalar(select(func.min(WorkerRecord.id)).where(WorkerRecord.last_seen_at >= alive_since))
+        return first is None or first in {w.id for w in self.workers}
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop claiming; running jobs are handed back to the queue at their next step."""

@@ -6,9 +6,11 @@ row, exactly one gets it back. On PostgreSQL the candidate is first locked ``FOR
 worker passes over a row another worker is claiming instead of waiting for it and then losing the race
 (``tests/integration/test_queue.py::test_concurrent_claims_take_each_job_exactly_once``).
 
-Order: each user's next job is their highest-priority, oldest ready job; among those, priority (high
-first), then round robin (the user served longest ago first), then a model the worker already has
-loaded, then age.
+Order: each user's next job is their ready job with the highest system priority, then the highest priority of
+their own, then the oldest; among those, system priority (high first), then round robin (the user served longest ago
+first), then a model the worker already has loaded, then age. ``system_priority`` is set only by administrators;
+``priority`` is the owner's and only reorders their own jobs: it never moves them ahead of another user's turn
+(``tests/integration/test_queue_priority.py``).
 
 ``claim_batch`` takes several jobs in one transaction for workers whose jobs take milliseconds (a no-op or a
 tiny model), where claiming one row per transaction cost more than the job itself (bench/queue.py). On
@@ -52,9 +54,36 @@ def _count_up_to(*where: ColumnElement[bool]) -> Select[int]:
     return select(func.count()).select_from(matching)
 
 
-_COUNT_AT_OR_ABOVE = _count_up_to(JOBS.c.priority >= bindparam("priority"))
-_COUNT_ABOVE = _count_up_to(JOBS.c.priority > bindparam("priority"))
-_COUNT_OLDER_SAME = _count_up_to(JOBS.c.priority == bindparam("priority"), JOBS.c.id < bindparam("id"))
+# What is ahead of a queued job: every job with a higher system priority, other users' jobs with the same one queued
+# before it, and the owner's own jobs that their priority (then age) puts first. Sums of capped counts, so a count
+# that reaches the cap makes the position read as capped. The first is a range on ix_jobs_claim (status,
+# system_priority, id, owner_id); the owner's own are ranges on ix_jobs_owner_queue, and those of higher priority
+# empty unless the owner uses priorities.
+_COUNT_ABOVE = _count_up_to(JOBS.c.system_priority > bindparam("system_priority"))
+# Other users' jobs: the same range on ix_jobs_claim (which holds owner_id), passing over the owner's own entries in
+# it (an owner with a long queue pays for that on their own positions; nobody else's count reads more than the cap).
+_OTHERS_SAME = (JOBS.c.system_priority == bindparam("system_priority"), JOBS.c.owner_id != bindparam("owner_id"))
+_OWN_SAME = (JOBS.c.owner_id == bindparam("owner_id"), JOBS.c.system_priority == bindparam("system_priority"))
+_OWN_EQUAL = (*_OWN_SAME, JOBS.c.priority == bindparam("priority"))
+_COUNT_OWN_HIGHER = _count_up_to(*_OWN_SAME, JOBS.c.priority > bindparam("priority"))
+
+
+def _sum(*counts: Select[int]) -> Select[int]:
+    """The counts added up in one statement: one round trip instead of one per count (each stops at ``:cap``)."""
+    total: ColumnElement[int] = counts[0].scalar_subquery()
+    for count in counts[1:]:
+        total = total + count.scalar_subquery()
+    return select(total)
+
+
+# Ahead of a queued job (queue_position), and of one newer than every queued job (positions_of_new).
+_AHEAD_OF_JOB = _sum(
+    _COUNT_ABOVE,
+    _COUNT_OWN_HIGHER,
+    _count_up_to(*_OWN_EQUAL, JOBS.c.id < bindparam("id")),
+    _count_up_to(*_OTHERS_SAME, JOBS.c.id < bindparam("id")),
+)
+_AHEAD_OF_NEWEST = _sum(_COUNT_ABOVE, _COUNT_OWN_HIGHER, _count_up_to(*_OWN_EQUAL), _count_up_to(*_OTHERS_SAME))
 
 
 @dataclass(frozen=True)
@@ -89,11 +118,12 @@ def _build_candidates_query(*, model_filter: bool = False) -> Select[tuple[str]]
 
     The distinct owners with queued jobs are enumerated by a recursive "loose index scan" (one index
     seek per owner on ``ix_jobs_owner_queue``), and each owner's head job is one more seek on the same
-    index (priority DESC, id), so a user who floods the queue with 100k jobs neither slows claims down nor
-    delays anyone else's turn. Built once with bind parameters: compiling it per claim cost more than
+    index (system_priority DESC, priority DESC, id), so a user who floods the queue with 100k jobs neither slows
+    claims down nor delays anyone else's turn. Built once with bind parameters: compiling it per claim cost more than
     running it. Parameters: ``now``, ``loaded`` (model ids; expanding), ``never``, ``limit``; with
     ``model_filter`` also ``models`` (expanding): only jobs for those models (a worker serving some models'
-    queues), each owner's head being their best job among those models.
+    queues), each owner's head being their best job among those models. The owner's ``priority`` only chooses their
+    head: the heads are ordered by system priority, then turn, so it cannot buy anyone an earlier turn.
     """
     jobs = JOBS
     nxt = jobs.alias("nxt")
@@ -120,7 +150,7 @@ def _build_candidates_query(*, model_filter: bool = False) -> Select[tuple[str]]
     head = (
         select(head_job.c.id)
         .where(*conditions)
-        .order_by(head_job.c.priority.desc(), head_job.c.id)
+        .order_by(head_job.c.system_priority.desc(), head_job.c.priority.desc(), head_job.c.id)
         .limit(1)
         .scalar_subquery()
     )
@@ -132,7 +162,7 @@ def _build_candidates_query(*, model_filter: bool = False) -> Select[tuple[str]]
         select(jobs.c.id)
         .join(heads, jobs.c.id == heads.c.job_id)
         .outerjoin(turns, turns.c.owner_id == jobs.c.owner_id)
-        .order_by(jobs.c.priority.desc(), turn, affinity, jobs.c.id)
+        .order_by(jobs.c.system_priority.desc(), turn, affinity, jobs.c.id)
         .limit(bindparam("limit"))
     )
 
@@ -162,8 +192,9 @@ _CLAIM = (
 
 
 # PostgreSQL batch candidates: the owners walk of _build_candidates_query, then each owner's next ``limit`` ready
-# jobs (a LATERAL seek on ix_jobs_owner_queue), in turn order. Parameters: now, never, limit, loaded, models (arrays;
-# models NULL: any model).
+# jobs (a LATERAL seek on ix_jobs_owner_queue, in the owner's own priority order), in turn order: rank k of every
+# owner before rank k+1 of any, so an owner's own priority never wins them a second job before another's first.
+# Parameters: now, never, limit, loaded, models (arrays; models NULL: any model).
 _BATCH_CANDIDATES_PG = text(
     """
     WITH RECURSIVE owners(owner_id) AS (
@@ -173,20 +204,20 @@ _BATCH_CANDIDATES_PG = text(
         FROM owners o WHERE o.owner_id IS NOT NULL
     ),
     picked AS (
-        SELECT h.id, h.owner_id, h.priority, h.model_id,
-               row_number() OVER (PARTITION BY h.owner_id, h.priority ORDER BY h.id) AS rank
+        SELECT h.id, h.owner_id, h.system_priority, h.model_id,
+               row_number() OVER (PARTITION BY h.owner_id, h.system_priority ORDER BY h.priority DESC, h.id) AS rank
         FROM owners o
         CROSS JOIN LATERAL (
-            SELECT j.id, j.owner_id, j.priority, j.model_id FROM jobs j
+            SELECT j.id, j.owner_id, j.system_priority, j.priority, j.model_id FROM jobs j
             WHERE j.status = 'queued' AND j.owner_id = o.owner_id AND j.run_after <= :now
               AND (CAST(:models AS text[]) IS NULL OR j.model_id = ANY(CAST(:models AS text[])))
-            ORDER BY j.priority DESC, j.id
+            ORDER BY j.system_priority DESC, j.priority DESC, j.id
             LIMIT :limit
         ) h
         WHERE o.owner_id IS NOT NULL
     )
     SELECT p.id FROM picked p LEFT JOIN queue_turns t ON t.owner_id = p.owner_id
-    ORDER BY p.priority DESC, p.rank, coalesce(t.last_claimed_at, :never),
+    ORDER BY p.system_priority DESC, p.rank, coalesce(t.last_claimed_at, :never),
              CASE WHEN p.model_id = ANY(CAST(:loaded AS text[])) THEN 0 ELSE 1 END, p.id
     LIMIT :limit
     """
@@ -292,11 +323,19 @@ class JobQueue:
                     .returning(Job)
                     .execution_options(synchronize_session=False)
                 ).all()
-                for owner_id in sorted({job.owner_id for job in claimed}):
-                    session.execute(self._take_turn, {"owner_id": owner_id, "last_claimed_at": now})
-            if claimed:
                 order = {job_id: i for i, job_id in enumerate(ids)}
-                return sorted(claimed, key=lambda job: order[job.id])
+                claimed = sorted(claimed, key=lambda job: order[job.id])
+                # Each owner's turn is stamped in the order of their last job in the batch: stamped alike, the owners
+                # would tie in the next claim, which then served whoever had the oldest job (the same user as
+                # before), so batches of 3 ran A's and B's jobs as ABA ABA BB instead of taking turns
+                # (tests/integration/test_queue_priority.py::test_batches_keep_the_users_turns).
+                last = {job.owner_id: i for i, job in enumerate(claimed)}
+                turn_order = sorted(last, key=lambda owner: last[owner])
+                stamps = {owner: now + timedelta(microseconds=k) for k, owner in enumerate(turn_order)}
+                for owner_id in sorted(last):  # locks in one order across workers
+                    session.execute(self._take_turn, {"owner_id": owner_id, "last_claimed_at": stamps[owner_id]})
+            if claimed:
+                return claimed
         return []
 
     def heartbeat(self, job_id: str, worker_id: str) -> LeaseState:
@@ -358,36 +397,42 @@ class JobQueue:
         return reaped
 
     def queue_position(self, session: Session, job: Job) -> QueuePosition | None:
-        """Place among queued jobs by priority, then age (an estimate: turns are not simulated); None unless queued.
-        Counts at most ``position_limit`` jobs ahead."""
+        """Place among queued jobs (an estimate: turns are not simulated); None unless queued.
+
+        Ahead of it: every job with a higher system priority, other users' jobs with the same one queued before it,
+        and the owner's own jobs that their priority (then age) puts first. Counts at most ``position_limit``."""
         if job.status != "queued":
             return None
-        conn = session.connection()
-        cap = self.position_limit
-        # Two index range counts on ix_jobs_claim (status, priority, id); an OR would defeat the index.
-        ahead = int(conn.scalar(_COUNT_ABOVE, {"priority": job.priority, "cap": cap}) or 0)
-        if ahead < cap:
-            params = {"priority": job.priority, "id": job.id, "cap": cap - ahead}
-            ahead += int(conn.scalar(_COUNT_OLDER_SAME, params) or 0)
-        return QueuePosition.of(ahead + 1, cap)
+        ahead = self._ahead(session, job.owner_id, job.system_priority, job.priority, job.id, self.position_limit)
+        return QueuePosition.of(ahead + 1, self.position_limit)
 
-    def positions_of_new(self, session: Session, priorities: Sequence[int]) -> list[QueuePosition]:
-        """Positions of jobs just inserted in this order with these priorities (a submit, or a batch's items).
+    def _ahead(
+        self, session: Session, owner_id: str, system_priority: int, priority: int, job_id: str | None, cap: int
+    ) -> int:
+        """How many queued jobs are ahead of this one (see queue_position), each of the four kinds counted no further
+        than ``cap``; ``job_id`` None: of a job newer than all, which counts every job of its owner that ranks with
+        it."""
+        params = {"owner_id": owner_id, "system_priority": system_priority, "priority": priority, "cap": cap}
+        if job_id is None:
+            return int(session.connection().scalar(_AHEAD_OF_NEWEST, params) or 0)
+        return int(session.connection().scalar(_AHEAD_OF_JOB, {**params, "id": job_id}) or 0)
 
-        They are the newest jobs, so job i is behind every queued job at or above its priority except the later
-        ones of the batch with the same priority: one count per distinct priority, not one per job."""
-        conn = session.connection()
+    def positions_of_new(self, session: Session, owner_id: str, jobs: Sequence[tuple[int, int]]) -> list[QueuePosition]:
+        """Positions of ``owner_id``'s jobs just inserted in this order, each given as (system priority, priority): a
+        submit, or a batch's items.
+
+        They are the newest jobs: each is behind all other users' jobs at its system priority, and behind the
+        batch's earlier items that rank with it. One count per distinct pair, not one per job."""
         # Counting one past the limit plus the batch tells every item whether it lies beyond the limit.
-        cap = self.position_limit + len(priorities) + 1
-        at_or_above = {
-            p: int(conn.scalar(_COUNT_AT_OR_ABOVE, {"priority": p, "cap": cap}) or 0) for p in set(priorities)
-        }
-        later_same: Counter[int] = Counter()
-        positions = [QueuePosition(0)] * len(priorities)
-        for i in reversed(range(len(priorities))):
-            p = priorities[i]
-            positions[i] = QueuePosition.of(at_or_above[p] - later_same[p], self.position_limit)
-            later_same[p] += 1
+        cap = self.position_limit + len(jobs) + 1
+        # Ahead of a job newer than all the batch: the batch's items that rank with it count too, taken off below.
+        ahead = {pair: self._ahead(session, owner_id, pair[0], pair[1], None, cap) for pair in set(jobs)}
+        later: Counter[tuple[int, int]] = Counter()  # the batch's later items, per pair
+        positions = [QueuePosition(0)] * len(jobs)
+        for i in reversed(range(len(jobs))):
+            # Itself and the later items of the same pair were counted among the equal, older ones.
+            positions[i] = QueuePosition.of(ahead[jobs[i]] - later[jobs[i]], self.position_limit)
+            later[jobs[i]] += 1
         return positions
 
     def next_wakeup(self, models: Sequence[str] | None = None) -> datetime | None:

@@ -10,7 +10,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
@@ -21,10 +20,12 @@ from studiolo.deps import (
     GenerationLimit,
     OriginDep,
     OwnerId,
+    PrincipalDep,
     ServicesDep,
     current_principal,
 )
 from studiolo.domain.gallery.schemas import NO_CONTROL_CHARS
+from studiolo.domain.generation.rules import params_error
 from studiolo.domain.generation.schemas import (
     AdminAnalytics,
     AdminJobPage,
@@ -94,28 +95,23 @@ def _json(model: BaseModel, status_code: int = 200, headers: dict[str, str] | No
     return Response(model.model_dump_json(), status_code=status_code, media_type="application/json", headers=headers)
 
 
-def _params(data: Any) -> GenerationParams:
+def _params(data: Any, generation: GenerationService) -> GenerationParams:
     try:
-        return GenerationParams.model_validate(data)
+        return GenerationParams.model_validate(data, context=generation.validation_context)
     except ValidationError as exc:
-        raise _validation_error(exc) from exc
-
-
-def _validation_error(exc: ValidationError, *loc: str) -> RequestValidationError:
-    """pydantic's errors as FastAPI's, each ``loc`` starting with ``loc`` (FastAPI's own bodies start with "body")."""
-    errors = exc.errors(include_url=False, include_context=False)
-    return RequestValidationError([{**e, "loc": (*loc, *e["loc"])} for e in errors])
+        raise params_error(exc) from exc
 
 
 def _content_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def _parse_batch(request: Request, max_items: int) -> list[GenerationParams]:
+async def _parse_batch(request: Request, max_items: int, generation: GenerationService) -> list[GenerationParams]:
     if _content_type(request) not in ("", "application/json"):
         raise UnsupportedMediaType("Send application/json.", code="unsupported_content_type")
+    context = {**generation.validation_context, "max_items": max_items}
     try:
-        batch = BatchSubmission.model_validate_json(await request.body() or b"null", context={"max_items": max_items})
+        batch = BatchSubmission.model_validate_json(await request.body() or b"null", context=context)
     except ValidationError as exc:
         types = {e["type"] for e in exc.errors()}
         if "json_invalid" in types:
@@ -126,7 +122,7 @@ async def _parse_batch(request: Request, max_items: int) -> list[GenerationParam
                 code="too_many_generations",
                 details={"limit": max_items},
             ) from exc
-        raise _validation_error(exc, "body") from exc  # e.g. body.generations.3.prompt
+        raise params_error(exc, "body") from exc  # e.g. body.generations.3.prompt
     return batch.generations
 
 
@@ -137,11 +133,12 @@ async def _parse_submission(
     if content_type in ("", "application/json"):
         # pydantic-core parses and validates in one pass: the submit hot path (bench/api.py).
         try:
-            params = GenerationParams.model_validate_json(await request.body() or b"null")
+            body = await request.body() or b"null"
+            params = GenerationParams.model_validate_json(body, context=generation.validation_context)
         except ValidationError as exc:
             if any(e["type"] == "json_invalid" for e in exc.errors()):
                 raise InvalidInput("The body is not valid JSON.", code="invalid_json") from exc
-            raise _validation_error(exc) from exc
+            raise params_error(exc) from exc
         return params, "txt2img", None, None
     if content_type != "multipart/form-data":
         raise UnsupportedMediaType(
@@ -155,7 +152,10 @@ async def _parse_submission(
             raise InvalidInput("'params' must be a JSON text field.", code="invalid_json")
         try:
             parsed = json.loads(raw)
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:
+            # Not only JSONDecodeError: nesting past the interpreter's recursion limit ("[" * 100000) raises
+            # RecursionError, and an integer of over 4300 digits a plain ValueError; both were 500s
+            # (tests/integration/test_malformed_json.py).
             raise InvalidInput("'params' is not valid JSON.", code="invalid_json") from exc
         if not isinstance(parsed, dict):
             raise InvalidInput("'params' must be a JSON object.", code="invalid_json")
@@ -174,7 +174,7 @@ async def _parse_submission(
     if kind_value not in ("txt2img", "img2img", "inpaint"):
         raise InvalidInput("kind must be txt2img, img2img or inpaint.", code="invalid_kind")
     kind: JobKind = kind_value  # type: ignore[assignment]
-    params = _params(fields)
+    params = _params(fields, generation)
     uploads: dict[str, Upload] = {}
     modes: tuple[tuple[str, Literal["RGB", "L"]], ...] = (("init_image", "RGB"), ("mask_image", "L"))
     for name, mode in modes:
@@ -199,12 +199,19 @@ async def submit_generation(
     request: Request,
     services: ServicesDep,
     owner: OwnerId,
+    principal: PrincipalDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response:
     params, kind, init, mask = await _parse_submission(request, services.generation)
     accepted, created = await run_in_threadpool(
         lambda: services.generation.submit(
-            owner, params, kind=kind, init_image=init, mask_image=mask, idempotency_key=idempotency_key
+            owner,
+            params,
+            kind=kind,
+            init_image=init,
+            mask_image=mask,
+            idempotency_key=idempotency_key,
+            as_admin=principal.is_admin,
         )
     )
     headers = {"Location": accepted.urls.get}
@@ -225,14 +232,17 @@ async def submit_generation_batch(
     services: ServicesDep,
     owner: OwnerId,
     charge: GenerationCharge,
+    principal: PrincipalDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response:
     """Jobs come back in the order of ``generations``. An item that is refused (unknown model, image too large, ...)
     keeps its usual status and code, names itself in ``details.index``, and nothing is queued."""
-    items = await _parse_batch(request, services.settings.max_batch_submissions)
+    items = await _parse_batch(request, services.settings.max_batch_submissions, services.generation)
     charge(len(items))
     accepted, created = await run_in_threadpool(
-        lambda: services.generation.submit_batch(owner, items, idempotency_key=idempotency_key)
+        lambda: services.generation.submit_batch(
+            owner, items, idempotency_key=idempotency_key, as_admin=principal.is_admin
+        )
     )
     return _json(accepted, status_code=202, headers=None if created else {"Idempotent-Replayed": "true"})
 

@@ -6,51 +6,107 @@ import datetime as dt
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from studiolo.domain.gallery.schemas import Seed, clean_tags
+from studiolo.domain.generation import rules
+from studiolo.domain.generation.rules import raise_broken
 from studiolo.domain.generation.styles import ASPECT_RATIOS
+
+# What the API schema says of width and height; checked, with the messages, by rules.size_rules.
+_SIDE_SCHEMA: dict[str, Any] = {"minimum": rules.MIN_SIDE, "maximum": rules.MAX_SIDE, "multipleOf": rules.SIDE_MULTIPLE}
 
 
 class GenerationParams(BaseModel):
-    """What a user asks for. Sizes may be given as ``size``, ``aspect_ratio`` or ``width``+``height``."""
+    """What a user asks for. Sizes may be given as ``size``, ``aspect_ratio`` or ``width``+``height``.
+
+    Every rule is checked in one validation and every broken one reported (rules.py); the configured limits (prompt
+    length, images per job, pixels) only when the validation context carries them (``GenerationLimits.context``),
+    as the API and the CLI give it, and otherwise by ``GenerationService.prepare``."""
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(min_length=1, max_length=10_000)
+    prompt: str = Field(description="At most STUDIOLO_MAX_PROMPT_CHARS (2000) characters, not blank")
     negative_prompt: str = Field(default="", max_length=10_000)
     style: str | None = Field(default=None, max_length=64)
     model: str | None = Field(default=None, max_length=200)
-    size: str | None = Field(default=None, pattern=r"^\d{2,5}x\d{2,5}$", examples=["768x768"])
+    size: str | None = Field(default=None, max_length=11, examples=["768x768"], description="WIDTHxHEIGHT")
     aspect_ratio: str | None = Field(default=None, examples=list(ASPECT_RATIOS))
-    width: int | None = Field(default=None, ge=64, le=8192)
-    height: int | None = Field(default=None, ge=64, le=8192)
+    width: int | None = Field(default=None, json_schema_extra=_SIDE_SCHEMA)
+    height: int | None = Field(default=None, json_schema_extra=_SIDE_SCHEMA)
     quality: Literal["draft", "standard", "high"] | None = None
     steps: int | None = Field(default=None, ge=1, le=150)
     guidance: float | None = Field(default=None, ge=0, le=30)
     sampler: str | None = Field(default=None, max_length=32)
     seed: Seed | None = None
-    n: int = Field(default=1, ge=1, le=64)
-    priority: int = Field(default=0, ge=-10, le=10)
+    n: int = Field(
+        default=1, json_schema_extra={"minimum": 1}, description="At most STUDIOLO_MAX_IMAGES_PER_JOB (8) images"
+    )
+    priority: int = Field(
+        default=0,
+        ge=-10,
+        le=10,
+        description="Orders your own queued jobs (higher first); it never moves them ahead of other users' turns",
+    )
+    system_priority: int | None = Field(
+        default=None,
+        ge=-10,
+        le=10,
+        description="Administrators only (403 admin_required otherwise): orders the whole queue, ahead of the users' "
+        "turns (higher first; default 0)",
+    )
     strength: float = Field(default=0.75, ge=0.0, le=1.0)
     tags: list[str] = Field(default_factory=list, max_length=32)
 
     @field_validator("prompt")
     @classmethod
-    def _prompt_not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("prompt must not be blank")
+    def _prompt(cls, v: str, info: ValidationInfo) -> str:
+        rules.raise_first(rules.prompt_rules(v, rules.limits_of(info)))
         return v.strip()
+
+    @field_validator("n")
+    @classmethod
+    def _images(cls, v: int, info: ValidationInfo) -> int:
+        rules.raise_first(rules.images_rules(v, rules.limits_of(info)))
+        return v
 
     @field_validator("aspect_ratio")
     @classmethod
     def _known_ratio(cls, v: str | None) -> str | None:
         if v is not None and v not in ASPECT_RATIOS:
-            raise ValueError(f"aspect_ratio must be one of {', '.join(ASPECT_RATIOS)}")
+            message = f"Must be one of {', '.join(ASPECT_RATIOS)} (got {v!r})"
+            rules.raise_first([rules.broken("invalid_aspect_ratio", message, value=v)])
         return v
 
     _tags = field_validator("tags")(clean_tags)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _every_rule(cls, data: Any, handler: ModelWrapValidatorHandler[GenerationParams], info: ValidationInfo) -> Any:
+        """The size rules span fields, so they are checked here, even when other fields broke theirs: every broken
+        rule is reported at once."""
+        limits = rules.limits_of(info)
+        try:
+            params = handler(data)
+        except ValidationError as exc:
+            failed = frozenset(str(e["loc"][0]) for e in exc.errors() if e["loc"])
+            size = rules.raw_size_fields(data, failed)
+            size_errors = rules.size_rules(**size, limits=limits, failed=failed)
+            raise_broken(cls.__name__, [*rules.as_broken(exc), *size_errors])
+            raise
+        p = params
+        raise_broken(cls.__name__, rules.size_rules(p.size, p.aspect_ratio, p.width, p.height, limits))
+        return params
 
 
 class BatchSubmission(BaseModel):
@@ -83,7 +139,10 @@ class JobUrls(BaseModel):
 
 QueuePlace = Annotated[
     int | None,
-    Field(description="1-based place among queued jobs (by priority, then age); null once the job has left the queue"),
+    Field(
+        description="1-based place among queued jobs (by system priority, then age, your own jobs in the order of "
+        "their priority; users' turns are not counted in); null once the job has left the queue"
+    ),
 ]
 QueuePlaceCapped = Annotated[
     bool,
@@ -130,7 +189,8 @@ class JobView(BaseModel):
     model: str
     params: dict[str, Any]
     seeds: list[int]
-    priority: int
+    priority: int = Field(description="The owner's own order among their jobs")
+    system_priority: int = Field(description="Queue-wide order, ahead of the users' turns (set by an administrator)")
     attempts: int
     max_attempts: int
     queue_position: QueuePlace

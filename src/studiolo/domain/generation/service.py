@@ -22,7 +22,7 @@ from studiolo.domain.gallery import imaging
 from studiolo.domain.gallery.models import Image
 from studiolo.domain.gallery.schemas import RegenerateRequest
 from studiolo.domain.gallery.service import GalleryService, image_urls
-from studiolo.domain.generation import analytics
+from studiolo.domain.generation import analytics, rules
 from studiolo.domain.generation import styles as st
 from studiolo.domain.generation.catalog import ModelCatalog
 from studiolo.domain.generation.events import EventBus
@@ -49,6 +49,7 @@ from studiolo.domain.generation.submission import (
     batch_hash,
     batch_item_key,
     check_idempotency_key,
+    check_system_priority,
     job_row,
     resolve_size,
     submit_hash,
@@ -122,6 +123,9 @@ class GenerationService:
         self.gallery = gallery
         self.store = store
         self.engines = engines
+        self.limits = rules.GenerationLimits.from_settings(settings)
+        # Given to every validation of a request, so it checks the configured limits with the fixed rules.
+        self.validation_context = self.limits.context()
 
     # -- styles ------------------------------------------------------------------------------
     def _style(self, session: Session, owner_id: str, slug: str) -> st.Style:
@@ -186,18 +190,9 @@ class GenerationService:
     # -- submit ------------------------------------------------------------------------------
     def prepare(self, owner_id: str, p: GenerationParams, kind: JobKind) -> Prepared:
         """Validate and resolve a request into (job params, model id, seeds); raises 4xx domain errors."""
-        if len(p.prompt) > self.settings.max_prompt_chars:
-            raise InvalidInput(
-                f"The prompt is longer than {self.settings.max_prompt_chars} characters.",
-                code="prompt_too_long",
-                details={"field": "prompt", "limit": self.settings.max_prompt_chars, "length": len(p.prompt)},
-            )
-        if p.n > self.settings.max_images_per_job:
-            raise InvalidInput(
-                f"At most {self.settings.max_images_per_job} images per job.",
-                code="too_many_images",
-                details={"field": "n", "limit": self.settings.max_images_per_job},
-            )
+        # The configured limits again: a request validated without them (rules.GenerationLimits.context) holds only
+        # to the fixed rules. Same rules, same messages.
+        rules.refuse([*rules.prompt_rules(p.prompt, self.limits), *rules.images_rules(p.n, self.limits)])
         model = self.catalog.resolve(p.model)
         engine = self.engines[model.engine]
         caps = engine.capabilities(model)
@@ -205,13 +200,9 @@ class GenerationService:
             raise InvalidInput(f"Model '{model.id}' cannot do {kind}.", code="unsupported_task", details={"kind": kind})
         base = 1024 if (model.arch or "").startswith("sdxl") or "xl" in model.id.lower() else 512
         width, height = resolve_size(p, base)
-        limit = min(self.settings.max_pixels, caps.max_pixels)
-        if width * height > limit:
-            raise InvalidInput(
-                f"{width}x{height} is more than the {limit} pixels allowed.",
-                code="image_too_large",
-                details={"width": width, "height": height, "max_pixels": limit},
-            )
+        # The model may allow fewer pixels than the settings.
+        given_as = "size" if p.size else "aspect_ratio" if p.aspect_ratio else "width" if p.width else "model"
+        rules.refuse(rules.pixels_rules(width, height, min(self.limits.max_pixels, caps.max_pixels), (given_as,)))
         turbo = st.is_turbo(model.id)
         table = st.TURBO_QUALITY_STEPS if turbo else st.QUALITY_STEPS
         steps = p.steps if p.steps is not None else table[p.quality or "standard"]
@@ -264,8 +255,12 @@ class GenerationService:
         init_image: Upload | None = None,
         mask_image: Upload | None = None,
         idempotency_key: str | None = None,
+        as_admin: bool = False,
     ) -> tuple[JobAccepted, bool]:
-        """Queue a job; returns (accepted view, created). ``created`` is False for an idempotent replay."""
+        """Queue a job; returns (accepted view, created). ``created`` is False for an idempotent replay.
+
+        ``as_admin``: the caller is an administrator, who may set ``system_priority``."""
+        check_system_priority(p, as_admin=as_admin)
         if kind in ("img2img", "inpaint") and init_image is None:
             raise InvalidInput(f"{kind} needs an init image.", code="missing_init_image")
         if kind == "inpaint" and mask_image is None:
@@ -287,7 +282,7 @@ class GenerationService:
         row = job_row(
             owner_id,
             kind,
-            p.priority,
+            p,
             prepared,
             idempotency_key=idempotency_key,
             request_hash=request_hash,
@@ -299,7 +294,12 @@ class GenerationService:
         return accepted[0], created
 
     def submit_batch(
-        self, owner_id: str, items: Sequence[GenerationParams], *, idempotency_key: str | None = None
+        self,
+        owner_id: str,
+        items: Sequence[GenerationParams],
+        *,
+        idempotency_key: str | None = None,
+        as_admin: bool = False,
     ) -> tuple[BatchAccepted, bool]:
         """Queue a txt2img job per item, all or none; returns (accepted views in item order, created).
 
@@ -321,6 +321,7 @@ class GenerationService:
         prepared = []
         for index, p in enumerate(items):
             try:
+                check_system_priority(p, as_admin=as_admin)
                 prepared.append(self.prepare(owner_id, p, "txt2img"))
             except StudioloError as exc:
                 exc.add_details(index=index)
@@ -330,7 +331,7 @@ class GenerationService:
             job_row(
                 owner_id,
                 "txt2img",
-                p.priority,
+                p,
                 prep,
                 idempotency_key=key,
                 request_hash=request_hash,
@@ -353,7 +354,8 @@ class GenerationService:
             # which is compiled anew for every batch size.
             with self.db.session() as session:
                 session.connection().execute(_INSERT_JOB, rows)
-                positions = self.queue.positions_of_new(session, [row["priority"] for row in rows])
+                order = [(row["system_priority"], row["priority"]) for row in rows]
+                positions = self.queue.positions_of_new(session, owner_id, order)
         except IntegrityError:
             # Two requests with one Idempotency-Key raced; the other one's rows won.
             request_hash = rows[0]["request_hash"]
@@ -431,6 +433,7 @@ class GenerationService:
             params=job.params,
             seeds=list(job.seeds),
             priority=job.priority,
+            system_priority=job.system_priority,
             attempts=job.attempts,
             max_attempts=job.max_attempts,
             queue_position=place.position if place else None,
