@@ -194,7 +194,9 @@ async def change_password(
     """Change the password: every other session ends; this client gets a new pair (cookies if it used them)."""
     services.limiter.hit("login", f"user:{principal.user_id}")
     pair = await run_in_threadpool(
-        services.accounts.change_password, principal.user_id, body.current_password, body.new_password, origin
+        lambda: services.accounts.change_password(
+            principal.user_id, body.current_password, body.new_password, origin, keep_api_keys=body.keep_api_keys
+        )
     )
     return session_response(request, services, pair, ACCESS_COOKIE in request.cookies)
 
@@ -210,7 +212,11 @@ async def request_reset(body: EmailRequest, request: Request, services: Services
 @router.post("/auth/password-reset/confirm", status_code=204)
 async def confirm_reset(body: ResetRequest, request: Request, services: ServicesDep, origin: OriginDep) -> Response:
     services.limiter.hit("code", f"ip:{client_ip(request)}")
-    await run_in_threadpool(services.accounts.reset_password, body.email, body.code, body.new_password, origin)
+    await run_in_threadpool(
+        lambda: services.accounts.reset_password(
+            body.email, body.code, body.new_password, origin, keep_api_keys=body.keep_api_keys
+        )
+    )
     return Response(status_code=204)
 
 
