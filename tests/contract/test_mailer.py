@@ -8,6 +8,7 @@ adapter's certificate checks stay on.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import ipaddress
 import logging
 import re
@@ -385,21 +386,43 @@ def test_a_failure_that_quotes_the_message_is_masked(caplog: pytest.LogCaptureFi
 
 def test_the_outbox_refuses_work_past_its_limit() -> None:
     """A flood of sign-up/reset requests cannot grow the background queue without end: past the limit the request
-    is answered 503 mail_queue_full (the same for every address)."""
+    is refused (503 mail_queue_full, the same for every address) before it queues anything."""
     release = threading.Event()
     ran: list[int] = []
     outbox = MailOutbox(ConsoleMailer(), limit=2)
     try:
+        outbox.check_room()
         outbox.run("blocker", lambda: release.wait(30) and None)
+        outbox.check_room()
         outbox.run("second", lambda: ran.append(2))
         with pytest.raises(ServiceUnavailable) as refused:
-            outbox.run("third", lambda: ran.append(3))
+            outbox.check_room()
         assert refused.value.code == "mail_queue_full"
         release.set()
         outbox.flush()
-        outbox.run("after", lambda: ran.append(4))  # slots come back once the work is done
+        outbox.check_room()  # room again once the work is done
+        outbox.run("after", lambda: ran.append(4))
         outbox.flush()
     finally:
         release.set()
         outbox.close()
     assert ran == [2, 4]
+
+
+def test_background_work_waits_its_pause_but_plain_mail_does_not() -> None:
+    """Address-dependent work starts after a pause, so it does not slow the request that comes right after the one
+    that queued it; a plain message (a signed-in user's notice) goes out at once; flush runs everything now."""
+    mailer = ConsoleMailer(stream=io.StringIO())
+    ran: list[str] = []
+    outbox = MailOutbox(mailer, pause=lambda: 3600.0)
+    try:
+        outbox.run("slow", lambda: ran.append("work") and None)
+        outbox.send(MAIL)
+        deadline = dt.datetime.now() + dt.timedelta(seconds=30)
+        while not mailer.sent and dt.datetime.now() < deadline:
+            threading.Event().wait(0.01)
+        assert mailer.sent == [MAIL] and ran == []  # queued later, delivered first: the work is still waiting
+        outbox.flush()
+        assert ran == ["work"]
+    finally:
+        outbox.close()

@@ -1015,6 +1015,7 @@ def test_two_concurrent_right_guesses_use_the_code_once(api: TestClient, service
 def held_outbox(services: Services) -> Iterator[Callable[[], None]]:
     """The outbox thread kept busy until the returned function is called (then everything queued runs)."""
     release = threading.Event()
+    services.outbox.spread_seconds = 0  # no pauses: the blocker holds everything queued after it
     services.outbox.run("test blocker", lambda: release.wait(30) and None)
 
     def let_go() -> None:
@@ -1117,3 +1118,62 @@ def test_every_response_with_tokens_or_a_key_is_no_store(api: TestClient, servic
     for name, response in responses.items():
         assert response.status_code in (200, 201, 303), (name, response.status_code, response.text)
         assert response.headers.get("cache-control") == "no-store", name
+
+
+class AnswerThenWork:
+    """ASGI wrapper noting, in order, when the answer's last byte is handed to the server ("answered") and when
+    work is queued on the outbox ("queued")."""
+
+    def __init__(self, app: Any, services: Services, events: list[str]):
+        self.app, self.events = app, events
+        original = services.outbox.run
+
+        def run(what: str, task: Callable[[], Any]) -> None:
+            events.append("queued")
+            original(what, task)
+
+        services.outbox.run = run  # type: ignore[method-assign]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def noting(message: Any) -> None:
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                self.events.append("answered")
+
+        await self.app(scope, receive, noting)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/auth/password-reset", {}),
+        ("/api/v1/auth/register", {"password": OTHER}),
+        ("/api/v1/auth/resend-code", {}),
+    ],
+)
+def test_enumeration_the_work_is_queued_only_after_the_answer_is_sent(
+    services: Services, path: str, body: dict[str, str]
+) -> None:
+    """Queued during the request, the work competed with the answer for the interpreter (the thread starts at once),
+    and a known address still answered slower (measured: 3.7 vs 2.2 ms). It is queued once the answer is sent."""
+    create_user(services, "known@example.com", password=STRONG)
+    create_user(services, "pending@example.com", password=STRONG, status="pending")
+    events: list[str] = []
+    with TestClient(AnswerThenWork(create_app(services=services, start_workers=False), services, events)) as api:
+        for email in ("known@example.com", "pending@example.com", "unknown@example.com"):
+            events.clear()
+            assert api.post(path, json={"email": email, **body}).status_code == 202
+            assert events == ["answered", "queued"], (email, events)
+
+
+def test_a_full_outbox_refuses_every_address_alike(
+    api: TestClient, services: Services, held_outbox: Callable[[], None]
+) -> None:
+    create_user(services, "known@example.com", password=STRONG)
+    services.outbox.limit = 1  # the held task fills it
+    known = api.post("/api/v1/auth/password-reset", json={"email": "known@example.com"})
+    unknown = api.post("/api/v1/auth/password-reset", json={"email": "unknown@example.com"})
+    assert_error(known, 503, "mail_queue_full")
+    assert without_request_id(known) == without_request_id(unknown)
+    held_outbox()
+    assert mails_to(services, "known@example.com") == []  # refused means nothing was queued

@@ -12,13 +12,15 @@ about mail name the message's kind and recipient only (tests/contract/test_maile
 
 from __future__ import annotations
 
+import heapq
 import logging
+import secrets
 import smtplib
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -29,6 +31,7 @@ from studiolo.settings import Settings
 
 log = logging.getLogger("studiolo.mail")
 
+_RANDOM = secrets.SystemRandom()
 # Work queued on the outbox at most (tasks and messages): past it, sign-up, resend and reset answer 503 instead of
 # letting a flood of requests grow the queue (and its memory) without end.
 OUTBOX_LIMIT = 1000
@@ -120,14 +123,66 @@ def _failure(exc: BaseException, mail: Mail) -> str:
 
 class MailOutbox:
     """One background thread for mail and for the account work whose cost depends on whether an address has an
-    account (sign-up, resend, reset): the answer leaves before that work starts, so neither a slow SMTP server nor
-    the work itself shows in the response time (tests/integration/test_auth.py, test_enumeration_*). Bounded by
-    ``limit`` queued items."""
+    account (sign-up, resend, reset).
 
-    def __init__(self, mailer: Mailer, limit: int = OUTBOX_LIMIT):
+    The HTTP layer queues that work only once its answer is sent, so neither a slow SMTP server nor the work itself
+    shows in the answer's time (tests/integration/test_auth.py, test_enumeration_*). It then starts after a random
+    pause of up to ``spread_seconds``: run at once, it would slow whatever request came next (the thread competes for
+    the interpreter and the database), and a probe followed at once by a second request could still time the first
+    one's address (bench figures in docs/accounts.md). Holds at most ``limit`` such tasks; ``send`` (plain mail
+    from signed-in actions) goes out without a pause."""
+
+    def __init__(
+        self,
+        mailer: Mailer,
+        limit: int = OUTBOX_LIMIT,
+        spread_seconds: float = 1.0,
+        pause: Callable[[], float] | None = None,
+    ):
         self.mailer = mailer
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="studiolo-mail")
-        self._slots = threading.BoundedSemaphore(limit)
+        self.limit = limit
+        self.spread_seconds = spread_seconds
+        # The pause before each ``run`` task: uniform in [0, spread_seconds), from the OS's random source (an attacker
+        # must not predict it); a test may fix it.
+        self.pause = pause or (lambda: _RANDOM.uniform(0, self.spread_seconds))
+        self._cond = threading.Condition()
+        self._due: list[tuple[float, int, Callable[[], None]]] = []  # a heap of (when, sequence, job)
+        self._seq = 0
+        self._drain_to = -1  # jobs up to this sequence number run now, whatever their time (flush, close)
+        self._unfinished: set[int] = set()
+        self._waiting = 0  # tasks queued by ``run`` and not finished
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="studiolo-mail", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._due:
+                        when, seq, job = self._due[0]
+                        wait = when - time.monotonic()
+                        if wait <= 0 or seq <= self._drain_to:
+                            heapq.heappop(self._due)
+                            break
+                        self._cond.wait(wait)
+                    elif self._closed:
+                        return
+                    else:
+                        self._cond.wait()
+            try:
+                job()
+            finally:
+                with self._cond:
+                    self._unfinished.discard(seq)
+                    self._cond.notify_all()
+
+    def _queue(self, job: Callable[[], None], delay: float) -> None:
+        with self._cond:
+            self._seq += 1
+            self._unfinished.add(self._seq)
+            heapq.heappush(self._due, (time.monotonic() + delay, self._seq, job))
+            self._cond.notify_all()
 
     def _deliver(self, mail: Mail) -> None:
         try:
@@ -136,13 +191,21 @@ class MailOutbox:
             # Kind and recipient only: the subject and body are the message's business (a code may be in the body).
             log.error("could not send the %s email to %s: %s", mail.kind, mail.to, _failure(exc, mail))
 
-    def run(self, what: str, task: Callable[[], Mail | None]) -> None:
-        """Run ``task`` on the outbox thread, then send the message it returns (if any). Raises
-        ServiceUnavailable when ``limit`` tasks are already waiting: anyone may trigger these, unlike ``send``."""
-        if not self._slots.acquire(blocking=False):
+    def check_room(self) -> None:
+        """Raise ServiceUnavailable (503 mail_queue_full) when ``limit`` tasks are waiting: called while accepting a
+        request that will ``run`` one, since anyone may send those (unlike ``send``)."""
+        with self._cond:
+            full = self._waiting >= self.limit
+        if full:
             raise ServiceUnavailable(
                 "Too many messages are waiting to be sent; try again in a minute.", code="mail_queue_full"
             )
+
+    def run(self, what: str, task: Callable[[], Mail | None]) -> None:
+        """Run ``task`` on the outbox thread after a random pause (see the class), then send the message it returns
+        (if any). Never raises: it is called after the answer was sent, when nobody could be told."""
+        with self._cond:
+            self._waiting += 1
 
         def job() -> None:
             try:
@@ -152,18 +215,28 @@ class MailOutbox:
             except Exception:
                 log.exception("%s failed in the background", what)
             finally:
-                self._slots.release()
+                with self._cond:
+                    self._waiting -= 1
 
-        self._pool.submit(job)
+        self._queue(job, self.pause())
 
     def send(self, mail: Mail) -> None:
         """Send ``mail`` from the outbox thread. Not bounded: only signed-in actions (a password change) send
         directly, and their notice must not be dropped."""
-        self._pool.submit(self._deliver, mail)
+        self._queue(lambda: self._deliver(mail), 0.0)
 
     def flush(self) -> None:
-        """Wait until everything queued so far has run (tests, shutdown)."""
-        self._pool.submit(lambda: None).result()
+        """Run everything queued so far now, without the pauses, and wait until it is done (tests, shutdown)."""
+        with self._cond:
+            target = self._seq
+            self._drain_to = max(self._drain_to, target)
+            self._cond.notify_all()
+            while any(seq <= target for seq in self._unfinished):
+                self._cond.wait()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self.flush()
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()

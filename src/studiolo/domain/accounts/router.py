@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from studiolo.deps import (
@@ -109,17 +109,20 @@ def _clear_cookies(response: Response) -> None:
 
 # --- sign-up and codes ------------------------------------------------------------------------------------
 @router.post("/auth/register", response_model=Accepted, status_code=202)
-async def register(body: RegisterRequest, request: Request, services: ServicesDep, origin: OriginDep) -> Accepted:
+async def register(
+    body: RegisterRequest, request: Request, services: ServicesDep, origin: OriginDep, after: BackgroundTasks
+) -> Accepted:
     """Create an account (or, for a known address, email its owner): the answer is the same either way."""
     services.limiter.hit("register", f"ip:{client_ip(request)}")
-    await run_in_threadpool(services.accounts.register, body.email, body.password, body.display_name, origin)
+    start = await run_in_threadpool(services.accounts.register, body.email, body.password, body.display_name, origin)
+    after.add_task(start)  # the address-dependent work starts once this answer is sent (AccountService.register)
     return Accepted(message=SENT)
 
 
 @router.post("/auth/resend-code", response_model=Accepted, status_code=202)
-async def resend_code(body: EmailRequest, request: Request, services: ServicesDep) -> Accepted:
+async def resend_code(body: EmailRequest, request: Request, services: ServicesDep, after: BackgroundTasks) -> Accepted:
     services.limiter.hit("code", f"ip:{client_ip(request)}")
-    await run_in_threadpool(services.accounts.resend_code, body.email)
+    after.add_task(services.accounts.resend_code(body.email))  # after the answer, as in register
     return Accepted(message=SENT)
 
 
@@ -202,10 +205,13 @@ async def change_password(
 
 
 @router.post("/auth/password-reset", response_model=Accepted, status_code=202)
-async def request_reset(body: EmailRequest, request: Request, services: ServicesDep, origin: OriginDep) -> Accepted:
-    """Email a reset code to the address if it has an account; the answer is the same either way."""
+async def request_reset(
+    body: EmailRequest, request: Request, services: ServicesDep, origin: OriginDep, after: BackgroundTasks
+) -> Accepted:
+    """Email a reset code to the address if it has an account; the answer is the same either way, and is sent
+    before any work that depends on the address starts (as in register)."""
     services.limiter.hit("reset", f"ip:{client_ip(request)}")
-    await run_in_threadpool(services.accounts.request_password_reset, body.email, origin)
+    after.add_task(services.accounts.request_password_reset(body.email, origin))
     return Accepted(message=SENT)
 
 

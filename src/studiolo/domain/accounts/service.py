@@ -164,15 +164,19 @@ class AccountService:
             raise InvalidCode("The code is wrong or has expired; ask for a new one.")
 
     # --- sign-up -------------------------------------------------------------------------------------
-    # Sign-up, resend and reset answer at once and leave the work that depends on the address to the outbox thread
-    # (mail.MailOutbox.run): what a caller can measure is the same for every address, known or not.
-    def register(self, raw_email: str, password: str, display_name: str, origin: Origin) -> None:
+    # Sign-up, resend and reset check their input and return the function that starts the rest: the work that
+    # depends on the address, on the outbox thread (mail.MailOutbox.run). The HTTP layer calls it once the answer is
+    # sent, so what a caller can measure is the same for every address, known or not. Other callers call it at once.
+    def register(self, raw_email: str, password: str, display_name: str, origin: Origin) -> Callable[[], None]:
         email = normalize_email(raw_email)
         check_policy(password, email=email)
+        self.outbox.check_room()
         # Hashed here, on the caller's request, for every address alike: a flood of sign-ups is paced by the request
         # threads instead of queueing argon2 work on the outbox.
         password_hash = self.hashing.hash(password)
-        self.outbox.run("sign-up", lambda: self._register(email, password_hash, display_name.strip(), origin))
+        return lambda: self.outbox.run(
+            "sign-up", lambda: self._register(email, password_hash, display_name.strip(), origin)
+        )
 
     def _register(self, email: str, password_hash: str, display_name: str, origin: Origin) -> Mail:
         with self.db.session() as session:
@@ -208,9 +212,10 @@ class AccountService:
             secret=code,
         )
 
-    def resend_code(self, raw_email: str) -> None:
+    def resend_code(self, raw_email: str) -> Callable[[], None]:
         email = normalize_email(raw_email)
-        self.outbox.run("code resend", lambda: self._resend_code(email))
+        self.outbox.check_room()
+        return lambda: self.outbox.run("code resend", lambda: self._resend_code(email))
 
     def _resend_code(self, email: str) -> Mail | None:
         with self.db.session() as session:
@@ -477,10 +482,12 @@ class AccountService:
         )
         return pair
 
-    def request_password_reset(self, raw_email: str, origin: Origin) -> None:
-        """Mail a reset code if the address has an account that may reset; the caller learns nothing either way."""
+    def request_password_reset(self, raw_email: str, origin: Origin) -> Callable[[], None]:
+        """Mail a reset code if the address has an account that may reset; the caller learns nothing either way.
+        Returns the function that starts the work (see ``register``)."""
         email = normalize_email(raw_email)
-        self.outbox.run("password reset request", lambda: self._request_password_reset(email, origin))
+        self.outbox.check_room()
+        return lambda: self.outbox.run("password reset request", lambda: self._request_password_reset(email, origin))
 
     def _request_password_reset(self, email: str, origin: Origin) -> Mail | None:
         with self.db.session() as session:
