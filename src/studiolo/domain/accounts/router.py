@@ -120,7 +120,7 @@ async def register(
 
 
 @router.post("/auth/resend-code", response_model=Accepted, status_code=202)
-async def resend_code(body: EmailRequest, request: Request, services: ServicesDep, after: BackgroundTasks) -> Accepted:
+def resend_code(body: EmailRequest, request: Request, services: ServicesDep, after: BackgroundTasks) -> Accepted:
     services.limiter.hit("code", f"ip:{client_ip(request)}")
     after.add_task(services.accounts.resend_code(body.email))  # after the answer, as in register
     return Accepted(message=SENT)
@@ -205,7 +205,7 @@ async def change_password(
 
 
 @router.post("/auth/password-reset", response_model=Accepted, status_code=202)
-async def request_reset(
+def request_reset(
     body: EmailRequest, request: Request, services: ServicesDep, origin: OriginDep, after: BackgroundTasks
 ) -> Accepted:
     """Email a reset code to the address if it has an account; the answer is the same either way, and is sent
