@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,18 +33,22 @@ def studiolo_server(data_dir: Path, **env: str) -> Iterator[tuple[str, subproces
         "STUDIOLO_LOG_LEVEL": "warning",
         **{f"STUDIOLO_{k.upper()}": v for k, v in env.items()},
     }
+    # stderr to a file, not a pipe: nobody reads the pipe during a run, and once its buffer is full every thread of
+    # the server that logs (or prints mail, with the console mailer) waits forever.
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(
         [sys.executable, "-m", "studiolo", "serve", "--port", str(port)],
         env=full_env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+                log.seek(0)
+                raise RuntimeError(f"server exited: {log.read().decode(errors='replace')}")
             try:
                 if httpx.get(f"{base}/health", timeout=1).status_code == 200:
                     break
@@ -59,6 +64,7 @@ def studiolo_server(data_dir: Path, **env: str) -> Iterator[tuple[str, subproces
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()
 
 
 def ok(response: httpx.Response) -> Any:

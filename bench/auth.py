@@ -5,11 +5,13 @@ Prints:
 - argon2id hash / verify time with the default settings (target >= 50 ms per hash);
 - sign-ins per second with 8 concurrent clients, and GET /health latency measured at the same time vs idle
   (hashing runs in worker threads and releases the GIL, so other requests must still be answered);
+- password reset requests for a known and an unknown address, alternated: median times of the request and of one
+  sent right after it, and how often the known one was slower in a pair (50% = no tell; issue 13, item 7);
 - GET /jobs/{id} with 50 concurrent clients, signed in (Bearer access token; and with an API key) vs the
   same server in STUDIOLO_AUTH_MODE=none (no auth check), runs alternated on the same data directory
   (target: the auth check adds <= 2 ms at p50).
 
-    python -m bench.auth [--logins 200] [--gets 5000] [--rounds 2] [--hashes 10]
+    python -m bench.auth [--logins 200] [--resets 500] [--gets 5000] [--rounds 2] [--hashes 10]
 """
 
 from __future__ import annotations
@@ -94,6 +96,38 @@ def login_rate(base: str, total: int, concurrency: int) -> None:
         print(f"  GET /health {name:<16} p50 {percentile(ms, 0.5):6.1f} ms  p99 {percentile(ms, 0.99):6.1f} ms")
 
 
+def reset_timing(base: str, pairs: int) -> None:
+    """Known vs unknown address on POST /auth/password-reset, one request at a time, alternated, 20 ms apart: the
+    request's own time, and the time of a request sent right after it (which background work could slow)."""
+    own: dict[str, list[float]] = {"known": [], "unknown": []}
+    next_one: dict[str, list[float]] = {"known": [], "unknown": []}
+    with httpx.Client(base_url=base, timeout=30) as c:
+
+        def reset(email: str) -> float:
+            t = time.perf_counter()
+            r = c.post("/api/v1/auth/password-reset", json={"email": email})
+            elapsed = time.perf_counter() - t
+            if r.status_code != 202:
+                raise RuntimeError(f"reset request failed: {r.status_code} {r.text}")
+            return elapsed * 1000
+
+        for i in range(pairs + 50):
+            for name, email in (("known", ADMIN_EMAIL), ("unknown", f"nobody{i}@example.com")):
+                first = reset(email)
+                then = reset(f"reference{i}@example.com")  # at once, while the first one's work may run
+                if i >= 50:  # the first pairs warm up
+                    own[name].append(first)
+                    next_one[name].append(then)
+                time.sleep(0.02)
+    for label, times in (("the request itself", own), ("the request right after it", next_one)):
+        slower = sum(k > u for k, u in zip(times["known"], times["unknown"], strict=True)) / pairs
+        print(
+            f"password reset, {pairs} pairs, {label}: known {statistics.median(times['known']):.2f} ms, "
+            f"unknown {statistics.median(times['unknown']):.2f} ms median; known slower in {slower:.0%} of pairs "
+            "(50% = no tell)"
+        )
+
+
 def gets(base: str, paths: list[str], headers: dict[str, str] | None) -> list[float]:
     _, latencies, responses = asyncio.run(_loadgen.run(base, (("GET", p, None) for p in paths), 50, headers))
     if any(status != 200 for status, _ in responses):
@@ -104,6 +138,7 @@ def gets(base: str, paths: list[str], headers: dict[str, str] | None) -> list[fl
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--logins", type=int, default=200)
+    ap.add_argument("--resets", type=int, default=500, help="pairs of reset requests (0: skip)")
     ap.add_argument("--gets", type=int, default=5000)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--hashes", type=int, default=10, help="argon2 hashes (and verifies) timed")
@@ -122,6 +157,9 @@ def main() -> None:
                 ]
                 key = ok(c.post("/api/v1/api-keys", json={"name": "bench", "scopes": ["read"]}))["key"]
         paths = [f"/api/v1/jobs/{ids[i % len(ids)]}" for i in range(args.gets)]
+        if args.resets:
+            with studiolo_server(data, **ENV) as (base, _):  # the console mailer: codes printed on its stderr
+                reset_timing(base, args.resets)
 
         results: dict[str, list[float]] = {"none": [], "bearer": [], "api key": []}
         for _ in range(args.rounds):

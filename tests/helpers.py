@@ -6,15 +6,16 @@ import io
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from fastapi.testclient import TestClient
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from studiolo.app import create_app
 from studiolo.db.base import utcnow
+from studiolo.db.session import Database
 from studiolo.domain.accounts.audit import Origin
 from studiolo.domain.accounts.models import LOCAL_USER_ID, User
 from studiolo.domain.generation.models import Job
@@ -113,3 +114,61 @@ def job_count(services: Services) -> int:
     """How many jobs exist, of every user and status."""
     with services.db.session() as session:
         return int(session.scalar(select(func.count()).select_from(Job)) or 0)
+
+
+@contextmanager
+def writes_meet(db: Database, statement: str, parties: int, timeout: float = 2.0) -> Iterator[threading.Barrier]:
+    """Hold every statement starting with ``statement`` (e.g. "UPDATE users") until ``parties`` of them are about to
+    run, or ``timeout`` seconds pass: the interleaving that exposes a lost update or a check-then-act race, made
+    certain instead of left to chance. Code that serialises those writes correctly keeps the others away, the
+    barrier breaks after ``timeout``, and the writes go on one after the other. A bound on waiting, not a timing
+    assertion."""
+    barrier = threading.Barrier(parties, timeout=timeout)
+    prefix = statement.upper() + " "
+
+    def meet(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        if sql.lstrip().upper().startswith(prefix):
+            with suppress(threading.BrokenBarrierError):
+                barrier.wait()
+
+    event.listen(db.engine, "before_cursor_execute", meet)
+    try:
+        yield barrier
+    finally:
+        event.remove(db.engine, "before_cursor_execute", meet)
+
+
+def in_threads(count: int, fn: Callable[[], Any]) -> list[BaseException | None]:
+    """Run ``fn`` in ``count`` real threads started together; what each raised (None if it returned)."""
+    start = threading.Barrier(count)
+    outcomes: list[BaseException | None] = [None] * count
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test, which checks every outcome
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a thread did not finish"
+    return outcomes
+
+
+@contextmanager
+def statements(db: Database) -> Iterator[list[str]]:
+    """The SQL text of every statement run on ``db`` while the block runs, in order (without parameters)."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)

@@ -6,8 +6,10 @@ A cookie-authenticated request that changes something must also send ``X-CSRF-To
 cookie, but cannot read it to copy into the header).
 
 Scopes follow the method: reading (GET/HEAD) needs ``read``, anything else ``generate``; the admin routes need
-``admin`` (and the admin role). Account management (password, API keys, deletion) needs a signed-in session:
-an API key cannot mint more keys or lock its owner out.
+``admin`` (and the admin role). Account management (password, API keys, sessions, signing out, deletion) needs a
+signed-in session: an API key cannot mint more keys, end a session or lock its owner out, and an admin key cannot
+change its own owner's role or delete them. Every route states one of these
+(tests/integration/test_api_keys.py walks them all with keys of every scope).
 """
 
 from __future__ import annotations
@@ -90,6 +92,15 @@ async def session_principal(principal: PrincipalDep) -> Principal:
     if principal.via == "api_key":
         raise Forbidden("Manage your account from a signed-in session, not with an API key.", code="session_required")
     return principal
+
+
+def require_session_for_own_account(principal: Principal, user_id: str) -> None:
+    """An admin route aimed at the caller's own account needs a session, like the account routes: a leaked admin
+    key must not demote or delete the administrator who made it."""
+    if principal.via == "api_key" and user_id == principal.user_id:
+        raise Forbidden(
+            "Manage your own account from a signed-in session, not with an API key.", code="session_required"
+        )
 
 
 async def admin_principal(principal: PrincipalDep) -> Principal:

@@ -14,11 +14,11 @@ from studiolo.dispatch.inline import InlineDispatch
 from studiolo.domain.accounts.admin import AdminService
 from studiolo.domain.accounts.authn import Authenticator
 from studiolo.domain.accounts.keys import ApiKeyService
-from studiolo.domain.accounts.mail import Mailer, build_mailer
+from studiolo.domain.accounts.mail import Mailer, MailOutbox, build_mailer
 from studiolo.domain.accounts.oauth import OAuthService
 from studiolo.domain.accounts.passwords import PasswordHashing
 from studiolo.domain.accounts.ratelimit import RateLimiter
-from studiolo.domain.accounts.service import AccountService, MailOutbox
+from studiolo.domain.accounts.service import AccountService
 from studiolo.domain.accounts.tokens import TokenCodec, load_secret_key
 from studiolo.domain.gallery.service import GalleryService
 from studiolo.domain.generation.admin import JobAdminService
@@ -189,6 +189,7 @@ def build_services(
         limiter=limiter,
         on_user_changed=authenticator.forget,
         on_session_ended=authenticator.forget_session,
+        on_key_revoked=authenticator.forget_key,
     )
     admin = AdminService(
         db=db,

@@ -1,4 +1,4 @@
-"""The Mailer port: the console adapter logs, the SMTP adapter speaks real SMTP.
+"""The Mailer port: the console adapter prints, the SMTP adapter speaks real SMTP; the outbox sends from a thread.
 
 The SMTP tests run a real SMTP server (aiosmtpd) on 127.0.0.1: plain, STARTTLS with AUTH, implicit TLS,
 and servers that refuse. TLS uses a certificate made here and trusted through ``SSL_CERT_FILE``, so the
@@ -8,11 +8,13 @@ adapter's certificate checks stay on.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import ipaddress
 import logging
 import re
 import smtplib
 import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parseaddr
@@ -28,13 +30,20 @@ from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
 
 from studiolo.app import create_app
-from studiolo.domain.accounts.mail import ConsoleMailer, Mail, SmtpMailer, build_mailer
-from studiolo.domain.accounts.service import MailOutbox
+from studiolo.domain.accounts.mail import ConsoleMailer, Mail, MailOutbox, SmtpMailer, build_mailer
+from studiolo.errors import ServiceUnavailable
 from studiolo.services import build_services
 from studiolo.settings import Settings
+from tests.helpers import create_user
 from tests.smtp_server import Handler, body_of, free_port, smtp_server
 
-MAIL = Mail(to="alice@example.com", subject="Your Studiolo code: 123456", text="Your code is 123456.\nBye.")
+MAIL = Mail(
+    to="alice@example.com",
+    kind="verification_code",
+    subject="Your Studiolo verification code",
+    text="Your code is 123456.\nBye.",
+    secret="123456",
+)
 
 
 @dataclass
@@ -88,21 +97,32 @@ def smtp_settings(settings_factory: Callable[..., Settings], port: int, **overri
 
 
 # --- console ------------------------------------------------------------------------------------------------
-def test_console_mailer_logs_the_message(caplog: pytest.LogCaptureFixture) -> None:
+def test_console_mailer_prints_the_message_and_logs_no_code(
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a laptop the console is the mailbox: the whole message is printed there. The log (which a pipeline may
+    collect as JSON) only says that a message of this kind went to this address."""
     mailer = ConsoleMailer()
-    with caplog.at_level(logging.INFO, logger="studiolo.mail"):
+    with caplog.at_level(logging.DEBUG):
         mailer.send(MAIL)
-    [record] = [r for r in caplog.records if r.name == "studiolo.mail"]
-    assert record.levelno >= logging.INFO
-    text = record.getMessage()
-    assert MAIL.to in text and MAIL.subject in text and MAIL.text in text
+    printed = capsys.readouterr().err
+    assert MAIL.to in printed and MAIL.subject in printed and MAIL.text in printed
     assert mailer.sent == [MAIL]
+    [record] = [r for r in caplog.records if r.name == "studiolo.mail"]
+    assert MAIL.to in record.getMessage() and MAIL.kind in record.getMessage()
+    assert all(MAIL.secret not in r.getMessage() for r in caplog.records)
+
+
+def test_a_code_in_a_subject_is_refused() -> None:
+    with pytest.raises(ValueError, match="subject"):
+        Mail(to="a@example.com", kind="reset_code", subject="Your code: 828783", text="828783", secret="828783")
+    assert "123456" not in repr(MAIL)  # a stray %r of a message shows no body and no code
 
 
 def test_console_mailer_keeps_only_recent_messages() -> None:
     mailer = ConsoleMailer()
     for i in range(150):
-        mailer.send(Mail(to=f"u{i}@example.com", subject="s", text="t"))
+        mailer.send(Mail(to=f"u{i}@example.com", kind="test", subject="s", text="t"))
     assert len(mailer.sent) == 100
     assert mailer.sent[-1].to == "u149@example.com"
 
@@ -132,7 +152,7 @@ def test_smtp_plain_delivers_the_message(settings_factory: Callable[..., Setting
 
 def test_smtp_sends_non_ascii_subjects_and_bodies(settings_factory: Callable[..., Settings]) -> None:
     handler = Handler()
-    mail = Mail(to="zoe@example.com", subject="Café ☕ · your code", text="Grüße, Zoë. 你好.")
+    mail = Mail(to="zoe@example.com", kind="test", subject="Café ☕ · your code", text="Grüße, Zoë. 你好.")
     with smtp_server(handler) as port:
         SmtpMailer(smtp_settings(settings_factory, port)).send(mail)
     [got] = handler.received
@@ -265,11 +285,14 @@ def test_outbox_logs_a_failure_instead_of_raising_and_keeps_sending(
                 outbox.flush()  # no exception reaches the caller
             failures = [r for r in caplog.records if "could not send" in r.getMessage()]
             assert len(failures) == 1
-            assert failures[0].exc_info is not None
-            assert MAIL.to in failures[0].getMessage()
+            # Kind, recipient and the server's answer; never the subject or the body, so never the code.
+            line = failures[0].getMessage()
+            assert MAIL.to in line and MAIL.kind in line and "550" in line
+            assert MAIL.secret not in line and MAIL.subject not in line
+            assert all(MAIL.secret not in r.getMessage() for r in caplog.records)
 
             handler.refuse_rcpt = ""  # the server recovers: the outbox thread is still alive
-            outbox.send(Mail(to="bob@example.com", subject="second", text="hello"))
+            outbox.send(Mail(to="bob@example.com", kind="test", subject="second", text="hello"))
             outbox.flush()
         finally:
             outbox.close()
@@ -299,3 +322,107 @@ def test_sign_up_over_smtp_end_to_end(settings_factory: Callable[..., Settings])
                 assert r.status_code == 200, r.text
         finally:
             svc.close()
+
+
+class Recording:
+    """Keeps each message handed to the real mailer it wraps (so a test knows the code even when sending fails)."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+        self.seen: list[Mail] = []
+
+    def send(self, mail: Mail) -> None:
+        self.seen.append(mail)
+        self.inner.send(mail)
+
+
+@pytest.mark.parametrize("refusal", ["rcpt", "unreachable"])
+def test_a_reset_mail_that_cannot_be_sent_leaves_its_code_out_of_the_log(
+    settings_factory: Callable[..., Settings], caplog: pytest.LogCaptureFixture, refusal: str
+) -> None:
+    """Regression (issue 13, item 3): the failure line quoted the subject, which held the reset code, so whoever
+    could read the log could take the account over."""
+    handler = Handler(refuse_rcpt="550 5.1.1 No such user here" if refusal == "rcpt" else "")
+    with smtp_server(handler) as port:
+        settings = smtp_settings(settings_factory, port if refusal == "rcpt" else free_port(), smtp_timeout_seconds=5)
+        svc = build_services(settings, upgrade_db=False)
+        recording = Recording(svc.outbox.mailer)
+        svc.outbox.mailer = recording
+        try:
+            create_user(svc, "alice@example.com", password="velvet-harbor-1937")
+            with TestClient(create_app(services=svc, start_workers=False)) as api, caplog.at_level(logging.DEBUG):
+                r = api.post("/api/v1/auth/password-reset", json={"email": "alice@example.com"})
+                assert r.status_code == 202
+                svc.outbox.flush()
+        finally:
+            svc.close()
+    [mail] = recording.seen
+    assert mail.kind == "reset_code" and mail.secret and mail.secret in mail.text
+    assert mail.secret not in mail.subject
+    failures = [r for r in caplog.records if "could not send" in r.getMessage()]
+    assert len(failures) == 1 and "reset_code" in failures[0].getMessage(), [r.getMessage() for r in caplog.records]
+    logged = "\n".join(caplog.text.splitlines() + [r.getMessage() for r in caplog.records])
+    assert mail.secret not in logged
+
+
+def test_a_failure_that_quotes_the_message_is_masked(caplog: pytest.LogCaptureFixture) -> None:
+    """Should a server or library ever quote the message in its error, the code is masked in the log line."""
+
+    class Quoting:
+        def send(self, mail: Mail) -> None:
+            raise smtplib.SMTPDataError(554, f"rejected: {mail.text}".encode())
+
+    outbox = MailOutbox(Quoting())
+    try:
+        with caplog.at_level(logging.DEBUG):
+            outbox.send(MAIL)
+            outbox.flush()
+    finally:
+        outbox.close()
+    [failure] = [r for r in caplog.records if "could not send" in r.getMessage()]
+    assert "554" in failure.getMessage() and "[code]" in failure.getMessage()
+    assert MAIL.secret not in caplog.text
+
+
+def test_the_outbox_refuses_work_past_its_limit() -> None:
+    """A flood of sign-up/reset requests cannot grow the background queue without end: past the limit the request
+    is refused (503 mail_queue_full, the same for every address) before it queues anything."""
+    release = threading.Event()
+    ran: list[int] = []
+    outbox = MailOutbox(ConsoleMailer(), limit=2)
+    try:
+        outbox.check_room()
+        outbox.run("blocker", lambda: release.wait(30) and None)
+        outbox.check_room()
+        outbox.run("second", lambda: ran.append(2))
+        with pytest.raises(ServiceUnavailable) as refused:
+            outbox.check_room()
+        assert refused.value.code == "mail_queue_full"
+        release.set()
+        outbox.flush()
+        outbox.check_room()  # room again once the work is done
+        outbox.run("after", lambda: ran.append(4))
+        outbox.flush()
+    finally:
+        release.set()
+        outbox.close()
+    assert ran == [2, 4]
+
+
+def test_background_work_waits_its_pause_but_plain_mail_does_not() -> None:
+    """Address-dependent work starts after a pause, so it does not slow the request that comes right after the one
+    that queued it; a plain message (a signed-in user's notice) goes out at once; flush runs everything now."""
+    mailer = ConsoleMailer(stream=io.StringIO())
+    ran: list[str] = []
+    outbox = MailOutbox(mailer, pause=lambda: 3600.0)
+    try:
+        outbox.run("slow", lambda: ran.append("work") and None)
+        outbox.send(MAIL)
+        deadline = dt.datetime.now() + dt.timedelta(seconds=30)
+        while not mailer.sent and dt.datetime.now() < deadline:
+            threading.Event().wait(0.01)
+        assert mailer.sent == [MAIL] and ran == []  # queued later, delivered first: the work is still waiting
+        outbox.flush()
+        assert ran == ["work"]
+    finally:
+        outbox.close()

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from studiolo.domain.accounts.audit import Origin
 from studiolo.domain.accounts.models import LOCAL_USER_ID, ApiKey, OneTimeCode, RefreshToken, User
 from studiolo.domain.gallery.models import Collection, CollectionItem, Image
 from studiolo.domain.generation.models import Job
+from studiolo.errors import Conflict
 from studiolo.services import Services
-from tests.helpers import auth_headers, create_user, drain, submit
+from tests.helpers import auth_headers, create_user, drain, in_threads, submit, writes_meet
 
 if TYPE_CHECKING:  # the TestClient's responses (Starlette's test client runs on httpx2)
     from httpx2 import Response
@@ -390,6 +395,7 @@ def test_deleting_my_account_removes_my_data_and_files(api: TestClient, client: 
     assert api.post(f"/api/v1/collections/{collection}/images", json={"image_ids": [image_id]}, headers=h).is_success
     key = api.post("/api/v1/api-keys", json={"name": "k"}, headers=h).json()["key"]
     api.post("/api/v1/auth/password-reset", json={"email": "alice@example.com"})
+    services.outbox.flush()  # the code is written in the background, after the answer
 
     before = rows_of(services, alice)
     assert all(before.values()), before
@@ -422,6 +428,9 @@ def test_deleting_my_account_removes_my_data_and_files(api: TestClient, client: 
     # The address is free again.
     r = api.post("/api/v1/auth/register", json={"email": "alice@example.com", "password": OTHER})
     assert r.status_code == 202
+    services.outbox.flush()  # sign-up is written in the background, after the answer
+    with services.db.session() as session:
+        assert session.scalar(select(User.status).where(User.email == "alice@example.com")) == "pending"
 
 
 def test_deleted_files_are_gone_when_nothing_else_uses_them(api: TestClient, services: Services) -> None:
@@ -462,3 +471,69 @@ def test_a_cookie_session_needs_csrf_to_delete_the_account(api: TestClient, serv
     r = api.request("DELETE", "/api/v1/auth/me", json={"password": STRONG}, headers={"X-CSRF-Token": csrf})
     assert r.status_code == 204
     assert rows_of(services, alice)["users"] == 0
+
+
+# --- the last administrator under concurrency (issue 13, item 12) -------------------------------------------------
+def active_admins(services: Services) -> list[str]:
+    with services.db.session() as session:
+        return list(session.scalars(select(User.email).where(User.role == "admin", User.status == "active")))
+
+
+REMOVALS: dict[str, tuple[str, Callable[[Services, str, str], object]]] = {
+    # change: (the statement of the old code to make the two transactions meet at, the change)
+    "demote": ("UPDATE users", lambda svc, actor, target: svc.admin.set_role(actor, target, "user", Origin())),
+    "suspend": ("UPDATE users", lambda svc, actor, target: svc.admin.set_status(actor, target, "suspended", Origin())),
+    "delete": ("DELETE FROM users", lambda svc, actor, target: svc.admin.delete_account(actor, target, Origin())),
+}
+
+
+@pytest.mark.parametrize("change", sorted(REMOVALS))
+def test_concurrent_removals_of_the_last_two_admins_leave_one(services: Services, change: str) -> None:
+    """Regression (issue 13, item 12): two admins demoting each other at the same time left no admin, because the
+    last-admin check ran in its own transaction before the change (deletion the same; suspension had no check at
+    all). Real threads, their writes made to meet; now exactly one change wins and the other is refused."""
+    with services.db.session() as session:
+        session.get_one(User, LOCAL_USER_ID).role = "user"
+    ann = create_user(services, "ann@example.com", password=STRONG, role="admin")
+    ben = create_user(services, "ben@example.com", password=STRONG, role="admin")
+    statement, remove = REMOVALS[change]
+    turns = iter([(ann, ben), (ben, ann)])
+    lock = threading.Lock()
+
+    def act() -> None:
+        with lock:
+            actor, target = next(turns)
+        remove(services, actor, target)
+
+    with writes_meet(services.db, statement, parties=2):
+        outcomes = in_threads(2, act)
+    refused = [o for o in outcomes if o is not None]
+    assert len(refused) == 1, outcomes
+    assert isinstance(refused[0], Conflict) and refused[0].code == "last_admin"
+    assert len(active_admins(services)) == 1
+
+
+def test_suspending_the_last_admin_is_refused(client: TestClient, services: Services) -> None:
+    """Suspension now counts like demotion and deletion (the CLI may suspend anyone, itself not signed in)."""
+    bob = create_user(services, "bob@example.com", password=STRONG, role="admin")
+    assert client.post(f"/api/v1/admin/users/{bob}/suspend").status_code == 200
+    with pytest.raises(Conflict) as refused:
+        services.admin.set_status(None, LOCAL_USER_ID, "suspended", Origin())
+    assert refused.value.code == "last_admin"
+    assert active_admins(services) == [services.admin.get_user(LOCAL_USER_ID).email]
+
+
+def test_a_second_admin_with_a_new_address_can_be_created(api: TestClient, services: Services) -> None:
+    """`studiolo users create-admin` for a second, new address crashed (the epoch of a row not yet inserted is
+    None, and it was bumped with ``+= 1``); found while moving epoch bumps into SQL for issue 13."""
+    first = services.admin.create_admin("root@example.com", STRONG, "Root", Origin())
+    second = services.admin.create_admin("second@example.com", OTHER, "Second", Origin())
+    assert first.id == LOCAL_USER_ID and second.id != LOCAL_USER_ID
+    assert {first.role, second.role} == {"admin"}
+    token = token_of(api, "second@example.com", OTHER)
+    assert api.get("/api/v1/admin/users", headers=bearer(token)).status_code == 200
+    # Making an existing account admin ends its earlier tokens (they carried the old role).
+    create_user(services, "carl@example.com", password=STRONG)
+    old_token = token_of(api, "carl@example.com")
+    services.admin.create_admin("carl@example.com", STRONG, "", Origin())
+    assert_error(api.get("/api/v1/auth/me", headers=bearer(old_token)), 401, "token_revoked")

@@ -9,7 +9,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from studiolo.services import Services
-from tests.helpers import drain
+from tests.helpers import create_user, drain
+
+STRONG = "velvet-harbor-1937"
 
 GEN = "/api/v1/generations"
 
@@ -80,9 +82,9 @@ def test_files_sizes_cache_and_download(client: TestClient, services: Services) 
         assert r.status_code == 200 and r.headers["content-type"] == "image/webp"
         assert Image.open(io.BytesIO(r.content)).size == expect
     r = client.get(f"/api/v1/images/{image_id}/file")
-    assert "immutable" in r.headers["cache-control"]
+    assert r.headers["cache-control"] == "private, no-cache" and r.headers["x-content-type-options"] == "nosniff"
     again = client.get(f"/api/v1/images/{image_id}/file", headers={"If-None-Match": r.headers["etag"]})
-    assert again.status_code == 304
+    assert again.status_code == 304 and again.content == b""
     dl = client.get(f"/api/v1/images/{image_id}/file", params={"download": True})
     assert dl.headers["content-disposition"].startswith("attachment;")
     bad = client.get(f"/api/v1/images/{image_id}/file", params={"size": "999"})
@@ -163,3 +165,54 @@ def test_regenerate_img2img_reuses_the_input_and_reports_a_lost_one(client: Test
         services.store.delete(key)
     lost = client.post(f"/api/v1/images/{image_id}/regenerate", json={"seed": "same"})
     assert lost.status_code == 409 and lost.json()["error"]["code"] == "input_missing"
+
+
+def test_image_files_are_revalidated_so_a_signed_out_browser_cannot_show_them(
+    api: TestClient, client: TestClient, services: Services
+) -> None:
+    """Regression (issue 13, item 9): image files were ``private, max-age=31536000, immutable``, so after sign-out
+    the browser's HTTP cache still showed them to whoever used the browser next. Now a cached copy is used only
+    after asking the server (``no-cache`` + ETag: a 304 without a body while the credentials hold, a 401 after),
+    and sign-out tells the browser to empty its cache."""
+    create_user(services, "alice@example.com", password=STRONG)
+    signed_in = api.post(
+        "/api/v1/auth/login", json={"email": "alice@example.com", "password": STRONG, "use_cookies": True}
+    )
+    assert signed_in.status_code == 200
+    csrf = {"X-CSRF-Token": api.cookies["studiolo_csrf"]}
+    r = api.post(GEN, json={"prompt": "a private picture", "size": "64x64", "steps": 2}, headers=csrf)
+    assert r.status_code == 202, r.text
+    drain(services)
+    (image_id,) = [o["image_id"] for o in api.get(r.json()["urls"]["get"]).json()["outputs"]]
+
+    for size in ("original", "150", "800"):
+        url = f"/api/v1/images/{image_id}/file?size={size}"
+        first = api.get(url)
+        assert first.status_code == 200
+        assert first.headers["cache-control"] == "private, no-cache"  # never served from the cache unasked
+        assert "max-age" not in first.headers["cache-control"] and "immutable" not in first.headers["cache-control"]
+        assert first.headers["x-content-type-options"] == "nosniff"
+        etag = first.headers["etag"]
+        for header in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+            revalidated = api.get(url, headers={"If-None-Match": header})
+            assert revalidated.status_code == 304 and revalidated.content == b"", header
+            assert revalidated.headers["etag"] == etag and revalidated.headers["cache-control"] == "private, no-cache"
+        assert api.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
+
+    out = api.post("/api/v1/auth/logout", json={}, headers=csrf)
+    assert out.status_code == 204
+    assert out.headers["clear-site-data"] == '"cache"'
+    assert "studiolo_access" not in api.cookies
+    # What the browser sends to revalidate its copy after sign-out: refused, so the copy is never shown.
+    gone = api.get(f"/api/v1/images/{image_id}/file", headers={"If-None-Match": etag})
+    assert gone.status_code == 401, gone.text
+    assert client.get(f"/api/v1/images/{image_id}/file").status_code == 404  # and nobody else's either
+
+
+def test_deleting_the_account_also_clears_the_browser_cache(api: TestClient, services: Services) -> None:
+    create_user(services, "bob@example.com", password=STRONG)
+    token = api.post("/api/v1/auth/login", json={"email": "bob@example.com", "password": STRONG}).json()["access_token"]
+    r = api.request(
+        "DELETE", "/api/v1/auth/me", json={"password": STRONG}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert r.status_code == 204 and r.headers["clear-site-data"] == '"cache"'

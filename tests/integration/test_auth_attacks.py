@@ -220,7 +220,7 @@ def test_a_suspended_user_is_refused_everywhere(api: TestClient, client: TestCli
     r = client.post(f"/api/v1/admin/users/{alice}/suspend")  # the local owner is an administrator
     assert r.status_code == 200 and r.json()["status"] == "suspended", r.text
 
-    assert_error(me(api, key), 403, "account_suspended")
+    assert_error(me(api, key), 401, "invalid_api_key")  # revoked for good, see test_suspension_revokes_api_keys_*
     assert_error(login(api, "alice@example.com"), 403, "account_suspended")
     assert_error(login(api, "alice@example.com", OTHER), 401, "invalid_credentials")
     assert api.post("/api/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]}).status_code == 401

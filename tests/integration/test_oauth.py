@@ -192,7 +192,8 @@ def test_an_unverified_account_with_the_same_email_is_never_linked(
     web: TestClient, idp: LocalProvider, oauth_services: Services
 ) -> None:
     # A pending sign-up (someone typed this address, nobody proved it) and an active row never verified.
-    oauth_services.accounts.register("pending@example.com", "a long enough passphrase", "", Origin())
+    oauth_services.accounts.register("pending@example.com", "a long enough passphrase", "", Origin())()
+    oauth_services.outbox.flush()  # the sign-up's rows are written on the outbox thread
     unproven = create_user(oauth_services, "unproven@example.com")
     with oauth_services.db.session() as session:  # an active row whose address nobody ever proved
         session.get_one(User, unproven).email_verified_at = None

@@ -24,7 +24,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from studiolo.app import create_app
+from studiolo.domain.accounts.audit import Origin
 from studiolo.domain.accounts.models import LOCAL_USER_ID
+from studiolo.domain.accounts.schemas import ApiKeyCreate
 from studiolo.services import Services, build_services
 from tests.helpers import create_user, drain, submit
 
@@ -367,6 +369,32 @@ def test_user_content_is_escaped_on_every_page(sign_in: Callable[..., Browser], 
     (data,) = Page(html).all("script", id="active-jobs")
     jobs = json.loads(re.search(r'id="active-jobs">(.*?)</script>', html, re.S).group(1))  # type: ignore[union-attr]
     assert [j["params"]["prompt"] for j in jobs] == [EVIL] and data["type"] == "application/json"
+
+
+def test_pages_hold_an_api_key_to_the_read_scope(anonymous: TestClient, services: Services) -> None:
+    """Found while auditing issue 13, item 2: pages took any credential, so a generate-only key could read the
+    gallery, dashboard and account pages that the API refuses it. Pages show data: they need ``read``."""
+    owner = create_user(services, "kim@example.com", password=PASSWORD)
+    make_images(services, owner, prompt="a secret garden")
+    maker = services.keys.create(owner, ApiKeyCreate(name="maker", scopes=["generate"]), Origin()).key
+    reader = services.keys.create(owner, ApiKeyCreate(name="reader", scopes=["read"]), Origin()).key
+    for url in STUDIO_PAGES:
+        if url.startswith("/admin"):
+            continue
+        refused = anonymous.get(url, headers={**HTML, "Authorization": f"Bearer {maker}"}, follow_redirects=False)
+        assert refused.status_code == 403, (url, refused.status_code)
+        assert "secret garden" not in refused.text
+        read = anonymous.get(url, headers={**HTML, "Authorization": f"Bearer {reader}"}, follow_redirects=False)
+        assert read.status_code == 200, (url, read.status_code)
+
+
+def test_password_forms_offer_to_keep_the_api_keys(sign_in: Callable[..., Browser], anonymous: TestClient) -> None:
+    """A new password revokes the API keys unless the user keeps them: both forms carry the choice, unticked."""
+    account = sign_in("lea@example.com").get("/account")
+    reset = page(anonymous, "/reset")
+    for form in (account, reset):
+        [box] = form.all("input", name="keep_api_keys")
+        assert box["type"] == "checkbox" and "checked" not in box
 
 
 def test_one_user_never_sees_anothers_data(sign_in: Callable[..., Browser], services: Services) -> None:

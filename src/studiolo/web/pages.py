@@ -59,6 +59,7 @@ async def optional_viewer(request: Request) -> Viewer | None:
 async def required_viewer(viewer: Annotated[Viewer | None, Depends(optional_viewer)]) -> Viewer:
     if viewer is None:
         raise SignInRequired()
+    viewer.require("read")  # pages show the account's data: a generate-only API key may not read them either
     return viewer
 
 
@@ -161,7 +162,7 @@ async def signin_form(request: Request, services: ServicesDep, origin: OriginDep
         page.status_code = exc.status_code
         return page
     tokens = session_response(request, services, pair, use_cookies=True)
-    redirect = RedirectResponse(next_url, status_code=303)
+    redirect = RedirectResponse(next_url, status_code=303, headers={"Cache-Control": "no-store"})  # sets tokens
     for name, value in tokens.raw_headers:
         if name == b"set-cookie":
             redirect.raw_headers.append((name, value))

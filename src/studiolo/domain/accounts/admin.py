@@ -13,7 +13,7 @@ import hmac
 import logging
 from collections.abc import Callable
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import false, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from studiolo.db.base import utcnow
@@ -94,14 +94,18 @@ class AdminService:
                 user = local
                 user.email = email
             else:
-                user = User(email=email)
+                user = User(email=email, token_epoch=0)
                 session.add(user)
             user.display_name = display_name.strip() or user.display_name or email.split("@")[0]
             user.password_hash = password_hash
             user.role = "admin"
             user.status = "active"
             user.email_verified_at = user.email_verified_at or utcnow()
-            user.token_epoch += 1
+            if user not in session.new:
+                # An existing account's tokens end (they carry the old role), bumped in SQL like every epoch change.
+                # (``+= 1`` in Python also failed on a new row, whose epoch is None until inserted: a second admin
+                # with a new address could not be created; test_admin.py, test_a_second_admin_*.)
+                user.token_epoch = User.token_epoch + 1
             session.flush()
             audit.record(session, "admin_created", actor_id=user.id, origin=origin, target_id=user.id)
             view = self.accounts.view(session, user)
@@ -135,19 +139,33 @@ class AdminService:
             user = _user(session, user_id)
             return self.accounts.view(session, user)
 
-    def _other_active_admins(self, user_id: str) -> int:
-        with self.db.session() as session:
-            return int(
-                session.scalar(
-                    select(func.count()).where(User.role == "admin", User.status == "active", User.id != user_id)
-                )
-                or 0
-            )
+    def _lock_admins(self, session: Session) -> int:
+        """Serialise every change that may take away an administrator, then count the active ones.
+
+        Must be the transaction's first statement. PostgreSQL: lock the active admins' rows (in id order, so two
+        such changes never deadlock); one that waited reads what the other committed. SQLite ignores FOR UPDATE
+        and reads outside any transaction until the first write, so it takes the database's write lock first with
+        a write that changes nothing. Two admins demoting each other at once then leave one
+        (tests/integration/test_admin.py, test_concurrent_*)."""
+        if self.db.is_sqlite:
+            session.execute(update(User).where(false()).values(role=User.role))
+        else:
+            session.execute(_ACTIVE_ADMINS.order_by(User.id).with_for_update()).all()
+        return _count_active_admins(session)
+
+    def _keep_an_admin(self, session: Session, before: int, message: str) -> None:
+        """Refuse (roll back) a change that took the last active administrator away."""
+        session.flush()
+        if before > 0 and _count_active_admins(session) == 0:
+            raise Conflict(message, code="last_admin")
 
     def set_status(self, actor_id: str | None, user_id: str, status: str, origin: Origin) -> UserView:
+        """Suspend (every session, access token and API key of the user ends; keys stay revoked) or re-activate."""
         if status == "suspended" and actor_id == user_id:
             raise Conflict("You cannot suspend your own account.", code="cannot_suspend_self")
+        revoked: list[str] = []
         with self.db.session() as session:
+            admins = self._lock_admins(session)
             user = _user(session, user_id)
             if status == "active" and user.email_verified_at is None and user.status != "active":
                 raise Conflict("The user has not verified their email yet.", code="email_not_verified")
@@ -155,6 +173,8 @@ class AdminService:
                 previous, user.status = user.status, status
                 if status == "suspended":
                     self.accounts.revoke_all(session, user)
+                    revoked = self.accounts.revoke_keys(session, user, origin, "suspended")
+                    self._keep_an_admin(session, admins, "This is the last administrator; it cannot be suspended.")
                 audit.record(
                     session,
                     f"user_{'suspended' if status == 'suspended' else 'activated'}",
@@ -165,16 +185,17 @@ class AdminService:
                 )
             view = self.accounts.view(session, user)
         self.on_user_changed(user_id)
+        self.accounts.forget_keys(revoked)
         return view
 
     def set_role(self, actor_id: str, user_id: str, role: str, origin: Origin) -> UserView:
-        if role != "admin" and self._other_active_admins(user_id) == 0:
-            raise Conflict("This is the last administrator; make someone else admin first.", code="last_admin")
         with self.db.session() as session:
+            admins = self._lock_admins(session)
             user = _user(session, user_id)
             if user.role != role:
                 previous, user.role = user.role, role
-                user.token_epoch += 1  # tokens carry the role's scopes: old ones must go
+                user.token_epoch = User.token_epoch + 1  # tokens carry the role's scopes: old ones must go
+                self._keep_an_admin(session, admins, "This is the last administrator; make someone else admin first.")
                 audit.record(
                     session,
                     "role_changed",
@@ -200,16 +221,18 @@ class AdminService:
     ) -> None:
         """Delete the user's rows (jobs, images, collections, keys, sessions: by cascade) and then their files.
         The audit trail keeps the event with the user's id, not their email."""
-        with self.db.session() as session:
-            user = _user(session, user_id)
-            if actor_id == user_id:
+        if actor_id == user_id:
+            # Checked before the locking transaction: argon2 must not run while every writer waits.
+            with self.db.session() as session:
+                user = _user(session, user_id)
                 if user.password_hash is not None:
                     if not self.hashing.verify(user.password_hash, password or ""):
                         raise Forbidden("The password is wrong.", code="invalid_credentials")
                 elif (confirm_email or "").strip().lower() != user.email:
                     raise Forbidden("Type your email address to confirm.", code="confirmation_required")
-            if user.role == "admin" and self._other_active_admins(user_id) == 0:
-                raise Conflict("The last administrator cannot be deleted.", code="last_admin")
+        with self.db.session() as session:
+            admins = self._lock_admins(session)
+            user = _user(session, user_id)
             images = session.execute(
                 select(Image.original_key, Image.thumbnail_keys, Image.size_bytes).where(Image.owner_id == user_id)
             ).all()
@@ -224,6 +247,7 @@ class AdminService:
             session.execute(update(Job).where(Job.owner_id == user_id).values(cancel_requested=True))
             session.execute(update(RefreshToken).where(RefreshToken.user_id == user_id).values(revoked_at=utcnow()))
             session.delete(user)
+            self._keep_an_admin(session, admins, "The last administrator cannot be deleted.")
             audit.forget_subject(session, user.email)  # failed sign-ins typed the address: it goes with the account
             audit.record(
                 session, "account_deleted", actor_id=actor_id, origin=origin, target_id=user_id, images=len(images)
@@ -269,6 +293,13 @@ class AdminService:
             for r in rows
         ]
         return AuditPage(items=items, next_cursor=rows[-1].id if more and rows else None)
+
+
+_ACTIVE_ADMINS = select(User.id).where(User.role == "admin", User.status == "active")
+
+
+def _count_active_admins(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(_ACTIVE_ADMINS.subquery())) or 0)
 
 
 def _user(session: Session, user_id: str) -> User:

@@ -1,12 +1,17 @@
 """API keys: ``ais_`` + 40 random characters, shown once, stored as a SHA-256 digest; named, scoped, expiring,
-revocable. A key acts with the intersection of its scopes and its owner's role."""
+revocable. A key acts with the intersection of its scopes and its owner's role.
+
+Revoked for good, all of an account's keys at once, by a suspension and by a password change or reset (unless the
+user keeps them): a key is a password that never expires by itself, and whoever took over an account may have made
+one (docs/accounts.md, "API keys")."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from studiolo.db.base import utcnow
 from studiolo.db.session import Database
@@ -34,6 +39,19 @@ def key_view(key: ApiKey) -> ApiKeyView:
     )
 
 
+def revoke_all_keys(session: Session, owner_id: str) -> list[str]:
+    """Revoke every live key of ``owner_id`` in this transaction; returns their digests (for the authenticator's
+    cache, once committed)."""
+    hashes = session.scalars(
+        update(ApiKey)
+        .where(ApiKey.owner_id == owner_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .returning(ApiKey.key_hash)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return list(hashes)
+
+
 class ApiKeyService:
     def __init__(self, db: Database, on_revoked: Callable[[str], None]):
         self.db = db
@@ -41,16 +59,10 @@ class ApiKeyService:
 
     def create(self, owner_id: str, data: ApiKeyCreate, origin: Origin) -> ApiKeyCreated:
         with self.db.session() as session:
-            user = session.get_one(User, owner_id)
+            # PostgreSQL: the owner's row is locked, so two creations for one account count one after the other.
+            user = session.get_one(User, owner_id, with_for_update=True)
             if "admin" in data.scopes and user.role != "admin":
                 raise Forbidden("Only administrators can create keys with the admin scope.", code="insufficient_role")
-            live = session.scalars(
-                select(ApiKey.id).where(ApiKey.owner_id == owner_id, ApiKey.revoked_at.is_(None))
-            ).all()
-            if len(live) >= MAX_KEYS_PER_USER:
-                raise Forbidden(
-                    f"At most {MAX_KEYS_PER_USER} live API keys per account; revoke one first.", code="too_many_keys"
-                )
             secret = new_api_key()
             key = ApiKey(
                 owner_id=owner_id,
@@ -61,7 +73,14 @@ class ApiKeyService:
                 expires_at=utcnow() + timedelta(days=data.expires_in_days) if data.expires_in_days else None,
             )
             session.add(key)
+            # Inserted, then counted: on SQLite the insert takes the write lock, so the count sees every other
+            # creation (counting first let concurrent requests pass the cap together; test_api_keys.py).
             session.flush()
+            live = session.scalar(select(func.count()).where(ApiKey.owner_id == owner_id, ApiKey.revoked_at.is_(None)))
+            if (live or 0) > MAX_KEYS_PER_USER:
+                raise Forbidden(
+                    f"At most {MAX_KEYS_PER_USER} live API keys per account; revoke one first.", code="too_many_keys"
+                )
             audit.record(
                 session, "api_key_created", actor_id=owner_id, origin=origin, target_id=key.id, scopes=key.scopes
             )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from studiolo.deps import (
@@ -22,6 +22,7 @@ from studiolo.deps import (
     ServicesDep,
     SessionPrincipal,
     client_ip,
+    require_session_for_own_account,
 )
 from studiolo.domain.accounts.schemas import (
     Accepted,
@@ -64,9 +65,16 @@ def cookies_secure(request: Request, services: Services) -> bool:
     return request.url.scheme == "https" or host in ("localhost", "127.0.0.1", "::1")
 
 
+# Responses that carry a secret (tokens, a new API key) must never be stored by a browser or proxy cache.
+NO_STORE = {"Cache-Control": "no-store"}
+# Sign-out also empties this site's HTTP cache in the browser: private images cached during the session must not
+# be shown to whoever uses the browser next (the images themselves are ``no-cache``, see gallery/router.py).
+SIGNED_OUT = {"Clear-Site-Data": '"cache"'}
+
+
 def session_response(request: Request, services: Services, pair: TokenPair, use_cookies: bool) -> Response:
     """Tokens in the body; with ``use_cookies`` (the web studio) also as HttpOnly cookies + the CSRF cookie."""
-    response = Response(pair.model_dump_json(), media_type="application/json")
+    response = Response(pair.model_dump_json(), media_type="application/json", headers=NO_STORE)
     if use_cookies:
         secure = cookies_secure(request, services)
         claims = services.codec.decode_access(pair.access_token)
@@ -101,17 +109,20 @@ def _clear_cookies(response: Response) -> None:
 
 # --- sign-up and codes ------------------------------------------------------------------------------------
 @router.post("/auth/register", response_model=Accepted, status_code=202)
-async def register(body: RegisterRequest, request: Request, services: ServicesDep, origin: OriginDep) -> Accepted:
+async def register(
+    body: RegisterRequest, request: Request, services: ServicesDep, origin: OriginDep, after: BackgroundTasks
+) -> Accepted:
     """Create an account (or, for a known address, email its owner): the answer is the same either way."""
     services.limiter.hit("register", f"ip:{client_ip(request)}")
-    await run_in_threadpool(services.accounts.register, body.email, body.password, body.display_name, origin)
+    start = await run_in_threadpool(services.accounts.register, body.email, body.password, body.display_name, origin)
+    after.add_task(start)  # the address-dependent work starts once this answer is sent (AccountService.register)
     return Accepted(message=SENT)
 
 
 @router.post("/auth/resend-code", response_model=Accepted, status_code=202)
-async def resend_code(body: EmailRequest, request: Request, services: ServicesDep) -> Accepted:
+def resend_code(body: EmailRequest, request: Request, services: ServicesDep, after: BackgroundTasks) -> Accepted:
     services.limiter.hit("code", f"ip:{client_ip(request)}")
-    await run_in_threadpool(services.accounts.resend_code, body.email)
+    after.add_task(services.accounts.resend_code(body.email))  # after the answer, as in register
     return Accepted(message=SENT)
 
 
@@ -142,11 +153,12 @@ async def refresh(body: RefreshRequest, request: Request, services: ServicesDep,
 
 
 @router.post("/auth/logout", status_code=204)
-async def logout(body: LogoutRequest, request: Request, services: ServicesDep, principal: PrincipalDep) -> Response:
-    """End this session (or, with ``everywhere``, every session and access token of the account)."""
+async def logout(body: LogoutRequest, request: Request, services: ServicesDep, principal: SessionPrincipal) -> Response:
+    """End this session (or, with ``everywhere``, every session and access token of the account). Needs a session:
+    an API key, even a leaked read-only one, cannot sign its owner out."""
     token = body.refresh_token or request.cookies.get(REFRESH_COOKIE)
     await run_in_threadpool(services.accounts.logout, principal.user_id, principal.session_id, token, body.everywhere)
-    response = Response(status_code=204)
+    response = Response(status_code=204, headers=SIGNED_OUT)
     _clear_cookies(response)
     return response
 
@@ -185,23 +197,32 @@ async def change_password(
     """Change the password: every other session ends; this client gets a new pair (cookies if it used them)."""
     services.limiter.hit("login", f"user:{principal.user_id}")
     pair = await run_in_threadpool(
-        services.accounts.change_password, principal.user_id, body.current_password, body.new_password, origin
+        lambda: services.accounts.change_password(
+            principal.user_id, body.current_password, body.new_password, origin, keep_api_keys=body.keep_api_keys
+        )
     )
     return session_response(request, services, pair, ACCESS_COOKIE in request.cookies)
 
 
 @router.post("/auth/password-reset", response_model=Accepted, status_code=202)
-async def request_reset(body: EmailRequest, request: Request, services: ServicesDep, origin: OriginDep) -> Accepted:
-    """Email a reset code to the address if it has an account; the answer is the same either way."""
+def request_reset(
+    body: EmailRequest, request: Request, services: ServicesDep, origin: OriginDep, after: BackgroundTasks
+) -> Accepted:
+    """Email a reset code to the address if it has an account; the answer is the same either way, and is sent
+    before any work that depends on the address starts (as in register)."""
     services.limiter.hit("reset", f"ip:{client_ip(request)}")
-    await run_in_threadpool(services.accounts.request_password_reset, body.email, origin)
+    after.add_task(services.accounts.request_password_reset(body.email, origin))
     return Accepted(message=SENT)
 
 
 @router.post("/auth/password-reset/confirm", status_code=204)
 async def confirm_reset(body: ResetRequest, request: Request, services: ServicesDep, origin: OriginDep) -> Response:
     services.limiter.hit("code", f"ip:{client_ip(request)}")
-    await run_in_threadpool(services.accounts.reset_password, body.email, body.code, body.new_password, origin)
+    await run_in_threadpool(
+        lambda: services.accounts.reset_password(
+            body.email, body.code, body.new_password, origin, keep_api_keys=body.keep_api_keys
+        )
+    )
     return Response(status_code=204)
 
 
@@ -216,7 +237,7 @@ async def delete_me(
             principal.user_id, principal.user_id, origin, password=body.password, confirm_email=body.confirm_email
         )
     )
-    response = Response(status_code=204)
+    response = Response(status_code=204, headers=SIGNED_OUT)
     _clear_cookies(response)
     return response
 
@@ -224,9 +245,10 @@ async def delete_me(
 # --- API keys -------------------------------------------------------------------------------------------
 @router.post("/api-keys", response_model=ApiKeyCreated, status_code=201)
 async def create_api_key(
-    body: ApiKeyCreate, services: ServicesDep, principal: SessionPrincipal, origin: OriginDep
+    body: ApiKeyCreate, response: Response, services: ServicesDep, principal: SessionPrincipal, origin: OriginDep
 ) -> ApiKeyCreated:
     """A new key for scripts and tools (use it as a Bearer token). The secret is in this response only."""
+    response.headers.update(NO_STORE)
     return await run_in_threadpool(services.keys.create, principal.user_id, body, origin)
 
 
@@ -298,11 +320,13 @@ async def admin_activate(user_id: str, services: ServicesDep, admin: AdminPrinci
 async def admin_set_role(
     user_id: str, body: RoleChange, services: ServicesDep, admin: AdminPrincipal, origin: OriginDep
 ) -> UserView:
+    require_session_for_own_account(admin, user_id)
     return await run_in_threadpool(services.admin.set_role, admin.user_id, user_id, body.role, origin)
 
 
 @admin_router.delete("/users/{user_id}", status_code=204)
 async def admin_delete_user(user_id: str, services: ServicesDep, admin: AdminPrincipal, origin: OriginDep) -> Response:
+    require_session_for_own_account(admin, user_id)
     await run_in_threadpool(services.admin.delete_account, admin.user_id, user_id, origin)
     return Response(status_code=204)
 

@@ -53,15 +53,21 @@ class LogoutRequest(_Strict):
     everywhere: bool = False
 
 
+# A new password ends every session and, unless the user keeps them, revokes every API key (docs/accounts.md).
+KeepApiKeys = Field(default=False, description="keep the account's API keys working (default: revoke them all)")
+
+
 class ResetRequest(_Strict):
     email: str = Email
     code: str = Code
     new_password: str = Password
+    keep_api_keys: bool = KeepApiKeys
 
 
 class ChangePasswordRequest(_Strict):
     current_password: str = Password
     new_password: str = Password
+    keep_api_keys: bool = KeepApiKeys
 
 
 class ProfilePatch(_Strict):

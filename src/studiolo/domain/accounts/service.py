@@ -1,27 +1,29 @@
 """Sign-up, email codes, sign-in, sessions (rotating refresh tokens), profile, password and account deletion.
 
-Enumeration: register, resend and reset answer the same whether the address is known or not, and every
-sign-in spends one argon2 verification (a dummy hash for unknown addresses), so neither the message nor
-the time tells an attacker which emails have accounts.
+Enumeration: register, resend and reset answer the same whether the address is known or not, and before doing any
+work that depends on it (that work runs on the outbox thread); a code check runs one statement for any address;
+every sign-in spends one argon2 verification (a dummy hash for unknown addresses). So neither the message nor the
+time tells an attacker which emails have accounts.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
-from studiolo.db.base import new_id, utcnow
+from studiolo.db.base import UTCDateTime, new_id, utcnow
 from studiolo.db.session import Database
 from studiolo.domain.accounts import audit
 from studiolo.domain.accounts.audit import Origin
-from studiolo.domain.accounts.mail import Mail, Mailer
+from studiolo.domain.accounts.keys import revoke_all_keys
+from studiolo.domain.accounts.mail import Mail, MailOutbox
 from studiolo.domain.accounts.models import (
     LOCAL_USER_EMAIL,
     ROLE_SCOPES,
@@ -70,32 +72,6 @@ def user_view(user: User, providers: list[str]) -> UserView:
     )
 
 
-@dataclass
-class MailOutbox:
-    """Sends mail from one background thread: a slow or unreachable SMTP server never delays a response (and
-    the response time cannot tell whether a message was sent, i.e. whether the address has an account)."""
-
-    mailer: Mailer
-
-    def __post_init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="studiolo-mail")
-
-    def send(self, mail: Mail) -> None:
-        def deliver() -> None:
-            try:
-                self.mailer.send(mail)
-            except Exception:
-                log.exception("could not send email %r to %s", mail.subject, mail.to)
-
-        self._pool.submit(deliver)
-
-    def flush(self) -> None:
-        self._pool.submit(lambda: None).result()
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
-
-
 class AccountService:
     def __init__(
         self,
@@ -108,6 +84,7 @@ class AccountService:
         limiter: RateLimiter,
         on_user_changed: Callable[[str], None],
         on_session_ended: Callable[[str], None],
+        on_key_revoked: Callable[[str], None],
     ):
         self.db = db
         self.settings = settings
@@ -116,9 +93,10 @@ class AccountService:
         self.outbox = outbox
         self.limiter = limiter
         # Called after a change that must end existing access (suspension, password, deletion): the
-        # authenticator drops its cached view of the user.
+        # authenticator drops its cached view of the user, session or API key (by digest).
         self.on_user_changed = on_user_changed
         self.on_session_ended = on_session_ended
+        self.on_key_revoked = on_key_revoked
 
     # --- helpers -------------------------------------------------------------------------------------
     def _user_by_email(self, session: Session, email: str) -> User | None:
@@ -144,93 +122,123 @@ class AccountService:
         )
         return code
 
-    def _check_code(self, email: str, purpose: str, code: str, password: str | None = None) -> str:
-        """The user id if ``code`` is the live ``purpose`` code of ``email``. Every wrong try counts (committed
-        even though the request fails); the 5th wrong try burns the code. Unknown emails fail the same way.
-        With ``password``, a wrong password counts as a wrong try too."""
+    def _try_code(self, email: str, purpose: str, code: str, password: str | None = None) -> _CodeTry:
+        """The live ``purpose`` code of ``email`` if ``code`` is it; raises InvalidCode otherwise. Unknown emails
+        fail the same way, through the same statement. With ``password``, a wrong password is a wrong try too.
+
+        Every try, right or wrong, is counted by one atomic ``UPDATE ... attempts = attempts + 1 ... RETURNING``,
+        committed before the guess is even compared: concurrent guesses can neither lose a count nor pass the
+        limit (SQLite ignores ``SELECT ... FOR UPDATE``; tests/integration/test_auth.py,
+        test_concurrent_wrong_guesses_*). The caller spends the code with ``_spend_code`` in its own transaction."""
         wrong = InvalidCode("The code is wrong or has expired; ask for a new one.")
         with self.db.session() as session:
-            user = self._user_by_email(session, email)
-            row = None
-            if user is not None:
-                row = session.scalar(
-                    select(OneTimeCode)
-                    .where(OneTimeCode.user_id == user.id, OneTimeCode.purpose == purpose)
-                    .with_for_update()
-                )
-            if user is None or row is None or row.used_at is not None or row.expires_at <= utcnow():
-                raise wrong
-            if row.attempts >= self.settings.verification_code_attempts:
-                raise wrong
-            right = code.isdigit() and code_digest(row.id, code) == row.code_hash
-            if right and password is not None:
-                right = self.hashing.verify(user.password_hash, password)
-            if not right:
-                row.attempts += 1
-                session.commit()  # the failed attempt must count even though this request fails
-                raise wrong
-            row.used_at = utcnow()
-            return user.id
+            row = session.execute(
+                _COUNT_TRY,
+                {
+                    "b_email": email,
+                    "b_purpose": purpose,
+                    "b_now": utcnow(),
+                    "b_max_attempts": self.settings.verification_code_attempts,
+                },
+            ).first()
+        if row is None:
+            raise wrong
+        right = code.isdigit() and hmac.compare_digest(code_digest(row.id, code), row.code_hash)
+        if right and password is not None:
+            with self.db.session() as session:
+                password_hash = session.scalar(select(User.password_hash).where(User.id == row.user_id))
+            right = self.hashing.verify(password_hash, password)
+        if not right:
+            raise wrong
+        return _CodeTry(code_id=row.id, user_id=row.user_id)
 
-    def _mail(self, to: str, subject: str, text: str) -> None:
-        self.outbox.send(Mail(to=to, subject=subject, text=text))
+    def _spend_code(self, session: Session, code_id: str) -> None:
+        """Mark the code used, in the caller's transaction; of two requests with the same right code, one wins."""
+        spent = session.execute(
+            update(OneTimeCode)
+            .where(OneTimeCode.id == code_id, OneTimeCode.used_at.is_(None))
+            .values(used_at=utcnow())
+            .execution_options(synchronize_session=False)
+        ).rowcount  # type: ignore[attr-defined]
+        if spent != 1:
+            raise InvalidCode("The code is wrong or has expired; ask for a new one.")
 
     # --- sign-up -------------------------------------------------------------------------------------
-    def register(self, raw_email: str, password: str, display_name: str, origin: Origin) -> None:
+    # Sign-up, resend and reset check their input and return the function that starts the rest: the work that
+    # depends on the address, on the outbox thread (mail.MailOutbox.run). The HTTP layer calls it once the answer is
+    # sent, so what a caller can measure is the same for every address, known or not. Other callers call it at once.
+    def register(self, raw_email: str, password: str, display_name: str, origin: Origin) -> Callable[[], None]:
         email = normalize_email(raw_email)
         check_policy(password, email=email)
-        # Hash before looking anything up: every path costs one argon2 hash (timing says nothing).
+        self.outbox.check_room()
+        # Hashed here, on the caller's request, for every address alike: a flood of sign-ups is paced by the request
+        # threads instead of queueing argon2 work on the outbox.
         password_hash = self.hashing.hash(password)
-        minutes = self.settings.verification_code_minutes
+        return lambda: self.outbox.run(
+            "sign-up", lambda: self._register(email, password_hash, display_name.strip(), origin)
+        )
+
+    def _register(self, email: str, password_hash: str, display_name: str, origin: Origin) -> Mail:
         with self.db.session() as session:
             user = self._user_by_email(session, email)
             if user is not None and user.status != "pending":
                 # Known, verified address: tell its owner, tell the caller nothing.
-                self._mail(
-                    email,
-                    "Someone tried to sign up with your address",
-                    "Someone (maybe you) tried to create a Studiolo account with this address, which already "
+                return Mail(
+                    to=email,
+                    kind="sign_up_attempt",
+                    subject="Someone tried to sign up with your address",
+                    text="Someone (maybe you) tried to create a Studiolo account with this address, which already "
                     "has one. Sign in, or reset your password if you forgot it. If it was not you, ignore this.",
                 )
-                return
             if user is None:
-                user = User(email=email, display_name=display_name.strip(), status="pending")
+                user = User(email=email, display_name=display_name, status="pending")
                 session.add(user)
                 session.flush()
             else:
                 # A pending (never verified) account can be claimed again: only the mailbox owner can verify,
                 # so whoever registered it first gains nothing.
-                user.display_name = display_name.strip()
+                user.display_name = display_name
             user.password_hash = password_hash
             code = self._new_code(session, user, "verify")
             audit.record(session, "register", actor_id=user.id, origin=origin, target_id=user.id)
-        self._mail(
-            email,
-            f"Your Studiolo code: {code}",
-            f"Your verification code is {code}. It expires in {minutes} minutes.",
+        return self._code_mail(email, code)
+
+    def _code_mail(self, email: str, code: str) -> Mail:
+        return Mail(
+            to=email,
+            kind="verification_code",
+            subject="Your Studiolo verification code",
+            text=f"Your verification code is {code}. It expires in {self.settings.verification_code_minutes} minutes.",
+            secret=code,
         )
 
-    def resend_code(self, raw_email: str) -> None:
+    def resend_code(self, raw_email: str) -> Callable[[], None]:
         email = normalize_email(raw_email)
+        self.outbox.check_room()
+        return lambda: self.outbox.run("code resend", lambda: self._resend_code(email))
+
+    def _resend_code(self, email: str) -> Mail | None:
         with self.db.session() as session:
             user = self._user_by_email(session, email)
             if user is None or user.status != "pending":
-                return
+                return None
             last = session.scalar(
                 select(OneTimeCode.created_at).where(OneTimeCode.user_id == user.id, OneTimeCode.purpose == "verify")
             )
             if last is not None and utcnow() - last < timedelta(seconds=self.settings.resend_code_seconds):
-                return  # throttled silently: a 429 here would reveal that the address is registered
+                return None  # throttled silently: a 429 here would reveal that the address is registered
             code = self._new_code(session, user, "verify")
-        self._mail(email, f"Your Studiolo code: {code}", f"Your verification code is {code}.")
+        return self._code_mail(email, code)
 
     def verify_email(self, raw_email: str, code: str, password: str, origin: Origin) -> TokenPair:
         """Activate with the emailed code *and* the sign-up password: a pending address can be registered again
         (see ``register``), and without the password check whoever re-registered it last would have planted a
         password that the mailbox owner's code then activates."""
-        user_id = self._check_code(normalize_email(raw_email), "verify", code.strip(), password)
+        tried = self._try_code(normalize_email(raw_email), "verify", code.strip(), password)
         with self.db.session() as session:
-            user = session.get_one(User, user_id)
+            # Spent first: that write takes SQLite's write lock, so the user read next is current (PostgreSQL: locked).
+            self._spend_code(session, tried.code_id)
+            user = session.get_one(User, tried.user_id, with_for_update=True)
             if user.status == "suspended":
                 raise Forbidden("This account is suspended.", code="account_suspended")
             user.status = "active"
@@ -338,7 +346,30 @@ class AccountService:
             .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
             .values(revoked_at=utcnow())
         )
-        user.token_epoch += 1
+        # In SQL, not ``+= 1`` in Python: two concurrent changes (a password change and "sign out everywhere") must
+        # bump the epoch twice, or the second would not end the tokens the first just issued.
+        user.token_epoch = User.token_epoch + 1
+        session.flush()  # the next read of user.token_epoch loads the new value
+
+    def revoke_keys(self, session: Session, user: User, origin: Origin, reason: str) -> list[str]:
+        """Revoke every live API key of ``user`` in this transaction (audited); returns their digests, which the
+        caller hands to ``forget_keys`` after the commit."""
+        hashes = revoke_all_keys(session, user.id)
+        if hashes:
+            audit.record(
+                session,
+                "api_keys_revoked",
+                actor_id=user.id,
+                origin=origin,
+                target_id=user.id,
+                reason=reason,
+                count=len(hashes),
+            )
+        return hashes
+
+    def forget_keys(self, hashes: list[str]) -> None:
+        for key_hash in hashes:
+            self.on_key_revoked(key_hash)
 
     def logout(self, user_id: str, session_id: str, refresh_token: str | None, everywhere: bool) -> None:
         family = session_id
@@ -416,7 +447,11 @@ class AccountService:
                 user.display_name = display_name.strip()
             return self.view(session, user)
 
-    def change_password(self, user_id: str, current: str, new: str, origin: Origin) -> TokenPair:
+    def change_password(
+        self, user_id: str, current: str, new: str, origin: Origin, *, keep_api_keys: bool
+    ) -> TokenPair:
+        """Set a new password: every other session ends, and every API key too unless ``keep_api_keys``; this
+        client gets a fresh pair."""
         with self.db.session() as session:
             user = session.get_one(User, user_id)
             check_policy(new, email=user.email)
@@ -424,39 +459,100 @@ class AccountService:
                 raise Forbidden("The current password is wrong.", code="invalid_credentials")
             user.password_hash = self.hashing.hash(new)
             self.revoke_all(session, user)
-            audit.record(session, "password_changed", actor_id=user.id, origin=origin, target_id=user.id)
+            revoked = [] if keep_api_keys else self.revoke_keys(session, user, origin, "password_changed")
+            audit.record(
+                session,
+                "password_changed",
+                actor_id=user.id,
+                origin=origin,
+                target_id=user.id,
+                kept_api_keys=keep_api_keys,
+            )
             # Every other session ends; this client gets a fresh one so it stays signed in.
             pair = self.start_session(session, user, origin)
         self.on_user_changed(user_id)
-        self._mail(user.email, "Your Studiolo password was changed", "If this was not you, reset it now.")
+        self.forget_keys(revoked)
+        self.outbox.send(
+            Mail(
+                to=user.email,
+                kind="password_changed",
+                subject="Your Studiolo password was changed",
+                text="If this was not you, reset it now.",
+            )
+        )
         return pair
 
-    def request_password_reset(self, raw_email: str, origin: Origin) -> None:
+    def request_password_reset(self, raw_email: str, origin: Origin) -> Callable[[], None]:
+        """Mail a reset code if the address has an account that may reset; the caller learns nothing either way.
+        Returns the function that starts the work (see ``register``)."""
         email = normalize_email(raw_email)
+        self.outbox.check_room()
+        return lambda: self.outbox.run("password reset request", lambda: self._request_password_reset(email, origin))
+
+    def _request_password_reset(self, email: str, origin: Origin) -> Mail | None:
         with self.db.session() as session:
             user = self._user_by_email(session, email)
             if user is None or user.status == "suspended" or email == LOCAL_USER_EMAIL:
-                return
+                return None
             code = self._new_code(session, user, "reset")
             audit.record(session, "password_reset_requested", actor_id=user.id, origin=origin, target_id=user.id)
-        self._mail(
-            email,
-            f"Your Studiolo password reset code: {code}",
-            f"Use the code {code} to choose a new password. It expires in "
+        return Mail(
+            to=email,
+            kind="reset_code",
+            subject="Your Studiolo password reset code",
+            text=f"Use the code {code} to choose a new password. It expires in "
             f"{self.settings.verification_code_minutes} minutes. If you did not ask for it, ignore this email.",
+            secret=code,
         )
 
-    def reset_password(self, raw_email: str, code: str, new_password: str, origin: Origin) -> None:
+    def reset_password(
+        self, raw_email: str, code: str, new_password: str, origin: Origin, *, keep_api_keys: bool
+    ) -> None:
+        """Set a new password with an emailed code: every session ends, and every API key too unless
+        ``keep_api_keys`` (whoever forgot a password, or lost it to someone, chooses)."""
         email = normalize_email(raw_email)
         check_policy(new_password, email=email)
         password_hash = self.hashing.hash(new_password)
-        user_id = self._check_code(email, "reset", code.strip())
+        tried = self._try_code(email, "reset", code.strip())
         with self.db.session() as session:
-            user = session.get_one(User, user_id)
+            self._spend_code(session, tried.code_id)  # first, as in verify_email
+            user = session.get_one(User, tried.user_id, with_for_update=True)
             user.password_hash = password_hash
             if user.status == "pending":  # the code proves the mailbox, same as verification
                 user.status = "active"
             user.email_verified_at = user.email_verified_at or utcnow()
             self.revoke_all(session, user)
-            audit.record(session, "password_reset", actor_id=user.id, origin=origin, target_id=user.id)
-        self.on_user_changed(user_id)
+            revoked = [] if keep_api_keys else self.revoke_keys(session, user, origin, "password_reset")
+            audit.record(
+                session,
+                "password_reset",
+                actor_id=user.id,
+                origin=origin,
+                target_id=user.id,
+                kept_api_keys=keep_api_keys,
+            )
+        self.on_user_changed(tried.user_id)
+        self.forget_keys(revoked)
+
+
+@dataclass(frozen=True)
+class _CodeTry:
+    code_id: str
+    user_id: str
+
+
+# One try at a code: counted atomically, whatever the guess. The user is looked up inside the statement, so an
+# unknown address runs exactly the same statement as a known one (it matches no row).
+_COUNT_TRY = (
+    update(OneTimeCode)
+    .where(
+        OneTimeCode.user_id == select(User.id).where(User.email == bindparam("b_email")).scalar_subquery(),
+        OneTimeCode.purpose == bindparam("b_purpose"),
+        OneTimeCode.used_at.is_(None),
+        OneTimeCode.expires_at > bindparam("b_now", type_=UTCDateTime()),
+        OneTimeCode.attempts < bindparam("b_max_attempts"),
+    )
+    .values(attempts=OneTimeCode.attempts + 1)
+    .returning(OneTimeCode.id, OneTimeCode.user_id, OneTimeCode.code_hash)
+    .execution_options(synchronize_session=False)
+)

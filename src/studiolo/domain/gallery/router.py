@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
 
-from studiolo.deps import GenerationLimit, OwnerId, ServicesDep, current_principal
+from studiolo.deps import GenerationLimit, OwnerId, ServicesDep, current_owner_id
 from studiolo.domain.gallery.schemas import (
     BulkImageRequest,
     BulkImageResult,
@@ -23,8 +23,9 @@ from studiolo.domain.gallery.schemas import (
 )
 from studiolo.domain.generation.schemas import JobAccepted
 
-# Every route needs a caller (the owner-scoped ones also check the scope, see deps.current_owner_id).
-router = APIRouter(tags=["gallery"], dependencies=[Depends(current_principal)])
+# Every route needs a caller whose credential has the scope the method needs (deps.current_owner_id), set here
+# for the whole router so that no route can forget it (GET /models once did).
+router = APIRouter(tags=["gallery"], dependencies=[Depends(current_owner_id)])
 
 Limit = Annotated[int, Query(ge=1, le=100)]
 
@@ -95,25 +96,37 @@ def image_file(
 ) -> Response:
     key, media_type = services.gallery.file(owner, image_id, size)
     etag = '"' + key.rsplit("/", 1)[-1].split(".")[0] + '"'
-    # Content-addressed keys never change content: clients may cache forever (privately: it is a user's image).
-    headers = {"Cache-Control": "private, max-age=31536000, immutable", "ETag": etag}
+    # A private picture may be kept by the browser, but shown again only after asking us (no-cache): a cached copy
+    # is then served only to a request whose credentials still pass, never after sign-out. The content-addressed
+    # ETag makes that question a 304 with no body. (Before: max-age=31536000, immutable, which let the HTTP cache
+    # show it to the next person at the browser; tests/integration/test_api_gallery.py.)
+    headers = {"Cache-Control": "private, no-cache", "ETag": etag, "X-Content-Type-Options": "nosniff"}
     filename = None
     if download:
         ext = "png" if media_type == "image/png" else "webp"
         filename = f"studiolo-{image_id}-{size}.{ext}"
         headers["Content-Disposition"] = f'attachment; filename="{filename}"'
-    if request.headers.get("if-none-match") == etag:
+    if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     expires = services.settings.s3_presign_seconds
     url = services.store.presigned_url(key, expires, filename)
     if url is not None:
-        # A store with its own URLs (S3) serves the bytes itself. The redirect may be cached only for half the
-        # URL's life, so a cached one never points at an expired URL (tests/contract/test_s3_store.py).
-        return RedirectResponse(url, status_code=307, headers={"Cache-Control": f"private, max-age={expires // 2}"})
+        # A store with its own URLs (S3) serves the bytes itself. The redirect is not kept either: a cached one
+        # would lead a signed-out browser to the picture for as long as the URL lives (tests/contract/test_s3_store.py).
+        return RedirectResponse(url, status_code=307, headers={"Cache-Control": "private, no-store"})
     path = services.store.local_path(key)
     if path is not None and path.exists():
         return FileResponse(path, media_type=media_type, headers=headers)
     return Response(services.gallery.read(key), media_type=media_type, headers=headers)
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an If-None-Match header names ``etag`` (RFC 9110: a list, weak validators compared weakly, ``*``)."""
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in if_none_match.split(","))
 
 
 @router.post(

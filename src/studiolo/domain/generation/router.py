@@ -22,7 +22,7 @@ from studiolo.deps import (
     OwnerId,
     PrincipalDep,
     ServicesDep,
-    current_principal,
+    current_owner_id,
 )
 from studiolo.domain.gallery.schemas import NO_CONTROL_CHARS
 from studiolo.domain.generation.rules import params_error
@@ -48,8 +48,9 @@ from studiolo.errors import InvalidInput, UnsupportedMediaType
 from studiolo.lifecycle import ShutdownNotice
 from studiolo.text_guard import refuse_unstorable
 
-# Every route needs a caller (the owner-scoped ones also check the scope, see deps.current_owner_id).
-router = APIRouter(tags=["generation"], dependencies=[Depends(current_principal)])
+# Every route needs a caller whose credential has the scope the method needs (deps.current_owner_id), set here
+# for the whole router so that no route can forget it (GET /models once did).
+router = APIRouter(tags=["generation"], dependencies=[Depends(current_owner_id)])
 admin_router = APIRouter(prefix="/admin", tags=["admin"])
 Days = Annotated[int, Query(ge=1, le=365, description="How many UTC days, today included")]
 FilterText = Annotated[str | None, Query(max_length=200, pattern=NO_CONTROL_CHARS)]
