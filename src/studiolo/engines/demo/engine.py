@@ -11,6 +11,8 @@ for torch there (tests/unit/test_architecture.py::test_torch_is_not_imported_by_
 from __future__ import annotations
 
 import json
+import logging
+import os
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -32,10 +34,13 @@ from studiolo.engines.base import (
     StepCallback,
     preview_size,
 )
+from studiolo.engines.threads import resolve_threads, torch_threads
 
 if TYPE_CHECKING:
     from studiolo.engines.demo.model import DemoModel
     from studiolo.engines.demo.text import Tokenizer
+
+log = logging.getLogger(__name__)
 
 DEMO_MODEL_ID = "studiolo-demo"
 DEMO_WEIGHTS = Path(__file__).resolve().parent / "weights" / f"{DEMO_MODEL_ID}.safetensors"
@@ -47,6 +52,10 @@ MAX_STEPS = 100
 MAX_GUIDANCE = 20.0
 # The one sampler of a rectified-flow model: a deterministic Euler walk along the learned velocity.
 SAMPLER = "euler"
+# One intra-op thread per job: the network is many small operations, and two threads waiting for each other at
+# every one made a 25-step job 3-5x slower than one thread on a 2-core machine busy with other work (16x in the
+# issue; bench/demo.py). On an idle machine two threads were 1.5x faster; STUDIOLO_DEMO_THREADS=0 chooses them.
+DEFAULT_THREADS = 1
 _CAPABILITIES = Capabilities(txt2img=True, img2img=False, inpaint=False)
 
 
@@ -78,9 +87,14 @@ class DemoEngine:
 
     name = "demo"
 
-    def __init__(self, weights: Path | None = None):
-        """``weights``: the .safetensors file used when a ModelRef has no path (default: the packaged one)."""
+    def __init__(self, weights: Path | None = None, *, threads: int = DEFAULT_THREADS):
+        """``weights``: the .safetensors file used when a ModelRef has no path (default: the packaged one).
+
+        ``threads``: torch intra-op threads per job (``STUDIOLO_DEMO_THREADS``; 0: torch's default, one per
+        core), set in the worker thread for the job only (engines/threads.py).
+        """
         self.weights = weights or DEMO_WEIGHTS
+        self.threads = threads
         self._models: dict[str, tuple[DemoModel, Tokenizer]] = {}
         self._lock = threading.Lock()
 
@@ -119,6 +133,14 @@ class DemoEngine:
         except (OSError, ValueError, RuntimeError, TypeError) as exc:
             raise ModelLoadError(f"The demo model at {weights} could not be loaded: {exc}") from exc
         network.eval().requires_grad_(False)
+        log.info(
+            "demo model %s loaded: %d torch thread(s) per job (STUDIOLO_DEMO_THREADS; %s CPUs here), "
+            "OMP_WAIT_POLICY=%s",
+            weights.name,
+            resolve_threads(self.threads),
+            os.cpu_count(),
+            os.environ.get("OMP_WAIT_POLICY", "unset"),
+        )
         return network, config.tokenizer()
 
     def is_loaded(self, model_id: str) -> bool:
@@ -158,7 +180,7 @@ class DemoEngine:
             def report(step: int, _total: int, estimate: Callable[[], Any], offset: int = offset) -> None:
                 on_step(offset + step, total, preview=partial(_preview, estimate, request.width, request.height))
 
-            with torch.inference_mode():
+            with torch.inference_mode(), torch_threads(self.threads):
                 pixels = euler_sample(network, noise, ids, uncond, steps, guidance, report, should_cancel)
             if pixels is None:
                 raise GenerationCanceled()
