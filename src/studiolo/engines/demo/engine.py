@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from studiolo.engines.base import (
     CancelCheck,
@@ -56,6 +56,9 @@ SAMPLER = "euler"
 # every one made a 25-step job 3-5x slower than one thread on a 2-core machine busy with other work (16x in the
 # issue; bench/demo.py). On an idle machine two threads were 1.5x faster; STUDIOLO_DEMO_THREADS=0 chooses them.
 DEFAULT_THREADS = 1
+# The blur after enlarging, in model pixels (its standard deviation): Lanczos alone keeps every model pixel
+# visible as a tile of a grid at 8x (tests/unit/test_demo_engine.py::test_upscale_shows_no_grid_of_model_pixels).
+UPSCALE_SOFTEN = 0.4
 _CAPABILITIES = Capabilities(txt2img=True, img2img=False, inpaint=False)
 
 
@@ -70,14 +73,19 @@ def weights_available(weights: Path = DEMO_WEIGHTS) -> bool:
 
 
 def fit_to_size(image: Image.Image, width: int, height: int) -> Image.Image:
-    """Scale the square picture to cover ``width`` x ``height`` with Lanczos, then crop the centre.
+    """Scale the square picture to cover ``width`` x ``height`` smoothly, then crop the centre.
 
     Covering keeps circles round and fills the frame; the model's scenes keep their subject near the middle
     and the horizon in the central band, so a centre crop of a wide or tall frame rarely loses it. Letterbox
-    bars would waste the frame and stretching would distort every shape.
+    bars would waste the frame and stretching would distort every shape. Enlarging is Lanczos followed by a
+    Gaussian blur of ``UPSCALE_SOFTEN`` model pixels: the 64x64 picture has no finer detail to keep, and
+    without it each model pixel shows as a tile of a visible grid (8x8 output pixels at 512x512).
     """
     side = max(width, height)
     scaled = image.resize((side, side), Image.Resampling.LANCZOS)
+    scale = side / image.width
+    if scale > 1:
+        scaled = scaled.filter(ImageFilter.GaussianBlur(UPSCALE_SOFTEN * scale))
     left, top = (side - width) // 2, (side - height) // 2
     return scaled.crop((left, top, left + width, top + height))
 
