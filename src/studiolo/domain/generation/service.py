@@ -212,9 +212,11 @@ class GenerationService:
                 details={"width": width, "height": height, "max_pixels": limit},
             )
         turbo = st.is_turbo(model.id)
-        table = st.TURBO_QUALITY_STEPS if turbo else st.QUALITY_STEPS
+        # A model may bring its own sampling defaults (the demo model: tests/unit/test_demo_catalog.py).
+        table = caps.quality_steps or (st.TURBO_QUALITY_STEPS if turbo else st.QUALITY_STEPS)
         steps = p.steps if p.steps is not None else table[p.quality or "standard"]
-        guidance = p.guidance if p.guidance is not None else (0.0 if turbo else 7.0)
+        fallback = caps.default_guidance if caps.default_guidance is not None else (0.0 if turbo else 7.0)
+        guidance = p.guidance if p.guidance is not None else fallback
         style = None
         if p.style:
             style = st.BUILTIN_BY_SLUG.get(p.style)
