@@ -44,6 +44,11 @@ log = logging.getLogger(__name__)
 def default_engines(settings: Settings) -> dict[str, Engine]:
     """The engines this process offers. Importing the diffusers engine does not import torch."""
     from studiolo.engines.diffusers_engine import DiffusersEngine
+    from studiolo.engines.threads import quiet_openmp_waits
+
+    # Before any engine imports torch: its OpenMP threads then sleep, not spin, between operations, so they
+    # take no core from the API's event loop or other processes (issue 13, engines/threads.py).
+    quiet_openmp_waits()
 
     engines: dict[str, Engine] = {
         "diffusers": DiffusersEngine(
@@ -58,7 +63,7 @@ def default_engines(settings: Settings) -> dict[str, Engine]:
     # and the catalog only offers the model when the packaged weights exist.
     from studiolo.engines.demo import DemoEngine
 
-    engines["demo"] = DemoEngine()
+    engines["demo"] = DemoEngine(threads=settings.demo_threads)
     return engines
 
 

@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     # Pipelines kept in memory at once are evicted least-recently-used beyond this many bytes.
     model_memory_budget_mb: int = Field(default=8192, ge=256)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    # torch threads per demo-model job (0: torch's default, one per core). One: its many small operations made
+    # two threads wait for each other, 16x slower on a busy 2-core machine (issue 13, bench/demo.py).
+    demo_threads: int = Field(default=1, ge=0, le=256)
     # Live previews on job event streams (a small WebP at most twice a second while someone watches).
     previews: bool = True
     hub_timeout_seconds: float = Field(default=10.0, gt=0)

@@ -10,8 +10,9 @@ import pytest
 
 from studiolo.domain.generation.catalog import ModelCatalog
 from studiolo.domain.generation.models import InstalledModel
+from studiolo.domain.generation.schemas import GenerationParams
 from studiolo.engines.base import Engine
-from studiolo.engines.demo.engine import DEMO_MODEL_ID, DemoEngine
+from studiolo.engines.demo.engine import DEFAULT_GUIDANCE, DEMO_MODEL_ID, QUALITY_STEPS, DemoEngine
 from studiolo.engines.echo import EchoEngine
 from studiolo.errors import Conflict, ModelUnavailable, NotFound
 from studiolo.services import Services, build_services
@@ -135,3 +136,25 @@ def test_builtin_models_are_not_removed_replaced_or_made_default(make_services: 
     with pytest.raises(Conflict) as imported:
         bare._check_new_id(DEMO_MODEL_ID)
     assert imported.value.code == "model_exists"
+
+
+def test_the_demo_model_has_its_own_steps_and_guidance(make_services: Factory) -> None:
+    # Issue 13: a rectified-flow model needs far fewer steps than Stable Diffusion (8 matched 12 steps on the
+    # held-out prompts, bench/demo.py --quality), and it was checked at CFG 4, not SD's 7. Other models keep
+    # the generic defaults; what a request says always wins.
+    services = make_services(echo=True)
+
+    def defaults(model: str, **params: Any) -> tuple[int, float]:
+        prepared, model_id, _seeds = services.generation.prepare(
+            "someone", GenerationParams(prompt="a house", model=model, **params), "txt2img"
+        )
+        assert model_id == model
+        return int(prepared["steps"]), float(prepared["guidance"])
+
+    assert defaults(DEMO_MODEL_ID) == (QUALITY_STEPS["standard"], DEFAULT_GUIDANCE) == (8, 4.0)
+    assert defaults(DEMO_MODEL_ID, quality="draft")[0] == 4
+    assert defaults(DEMO_MODEL_ID, quality="high")[0] == 25
+    assert defaults(DEMO_MODEL_ID, steps=30, guidance=7.5) == (30, 7.5)
+    assert defaults(DEMO_MODEL_ID, guidance=0) == (8, 0.0)
+    assert defaults("echo") == (25, 7.0)
+    assert defaults("echo", quality="draft")[0] == 12

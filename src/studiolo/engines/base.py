@@ -6,7 +6,7 @@ runs the same checks against every adapter.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, TypeAlias, runtime_checkable
@@ -58,6 +58,9 @@ class Capabilities:
     inpaint: bool = False
     upscale: bool = False
     max_pixels: int = 2048 * 2048
+    # Sampling defaults of a model that needs its own (the demo model, issue 13); None: the generic ones.
+    quality_steps: Mapping[str, int] | None = None  # quality preset -> steps
+    default_guidance: float | None = None
 
     def supports(self, kind: JobKind) -> bool:
         return bool(getattr(self, kind))

@@ -43,6 +43,7 @@ from studiolo.engines.model_files import (
     inspect_model_path,
     pipeline_tasks,
 )
+from studiolo.engines.threads import torch_threads
 
 if TYPE_CHECKING:
     import torch
@@ -113,13 +114,7 @@ class DiffusersEngine:
 
     name = "diffusers"
 
-    def __init__(
-        self,
-        device: str = "auto",
-        memory_budget_bytes: int = 8 * 2**30,
-        *,
-        config_root: Path | None = None,
-    ):
+    def __init__(self, device: str = "auto", memory_budget_bytes: int = 8 * 2**30, *, config_root: Path | None = None):
         """``device``: "auto" (cuda > mps > cpu) or a torch device string. ``memory_budget_bytes`` bounds the
         parameter bytes of cached pipelines. ``config_root`` holds the ``<arch>/`` config folders used for
         single-file checkpoints (default: the ones shipped in the package)."""
@@ -217,7 +212,8 @@ class DiffusersEngine:
                     f"({entry.capabilities.max_pixels} pixels).",
                     code="invalid_request",
                 )
-            with entry.run_lock:
+            # torch's default thread count, set for this job: a demo job may have changed it (engines/threads.py).
+            with entry.run_lock, torch_threads(0):
                 return self._run(entry, request, on_step, should_cancel)
         finally:
             self._release(entry)

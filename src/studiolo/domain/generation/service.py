@@ -204,9 +204,11 @@ class GenerationService:
         given_as = "size" if p.size else "aspect_ratio" if p.aspect_ratio else "width" if p.width else "model"
         rules.refuse(rules.pixels_rules(width, height, min(self.limits.max_pixels, caps.max_pixels), (given_as,)))
         turbo = st.is_turbo(model.id)
-        table = st.TURBO_QUALITY_STEPS if turbo else st.QUALITY_STEPS
+        # A model may bring its own sampling defaults (the demo model: tests/unit/test_demo_catalog.py).
+        table = caps.quality_steps or (st.TURBO_QUALITY_STEPS if turbo else st.QUALITY_STEPS)
         steps = p.steps if p.steps is not None else table[p.quality or "standard"]
-        guidance = p.guidance if p.guidance is not None else (0.0 if turbo else 7.0)
+        fallback = caps.default_guidance if caps.default_guidance is not None else (0.0 if turbo else 7.0)
+        guidance = p.guidance if p.guidance is not None else fallback
         style = None
         if p.style:
             style = st.BUILTIN_BY_SLUG.get(p.style)

@@ -1,8 +1,9 @@
 """The demo engine: Studiolo's own small text-to-image model of a 64x64 toy world, shipped inside the package.
 
-It lets a fresh machine with no network and no GPU make a prompt-following picture in a second or two
-(landscapes by time of day with a lighthouse, house, mountains, sea, lake, hills or trees; coloured shapes;
-pixel art, watercolor, sketch and neon styles). The weights are trained by ``training/demo_model/train.py``.
+It lets a fresh machine with no network and no GPU make a prompt-following picture in about half a second of
+generation on 2 CPU cores (landscapes by time of day with a lighthouse, house, mountains, sea, lake, hills or
+trees; coloured shapes; pixel art, watercolor, sketch and neon styles). The weights are trained by
+``training/demo_model/train.py``; ``python -m bench.demo`` measures its speed and its quality by step count.
 
 torch is imported inside the methods only: the server imports this module at start-up and must not pay
 for torch there (tests/unit/test_architecture.py::test_torch_is_not_imported_by_the_server_at_start).
@@ -11,6 +12,8 @@ for torch there (tests/unit/test_architecture.py::test_torch_is_not_imported_by_
 from __future__ import annotations
 
 import json
+import logging
+import os
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -18,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from studiolo.engines.base import (
     CancelCheck,
@@ -32,10 +35,13 @@ from studiolo.engines.base import (
     StepCallback,
     preview_size,
 )
+from studiolo.engines.threads import resolve_threads, torch_threads
 
 if TYPE_CHECKING:
     from studiolo.engines.demo.model import DemoModel
     from studiolo.engines.demo.text import Tokenizer
+
+log = logging.getLogger(__name__)
 
 DEMO_MODEL_ID = "studiolo-demo"
 DEMO_WEIGHTS = Path(__file__).resolve().parent / "weights" / f"{DEMO_MODEL_ID}.safetensors"
@@ -45,9 +51,28 @@ DEMO_NOTICE = (
 TRAIN_COMMAND = "python -m training.demo_model.train --resume --export"
 MAX_STEPS = 100
 MAX_GUIDANCE = 20.0
-# The one sampler of a rectified-flow model: a deterministic Euler walk along the learned velocity.
+# The one sampler of a rectified-flow model: a deterministic Euler walk along the learned velocity. Heun and
+# midpoint steps were measured too (bench/demo.py --quality): per network evaluation they came no closer to the
+# 100-step picture than Euler, so Euler stays.
 SAMPLER = "euler"
-_CAPABILITIES = Capabilities(txt2img=True, img2img=False, inpaint=False)
+# Quality preset -> steps for this model, chosen on the 40 held-out prompts (bench/demo.py --quality, issue 13):
+# at 8 steps the pictures match the prompts as often as at 12 (38 of 40 by the retrieval score) and one fewer
+# than at 25, with stars, trees and lit windows that 4 steps lose; 25 (the old default) stays as "high".
+QUALITY_STEPS: dict[str, int] = {"draft": 4, "standard": 8, "high": 25}
+# Classifier-free guidance when a request names none: the scale of the model's blind check and prompt-following
+# tests. The generic 7 (for Stable Diffusion) left grain in skies and backgrounds, followed the prompts less
+# often at 8 steps (37 of 40 against 38) and broke 4-step pictures (bench/demo.py --quality --guidance 7).
+DEFAULT_GUIDANCE = 4.0
+# One intra-op thread per job: the network is many small operations, and two threads waiting for each other at
+# every one made a 25-step job 3-5x slower than one thread on a 2-core machine busy with other work (16x in the
+# issue; bench/demo.py). On an idle machine two threads were 1.5x faster; STUDIOLO_DEMO_THREADS=0 chooses them.
+DEFAULT_THREADS = 1
+# The blur after enlarging, in model pixels (its standard deviation): Lanczos alone keeps every model pixel
+# visible as a tile of a grid at 8x (tests/unit/test_demo_engine.py::test_upscale_shows_no_grid_of_model_pixels).
+UPSCALE_SOFTEN = 0.4
+_CAPABILITIES = Capabilities(
+    txt2img=True, img2img=False, inpaint=False, quality_steps=QUALITY_STEPS, default_guidance=DEFAULT_GUIDANCE
+)
 
 
 def config_path(weights: Path) -> Path:
@@ -61,14 +86,19 @@ def weights_available(weights: Path = DEMO_WEIGHTS) -> bool:
 
 
 def fit_to_size(image: Image.Image, width: int, height: int) -> Image.Image:
-    """Scale the square picture to cover ``width`` x ``height`` with Lanczos, then crop the centre.
+    """Scale the square picture to cover ``width`` x ``height`` smoothly, then crop the centre.
 
     Covering keeps circles round and fills the frame; the model's scenes keep their subject near the middle
     and the horizon in the central band, so a centre crop of a wide or tall frame rarely loses it. Letterbox
-    bars would waste the frame and stretching would distort every shape.
+    bars would waste the frame and stretching would distort every shape. Enlarging is Lanczos followed by a
+    Gaussian blur of ``UPSCALE_SOFTEN`` model pixels: the 64x64 picture has no finer detail to keep, and
+    without it each model pixel shows as a tile of a visible grid (8x8 output pixels at 512x512).
     """
     side = max(width, height)
     scaled = image.resize((side, side), Image.Resampling.LANCZOS)
+    scale = side / image.width
+    if scale > 1:
+        scaled = scaled.filter(ImageFilter.GaussianBlur(UPSCALE_SOFTEN * scale))
     left, top = (side - width) // 2, (side - height) // 2
     return scaled.crop((left, top, left + width, top + height))
 
@@ -78,9 +108,14 @@ class DemoEngine:
 
     name = "demo"
 
-    def __init__(self, weights: Path | None = None):
-        """``weights``: the .safetensors file used when a ModelRef has no path (default: the packaged one)."""
+    def __init__(self, weights: Path | None = None, *, threads: int = DEFAULT_THREADS):
+        """``weights``: the .safetensors file used when a ModelRef has no path (default: the packaged one).
+
+        ``threads``: torch intra-op threads per job (``STUDIOLO_DEMO_THREADS``; 0: torch's default, one per
+        core), set in the worker thread for the job only (engines/threads.py).
+        """
         self.weights = weights or DEMO_WEIGHTS
+        self.threads = threads
         self._models: dict[str, tuple[DemoModel, Tokenizer]] = {}
         self._lock = threading.Lock()
 
@@ -124,6 +159,14 @@ class DemoEngine:
         except (OSError, ValueError, RuntimeError, TypeError) as exc:
             raise ModelLoadError(f"The demo model at {weights} could not be loaded: {exc}") from exc
         network.eval().requires_grad_(False)
+        log.info(
+            "demo model %s loaded: %d torch thread(s) per job (STUDIOLO_DEMO_THREADS; %s CPUs here), "
+            "OMP_WAIT_POLICY=%s",
+            weights.name,
+            resolve_threads(self.threads),
+            os.cpu_count(),
+            os.environ.get("OMP_WAIT_POLICY", "unset"),
+        )
         return network, config.tokenizer()
 
     def is_loaded(self, model_id: str) -> bool:
@@ -163,7 +206,7 @@ class DemoEngine:
             def report(step: int, _total: int, estimate: Callable[[], Any], offset: int = offset) -> None:
                 on_step(offset + step, total, preview=partial(_preview, estimate, request.width, request.height))
 
-            with torch.inference_mode():
+            with torch.inference_mode(), torch_threads(self.threads):
                 pixels = euler_sample(network, noise, ids, uncond, steps, guidance, report, should_cancel)
             if pixels is None:
                 raise GenerationCanceled()
