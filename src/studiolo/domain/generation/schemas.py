@@ -246,7 +246,10 @@ class StyleCatalog(BaseModel):
     styles: list[StyleView]
     sizes: list[SizeOption]
     aspect_ratios: list[str]
-    qualities: dict[str, int]
+    qualities: dict[str, int] = Field(
+        description="The quality presets and their steps on a Stable Diffusion model; turbo models use 1/2/4 steps and "
+        "the built-in demo model 4/8/25 (its own rectified-flow defaults)."
+    )
 
 
 class ModelView(BaseModel):
