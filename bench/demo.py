@@ -18,7 +18,7 @@ the ceiling); and detail (mean absolute Laplacian). Contact sheets of 4/8/12/25 
 
     python -m bench.demo [--steps 4 8 12 25] [--rounds 3] [--loads idle busy] [--policies old passive new]
     python -m bench.demo --quality [--guidance 7] [--prompts 40] [--out /tmp/studiolo-demo-bench]
-    python -m bench.demo --smoke     # the smallest settings of both parts (tests/unit/test_bench_demo.py)
+    python -m bench.demo --smoke     # the smallest settings of both parts (tests/e2e/test_bench.py)
 """
 
 from __future__ import annotations

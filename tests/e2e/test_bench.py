@@ -47,6 +47,19 @@ SMOKE: dict[str, tuple[list[str], list[str]]] = {
             rf"api key +p50 +{NUMBER} ms +p99 +{NUMBER} ms +\(p50 [+-]{NUMBER} ms vs no auth",
         ],
     ),
+    "demo": (
+        ["--smoke"],
+        [
+            # Speed: both thread policies, idle and beside a CPU load, and their ratios.
+            r"idle old",
+            r"busy new",
+            r"threads: old=",
+            r"busy: old / new = ",
+            r"new: busy / idle = ",
+            # Quality: every sampler setting scored against the references.
+            *(rf"^{setting} " for setting in ("euler 1", "heun 1", "midpoint 1", "euler 3")),
+        ],
+    ),
     "overhead": (
         ["--tiny", "--size", "64", "--runs", "1"],
         [
@@ -131,6 +144,8 @@ def bench_runs(
         args, _ = SMOKE[script]
         if script == "overhead":
             args = [*args, "--cache", str(tmp / "models")]
+        if script == "demo":
+            args = [*args, "--out", str(tmp / "sheets")]
         stdout, stderr = tmp / "stdout.txt", tmp / "stderr.txt"
         with stdout.open("wb") as out, stderr.open("wb") as err:
             proc = subprocess.Popen(
