@@ -367,6 +367,17 @@ class AccountService:
             )
         return hashes
 
+    def _set_password(
+        self, session: Session, user: User, password_hash: str, origin: Origin, event: str, keep_api_keys: bool
+    ) -> list[str]:
+        """A new password (changed or reset): every session ends, every API key too unless kept, audited as
+        ``event``. Returns the revoked keys' digests for ``forget_keys`` after the commit."""
+        user.password_hash = password_hash
+        self.revoke_all(session, user)
+        revoked = [] if keep_api_keys else self.revoke_keys(session, user, origin, event)
+        audit.record(session, event, actor_id=user.id, origin=origin, target_id=user.id, kept_api_keys=keep_api_keys)
+        return revoked
+
     def forget_keys(self, hashes: list[str]) -> None:
         for key_hash in hashes:
             self.on_key_revoked(key_hash)
@@ -457,16 +468,8 @@ class AccountService:
             check_policy(new, email=user.email)
             if user.password_hash is not None and not self.hashing.verify(user.password_hash, current):
                 raise Forbidden("The current password is wrong.", code="invalid_credentials")
-            user.password_hash = self.hashing.hash(new)
-            self.revoke_all(session, user)
-            revoked = [] if keep_api_keys else self.revoke_keys(session, user, origin, "password_changed")
-            audit.record(
-                session,
-                "password_changed",
-                actor_id=user.id,
-                origin=origin,
-                target_id=user.id,
-                kept_api_keys=keep_api_keys,
+            revoked = self._set_password(
+                session, user, self.hashing.hash(new), origin, "password_changed", keep_api_keys
             )
             # Every other session ends; this client gets a fresh one so it stays signed in.
             pair = self.start_session(session, user, origin)
@@ -517,20 +520,10 @@ class AccountService:
         with self.db.session() as session:
             self._spend_code(session, tried.code_id)  # first, as in verify_email
             user = session.get_one(User, tried.user_id, with_for_update=True)
-            user.password_hash = password_hash
             if user.status == "pending":  # the code proves the mailbox, same as verification
                 user.status = "active"
             user.email_verified_at = user.email_verified_at or utcnow()
-            self.revoke_all(session, user)
-            revoked = [] if keep_api_keys else self.revoke_keys(session, user, origin, "password_reset")
-            audit.record(
-                session,
-                "password_reset",
-                actor_id=user.id,
-                origin=origin,
-                target_id=user.id,
-                kept_api_keys=keep_api_keys,
-            )
+            revoked = self._set_password(session, user, password_hash, origin, "password_reset", keep_api_keys)
         self.on_user_changed(tried.user_id)
         self.forget_keys(revoked)
 
