@@ -276,14 +276,15 @@ def test_sign_up_generate_and_manage_the_gallery_then_read_it_offline(browser: B
     assert job["status"] == "succeeded" and job["model"] == "studiolo-demo", job
     assert sorted(o["image_id"] for o in job["outputs"]) == sorted(image_ids)
 
-    # -- a reload keeps the settings chosen (count, quality, size), not the prompt; the finished job is listed
-    # no more (only running and queued jobs come back) ---------------------------------------------------------
+    # -- a reload keeps the settings chosen (count, quality, size), not the prompt; the finished job and its
+    # images are still there (the generator lists the user's jobs from GET /jobs) ------------------------------
     page.reload()
     expect(page.locator("#n")).to_have_value("2")
     expect(page.locator("#quality")).to_have_value("draft")
     expect(page.locator("#size")).to_have_value("size:512x512")
     expect(page.locator("#prompt")).to_have_value("")
-    expect(page.locator(".job-card")).to_have_count(0)
+    expect(page.locator(".job-card")).to_have_count(1)
+    expect(page.locator(".job-card .job-results .tile")).to_have_count(2)
 
     # -- the gallery shows both; the lightbox shows one with its settings --------------------------------------
     page.get_by_role("link", name="Open the gallery").click()
