@@ -338,6 +338,7 @@ def test_image_to_image_and_inpaint_from_a_result(axe: Path, browser: Browser, s
     page.click("#mask-invert")
     page.click("#mask-invert")
     page.fill("#prompt", "a green circle in the middle")
+    page.locator("#init-editor").scroll_into_view_if_needed()
     shoot(page, "generate-inpaint", axe)
     page.click("#generate")
     expect(page.locator(".job-card")).to_have_count(3)
@@ -415,7 +416,7 @@ def test_queue_view_in_two_tabs(axe: Path, browser: Browser, idle_studio: Studio
     rows_one, rows_two = one.locator("#queue-list > li"), two.locator("#queue-list > li")
     expect(rows_one).to_have_count(3)
     expect(rows_two).to_have_count(3)
-    expect(rows_two.first.locator(".queue-text")).to_have_text("Waiting in the queue (position 1)")
+    expect(rows_two.first.locator(".queue-text")).to_contain_text("Waiting in the queue (position 1)")
     expect(rows_two.first.locator(".queue-place")).to_have_text("#1")
     shoot(two, "queue", axe)
     # Cancel one in the first tab: it is gone from the second one too.

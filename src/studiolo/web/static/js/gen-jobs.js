@@ -6,7 +6,7 @@ import { api, apiPath, isId, refreshSession, toast } from "./app.js";
 const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
 const PAGE = 10;
 const DISMISSED = "studiolo-generator-dismissed";
-const fmt = new Intl.NumberFormat();
+const credits = new Intl.NumberFormat(undefined, { maximumSignificantDigits: 2 });
 
 /** The progress line for a job (CONTRACTS.md): "Image 1 of 4 · step 10 of 25" while the engine makes the images one
  * after another, "Step 10 of 25 · 4 images" while it samples them in one call, "Step 10 of 25" for one image. */
@@ -175,7 +175,7 @@ export function createJobs({ box, empty, olderButton, clearButton, restoreButton
         if (view?.duration_seconds != null) parts.push(`Done in ${view.duration_seconds.toFixed(1)} s`);
         const n = view?.outputs?.length ?? 0;
         parts.push(n === 1 ? "1 image" : `${n} images`);
-        if (view?.cost) parts.push(`${fmt.format(view.cost)} credits`);
+        if (view?.cost) parts.push(`${credits.format(view.cost)} credits`);
       } else if (type === "failed") {
         q(".job-error").textContent = error?.message ?? "The job failed.";
         parts.push("Failed");

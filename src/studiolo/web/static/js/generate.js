@@ -222,6 +222,7 @@ form.addEventListener("submit", async (event) => {
   button.disabled = true;
   try {
     await submit(params(), Number(form.batch_count.value) || 1);
+    say("");
     // A typed seed stays as typed (the next press repeats it): "random" only when the box is empty.
   } catch (error) {
     if (!(error instanceof ApiError)) throw error;

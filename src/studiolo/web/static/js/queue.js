@@ -36,11 +36,12 @@ function row(job) {
   const bar = li.querySelector(".progress");
   bar.firstElementChild.style.width = pct + "%";
   bar.setAttribute("aria-valuenow", String(pct));
-  bar.hidden = job.status === "failed";
+  bar.hidden = job.status !== "running";
   const text = job.status === "queued" ? queuedText(job.queue_position, job.queue_position_capped)
     : job.status === "running" ? progressText({ images, ...job.progress }) || "Starting…"
     : job.error?.message ?? "Failed";
-  li.querySelector(".queue-text").textContent = text;
+  const what = [images === 1 ? "1 image" : `${images} images`, job.model, job.kind !== "txt2img" ? job.kind : null].filter(Boolean);
+  li.querySelector(".queue-text").textContent = `${text} · ${what.join(" · ")}`;
   bar.setAttribute("aria-valuetext", text);
   li.querySelector(".queue-place").textContent = job.status === "queued" && job.queue_position ? `#${job.queue_position}`
     : job.status === "running" ? "▶" : "!";
@@ -71,7 +72,7 @@ async function refresh() {
     $("cancel-all").disabled = waiting.length === 0;
     const more = running.next_cursor || queued.next_cursor ? "+" : "";
     $("queue-summary").textContent = waiting.length
-      ? `${running.items.length} running, ${queued.items.length}${more} waiting. Updates every few seconds.`
+      ? `${[running.items.length && `${running.items.length} running`, queued.items.length && `${queued.items.length}${more} waiting`].filter(Boolean).join(", ")}. Updates as they change, from every tab.`
       : "Nothing running or waiting.";
     document.title = waiting.length ? `Queue (${waiting.length}) · Studiolo` : "Queue · Studiolo";
   } catch (error) {
