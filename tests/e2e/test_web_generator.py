@@ -445,3 +445,61 @@ def test_png_info_route_answers_the_browser_session(studio: Studio) -> None:
         r = client.post("/api/v1/png-info", files={"file": ("a.png", a1111_png(), "image/png")})
         assert r.status_code == 401
         assert "/api/v1/png-info" in client.get("/openapi.json").json()["paths"]
+
+
+# --- what the selected model can do -----------------------------------------------------------------------------
+CAPABILITIES = {
+    "studiolo-demo": {"txt2img": True, "img2img": False, "inpaint": False, "upscale": False, "max_pixels": 512 * 768,
+                      "samplers": ["euler", "euler_a"], "schedulers": ["automatic", "karras"], "variation_seed": False},
+    "echo": {"txt2img": True, "img2img": True, "inpaint": True, "upscale": False, "max_pixels": 2048 * 2048,
+             "samplers": ["euler"], "schedulers": [], "variation_seed": True},
+}  # fmt: skip
+
+
+def test_the_form_follows_the_selected_models_capabilities(browser: Browser, studio: Studio) -> None:
+    """GET /models as CONTRACTS.md gives it (``capabilities`` per model), put in front of this server's answer, which
+    may not carry them yet: the generator turns off, with the reason, what the selected model cannot do."""
+    context, problems = new_context(browser, studio)
+
+    def with_capabilities(route: Any) -> None:
+        answer = route.fetch()
+        body = answer.json()
+        for item in body["items"]:
+            item["capabilities"] = CAPABILITIES.get(item["id"], CAPABILITIES["echo"])
+        route.fulfill(response=answer, json=body)
+
+    context.route("**/api/v1/models", with_capabilities)
+    page = context.new_page()
+    sign_in(page, studio.register("cap"), PASSWORD, "/generate")
+    expect(page.locator("#gen-form")).to_have_attribute("data-ready", "true")
+    # A size echo can make and the demo model cannot: switching to the demo model says so and takes it back.
+    page.select_option("#model", "echo")
+    page.select_option("#size", "size:768x768")
+    page.select_option("#model", "studiolo-demo")
+    expect(page.locator("#size")).to_have_value("")
+    expect(page.locator("#size-note")).to_contain_text("That size is more than studiolo-demo can make")
+    disabled = page.locator("#size option").evaluate_all("(os) => os.filter((o) => o.disabled).map((o) => o.value)")
+    assert disabled == ["size:768x768", "size:576x1024", "size:1024x576", "size:768x1024", "size:1024x1024"], disabled
+    page.locator("#image-input > summary").click()
+    expect(page.locator("#image-note")).to_have_text(
+        "studiolo-demo cannot start from an image: pick another model for image-to-image and inpaint."
+    )
+    expect(page.locator("#init-file")).to_be_disabled()
+    page.locator("#advanced > summary").click()
+    expect(page.locator("#sampler option")).to_have_text(["Model default", "euler", "euler_a"])
+    expect(page.locator("#scheduler option")).to_have_text(["Model default", "automatic", "karras"])
+    expect(page.locator("#variation_seed")).to_be_disabled()  # the fieldset is off, and with it its fields
+    expect(page.locator("#variation-note")).to_have_text("studiolo-demo cannot blend in a variation seed.")
+    page.select_option("#sampler", "euler_a")
+    page.select_option("#scheduler", "karras")
+    page.locator("#advanced > summary").click()
+    expect(page.locator("#adv-summary")).to_have_text("euler_a · karras")
+
+    page.select_option("#model", "echo")
+    expect(page.locator("#image-note")).to_be_hidden()
+    expect(page.locator("#init-file")).to_be_enabled()
+    expect(page.locator("#scheduler-field")).to_be_hidden()
+    expect(page.locator("#variation_seed")).to_be_enabled()
+    expect(page.locator("#size-note")).to_be_hidden()
+    assert problems.seen == [], problems.seen
+    context.close()
