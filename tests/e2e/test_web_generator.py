@@ -110,7 +110,7 @@ def wait_job(page: Page, job_id: str) -> dict[str, Any]:
     return wait_until(finished, f"job {job_id} to finish", timeout=JOB_TIMEOUT_MS / 1000)  # type: ignore[no-any-return]
 
 
-def shoot(page: Page, name: str, axe_script: Path | None = None) -> None:
+def shoot(page: Page, name: str, axe_script: Path | None = None, show: str | None = None) -> None:
     """Screenshots at the desktop and the phone size; axe-core findings that are serious or critical fail."""
     if axe_script is not None:
         if not page.evaluate("() => typeof window.axe !== 'undefined'"):
@@ -124,6 +124,8 @@ def shoot(page: Page, name: str, axe_script: Path | None = None) -> None:
         page.emulate_media(color_scheme="light")
     for size in (DESKTOP, PHONE):
         page.set_viewport_size(size)
+        if show:  # what the picture is about, in view at this size too
+            page.locator(show).first.evaluate("(e) => e.scrollIntoView({ block: 'start' })")
         for folder in SHOTS:
             folder.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(folder / f"{name}-{size['width']}x{size['height']}.png"), animations="disabled")
@@ -142,6 +144,16 @@ DROP_FILE = """([selector, b64, name]) => {
   const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
   const dt = new DataTransfer();
   dt.items.add(new File([bytes], name, { type: "image/png" }));
+  const target = document.querySelector(selector);
+  target.dispatchEvent(new DragEvent("dragover", { dataTransfer: dt, bubbles: true, cancelable: true }));
+  target.dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+}"""
+
+
+DROP_IMAGE = """([selector, id, url]) => {
+  const dt = new DataTransfer();
+  dt.setData("application/x-studiolo-image", id);
+  dt.setData("text/uri-list", url);
   const target = document.querySelector(selector);
   target.dispatchEvent(new DragEvent("dragover", { dataTransfer: dt, bubbles: true, cancelable: true }));
   target.dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
@@ -255,6 +267,7 @@ def test_use_settings_and_remix_link_fill_every_field(browser: Browser, studio: 
 
     page.reload()
     expect(page.locator("#gen-form")).to_have_attribute("data-ready", "true")
+    page.locator(f"#job-{job['id']} .result").hover()  # the actions show over the image it points at
     page.locator(f"#job-{job['id']} .act-remix").click()
     check_filled()
     # The same from a link (the gallery's Remix).
@@ -283,6 +296,7 @@ def test_dropping_an_a1111_png_fills_the_form_and_says_what_was_read(browser: Br
     expect(loaded).to_contain_text("model v1-5-pruned-emaonly (not installed)")
     expect(loaded).to_contain_text("Hires upscale: 2")
     expect(page.locator("#init-editor")).to_be_hidden()
+    shoot(page, "generate-png-read", show="#settings-loaded")
     # "Start from this image instead" makes it the image-to-image input after all.
     loaded.get_by_role("button", name="Start from this image instead").click()
     expect(page.locator("#init-editor")).to_be_visible()
@@ -305,6 +319,7 @@ def test_image_to_image_and_inpaint_from_a_result(axe: Path, browser: Browser, s
     # Image to image, from the result's button.
     page.reload()
     expect(page.locator("#gen-form")).to_have_attribute("data-ready", "true")
+    page.locator(f"#job-{job['id']} .result").hover()
     page.locator(f"#job-{job['id']} .act-img2img").click()
     expect(page.locator("#init-editor")).to_be_visible()
     page.select_option("#model", "echo")
@@ -338,13 +353,30 @@ def test_image_to_image_and_inpaint_from_a_result(axe: Path, browser: Browser, s
     page.click("#mask-invert")
     page.click("#mask-invert")
     page.fill("#prompt", "a green circle in the middle")
-    page.locator("#init-editor").scroll_into_view_if_needed()
-    shoot(page, "generate-inpaint", axe)
+    shoot(page, "generate-inpaint", axe, show="#init-editor")
     page.click("#generate")
     expect(page.locator(".job-card")).to_have_count(3)
     first = page.locator(".job-card").first
     expect(first).to_have_attribute("data-status", "succeeded", timeout=JOB_TIMEOUT_MS)
     assert api_json(page, f"/api/v1/jobs/{first.get_attribute('data-job-id')}")["kind"] == "inpaint"
+
+    # A gallery tile or a result dragged onto the form (CONTRACTS.md: the image id, and its file URL).
+    page.goto("/generate")
+    expect(page.locator("#gen-form")).to_have_attribute("data-ready", "true")
+    expect(page.locator("#init-editor")).to_be_hidden()
+    page.evaluate(DROP_IMAGE, ["#prompt-count", image_id, f"{studio.url}/api/v1/images/{image_id}/file"])
+    expect(page.locator("#init-editor")).to_be_visible()
+    page.wait_for_function("() => document.getElementById('mask-canvas').width === 64")
+
+    # Vary (strong), from a link: image-to-image of that image with a new seed, queued at once.
+    page.goto(f"/generate?vary={image_id}&strength=0.7")
+    expect(page.locator(".job-card")).to_have_count(4)
+    varied = page.locator(".job-card").first
+    expect(varied).to_have_attribute("data-status", "succeeded", timeout=JOB_TIMEOUT_MS)
+    job_view = api_json(page, f"/api/v1/jobs/{varied.get_attribute('data-job-id')}")
+    assert (job_view["kind"], job_view["params"]["strength"], job_view["model"]) == ("img2img", 0.7, "echo")
+    assert job_view["params"]["prompt"] == "a red square" and job_view["params"]["seed"] is None
+    assert "vary" not in page.url
     assert problems.seen == [], problems.seen
 
 
@@ -372,6 +404,7 @@ def test_keyboard_only_generate_and_prompt_history(browser: Browser, studio: Stu
     page.keyboard.press("Enter")
     expect(page.locator("#history-list")).to_be_visible()
     expect(page.locator("#history-list .history-item").first).to_be_focused()
+    shoot(page, "generate-history", show="#history-list")
     page.keyboard.press("Enter")
     expect(page.locator("#prompt")).to_have_value("a quiet harbour at night")
     expect(page.locator("#history-list")).to_be_hidden()
@@ -395,10 +428,9 @@ def test_generator_views_screenshots_and_accessibility(axe: Path, browser: Brows
     page.fill("#steps", "12")
     page.fill("#guidance", "4")
     page.locator("#advanced > summary").click()
-    shoot(page, "generate-results", axe)
+    shoot(page, "generate-results", axe, show="#results-h")
     page.locator("#advanced > summary").click()
-    page.locator("#advanced").scroll_into_view_if_needed()
-    shoot(page, "generate-advanced", axe)
+    shoot(page, "generate-advanced", axe, show="#advanced")
 
 
 # --- the queue view, in two tabs -------------------------------------------------------------------------------
@@ -494,6 +526,7 @@ def test_the_form_follows_the_selected_models_capabilities(browser: Browser, stu
     page.select_option("#scheduler", "karras")
     page.locator("#advanced > summary").click()
     expect(page.locator("#adv-summary")).to_have_text("euler_a · karras")
+    shoot(page, "generate-model-limits", show="#image-input")
 
     page.select_option("#model", "echo")
     expect(page.locator("#image-note")).to_be_hidden()
