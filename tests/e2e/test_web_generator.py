@@ -125,7 +125,7 @@ def shoot(page: Page, name: str, axe_script: Path | None = None, show: str | Non
     for size in (DESKTOP, PHONE):
         page.set_viewport_size(size)
         if show:  # what the picture is about, in view at this size too
-            page.locator(show).first.evaluate("(e) => e.scrollIntoView({ block: 'start' })")
+            page.locator(show).first.evaluate("(e) => e.scrollIntoView({ block: 'center' })")
         for folder in SHOTS:
             folder.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(folder / f"{name}-{size['width']}x{size['height']}.png"), animations="disabled")

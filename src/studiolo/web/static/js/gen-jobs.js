@@ -135,6 +135,7 @@ export function createJobs({ box, empty, olderButton, clearButton, restoreButton
     if (where === "top") box.prepend(card);
     else box.append(card);
     if (dismissed.has(job.id)) card.hidden = true;
+    refreshChrome();
 
     const q = (s) => card.querySelector(s);
     const bar = q(".progress");

@@ -137,6 +137,7 @@ export function createMaskEditor() {
   };
   canvas.addEventListener("pointerdown", (e) => {
     if (!maskOn.checked) return;
+    canvas.focus({ preventScroll: true }); // so Ctrl+Z undoes the stroke just painted
     remember();
     canvas.setPointerCapture(e.pointerId);
     last = point(e);

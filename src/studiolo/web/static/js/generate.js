@@ -236,9 +236,11 @@ form.addEventListener("submit", async (event) => {
 form.addEventListener("keydown", (e) => {
   if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); form.requestSubmit(); }
 });
-window.studiolo?.shortcuts?.register?.("Generator", ["Ctrl+Enter", "⌘+Enter"], "Generate");
-window.studiolo?.shortcuts?.register?.("Generator", ["↑", "↓"], "Earlier prompts (in an empty prompt box)");
-window.studiolo?.shortcuts?.register?.("Generator", ["[", "]"], "Smaller / larger mask brush");
+// The "?" list (app.js's registry, CONTRACTS.md); keys as shown, alternatives joined by " or ".
+window.studiolo?.shortcuts?.register?.("Generator", "Ctrl+Enter or ⌘+Enter", "Generate");
+window.studiolo?.shortcuts?.register?.("Generator", "↑ or ↓", "Earlier prompts (in an empty prompt box)");
+window.studiolo?.shortcuts?.register?.("Generator", "[ or ]", "Smaller or larger mask brush");
+window.studiolo?.shortcuts?.register?.("Generator", "Ctrl+Z or Ctrl+Shift+Z", "Undo or redo a mask stroke");
 
 // --- filling the form from settings (a result, an image's metadata, a dropped PNG) ------------------------
 const FIELD_NAMES = { prompt: "prompt", negative_prompt: "negative prompt", style: "style", model: "model", seed: "seed",
@@ -450,7 +452,7 @@ channel?.addEventListener("message", async (e) => {
   }
   updateQueueLink();
 });
-setInterval(updateQueueLink, 5000);
+setInterval(updateQueueLink, 10000); // other devices' jobs; this browser's tabs say so at once
 
 // --- start -----------------------------------------------------------------------------------------------
 async function start() {
