@@ -22,7 +22,6 @@ import pytest
 from PIL import Image, PngImagePlugin
 from playwright.sync_api import Browser, Page, expect
 
-from tests.e2e.conftest import Launcher, studiolo_env
 from tests.e2e.test_web_studio import (
     AXE_RUN,
     DESKTOP,
@@ -36,10 +35,10 @@ from tests.e2e.test_web_studio import (
     browser,
     new_context,
     sign_in,
+    studio_server,
     wait_images_loaded,
     wait_until,
 )
-from tests.smtp_server import Handler, smtp_server
 
 pytestmark = pytest.mark.slow
 __all__ = ["axe", "browser"]  # fixtures shared with test_web_studio.py
@@ -50,39 +49,19 @@ if Path("/work/wt/shots").is_dir():
     SHOTS.append(Path("/work/wt/shots/generator"))
 
 
-def _server(tmp: Path, **overrides: Any) -> Iterator[Studio]:
-    mailbox = Handler()
-    launcher = Launcher(tmp / "logs")
-    with smtp_server(mailbox) as smtp_port:
-        env = studiolo_env(
-            tmp / "data",
-            mailer="smtp",
-            smtp_host="127.0.0.1",
-            smtp_port=smtp_port,
-            smtp_security="none",
-            smtp_timeout_seconds=10,
-            mail_from="Studiolo <noreply@example.com>",
-            rate_limit_login="100/minute",
-            rate_limit_register="100/minute",
-            rate_limit_generate="1000/minute",
-            enable_echo_engine=True,
-            **overrides,
-        )
-        try:
-            yield Studio(launcher.server(env, tmp), mailbox)
-        finally:
-            launcher.close()
+# The echo engine too (image-to-image and inpaint, fast jobs), and room for many submissions.
+MORE: dict[str, Any] = {"enable_echo_engine": True, "rate_limit_generate": "1000/minute"}
 
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
-    yield from _server(tmp_path_factory.mktemp("web-generator"))
+    yield from studio_server(tmp_path_factory.mktemp("web-generator"), **MORE)
 
 
 @pytest.fixture(scope="module")
 def idle_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
     """No worker runs jobs here: they stay queued for as long as the queue view's test needs."""
-    yield from _server(tmp_path_factory.mktemp("web-queue"), inline_workers=0)
+    yield from studio_server(tmp_path_factory.mktemp("web-queue"), **MORE, inline_workers=0)
 
 
 def signed_in(browser: Browser, studio: Studio, name: str, **options: Any) -> tuple[Page, Any]:
@@ -419,10 +398,9 @@ def test_generator_views_screenshots_and_accessibility(axe: Path, browser: Brows
               "photographed from the beach with the lamp lit")  # fmt: skip
     page.fill("#n", "2")
     page.select_option("#quality", "draft")
-    page.click("#generate")
-    card = page.locator(".job-card").first
-    expect(card).to_have_attribute("data-status", "succeeded", timeout=JOB_TIMEOUT_MS)
-    wait_images_loaded(page, ".job-card .job-results img")
+    page.locator("#prompt").press("Control+Enter")
+    expect(page.locator(".job-card[data-status=succeeded]")).to_have_count(1, timeout=JOB_TIMEOUT_MS)
+    wait_images_loaded(page, ".job-results img")
     page.locator("#advanced > summary").click()
     page.fill("#negative_prompt", "blurry")
     page.fill("#steps", "12")

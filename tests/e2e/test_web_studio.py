@@ -127,7 +127,11 @@ class Studio:
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
     """``studiolo serve`` on a fresh data directory (demo model, SMTP mail), and the SMTP server's mailbox."""
-    root = tmp_path_factory.mktemp("web-studio")
+    yield from studio_server(tmp_path_factory.mktemp("web-studio"))
+
+
+def studio_server(root: Path, **overrides: Any) -> Iterator[Studio]:
+    """A studio as the ``studio`` fixture starts it, with more settings (``overrides``, as studiolo_env takes them)."""
     mailbox = Handler()
     launcher = Launcher(root / "logs")
     with smtp_server(mailbox) as smtp_port:
@@ -142,6 +146,7 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
             # Every browser here comes from 127.0.0.1: the per-address sign-in limit is for strangers, not tests.
             rate_limit_login="100/minute",
             rate_limit_register="100/minute",
+            **overrides,
         )
         try:
             # launcher.server also creates the administrator with `studiolo users create-admin`.
