@@ -37,6 +37,7 @@ HTML = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}  # what a browser
 # Every page and its main heading, for a signed-in administrator.
 STUDIO_PAGES = {
     "/generate": "Generate",
+    "/queue": "Queue",
     "/gallery": "Gallery",
     "/collections": "Collections",
     "/dashboard": "Dashboard",

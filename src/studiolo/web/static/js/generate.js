@@ -291,6 +291,7 @@ function fill(s) {
   form.variation_strength.value = String(variation ? s.variation_strength ?? 0 : 0);
   $("variation-out").textContent = form.variation_strength.value;
   take("variation_seed", variation);
+  if (typeof s.strength === "number" && s.strength >= 0 && s.strength <= 1) { mask.setStrength(s.strength); take("strength", true); }
   for (const input of form.querySelectorAll("[aria-invalid]")) check(input);
   summarize();
   return [used, skipped];
