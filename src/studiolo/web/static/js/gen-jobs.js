@@ -5,6 +5,10 @@ import { api, apiPath, isId, refreshSession, toast } from "./app.js";
 
 const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
 const PAGE = 10;
+// Browsers hold about 6 connections per site over HTTP/1.1 and an event stream keeps one: past a few streams, the
+// page's own requests would wait. Jobs beyond these follow by polling GET /jobs/{id} every 2 seconds instead.
+const MAX_STREAMS = 3;
+let streams = 0;
 const DISMISSED = "studiolo-generator-dismissed";
 const credits = new Intl.NumberFormat(undefined, { maximumSignificantDigits: 2 });
 
@@ -207,10 +211,16 @@ export function createJobs({ box, empty, olderButton, clearButton, restoreButton
     let retried = false;
     let stopped = false;
     let timer = null;
-    card.stop = () => { stopped = true; source?.close(); clearTimeout(timer); };
+    card.stop = () => {
+      stopped = true;
+      if (source) { source.close(); source = null; streams -= 1; }
+      clearTimeout(timer);
+    };
     card.restart = () => { if (stopped && !TERMINAL.has(card.dataset.status)) { stopped = false; open(); } };
     const end = (view, type, error) => { card.stop(); card.stop = null; finish(view, type, error); };
     const open = () => {
+      if (streams >= MAX_STREAMS) { poll(); return; }
+      streams += 1;
       source = new EventSource(job.urls?.events ?? apiPath`/api/v1/jobs/${job.id}/events`);
       source.addEventListener("queued", (e) => { setStatus("queued"); const ev = JSON.parse(e.data); text.textContent = queuedText(ev.position, ev.capped); });
       source.addEventListener("started", () => { setStatus("running"); if (!reached) text.textContent = "Loading the model…"; });
@@ -229,6 +239,8 @@ export function createJobs({ box, empty, olderButton, clearButton, restoreButton
       source.onerror = async () => {
         if (source.readyState !== EventSource.CLOSED || stopped) return; // the browser reconnects by itself
         // Closed for good: most likely the access cookie expired. Renew once, then fall back to polling.
+        source = null;
+        streams -= 1;
         if (!retried && (await refreshSession())) { retried = true; open(); return; }
         poll();
       };
