@@ -69,11 +69,12 @@ async function refresh() {
     for (const [id, li] of rows) if (!li.isConnected) rows.delete(id);
     $("queue-empty").hidden = waiting.length > 0;
     $("failed-section").hidden = failed.items.length === 0;
-    $("cancel-all").disabled = waiting.length === 0;
+    $("cancel-all").hidden = waiting.length === 0;
+    $("cancel-all").disabled = false;
     const more = running.next_cursor || queued.next_cursor ? "+" : "";
     $("queue-summary").textContent = waiting.length
       ? `${[running.items.length && `${running.items.length} running`, queued.items.length && `${queued.items.length}${more} waiting`].filter(Boolean).join(", ")}. Updates as they change, from every tab.`
-      : "Nothing running or waiting.";
+      : ""; // the empty box below says it
     document.title = waiting.length ? `Queue (${waiting.length}) · Studiolo` : "Queue · Studiolo";
   } catch (error) {
     $("queue-summary").textContent = error.status === 0 ? "Offline: the queue will update when the connection is back." : error.message;
