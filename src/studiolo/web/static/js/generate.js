@@ -177,20 +177,26 @@ async function send(p, kind) {
 async function submit(p, batches = 1) {
   const kind = mask.kind();
   const items = Array.from({ length: batches }, (_, i) => (p.seed === undefined ? { ...p } : { ...p, seed: (p.seed + i * p.n) % (MAX_SEED + 1) }));
-  let accepted;
-  if (kind || batches === 1) {
-    accepted = [];
-    for (const item of items) accepted.push(await send(item, kind));
-  } else {
-    accepted = (await api("generations/batch", { method: "POST", body: { generations: items } })).jobs;
+  const accepted = [];
+  const show = (a, item) => {
+    accepted.push(a);
+    jobs.follow({ id: a.id, status: a.status, queue_position: a.queue_position, queue_position_capped: a.queue_position_capped,
+      params: { ...item }, urls: a.urls, outputs: [], progress: { step: 0, total: 0 } });
+  };
+  try {
+    if (kind || batches === 1) {
+      // One request per job (uploads cannot go through /generations/batch): each is shown as soon as it is queued.
+      for (const item of items) show(await send(item, kind), item);
+    } else {
+      const batch = await api("generations/batch", { method: "POST", body: { generations: items } });
+      batch.jobs.forEach((a, i) => show(a, items[i]));
+    }
+  } finally {
+    if (accepted.length) {
+      channel?.postMessage({ type: "submitted", ids: accepted.map((a) => a.id) });
+      promptHistory.add(p.prompt);
+    }
   }
-  accepted.forEach((a, i) => {
-    const job = { id: a.id, status: a.status, queue_position: a.queue_position, queue_position_capped: a.queue_position_capped,
-      params: { ...items[i] }, urls: a.urls, outputs: [], progress: { step: 0, total: 0 } };
-    jobs.follow(job);
-  });
-  channel?.postMessage({ type: "submitted", ids: accepted.map((a) => a.id) });
-  promptHistory.add(p.prompt);
   return accepted;
 }
 
