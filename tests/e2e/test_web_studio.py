@@ -572,6 +572,7 @@ def test_every_page_screenshots_and_accessibility(axe: Path, browser: Browser, s
     page.goto("/collections")
     audit.check("collections")
     for name, path in [
+        ("queue", "/queue"),
         ("dashboard", "/dashboard"),
         ("account", "/account"),
         ("admin-analytics", "/admin"),
