@@ -167,7 +167,7 @@ export function createJobs({ box, empty, olderButton, clearButton, restoreButton
       bar.setAttribute("aria-valuenow", String(pct));
       bar.setAttribute("aria-valuetext", d.total ? progressText(d) : "Waiting");
       if (d.total) text.textContent = progressText(d);
-      card.dataset.step = String(d.step ?? 0);
+      card.dataset.step = String(d.image > 0 ? (d.image - 1) * d.total + (d.step ?? 0) : d.step ?? 0); // steps of the whole job
     };
     const finish = (view, type, error) => {
       setStatus(type);
@@ -228,7 +228,9 @@ export function createJobs({ box, empty, olderButton, clearButton, restoreButton
       source.addEventListener("progress", (e) => { setStatus("running"); setProgress(JSON.parse(e.data)); });
       source.addEventListener("preview", (e) => {
         const d = JSON.parse(e.data);
-        if (d.image) { previewImg.src = d.image; previewImg.hidden = false; }
+        // `data_url` (CONTRACTS.md: `image` is the index of the image being made, no longer the picture).
+        const url = d.data_url ?? (typeof d.image === "string" ? d.image : null);
+        if (url) { previewImg.src = url; previewImg.hidden = false; }
       });
       source.addEventListener("output", (e) => addResult(card, job, JSON.parse(e.data)));
       // The server is restarting: the stream ends and the browser reconnects by itself (the stream's `retry`).
