@@ -308,8 +308,9 @@ class GalleryService:
         """After a deletion has committed: leave no readable copy of the deleted rows in the database's files.
 
         SQLite overwrites deleted rows (secure_delete); the checkpoint then empties the write-ahead log, which still
-        holds the pages as they were. ``search_index`` (account deletion) also merges the full-text index, whose
-        older segments keep the words of deleted prompts and tags (search.merge_index: costly on a large gallery).
+        holds the pages as they were. ``search_index`` (account deletion, every purge) also merges the full-text index,
+        whose older segments keep the words of deleted prompts and tags (search.merge_index: costly on a large
+        gallery, so once per purge, not per image; moving an image to the Trash deletes nothing and needs none).
         """
         if search_index:
             with self.db.session() as session:
