@@ -18,17 +18,10 @@ from studiolo.domain.gallery import trash
 from studiolo.domain.gallery.models import Image
 from studiolo.services import Services, build_services
 from studiolo.settings import Settings
-from tests.helpers import auth_headers, create_user, drain, submit
+from tests.helpers import auth_headers, create_user
+from tests.integration.test_bulk_images import make_images
 
 IMAGES = "/api/v1/images"
-
-
-def make_images(services: Services, owner: str = LOCAL_USER_ID, n: int = 3, **params: Any) -> list[str]:
-    job_id = submit(services, owner, n=n, **params)
-    drain(services)
-    view = services.generation.get(owner, job_id)
-    assert view.status == "succeeded", view
-    return [o.image_id for o in view.outputs]
 
 
 def listed(client: TestClient, **params: Any) -> list[str]:
