@@ -75,6 +75,7 @@ def empty_trash(services: ServicesDep, owner: OwnerId) -> TrashEmptied:
 
 @router.get("/images/{image_id}", response_model=ImageView)
 def get_image(image_id: str, services: ServicesDep, owner: OwnerId) -> ImageView:
+    """One of your images, in the gallery or in the Trash (then with ``trashed_at`` and ``purge_at``)."""
     return services.gallery.get(owner, image_id)
 
 
