@@ -1,5 +1,5 @@
-"""The ``studiolo`` command line: serve, backup, restore, worker, generate, models, db, users. Same services as
-the HTTP API."""
+"""The ``studiolo`` command line: serve, backup, restore, worker, generate, models, images, db, users. Same services
+as the HTTP API."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from studiolo.cli_images import build_images_app
 from studiolo.cli_options import SuggestingGroup
 from studiolo.domain.accounts.models import LOCAL_USER_ID
 from studiolo.domain.generation.catalog import how_to_install
@@ -101,6 +102,9 @@ def _command_services() -> Iterator[Any]:
         raise _fail(exc) from exc
     finally:
         services.close()
+
+
+app.add_typer(build_images_app(_command_services, out, console), name="images")
 
 
 @app.command()

@@ -157,7 +157,7 @@ def build_services(
         retry_backoff_seconds=settings.retry_backoff_seconds,
         position_limit=settings.queue_position_limit,
     )
-    gallery = GalleryService(db, store)
+    gallery = GalleryService(db, store, trash_days=settings.trash_days)
     generation = GenerationService(
         db=db,
         settings=settings,

@@ -89,7 +89,9 @@ def jobs_by_day(
 
 def images_by_day(session: Session, is_sqlite: bool, since: datetime, owner_id: str | None = None) -> Counter[date]:
     day = utc_day(Image.created_at, is_sqlite).label("day")
-    stmt = _scoped(select(day, func.count()).where(Image.created_at >= since), Image.owner_id, owner_id)
+    # Images in the Trash are not counted (gallery/trash.py); a restored one counts again on the day it was made.
+    recent = select(day, func.count()).where(Image.created_at >= since, Image.trashed_at.is_(None))
+    stmt = _scoped(recent, Image.owner_id, owner_id)
     return Counter({_day(d): int(n) for d, n in session.execute(stmt.group_by(day))})
 
 
