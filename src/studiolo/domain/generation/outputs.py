@@ -21,6 +21,7 @@ from studiolo.domain.gallery import imaging
 from studiolo.domain.gallery.models import Image
 from studiolo.domain.gallery.service import GalleryService, StoredFiles, search_text
 from studiolo.domain.generation.models import JOBS, Job
+from studiolo.domain.generation.upscale_jobs import write_upscale_outputs
 from studiolo.engines.base import GeneratedImage, GenerationRequest
 from studiolo.settings import Settings
 
@@ -90,6 +91,8 @@ def write_outputs(
 ) -> list[dict[str, Any]]:
     """Encode and store each output (PNG with its parameters, thumbnails); appends the files to ``written`` before
     they are stored (the caller discards them if anything fails) and returns the image rows to insert."""
+    if job.kind == "upscale":  # a new image linked to its source, with the source's settings
+        return write_upscale_outputs(gallery, job, outputs, written)
     p = job.params
     rows: list[dict[str, Any]] = []
     for k, out in enumerate(outputs):
@@ -133,6 +136,7 @@ def write_outputs(
                 "job_id": job.id,
                 "batch_index": k,
                 "kind": job.kind,
+                "parent_id": None,  # every row of one insert names the same columns (upscale.py sets it)
                 "prompt": p["prompt"],
                 "negative_prompt": p["negative_prompt"],
                 "style": p["style"],
