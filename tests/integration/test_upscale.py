@@ -5,6 +5,7 @@ source (parent_id), with the source's prompt and settings and its own size; chec
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,11 +15,14 @@ from PIL import Image
 
 from studiolo.domain.accounts.models import LOCAL_USER_ID
 from studiolo.domain.generation.served import ServedModels
+from studiolo.engines.demo.engine import DEMO_MODEL_ID
 from studiolo.engines.upscale import upscale_image
 from studiolo.services import Services
 from tests.helpers import app_with, auth_headers, create_user, drain
+from tests.tiny_pipeline import make_tiny_upscale_pipeline
 
 UPSCALE = "/api/v1/images/{}/upscale"
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # diffusers' upscale pipelines' `callback`
 
 
 def _generate(client: TestClient, services: Services, **params: Any) -> str:
@@ -217,3 +221,40 @@ def test_separate_workers_serve_the_built_in_upscaler(services: Services) -> Non
     only = ServedModels(services.catalog, ["lanczos"])
     only.refresh()
     assert only.current() == ["lanczos"]
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_an_imported_upscaler_model_upscales_through_the_queue(
+    client: TestClient, services: Services, tmp_path: Path
+) -> None:
+    """`studiolo models import` of diffusers' SD x4 upscaler (a tiny random one): listed as an upscaler with its
+    factor, refused for drawing, and run by the worker through the model loader."""
+    source_id = _generate(client, services)
+    info = services.catalog.import_path(make_tiny_upscale_pipeline(tmp_path / "x4"), model_id="tiny-x4")
+    assert info.arch == "sd-x4-upscaler"
+    upscalers = client.get("/api/v1/upscalers").json()["items"]
+    assert upscalers[1:] == [{"id": "tiny-x4", "name": "tiny-x4", "factors": [4]}]
+    r = client.post("/api/v1/generations", json={"prompt": "x", "size": "64x64", "model": "tiny-x4"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "unsupported_task"
+    r = client.post(UPSCALE.format(source_id), json={"factor": 2, "upscaler": "tiny-x4"})
+    assert r.status_code == 422 and r.json()["error"]["details"]["factors"] == [4]
+
+    job = _upscale(client, services, source_id, factor=4, upscaler="tiny-x4")
+    assert job["status"] == "succeeded", job
+    assert job["model"] == "tiny-x4" and job["progress"]["total"] == job["params"]["steps"] > 1
+    child = client.get(f"/api/v1/images/{job['outputs'][0]['image_id']}").json()
+    assert child["parent_id"] == source_id and (child["width"], child["height"]) == (256, 256)
+    assert child["model"] == "echo" and child["metadata"]["upscaler"] == "tiny-x4"
+    assert (
+        _png(client, child["id"])
+        .text["parameters"]
+        .endswith("Postprocess upscaler: tiny-x4, Postprocess upscale by: 4")
+    )
+
+
+def test_an_upscaler_never_becomes_the_default_model(settings_factory: Any, tmp_path: Path) -> None:
+    with app_with(settings_factory, default_model="not/installed") as (services, _api):
+        fallback = services.catalog.default_model_id()
+        services.catalog.import_path(make_tiny_upscale_pipeline(tmp_path / "x4"), model_id="tiny-x4")
+        assert fallback == DEMO_MODEL_ID  # a fresh install draws with the demo model...
+        assert services.catalog.default_model_id() == DEMO_MODEL_ID  # ... and still does with only an upscaler
