@@ -41,10 +41,29 @@ def _write_byte_level_tokenizer(folder: Path) -> None:
     (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
 
 
+def _tiny_text_encoder(vocab_size: int) -> Any:
+    """A 2-layer CLIP text encoder with 32-wide states (random weights from torch's current seed)."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=0,
+            eos_token_id=2,
+            hidden_size=32,
+            intermediate_size=37,
+            layer_norm_eps=1e-05,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            pad_token_id=1,
+            vocab_size=vocab_size,
+            max_position_embeddings=77,
+        )
+    )
+
+
 def _build_components(seed: int, in_channels: int) -> dict[str, Any]:
     import torch
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
@@ -70,20 +89,7 @@ def _build_components(seed: int, in_channels: int) -> dict[str, Any]:
         layers_per_block=TINY_VAE_LAYERS_PER_BLOCK,
         sample_size=64,
     )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            bos_token_id=0,
-            eos_token_id=2,
-            hidden_size=32,
-            intermediate_size=37,
-            layer_norm_eps=1e-05,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            pad_token_id=1,
-            vocab_size=TINY_TEXT_VOCAB_SIZE,
-            max_position_embeddings=77,
-        )
-    )
+    text_encoder = _tiny_text_encoder(TINY_TEXT_VOCAB_SIZE)
     # The same scheduler SD 1.5 ships with, so "default" sampler behaviour matches a real model.
     scheduler = PNDMScheduler(
         beta_start=0.00085,
@@ -311,7 +317,7 @@ def make_tiny_upscale_pipeline(dir: Path, seed: int = 0, *, latent: bool = False
         StableDiffusionUpscalePipeline,
         UNet2DConditionModel,
     )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTokenizer
 
     dir = Path(dir)
     dir.mkdir(parents=True, exist_ok=True)
@@ -319,20 +325,7 @@ def make_tiny_upscale_pipeline(dir: Path, seed: int = 0, *, latent: bool = False
     _write_byte_level_tokenizer(tokenizer_dir)
     tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir), model_max_length=77)
     torch.manual_seed(seed)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            bos_token_id=0,
-            eos_token_id=2,
-            hidden_size=32,
-            intermediate_size=37,
-            layer_norm_eps=1e-05,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            pad_token_id=1,
-            vocab_size=1000,
-            max_position_embeddings=77,
-        )
-    )
+    text_encoder = _tiny_text_encoder(1000)  # the byte-level tokenizer's ids are all under 1000
     pipe: Any
     if latent:
         levels = 4

@@ -14,12 +14,12 @@ from typing import Any
 from PIL import Image as PILImage
 from sqlalchemy import select
 
-from studiolo.db.base import new_id, utcnow
 from studiolo.db.session import Database
 from studiolo.domain.gallery import imaging
 from studiolo.domain.gallery.models import Image
-from studiolo.domain.gallery.service import GalleryService, StoredFiles, search_text
+from studiolo.domain.gallery.service import GalleryService, StoredFiles
 from studiolo.domain.generation.models import Job
+from studiolo.domain.generation.outputs import store_image
 from studiolo.engines.base import EngineError, GeneratedImage, GenerationRequest, ModelRef
 from studiolo.storage.base import ObjectNotFound, ObjectStore
 
@@ -72,7 +72,7 @@ def write_upscale_outputs(
     """Store each output as an image whose prompt, model, seed and settings are its source's, with its own size, kind
     "upscale", ``parent_id`` the source, and the upscaler and factor in its metadata and PNG parameters (as A1111
     writes an upscale made in its Extras tab). Appends the files to ``written`` before storing them, like
-    outputs.write_outputs."""
+    outputs.write_outputs (which writes every other kind's)."""
     p = job.params
     src = p["source"]
     rows: list[dict[str, Any]] = []
@@ -103,35 +103,21 @@ def write_upscale_outputs(
             model=src["model"],
             extra={A1111_UPSCALER_KEY: p["upscaler_name"], A1111_FACTOR_KEY: p["factor"]},
         )
-        png = imaging.encode_png(out.image, parameters=parameters, metadata=meta)
-        files = gallery.write_files(png, imaging.make_thumbnails(out.image), written)
         rows.append(
-            {
-                "id": new_id(),
-                "owner_id": job.owner_id,
-                "job_id": job.id,
-                "batch_index": k,
-                "kind": "upscale",
-                "parent_id": p["source_image_id"],
-                "prompt": p["prompt"],
-                "negative_prompt": p["negative_prompt"],
-                "style": p["style"],
-                "model_id": src["model"],
-                "seed": src["seed"],
-                "steps": src["steps"],
-                "guidance": src["guidance"],
-                "sampler": src["sampler"],
-                "width": width,
-                "height": height,
-                "original_key": files.original_key,
-                "thumbnail_keys": files.thumbnail_keys,
-                "size_bytes": files.size_bytes,
-                "meta": meta,
-                "tags": list(p.get("tags") or []),
-                "search_text": search_text(p["prompt"], p.get("tags") or []),
-                "starred": False,
-                "public": False,
-                "created_at": utcnow(),
-            }
+            store_image(
+                gallery,
+                job,
+                k,
+                out.image,
+                parameters,
+                meta,
+                written,
+                model_id=src["model"],
+                seed=src["seed"],
+                steps=src["steps"],
+                guidance=src["guidance"],
+                sampler=src["sampler"],
+                parent_id=p["source_image_id"],
+            )
         )
     return rows

@@ -32,7 +32,7 @@ from studiolo.domain.generation.outputs import Finished, commit_successes, write
 from studiolo.domain.generation.previews import PreviewGate
 from studiolo.domain.generation.queue import JobQueue
 from studiolo.domain.generation.served import ServedModels, served_elsewhere
-from studiolo.domain.generation.upscale_jobs import upscale_request
+from studiolo.domain.generation.upscale_jobs import upscale_request, write_upscale_outputs
 from studiolo.engines.base import (
     Engine,
     EngineError,
@@ -444,7 +444,10 @@ class JobRunner:
         store_started = time.monotonic()
         try:
             written: list[StoredFiles] = []
-            rows = write_outputs(self.gallery, job, request, outputs, written)
+            if job.kind == "upscale":  # a new image linked to its source, with the source's settings
+                rows = write_upscale_outputs(self.gallery, job, outputs, written)
+            else:
+                rows = write_outputs(self.gallery, job, request, outputs, written)
             state.timings["store"] = round(time.monotonic() - store_started, 4)
         except Exception as exc:
             self.gallery.discard_files(written)
