@@ -258,3 +258,21 @@ def test_an_upscaler_never_becomes_the_default_model(settings_factory: Any, tmp_
         services.catalog.import_path(make_tiny_upscale_pipeline(tmp_path / "x4"), model_id="tiny-x4")
         assert fallback == DEMO_MODEL_ID  # a fresh install draws with the demo model...
         assert services.catalog.default_model_id() == DEMO_MODEL_ID  # ... and still does with only an upscaler
+
+
+def test_regenerating_an_upscale_upscales_its_source_again(client: TestClient, services: Services) -> None:
+    source_id = _generate(client, services)
+    first = _upscale(client, services, source_id, factor=4)["outputs"][0]["image_id"]
+    r = client.post(f"/api/v1/images/{first}/regenerate", json={"seed": "new"})
+    assert r.status_code == 202, r.text
+    drain(services)
+    job = client.get(r.json()["urls"]["get"]).json()
+    assert job["kind"] == "upscale" and job["status"] == "succeeded"
+    assert (job["params"]["source_image_id"], job["params"]["factor"]) == (source_id, 4)
+    again = client.get(f"/api/v1/images/{job['outputs'][0]['image_id']}").json()
+    assert again["parent_id"] == source_id and again["id"] != first
+    assert np.array_equal(np.asarray(_png(client, again["id"])), np.asarray(_png(client, first)))
+
+    assert client.delete(f"/api/v1/images/{source_id}", params={"permanent": "true"}).status_code == 204
+    r = client.post(f"/api/v1/images/{first}/regenerate", json={"seed": "same"})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "input_missing"

@@ -14,12 +14,13 @@ from typing import Any
 
 from studiolo.db.base import new_id, utcnow
 from studiolo.domain.gallery.models import Image
+from studiolo.domain.gallery.schemas import RegenerateRequest
 from studiolo.domain.generation import rules
 from studiolo.domain.generation.catalog import UpscalerInfo
 from studiolo.domain.generation.schemas import JobAccepted, UpscaleRequest, UpscalerList, UpscalerView
 from studiolo.domain.generation.service import GenerationService
 from studiolo.domain.generation.submission import check_idempotency_key, submit_hash
-from studiolo.errors import InvalidInput
+from studiolo.errors import Conflict, InvalidInput
 
 # Sampling settings of model upscalers: the SD x4 upscaler's own guidance default; the latent upscaler is run
 # without guidance, as its model card does. Lanczos is one step.
@@ -110,6 +111,24 @@ class UpscaleService:
         # The same insert as a generation's: queue position, wake-up, events, and an idempotency race resolved.
         accepted, created = gen._insert(owner_id, [row])
         return accepted[0], created
+
+    def regenerate(self, owner_id: str, image_id: str, req: RegenerateRequest) -> JobAccepted:
+        """Make an image again (``POST /images/{id}/regenerate``): an upscaled one by upscaling its source again with
+        the same upscaler and factor (the seed choice changes nothing there), any other by
+        ``GenerationService.regenerate``. 409 ``input_missing`` when the source was purged."""
+        gen = self.generation
+        with gen.db.session() as session:
+            image = gen.gallery.get_row(session, owner_id, image_id)
+            kind, parent_id, meta = image.kind, image.parent_id, dict(image.meta or {})
+        if kind != "upscale":
+            return gen.regenerate(owner_id, image_id, req)
+        if parent_id is None:
+            raise Conflict(
+                "The image this one was upscaled from is no longer stored, so it cannot be upscaled again.",
+                code="input_missing",
+            )
+        again = UpscaleRequest(factor=int(meta["upscale_factor"]), upscaler=str(meta["upscaler"]))
+        return self.submit(owner_id, parent_id, again)[0]
 
 
 def _job_params(source: Image, upscaler: UpscalerInfo, factor: int, width: int, height: int) -> dict[str, Any]:
