@@ -17,6 +17,7 @@ from studiolo.domain.accounts.models import LOCAL_USER_ID
 from studiolo.domain.generation.served import ServedModels
 from studiolo.engines.demo.engine import DEMO_MODEL_ID
 from studiolo.engines.upscale import upscale_image
+from studiolo.errors import Conflict
 from studiolo.services import Services
 from tests.helpers import app_with, auth_headers, create_user, drain
 from tests.tiny_pipeline import make_tiny_upscale_pipeline
@@ -276,3 +277,14 @@ def test_regenerating_an_upscale_upscales_its_source_again(client: TestClient, s
     assert client.delete(f"/api/v1/images/{source_id}", params={"permanent": "true"}).status_code == 204
     r = client.post(f"/api/v1/images/{first}/regenerate", json={"seed": "same"})
     assert r.status_code == 409 and r.json()["error"]["code"] == "input_missing"
+
+
+def test_an_upscaler_model_cannot_be_made_the_default(services: Services, tmp_path: Path) -> None:
+    folder = make_tiny_upscale_pipeline(tmp_path / "x4")
+    with pytest.raises(Conflict) as refused:
+        services.catalog.import_path(folder, model_id="tiny-x4", default=True)
+    assert refused.value.code == "model_is_upscaler" and not (services.settings.models_dir / "tiny-x4").exists()
+    services.catalog.import_path(folder, model_id="tiny-x4")
+    with pytest.raises(Conflict) as refused:
+        services.catalog.set_default("tiny-x4")
+    assert refused.value.code == "model_is_upscaler"

@@ -99,6 +99,17 @@ def _model_file_error(exc: Exception) -> StudioloError:
     return InvalidInput(str(exc), code=code)
 
 
+def _refuse_upscaler_default(model_id: str, arch: str | None) -> None:
+    """An upscaler model draws nothing, so it cannot be the model a request without one uses (409)."""
+    if arch in UPSCALER_FACTORS:
+        raise Conflict(
+            f"'{model_id}' is an upscaler: it enlarges images (POST /api/v1/images/{{id}}/upscale, `studiolo "
+            "upscale`) and draws none, so it cannot be the default model.",
+            code="model_is_upscaler",
+            details={"model": model_id},
+        )
+
+
 @dataclass(frozen=True)
 class UpscalerInfo:
     """An upscaler a request may name: the built-in Lanczos one, or an installed upscaler model."""
@@ -308,6 +319,8 @@ class ModelCatalog:
             raise _model_file_error(exc) from exc
         model_id = model_id or (path.stem if info.format == "single_file" else path.name)
         self._check_new_id(model_id)
+        if default:
+            _refuse_upscaler_default(model_id, info.arch)
         target = path
         if copy:
             dest = self._dest(model_id)
@@ -375,7 +388,9 @@ class ModelCatalog:
         """Make the installed model ``model_id`` the one used when a request names none."""
         self._refuse_builtin(model_id, "cannot be made the default: `models default` takes an installed model")
         with self.db.session() as session:
-            if session.get(InstalledModel, model_id) is None:
+            row = session.get(InstalledModel, model_id)
+            if row is None:
                 raise self._not_installed(model_id, NotFound, "model_not_found")
+            _refuse_upscaler_default(model_id, row.arch)
             session.execute(update(InstalledModel).values(is_default=InstalledModel.id == model_id))
         self._invalidate()
