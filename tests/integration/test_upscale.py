@@ -23,7 +23,6 @@ from tests.helpers import app_with, auth_headers, create_user, drain
 from tests.tiny_pipeline import make_tiny_upscale_pipeline
 
 UPSCALE = "/api/v1/images/{}/upscale"
-pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # diffusers' upscale pipelines' `callback`
 
 
 def _generate(client: TestClient, services: Services, **params: Any) -> str:

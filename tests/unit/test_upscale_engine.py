@@ -18,7 +18,6 @@ from tests.tiny_pipeline import make_tiny_upscale_pipeline
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning:diffusers.*"),
-    pytest.mark.filterwarnings("ignore::FutureWarning"),  # the upscale pipelines' old-style `callback` argument
     pytest.mark.usefixtures("one_torch_thread"),
 ]
 
