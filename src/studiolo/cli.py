@@ -1,5 +1,5 @@
-"""The ``studiolo`` command line: serve, backup, restore, worker, generate, models, images, db, users. Same services
-as the HTTP API."""
+"""The ``studiolo`` command line: serve, backup, restore, worker, generate, upscale, models, images, db, users.
+Same services as the HTTP API."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from rich.table import Table
 
 from studiolo.cli_images import build_images_app
 from studiolo.cli_options import SuggestingGroup
+from studiolo.cli_upscale import upscale
 from studiolo.domain.accounts.models import LOCAL_USER_ID
 from studiolo.domain.generation.catalog import how_to_install
 from studiolo.domain.generation.rules import GenerationLimits, params_error
@@ -411,6 +412,9 @@ def generate(
             out.print(str(p), soft_wrap=True, markup=False, highlight=False)
     finally:
         services.close()
+
+
+app.command()(upscale)  # cli_upscale.py; listed after generate
 
 
 def _size(size_bytes: int) -> str:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from typer.testing import CliRunner, Result
 
 from studiolo.cli import app, write_new_file
@@ -280,3 +281,26 @@ def test_unknown_or_another_users_ids_fail_and_user_selects_the_account(run: Run
 
     r = run("images", "list", "--user", "nobody@example.com", **ECHO)
     assert r.exit_code == 1 and "user_not_found" in r.output
+
+
+def test_upscale_enlarges_a_gallery_image(run: Run, tmp_path: Path) -> None:
+    echo = {"STUDIOLO_ENABLE_ECHO_ENGINE": "true"}
+    made = run("generate", "a red square", "--model", "echo", "--size", "64x64", "--steps", "1", **echo)
+    assert made.exit_code == 0, made.output
+    match = re.search(r"^image (\S+) seed", made.stdout, re.M)
+    assert match is not None
+    source_id = match[1]
+    up = run("upscale", source_id, "--factor", "4", "--out", str(tmp_path / "up"), **echo)
+    assert up.exit_code == 0, up.output
+    assert f"{source_id} upscaled 4x with lanczos to 256x256" in flat(up.stderr)
+    (png,) = (tmp_path / "up").glob("*.png")
+    assert Image.open(png).size == (256, 256) and str(png) in up.stdout.splitlines()
+    new = re.search(r"^image (\S+)$", up.stdout, re.M)
+    assert new is not None and png.name.startswith(new[1])
+
+    bad = run("upscale", source_id, "--factor", "3", **echo)
+    assert bad.exit_code == 1 and "error invalid_upscale_factor: Lanczos + sharpen enlarges 2 or 4 times" in flat(
+        bad.stderr
+    )
+    missing = run("upscale", "no-such-image", **echo)
+    assert missing.exit_code == 1 and "error image_not_found" in flat(missing.stderr)

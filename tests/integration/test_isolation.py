@@ -12,6 +12,7 @@ from tests.helpers import auth_headers, create_user, drain
 BODIES: dict[str, object] = {
     "/api/v1/images/{image_id}": {"starred": True},
     "/api/v1/images/{image_id}/regenerate": {"seed": "same"},
+    "/api/v1/images/{image_id}/upscale": {"factor": 2},
     "/api/v1/collections/{collection_id}": {"name": "mine now"},
     "/api/v1/collections/{collection_id}/images": {"image_ids": ["x"]},
 }

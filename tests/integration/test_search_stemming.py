@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Connection, create_engine, text
+from sqlalchemy import Connection, create_engine, insert, text
 from sqlalchemy.orm import Session
 
 from studiolo.db import migrate
@@ -52,26 +52,27 @@ CASES = {
 
 
 def add_images(session: Session, prompts: dict[str, str]) -> dict[str, str]:
-    """One image per prompt for the local owner; returns image id -> prompt key."""
+    """One image per prompt for the local owner; returns image id -> prompt key. A Core insert of the columns given
+    (and those with defaults), so it also fits a database at an older revision than the models (the migration test)."""
     ids: dict[str, str] = {}
     for key, prompt in prompts.items():
-        img = Image(
-            id=new_id(),
-            owner_id=LOCAL_USER_ID,
-            prompt=prompt,
-            model_id="echo",
-            seed=1,
-            steps=1,
-            guidance=0.0,
-            width=64,
-            height=64,
-            original_key=f"images/{key}.png",
-            thumbnail_keys={},
-            search_text=prompt,
-        )
-        session.add(img)
-        session.flush()
-        ids[img.id] = key
+        image_id = new_id()
+        values = {
+            "id": image_id,
+            "owner_id": LOCAL_USER_ID,
+            "prompt": prompt,
+            "model_id": "echo",
+            "seed": 1,
+            "steps": 1,
+            "guidance": 0.0,
+            "width": 64,
+            "height": 64,
+            "original_key": f"images/{key}.png",
+            "thumbnail_keys": {},
+            "search_text": prompt,
+        }
+        session.execute(insert(Image.__table__).values(values))
+        ids[image_id] = key
     return ids
 
 

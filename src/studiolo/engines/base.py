@@ -13,7 +13,7 @@ from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
 from PIL import Image
 
-JobKind = Literal["txt2img", "img2img", "inpaint"]
+JobKind = Literal["txt2img", "img2img", "inpaint", "upscale"]
 ModelSource = Literal["hub", "folder", "single_file", "builtin"]
 
 # A look at the image being made: a small picture, or a function that makes one (None: not possible now).
@@ -80,6 +80,7 @@ class GenerationRequest:
     sampler: str | None = None
     # img2img/inpaint: how far from the init image to go (0 keeps it, 1 ignores it).
     strength: float = 0.75
+    # img2img/inpaint: the image to start from; upscale: the image to enlarge to width x height.
     init_image: Image.Image | None = None
     mask_image: Image.Image | None = None
     extra: dict[str, object] = field(default_factory=dict)

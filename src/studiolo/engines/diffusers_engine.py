@@ -33,6 +33,7 @@ from studiolo.engines.base import (
     ModelRef,
     StepCallback,
 )
+from studiolo.engines.diffusers_upscale import UPSCALE_PIPELINES, is_upscaler, upscale_kwargs, upscaler_capabilities
 from studiolo.engines.hf_libraries import quiet_hf_libraries
 from studiolo.engines.latent_preview import is_sdxl, latent_preview
 from studiolo.engines.model_files import (
@@ -146,7 +147,7 @@ class DiffusersEngine:
         with contextlib.suppress(ModelFileError):
             if model.path is not None:
                 pipeline_class = inspect_model_path(model.path).pipeline_class
-        return Capabilities(*pipeline_tasks(pipeline_class))
+        return Capabilities(*pipeline_tasks(pipeline_class), upscale=pipeline_class in UPSCALE_PIPELINES)
 
     def load(self, model: ModelRef) -> None:
         entry = self._acquire(model)
@@ -265,6 +266,7 @@ class DiffusersEngine:
             assert request.mask_image is not None
             mask = request.mask_image.convert("L").resize(size, Image.Resampling.NEAREST)
             kwargs["mask_image"] = [mask] * n
+        kwargs = upscale_kwargs(pipe, request, kwargs, on_step, should_cancel) if request.kind == "upscale" else kwargs
 
         if should_cancel():
             raise GenerationCanceled()
@@ -374,6 +376,8 @@ class DiffusersEngine:
                 f"Could not load model '{model.id}' from {model.path}: {type(exc).__name__}: {exc}. The files "
                 f"may be damaged or not a supported diffusers model; re-import it with {IMPORT_HINT}."
             ) from exc
+        if is_upscaler(base):  # enlarges images and draws none (diffusers_upscale.py)
+            return _Loaded(base, {"upscale": base}, upscaler_capabilities(), _pipeline_bytes(base))
         pipes: dict[JobKind, Any] = {}
         unet = getattr(base, "unet", None)
         inpaint_only = int(getattr(getattr(unet, "config", None), "in_channels", 4) or 4) == 9

@@ -25,12 +25,17 @@ class Image(Base):
         # the same with IS NOT NULL; housekeeping finds what is due for purging across owners by trashed_at alone.
         Index("ix_images_owner_trashed", "owner_id", "trashed_at", "id"),
         Index("ix_images_trashed_at", "trashed_at"),
+        Index("ix_images_parent_id", "parent_id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     owner_id: Mapped[str] = mapped_column(String(36), ForeignKey("users.id", ondelete="CASCADE"))
     job_id: Mapped[str | None] = mapped_column(String(36), ForeignKey("jobs.id", ondelete="SET NULL"))
     batch_index: Mapped[int] = mapped_column(Integer, default=0)
+    # The image this one was made from (an upscale's source); NULL once that image is purged (migration 0008).
+    parent_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("images.id", ondelete="SET NULL"), nullable=True, default=None
+    )
     kind: Mapped[str] = mapped_column(String(16), default="txt2img")
     prompt: Mapped[str] = mapped_column(Text)
     negative_prompt: Mapped[str] = mapped_column(Text, default="")

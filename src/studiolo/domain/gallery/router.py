@@ -161,7 +161,7 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
 def regenerate_image(
     image_id: str, services: ServicesDep, owner: OwnerId, req: RegenerateRequest | None = None
 ) -> JobAccepted:
-    return services.generation.regenerate(owner, image_id, req or RegenerateRequest())
+    return services.upscale.regenerate(owner, image_id, req or RegenerateRequest())  # upscales too
 
 
 @router.get("/collections", response_model=CollectionPage)

@@ -17,6 +17,8 @@ class ImageView(BaseModel):
     id: str
     job_id: str | None
     kind: str
+    # The image this one was made from (an upscale's source); null when it has none or it was purged.
+    parent_id: str | None = None
     prompt: str
     negative_prompt: str
     style: str | None

@@ -65,6 +65,7 @@ def to_view(img: Image, trash_days: int) -> ImageView:
         id=img.id,
         job_id=img.job_id,
         kind=img.kind,
+        parent_id=img.parent_id,
         prompt=img.prompt,
         negative_prompt=img.negative_prompt,
         style=img.style,

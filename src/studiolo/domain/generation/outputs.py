@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from PIL import Image as PILImage
 from sqlalchemy import JSON, bindparam, insert, text, update
 
 from studiolo.db.base import UTCDateTime, new_id, utcnow
@@ -124,37 +125,73 @@ def write_outputs(
             height=out.image.height,
             model=job.model_id,
         )
-        png = imaging.encode_png(out.image, parameters=parameters, metadata=meta)
-        files = gallery.write_files(png, imaging.make_thumbnails(out.image), written)
         rows.append(
-            {
-                "id": new_id(),
-                "owner_id": job.owner_id,
-                "job_id": job.id,
-                "batch_index": k,
-                "kind": job.kind,
-                "prompt": p["prompt"],
-                "negative_prompt": p["negative_prompt"],
-                "style": p["style"],
-                "model_id": job.model_id,
-                "seed": out.seed,
-                "steps": p["steps"],
-                "guidance": p["guidance"],
-                "sampler": sampler,
-                "width": out.image.width,
-                "height": out.image.height,
-                "original_key": files.original_key,
-                "thumbnail_keys": files.thumbnail_keys,
-                "size_bytes": files.size_bytes,
-                "meta": meta,
-                "tags": list(p.get("tags") or []),
-                "search_text": search_text(p["prompt"], p.get("tags") or []),
-                "starred": False,
-                "public": False,
-                "created_at": utcnow(),
-            }
+            store_image(
+                gallery,
+                job,
+                k,
+                out.image,
+                parameters,
+                meta,
+                written,
+                model_id=job.model_id,
+                seed=out.seed,
+                steps=p["steps"],
+                guidance=p["guidance"],
+                sampler=sampler,
+            )
         )
     return rows
+
+
+def store_image(
+    gallery: GalleryService,
+    job: Job,
+    index: int,
+    image: PILImage.Image,
+    parameters: str,
+    meta: dict[str, Any],
+    written: list[StoredFiles],
+    *,
+    model_id: str,
+    seed: int,
+    steps: int,
+    guidance: float,
+    sampler: str | None,
+    parent_id: str | None = None,
+) -> dict[str, Any]:
+    """Encode ``image`` as PNG (A1111 ``parameters``, our ``meta``) with thumbnails, store the files (appended to
+    ``written`` first) and return its image row: the job's prompt, style and tags, the settings given."""
+    p = job.params
+    png = imaging.encode_png(image, parameters=parameters, metadata=meta)
+    files = gallery.write_files(png, imaging.make_thumbnails(image), written)
+    return {
+        "id": new_id(),
+        "owner_id": job.owner_id,
+        "job_id": job.id,
+        "batch_index": index,
+        "kind": job.kind,
+        "parent_id": parent_id,
+        "prompt": p["prompt"],
+        "negative_prompt": p["negative_prompt"],
+        "style": p["style"],
+        "model_id": model_id,
+        "seed": seed,
+        "steps": steps,
+        "guidance": guidance,
+        "sampler": sampler,
+        "width": image.width,
+        "height": image.height,
+        "original_key": files.original_key,
+        "thumbnail_keys": files.thumbnail_keys,
+        "size_bytes": files.size_bytes,
+        "meta": meta,
+        "tags": list(p.get("tags") or []),
+        "search_text": search_text(p["prompt"], p.get("tags") or []),
+        "starred": False,
+        "public": False,
+        "created_at": utcnow(),
+    }
 
 
 def _success_values(settings: Settings, finished: Finished, now: datetime) -> dict[str, Any]:

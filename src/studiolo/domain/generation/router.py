@@ -41,6 +41,8 @@ from studiolo.domain.generation.schemas import (
     StyleCatalog,
     StyleCreate,
     StyleView,
+    UpscaleRequest,
+    UpscalerList,
 )
 from studiolo.domain.generation.service import GenerationService, Upload, queued_event
 from studiolo.engines.base import JobKind
@@ -423,6 +425,36 @@ def list_models(services: ServicesDep) -> ModelList:
         for m in catalog.models()
     ]
     return ModelList(default=catalog.default_model_id(), items=items)
+
+
+@router.post(
+    "/images/{image_id}/upscale",
+    status_code=202,
+    response_model=JobAccepted,
+    summary="Queue an upscale of one of your images (2x or 4x); the result is a new image whose parent_id is this one",
+    dependencies=[GenerationLimit],
+)
+def upscale_image(
+    image_id: str,
+    data: UpscaleRequest,
+    services: ServicesDep,
+    owner: OwnerId,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Response:
+    """A job of kind ``upscale``, followed like a generation (``GET /jobs/{id}``, its events). 404 for an image that
+    is not yours; 422 ``unknown_upscaler``, ``invalid_upscale_factor``, or ``image_too_large`` for a result over
+    STUDIOLO_MAX_PIXELS."""
+    accepted, created = services.upscale.submit(owner, image_id, data, idempotency_key=idempotency_key)
+    headers = {"Location": accepted.urls.get}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return _json(accepted, status_code=202, headers=headers)
+
+
+@router.get("/upscalers", response_model=UpscalerList)
+def list_upscalers(services: ServicesDep) -> UpscalerList:
+    """The built-in Lanczos upscaler, then the installed upscaler models, each with the factors it makes."""
+    return services.upscale.upscalers()
 
 
 @router.get("/stats", response_model=Stats)

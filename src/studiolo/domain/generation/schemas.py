@@ -334,3 +334,33 @@ class AdminAnalytics(BaseModel):
     totals: AnalyticsTotals
     top_styles: list[NameCount]
     top_models: list[NameCount]
+
+
+# --- upscale (domain/generation/upscale.py) --------------------------------------------------------------------------
+
+
+class UpscaleRequest(BaseModel):
+    """Enlarge one of your images into a new gallery image (its ``parent_id`` names the source)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    factor: int = Field(
+        default=2,
+        json_schema_extra={"enum": [2, 4]},
+        description="How many times wider and taller: 2 or 4, among the factors the upscaler offers (GET /upscalers)",
+    )
+    upscaler: str = Field(
+        default="lanczos",
+        max_length=200,
+        description='"lanczos" (built in: Lanczos resampling and sharpening), or an installed upscaler model\'s id',
+    )
+
+
+class UpscalerView(BaseModel):
+    id: str
+    name: str
+    factors: list[int]
+
+
+class UpscalerList(BaseModel):
+    items: list[UpscalerView]

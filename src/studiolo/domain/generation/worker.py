@@ -32,6 +32,7 @@ from studiolo.domain.generation.outputs import Finished, commit_successes, write
 from studiolo.domain.generation.previews import PreviewGate
 from studiolo.domain.generation.queue import JobQueue
 from studiolo.domain.generation.served import ServedModels, served_elsewhere
+from studiolo.domain.generation.upscale_jobs import upscale_request, write_upscale_outputs
 from studiolo.engines.base import (
     Engine,
     EngineError,
@@ -278,6 +279,8 @@ class JobRunner:
             self.events.publish(state.job_id, {"type": "preview", "step": step, "total": total, "image": image})
 
     def _request(self, job: Job, model: ModelRef) -> GenerationRequest:
+        if job.kind == "upscale":  # its source image is read now, from the gallery (upscale_jobs.py)
+            return upscale_request(self.db, self.store, job, model)
         p = job.params
         init = mask = None
         # Inputs were validated and normalised to PNG at submit time; only our own files are opened here.
@@ -441,7 +444,10 @@ class JobRunner:
         store_started = time.monotonic()
         try:
             written: list[StoredFiles] = []
-            rows = write_outputs(self.gallery, job, request, outputs, written)
+            if job.kind == "upscale":  # a new image linked to its source, with the source's settings
+                rows = write_upscale_outputs(self.gallery, job, outputs, written)
+            else:
+                rows = write_outputs(self.gallery, job, request, outputs, written)
             state.timings["store"] = round(time.monotonic() - store_started, 4)
         except Exception as exc:
             self.gallery.discard_files(written)
