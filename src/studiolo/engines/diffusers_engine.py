@@ -37,6 +37,7 @@ from studiolo.engines.diffusers_sampling import (
     DEFAULT_SAMPLERS,
     SAMPLERS,
     diffusers_capabilities,
+    keep_unmasked,
     make_scheduler,
     variation_latents,
 )
@@ -278,6 +279,8 @@ class DiffusersEngine:
                 raise EngineError(f"Invalid generation request: {exc}", code="invalid_request") from exc
             raise EngineError(f"Generation failed: {type(exc).__name__}: {exc}", code="generation_failed") from exc
         arrays = list(result.images)
+        if request.kind == "inpaint":
+            arrays = keep_unmasked(arrays, kwargs["image"][0], kwargs["mask_image"][0])
         return list(zip(request.seeds, arrays, strict=True)), sampler_name
 
     # -- cache ------------------------------------------------------------------------------------------------

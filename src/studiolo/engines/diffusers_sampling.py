@@ -105,3 +105,13 @@ def variation_latents(pipe: Any, request: GenerationRequest, gen_device: str) ->
         for seed, vs in zip(request.seeds, request.variation_seeds, strict=True)
     ]
     return torch.cat(noises).to(device=pipe.device, dtype=dtype)
+
+
+def keep_unmasked(arrays: list[Any], init: Any, mask: Any) -> list[Any]:
+    """Inpainting results with the kept region (mask black) the init image's own pixels, as AUTOMATIC1111 overlays
+    them: the trip through the VAE otherwise shifts colours and blurs detail there that nobody asked to change."""
+    import numpy as np
+
+    keep = 1.0 - np.asarray(mask, dtype=np.float32)[..., None] / 255.0
+    original = np.asarray(init, dtype=np.float32) / 255.0
+    return [(array * (1.0 - keep) + original * keep).astype(array.dtype) for array in arrays]
