@@ -283,9 +283,8 @@ def _wait_with_progress(services: Any, job_id: str, n: int) -> JobView:
                 view: JobView = gen.get(LOCAL_USER_ID, job_id)
                 if view.status in ("succeeded", "failed", "canceled"):
                     if view.status == "succeeded":
-                        progress.update(
-                            task, description="done", total=view.progress.total, completed=view.progress.total
-                        )
+                        all_steps = view.progress.steps_done()[1]
+                        progress.update(task, description="done", total=all_steps, completed=all_steps)
                     return view
                 now = JobProgress(
                     **{
