@@ -134,6 +134,8 @@ def test_a_variation_strength_without_a_seed_draws_one_and_none_without_strength
     assert isinstance(drawn_params["variation_seed"], int) and drawn_params["variation_strength"] == 0.5
     assert plain_params["variation_seed"] is None and plain_params["variation_strength"] == 0.0
     assert plain_params["scheduler"] is None  # automatic
+    blank = client.post(GEN, json={"prompt": "a", "size": "64x64", "steps": 2, "scheduler": " "})
+    assert blank.status_code == 202 and client.get(blank.headers["location"]).json()["params"]["scheduler"] is None
     drain(services)
     image_id = client.get(f"/api/v1/jobs/{plain['id']}").json()["outputs"][0]["image_id"]
     parameters, _ = imaging.read_png_metadata(client.get(f"/api/v1/images/{image_id}/file").content)

@@ -99,6 +99,8 @@ class GenerationParams(BaseModel):
     @field_validator("scheduler")
     @classmethod
     def _known_scheduler(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            return None  # an empty menu choice: automatic
         rules.raise_first(rules.scheduler_rules(v))
         return normalize_schedule(v)
 
