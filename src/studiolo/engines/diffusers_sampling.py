@@ -93,15 +93,17 @@ def diffusers_capabilities(txt2img: bool, img2img: bool, inpaint: bool) -> Capab
 def variation_latents(pipe: Any, request: GenerationRequest, gen_device: str) -> Any:
     """The starting latents of a txt2img run with a variation seed: per image, its seed's noise slerped towards its
     variation seed's (engines/noise.py), drawn as the pipeline would draw it (same shape, generator device, dtype),
-    so strength 0 equals no variation seed and strength 1 equals the variation seed as the seed."""
+    so strength 0 equals no variation seed and strength 1 equals the variation seed as the seed (drawn in the
+    pipeline's dtype: randn in float16 is not randn in float32 rounded)."""
     import torch
 
     assert request.variation_seeds is not None
     scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     shape = (1, pipe.unet.config.in_channels, request.height // scale, request.width // scale)
     dtype = pipe.unet.dtype
+    strength = request.variation_strength
     noises = [
-        seeded_noise(shape, seed, variation_seed=vs, variation_strength=request.variation_strength, device=gen_device)
+        seeded_noise(shape, seed, variation_seed=vs, variation_strength=strength, device=gen_device, dtype=dtype)
         for seed, vs in zip(request.seeds, request.variation_seeds, strict=True)
     ]
     return torch.cat(noises).to(device=pipe.device, dtype=dtype)
