@@ -34,7 +34,7 @@ from studiolo.cli_upscale import upscale
 from studiolo.domain.accounts.models import LOCAL_USER_ID
 from studiolo.domain.generation.catalog import how_to_install
 from studiolo.domain.generation.rules import GenerationLimits, params_error
-from studiolo.domain.generation.schemas import GenerationParams, JobView
+from studiolo.domain.generation.schemas import GenerationParams, JobProgress, JobView
 from studiolo.domain.generation.service import Upload
 from studiolo.engines.base import JobKind
 from studiolo.engines.demo.engine import DEMO_MODEL_ID, DEMO_NOTICE
@@ -288,13 +288,18 @@ def _wait_with_progress(services: Any, job_id: str, n: int) -> JobView:
                 view: JobView = gen.get(LOCAL_USER_ID, job_id)
                 if view.status in ("succeeded", "failed", "canceled"):
                     if view.status == "succeeded":
-                        progress.update(
-                            task, description="done", total=view.progress.total, completed=view.progress.total
-                        )
+                        all_steps = view.progress.steps_done()[1]
+                        progress.update(task, description="done", total=all_steps, completed=all_steps)
                     return view
-                step, total = latest.get("step", view.progress.step), latest.get("total", view.progress.total)
-                desc = f"generating {n} image{'s' if n > 1 else ''}" if view.status == "running" else "queued"
-                progress.update(task, description=desc, total=total or None, completed=step)
+                now = JobProgress(
+                    **{
+                        **view.progress.model_dump(),
+                        **{k: v for k, v in latest.items() if k in JobProgress.model_fields},
+                    }
+                )
+                desc = now.text() if view.status == "running" and now.total else view.status
+                done_steps, all_steps = now.steps_done()
+                progress.update(task, description=desc, total=all_steps or None, completed=done_steps)
                 done.wait(0.1)
     finally:
         unsubscribe()

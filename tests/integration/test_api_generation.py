@@ -60,7 +60,9 @@ def test_submit_returns_job_at_once_and_worker_completes_it(client: TestClient, 
     job = client.get(accepted["urls"]["get"]).json()
     assert job["status"] == "succeeded"
     assert job["seeds"] == [7, 8]
-    assert job["progress"] == {"step": job["params"]["steps"], "total": job["params"]["steps"]}
+    steps = job["params"]["steps"]
+    # The echo engine makes both images in one call: image 0 (CONTRACTS.md "Progress").
+    assert job["progress"] == {"step": steps, "total": steps, "image": 0, "images": 2}
     assert job["cost"] > 0 and job["duration_seconds"] is not None
     assert set(job["timings"]) == {"queue_wait", "load", "generate", "store"}
     assert job["started_at"] and job["finished_at"]

@@ -57,7 +57,7 @@ def test_upscaling_makes_a_new_image_linked_to_its_source(client: TestClient, se
     drain(services)
     job = client.get(r.json()["urls"]["get"]).json()
     assert job["kind"] == "upscale" and job["status"] == "succeeded", job
-    assert job["model"] == "lanczos" and job["progress"] == {"step": 1, "total": 1}
+    assert job["model"] == "lanczos" and job["progress"] == {"step": 1, "total": 1, "image": 0, "images": 1}
     params = job["params"]
     assert (params["source_image_id"], params["factor"], params["upscaler"]) == (source_id, 2, "lanczos")
     assert (params["width"], params["height"]) == (128, 128)

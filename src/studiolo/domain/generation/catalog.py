@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 from studiolo.db.base import utcnow
 from studiolo.db.session import Database
 from studiolo.domain.generation.models import InstalledModel, Job
-from studiolo.engines.base import Engine, ModelRef
+from studiolo.engines.base import Capabilities, Engine, ModelRef
 from studiolo.engines.demo.engine import DEMO_MODEL_ID, DemoEngine
 from studiolo.engines.model_files import UPSCALER_FACTORS
 from studiolo.engines.upscale import LANCZOS_UPSCALER_ID, LANCZOS_UPSCALER_NAME, UPSCALE_FACTORS
@@ -214,6 +214,15 @@ class ModelCatalog:
                 )
             )
         return infos
+
+    def capabilities(self, info: ModelInfo) -> Capabilities:
+        """What ``info``'s model can do, as its engine says (an engine this process lacks: the contract's defaults)."""
+        engine = self.engines.get(info.engine)
+        if engine is None:
+            return Capabilities()
+        path = Path(info.path) if info.path else None
+        ref = ModelRef(id=info.id, engine=info.engine, source=info.source, path=path, arch=info.arch)  # type: ignore[arg-type]
+        return engine.capabilities(ref)
 
     def _builtin_size(self, engine: str) -> int:
         # The demo's weights are real files (about 16 MB), not 0 bytes (issue 13); echo has no files.

@@ -51,7 +51,9 @@ from studiolo.domain.generation.submission import (
     check_idempotency_key,
     check_system_priority,
     job_row,
+    regenerate_params,
     resolve_size,
+    sampling_params,
     submit_hash,
 )
 from studiolo.domain.ownership import get_owned
@@ -198,6 +200,7 @@ class GenerationService:
         caps = engine.capabilities(model)
         if not caps.supports(kind):
             raise InvalidInput(f"Model '{model.id}' cannot do {kind}.", code="unsupported_task", details={"kind": kind})
+        rules.refuse(rules.model_rules(kind, p.scheduler, p.variation_strength, caps, model.id))
         base = 1024 if (model.arch or "").startswith("sdxl") or "xl" in model.id.lower() else 512
         width, height = resolve_size(p, base)
         # The model may allow fewer pixels than the settings.
@@ -235,6 +238,7 @@ class GenerationService:
             "n": p.n,
             "tags": p.tags,
             "seed": p.seed,
+            **sampling_params(p),
         }
         return params, model.id, seeds
 
@@ -440,7 +444,9 @@ class GenerationService:
             max_attempts=job.max_attempts,
             queue_position=place.position if place else None,
             queue_position_capped=bool(place and place.capped),
-            progress=JobProgress(step=job.progress_step, total=job.progress_total),
+            progress=JobProgress(
+                step=job.progress_step, total=job.progress_total, image=job.progress_image, images=len(job.seeds)
+            ),
             error=error if job.status != "succeeded" else None,
             cost=job.cost,
             duration_seconds=job.duration_seconds,
@@ -536,22 +542,7 @@ class GenerationService:
             job = session.get(Job, img.job_id) if img.job_id else None
             init_key = (job.input_keys or {}).get("init") if job else None
             mask_key = (job.input_keys or {}).get("mask") if job else None
-            seed: int | None = img.seed if req.seed == "same" else None if req.seed == "new" else int(req.seed)
-            params = GenerationParams(
-                prompt=img.prompt,
-                negative_prompt=img.negative_prompt,
-                style=img.style,
-                model=img.model_id,
-                width=img.width,
-                height=img.height,
-                steps=img.steps,
-                guidance=img.guidance,
-                sampler=img.sampler if img.sampler not in (None, "default") else None,
-                seed=seed,
-                n=req.n,
-                strength=float((job.params if job else {}).get("strength", 0.75)),
-                tags=list(img.tags or []),
-            )
+            params = regenerate_params(img, job, req)
             kind: JobKind = img.kind  # type: ignore[assignment]
         try:
             init = Upload(self.store.get(init_key)) if init_key else None

@@ -179,15 +179,21 @@ function follow(job) {
   // The bar only moves forward within an attempt: the stream interleaves live steps with re-reads of the job row,
   // which is written less often and can lag a step or two behind (tests/e2e/test_web_studio.py watches this).
   let reached = 0;
-  const setProgress = (step, total) => {
-    const pct = total ? Math.round((100 * step) / total) : 0;
-    if (total && pct < reached) return;
+  // `p`: {step, total, image, images} as the job and its events carry them (CONTRACTS.md "Progress").
+  const setProgress = (p) => {
+    const { step = 0, total = 0, image = 0, images = 1 } = p ?? {};
+    const done = image > 0 ? (image - 1) * total + step : step;
+    const all = image > 0 ? total * Math.max(images, 1) : total;
+    const pct = all ? Math.round((100 * done) / all) : 0;
+    if (all && pct < reached) return;
     reached = pct;
+    const words = image > 0 && images > 1 ? `Image ${image} of ${images} · step ${step} of ${total}`
+      : images > 1 ? `Step ${step} of ${total} · ${images} images` : `Step ${step} of ${total}`;
     bar.firstElementChild.style.width = pct + "%";
     bar.setAttribute("aria-valuenow", String(pct));
-    bar.setAttribute("aria-valuetext", total ? `Step ${step} of ${total}` : "Waiting");
-    if (total) text.textContent = `Step ${step} of ${total}`;
-    card.dataset.step = String(step);
+    bar.setAttribute("aria-valuetext", total ? words : "Waiting");
+    if (total) text.textContent = words;
+    card.dataset.step = String(done);
   };
   const addImage = (id) => {
     if (shown.has(id)) return;
@@ -201,7 +207,7 @@ function follow(job) {
     q(".job-cancel").hidden = true;
     previewImg.hidden = true;
     if (type === "succeeded") {
-      setProgress(1, 1);
+      setProgress({ step: 1, total: 1 });
       text.textContent = `Done in ${view?.duration_seconds?.toFixed?.(1) ?? "?"} s`;
       for (const o of view?.outputs ?? []) addImage(o.image_id);
     } else if (type === "failed") {
@@ -213,7 +219,7 @@ function follow(job) {
   };
 
   setStatus(job.status);
-  setProgress(job.progress?.step ?? 0, job.progress?.total ?? 0);
+  setProgress(job.progress);
   text.textContent = job.status === "queued" ? queuedText(job.queue_position, job.queue_position_capped) : text.textContent || "Starting…";
   for (const o of job.outputs ?? []) addImage(o.image_id);
 
@@ -231,10 +237,10 @@ function follow(job) {
     source.addEventListener("queued", (e) => { setStatus("queued"); const ev = JSON.parse(e.data); text.textContent = queuedText(ev.position, ev.capped); });
     source.addEventListener("started", () => { setStatus("running"); if (!reached) text.textContent = "Loading the model…"; });
     source.addEventListener("retrying", () => { reached = 0; text.textContent = "Retrying after an error…"; });
-    source.addEventListener("progress", (e) => { const d = JSON.parse(e.data); setStatus("running"); setProgress(d.step, d.total); });
+    source.addEventListener("progress", (e) => { const d = JSON.parse(e.data); setStatus("running"); setProgress(d); });
     source.addEventListener("preview", (e) => {
       const d = JSON.parse(e.data);
-      if (d.image) { previewImg.src = d.image; previewImg.hidden = false; }
+      if (d.data_url) { previewImg.src = d.data_url; previewImg.hidden = false; }
     });
     source.addEventListener("output", (e) => addImage(JSON.parse(e.data).image_id));
     // The server is restarting: the stream ends and the browser reconnects by itself (the stream's `retry`).
@@ -258,7 +264,7 @@ function follow(job) {
       const view = await api(apiPath`jobs/${job.id}`);
       if (TERMINAL.has(view.status)) { finish(view, view.status, view.error); return; }
       setStatus(view.status);
-      setProgress(view.progress.step, view.progress.total);
+      setProgress(view.progress);
     } catch { /* offline for a moment */ }
     setTimeout(poll, 2000);
   };
