@@ -18,6 +18,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
 
 from studiolo import __version__
 from studiolo.deps import OriginDep, ServicesDep, client_ip, current_principal
@@ -51,13 +52,19 @@ class SignInRequired(Exception):
 async def optional_viewer(request: Request) -> Viewer | None:
     try:
         principal = await current_principal(request)
-    except (Unauthorized, Forbidden):
+    except (Unauthorized, Forbidden) as exc:
+        if exc.code == "account_suspended":
+            request.state.suspended = exc  # a page that needs a user says why there is none (required_viewer)
         return None
     return principal
 
 
-async def required_viewer(viewer: Annotated[Viewer | None, Depends(optional_viewer)]) -> Viewer:
+async def required_viewer(request: Request, viewer: Annotated[Viewer | None, Depends(optional_viewer)]) -> Viewer:
     if viewer is None:
+        suspended: Forbidden | None = getattr(request.state, "suspended", None)
+        if suspended is not None:
+            # Not the sign-in page: it would only say "suspended" after they typed their password again.
+            raise suspended
         raise SignInRequired()
     viewer.require("read")  # pages show the account's data: a generate-only API key may not read them either
     return viewer
@@ -87,12 +94,21 @@ def render(request: Request, template: str, viewer: Viewer | None, **context: An
     return html_response(html, request)
 
 
-def error_page(request: Request, status_code: int, code: str, message: str) -> Response:
-    """Errors on page requests as a page, not JSON (errors.install_error_handlers calls this)."""
+async def error_page(request: Request, status_code: int, code: str, message: str) -> Response:
+    """Errors on page requests as a page, not JSON (errors.install_error_handlers calls this), with the header the
+    signed-in viewer sees on every other page."""
     services: Services | None = getattr(request.app.state, "services", None)
+    viewer = None
+    if services is not None and code not in ("database_unavailable", "internal_error"):
+        # Only where finding the viewer cannot fail the same way again (a database that is down, a bug). The
+        # viewer only picks the header here (no data is shown for them): a database error now means a plain one.
+        try:
+            viewer = await optional_viewer(request)
+        except SQLAlchemyError:
+            viewer = None
     html = _env.get_template("error.html").render(
         request=request,
-        viewer=None,
+        viewer=viewer,
         path=request.url.path,
         auth_required=services is None or services.settings.auth_mode != "none",
         status_code=status_code,
@@ -203,8 +219,10 @@ async def setup_page(
 
 @router.get("/offline")
 def offline_page(request: Request) -> Response:
-    """What the service worker shows for a page it has never cached while the network is down."""
-    return render(request, "offline.html", None)
+    """What the service worker shows for a page it has never cached while the network is down. It is cached once
+    for whoever uses the device, so it is rendered for nobody: app.js shows the signed-in header when there is a
+    session (base.html, ``offline_shell``)."""
+    return render(request, "offline.html", None, offline_shell=True)
 
 
 # --- the studio -------------------------------------------------------------------------------------------

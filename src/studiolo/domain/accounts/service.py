@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from studiolo.db.base import UTCDateTime, new_id, utcnow
 from studiolo.db.session import Database
-from studiolo.domain.accounts import audit
+from studiolo.domain.accounts import audit, suspension
 from studiolo.domain.accounts.audit import Origin
 from studiolo.domain.accounts.keys import revoke_all_keys
 from studiolo.domain.accounts.mail import Mail, MailOutbox
@@ -240,7 +240,7 @@ class AccountService:
             self._spend_code(session, tried.code_id)
             user = session.get_one(User, tried.user_id, with_for_update=True)
             if user.status == "suspended":
-                raise Forbidden("This account is suspended.", code="account_suspended")
+                raise suspension.suspended(suspension.reason(session, user.id))
             user.status = "active"
             user.email_verified_at = user.email_verified_at or utcnow()
             audit.record(session, "email_verified", actor_id=user.id, origin=origin, target_id=user.id)
@@ -268,7 +268,7 @@ class AccountService:
             if user.status == "pending":
                 raise Forbidden("Verify your email address first (we sent you a code).", code="email_not_verified")
             if user.status == "suspended":
-                raise Forbidden("This account is suspended.", code="account_suspended")
+                raise suspension.suspended(suspension.reason(session, user.id))
             self.limiter.clear_failures(email, s.lockout_failures, s.lockout_minutes)
             if self.hashing.needs_rehash(user.password_hash or ""):
                 user.password_hash = self.hashing.hash(password)
