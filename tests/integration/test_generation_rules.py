@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from studiolo.cli import app as cli_app
-from studiolo.domain.generation.schemas import GenerationParams
 from studiolo.domain.accounts.schemas import ApiKeyCreate
+from studiolo.domain.generation.schemas import GenerationParams
 from studiolo.errors import InvalidInput, plain_message
 from studiolo.services import Services
 from tests.helpers import app_with, auth_headers, job_count, png_bytes
