@@ -26,6 +26,7 @@ from studiolo.domain.accounts.authn import Principal
 from studiolo.domain.accounts.redirects import safe_next
 from studiolo.domain.accounts.router import session_response
 from studiolo.domain.generation.schemas import GenerationParams
+from studiolo.domain.generation.styles import style_name
 from studiolo.errors import Forbidden, NotFound, StudioloError, Unauthorized
 from studiolo.services import Services
 from studiolo.settings import Settings
@@ -38,6 +39,7 @@ _assets = Assets()
 _env = make_environment(_assets)
 _env.globals["version"] = __version__
 _env.globals["charts"] = charts
+_env.globals["style_name"] = style_name
 
 
 # The signed-in caller a page renders for: the principal the API's authentication produced (its user state is
@@ -339,8 +341,18 @@ async def collections_page(
 async def dashboard_page(request: Request, viewer: ViewerDep, services: ServicesDep) -> Response:
     stats = await call(services.generation.stats, viewer.user_id)
     recent = await call(services.generation.list, viewer.user_id, limit=12)
+    catalog = await call(services.generation.style_catalog, viewer.user_id)
     per_day = [(str(d.date), d.images) for d in stats.per_day]
-    return render(request, "dashboard.html", viewer, stats=stats, recent=recent.items, per_day=per_day)
+    return render(
+        request,
+        "dashboard.html",
+        viewer,
+        stats=stats,
+        recent=recent.items,
+        per_day=per_day,
+        style_names={s.slug: s.name for s in catalog.styles},
+        cost_rate=services.settings.cost_per_megapixel_step,
+    )
 
 
 @router.get("/account")

@@ -155,7 +155,7 @@ class GenerationService:
         ]
         return StyleCatalog(
             styles=styles,
-            sizes=[SizeOption(width=w, height=h, label=f"{w}x{h}") for w, h in st.STANDARD_SIZES],
+            sizes=[SizeOption(width=w, height=h, label=st.size_label(w, h)) for w, h in st.STANDARD_SIZES],
             aspect_ratios=list(st.ASPECT_RATIOS),
             qualities=dict(st.QUALITY_STEPS),
         )
