@@ -49,6 +49,15 @@ PLACEHOLDERS = """() => {
   });
 }"""
 
+ONE_ROW = """() => {
+  const tops = [...document.querySelectorAll(".appbar-inner > *, .appbar-tools > *")]
+    .filter((el) => el.offsetParent && !el.matches(".nav")).map((el) => el.getBoundingClientRect());
+  return tops.every((r) => r.top < tops[0].bottom && r.bottom > tops[0].top);
+}"""
+
+BAR = """() => [...document.querySelectorAll(".appbar-inner > *, .appbar-tools > *")].filter((el) => el.offsetParent)
+  .map((el) => { const r = el.getBoundingClientRect(); return [el.className || el.tagName, r.left, r.top, r.width]; })"""
+
 # What has keyboard focus, and whether a ring shows on it (or on the box that draws it for a clipped control).
 FOCUSED = """() => {
   const el = document.activeElement;
@@ -70,6 +79,9 @@ def shoot(page: Page, name: str, audit: Audit, *, scheme: str = "light") -> None
     for size in (DESKTOP, PHONE):
         page.set_viewport_size(size)
         assert page.evaluate(OVERFLOW) == 0, f"{name} at {size} is wider than the window"
+        # The app bar stays one row on a phone: brand, theme, sign-in or -out and the menu side by side.
+        assert page.evaluate(ONE_ROW), f"{name} at {size}: the app bar wraps: {page.evaluate(BAR)}"
+        page.evaluate("() => scrollTo(0, 0)")
         page.screenshot(path=str(SHOTS / f"{name}-{scheme}-{size['width']}x{size['height']}.png"), full_page=True)
     page.set_viewport_size(DESKTOP)
 

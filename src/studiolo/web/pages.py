@@ -116,6 +116,7 @@ async def error_page(request: Request, status_code: int, code: str, message: str
         status_code=status_code,
         code=code,
         message=message,
+        hide_sign_in=code == "account_suspended",  # its page offers sign-out and another account itself
     )
     return html_response(html, request, status_code=status_code)
 
