@@ -56,7 +56,7 @@ ONE_ROW = """() => {
 }"""
 
 BAR = """() => [...document.querySelectorAll(".appbar-inner > *, .appbar-tools > *")].filter((el) => el.offsetParent)
-  .map((el) => { const r = el.getBoundingClientRect(); return [el.className || el.tagName, r.left, r.top, r.width]; })"""
+  .map((el) => { const r = el.getBoundingClientRect(); return [el.className || el.tagName, r.left, r.top]; })"""
 
 # What has keyboard focus, and whether a ring shows on it (or on the box that draws it for a clipped control).
 FOCUSED = """() => {
