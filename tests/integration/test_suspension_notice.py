@@ -4,7 +4,9 @@ sign-in form, from the API and on the page they open; error and offline pages ca
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
+from studiolo.cli import app as cli_app
 from studiolo.services import Services
 from tests.helpers import create_user
 
@@ -80,3 +82,14 @@ def test_the_offline_page_names_nobody_and_carries_both_headers(api: TestClient,
     assert "ann@example.com" not in signed_in and 'href="/admin"' not in signed_in
     assert '<nav class="nav" id="nav" aria-label="Main" data-shell="signed-in" hidden>' in signed_in
     assert 'data-shell="signed-out">Sign in</a>' in signed_in
+
+
+def test_the_cli_suspends_with_a_reason_too(api: TestClient, services: Services) -> None:
+    create_user(services, "cat@example.com", password=STRONG)
+    env = {"STUDIOLO_DATA_DIR": str(services.settings.data_dir), "STUDIOLO_ENV": "test"}
+    if services.settings.database_url:
+        env["STUDIOLO_DATABASE_URL"] = services.settings.database_url
+    result = CliRunner().invoke(cli_app, ["users", "suspend", "cat@example.com", "--reason", "Spam"], env=env)
+    assert result.exit_code == 0, result.output
+    error = login(api, "cat@example.com")["error"]
+    assert error["code"] == "account_suspended" and error["details"] == {"reason": "Spam"}
