@@ -80,6 +80,7 @@ $("keys-body")?.addEventListener("click", async (event) => {
     await api(apiPath`api-keys/${button.dataset.revokeKey}`, { method: "DELETE" });
     const row = button.closest("tr");
     row.querySelector("[data-expires]").textContent = "revoked";
+    row.classList.add("muted");
     button.remove();
     toast(`Key “${button.dataset.name}” revoked.`);
   } catch (error) {
