@@ -574,7 +574,7 @@ def users_list(
     out.print(table)
 
 
-def _set_status(email: str, status: str) -> None:
+def _set_status(email: str, status: str, reason: str = "") -> None:
     from studiolo.domain.accounts.audit import Origin
     from studiolo.domain.accounts.service import normalize_email
 
@@ -582,14 +582,17 @@ def _set_status(email: str, status: str) -> None:
         matches = [u for u in services.admin.list_users(q=normalize_email(email)).items if u.email == email.lower()]
         if not matches:
             raise _fail(StudioloError(f"No account with the email {email}.", code="user_not_found"))
-        view = services.admin.set_status(None, matches[0].id, status, Origin(ip="cli", user_agent="studiolo cli"))
+        origin = Origin(ip="cli", user_agent="studiolo cli")
+        view = services.admin.set_status(None, matches[0].id, status, origin, reason.strip()[:500] or None)
     out.print(f"{view.email}: {view.status}")
 
 
 @users_app.command("suspend")
-def users_suspend(email: str) -> None:
+def users_suspend(
+    email: str, reason: Annotated[str, typer.Option(help="Why: what the user is told when they try.")] = ""
+) -> None:
     """Suspend an account: its sessions, tokens and API keys stop working at once."""
-    _set_status(email, "suspended")
+    _set_status(email, "suspended", reason)
 
 
 @users_app.command("activate")

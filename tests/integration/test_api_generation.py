@@ -278,7 +278,7 @@ def test_styles_models_stats_health(client: TestClient, services: Services) -> N
         "fantasy",
         "cinematic",
     } <= slugs
-    assert len(styles["sizes"]) == 8 and {"width": 1024, "height": 1024, "label": "1024x1024"} in styles["sizes"]
+    assert len(styles["sizes"]) == 8 and {"width": 1024, "height": 1024, "label": "Large square"} in styles["sizes"]
     assert styles["aspect_ratios"] == ["1:1", "16:9", "9:16", "4:3", "3:4"]
     created = client.post(
         "/api/v1/styles", json={"slug": "mine", "name": "Mine", "prompt_template": "{prompt}, in teal"}

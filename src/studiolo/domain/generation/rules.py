@@ -20,7 +20,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from studiolo.engines.base import Capabilities, JobKind
 from studiolo.engines.schedules import SCHEDULES, is_automatic, normalize_schedule
-from studiolo.errors import InvalidInput, describe_errors
+from studiolo.errors import InvalidInput, describe_errors, plain_message
 from studiolo.settings import Settings
 
 MIN_SIDE = 64
@@ -198,7 +198,7 @@ def as_broken(exc: ValidationError) -> list[InitErrorDetails]:
     their context (pydantic's could hold a name the message mentions in braces)."""
     return [
         {
-            "type": PydanticCustomError(e["type"], e["msg"], e.get("ctx") if e["type"] in OWN_CODES else None),
+            "type": PydanticCustomError(e["type"], plain_message(e), e.get("ctx") if e["type"] in OWN_CODES else None),
             "loc": e["loc"],
             "input": e.get("input"),
         }
@@ -211,7 +211,7 @@ def params_error(exc: ValidationError, *loc: str) -> InvalidInput:
     own bodies are with "body"). The code: the rules' own when all are of one such kind (``too_many_images``, ...),
     else ``invalid_input``; a single rule's context (e.g. ``limit``) and a batch item's ``index`` join the details."""
     errors = exc.errors(include_url=False)
-    listed = [{"loc": [*loc, *(str(p) for p in e["loc"])], "msg": e["msg"], "type": e["type"]} for e in errors]
+    listed = [{"loc": [*loc, *(str(p) for p in e["loc"])], "msg": plain_message(e), "type": e["type"]} for e in errors]
     codes = {e["type"] for e in errors}
     code = codes.pop() if len(codes) == 1 and next(iter(codes)) in OWN_CODES else "invalid_input"
     details: dict[str, Any] = dict(errors[0].get("ctx") or {}) if len(errors) == 1 and code != "invalid_input" else {}

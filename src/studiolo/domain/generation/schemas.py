@@ -358,8 +358,11 @@ class Stats(BaseModel):
     images: int
     starred: int
     collections: int
-    total_cost: float
-    duration_seconds: dict[str, float | None]
+    total_cost: float = Field(description="All time: credits the worker counted for succeeded jobs (a usage measure)")
+    duration_seconds: dict[str, float | None] = Field(
+        description="p50, p95 and mean run time of the succeeded jobs submitted in the last `days`: the admin "
+        "analytics' definition (percentile_cont, linear interpolation)"
+    )
     per_day: list[StatsDay] = Field(description="The last `days` UTC days, oldest first, every day present")
 
 

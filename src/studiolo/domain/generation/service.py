@@ -95,13 +95,6 @@ def check_status_filter(status: str | None) -> None:
         )
 
 
-def _percentile(sorted_values: Sequence[float], q: float) -> float | None:
-    if not sorted_values:
-        return None
-    idx = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return float(sorted_values[idx])
-
-
 class GenerationService:
     def __init__(
         self,
@@ -164,7 +157,7 @@ class GenerationService:
         ]
         return StyleCatalog(
             styles=styles,
-            sizes=[SizeOption(width=w, height=h, label=f"{w}x{h}") for w, h in st.STANDARD_SIZES],
+            sizes=[SizeOption(width=w, height=h, label=st.size_label(w, h)) for w, h in st.STANDARD_SIZES],
             aspect_ratios=list(st.ASPECT_RATIOS),
             qualities=dict(st.QUALITY_STEPS),
         )
@@ -557,7 +550,7 @@ class GenerationService:
 
     # -- usage -------------------------------------------------------------------------------
     def stats(self, owner_id: str, days: int = 30) -> Stats:
-        """The owner's totals, and a per-day series of the last ``days`` UTC days."""
+        """The owner's totals, and the job durations and per-day series of the last ``days`` UTC days."""
         with self.db.session() as session:
             by_status = dict(
                 session.execute(
@@ -565,27 +558,16 @@ class GenerationService:
                 ).all()
             )
             total_cost = session.scalar(select(func.coalesce(func.sum(Job.cost), 0.0)).where(Job.owner_id == owner_id))
-            durations = [
-                d
-                for d in session.scalars(
-                    select(Job.duration_seconds)
-                    .where(Job.owner_id == owner_id, Job.status == "succeeded", Job.duration_seconds.is_not(None))
-                    .order_by(Job.duration_seconds)
-                )
-                if d is not None
-            ]
             counts = self.gallery.stats_counts(session, owner_id)
             per_day = analytics.owner_per_day(session, self.db.is_sqlite, owner_id, days)
+            _, since = analytics.window(days)
+            durations = analytics.duration_summary(session, self.db.is_sqlite, since, owner_id)
         return Stats(
             jobs={s: int(by_status.get(s, 0)) for s in JOB_STATUS_FILTERS},
             images=counts["images"],
             starred=counts["starred"],
             collections=counts["collections"],
             total_cost=round(float(total_cost or 0.0), 6),
-            duration_seconds={
-                "p50": _percentile(durations, 0.5),
-                "p95": _percentile(durations, 0.95),
-                "mean": (sum(durations) / len(durations)) if durations else None,
-            },
+            duration_seconds=durations,
             per_day=per_day,
         )
