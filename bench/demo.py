@@ -60,7 +60,7 @@ def child(threads: int, steps: list[int], guidance: float, budget: float) -> Non
     def job(n_steps: int) -> float:
         request = GenerationRequest(model=MODEL, prompt=PROMPT, seeds=[n_steps], steps=n_steps, guidance=guidance)
         start = time.perf_counter()
-        engine.generate(request, lambda step, total, preview=None: None, lambda: False)
+        engine.generate(request, lambda step, total, **_: None, lambda: False)
         return time.perf_counter() - start
 
     started = time.perf_counter()

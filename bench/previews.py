@@ -57,7 +57,7 @@ def main() -> None:
     _measure("diffusers SDXL 1024 (128x128)", lambda: latent_preview(xl, sdxl=True), args.runs)
     if weights_available():
 
-        def on_step(step: int, total: int, preview: Preview | None = None) -> None:
+        def on_step(step: int, total: int, preview: Preview | None = None, image: int = 0) -> None:
             if step == middle and preview is not None:
                 name = f"demo 512x512, step {middle} of {total}"
                 _measure(name, lambda: preview() if callable(preview) else preview, args.runs)

@@ -41,10 +41,29 @@ def _write_byte_level_tokenizer(folder: Path) -> None:
     (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
 
 
+def _tiny_text_encoder(vocab_size: int) -> Any:
+    """A 2-layer CLIP text encoder with 32-wide states (random weights from torch's current seed)."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=0,
+            eos_token_id=2,
+            hidden_size=32,
+            intermediate_size=37,
+            layer_norm_eps=1e-05,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            pad_token_id=1,
+            vocab_size=vocab_size,
+            max_position_embeddings=77,
+        )
+    )
+
+
 def _build_components(seed: int, in_channels: int) -> dict[str, Any]:
     import torch
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
@@ -70,20 +89,7 @@ def _build_components(seed: int, in_channels: int) -> dict[str, Any]:
         layers_per_block=TINY_VAE_LAYERS_PER_BLOCK,
         sample_size=64,
     )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            bos_token_id=0,
-            eos_token_id=2,
-            hidden_size=32,
-            intermediate_size=37,
-            layer_norm_eps=1e-05,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            pad_token_id=1,
-            vocab_size=TINY_TEXT_VOCAB_SIZE,
-            max_position_embeddings=77,
-        )
-    )
+    text_encoder = _tiny_text_encoder(TINY_TEXT_VOCAB_SIZE)
     # The same scheduler SD 1.5 ships with, so "default" sampler behaviour matches a real model.
     scheduler = PNDMScheduler(
         beta_start=0.00085,
@@ -295,3 +301,99 @@ def make_tiny_single_file(dir: Path, seed: int = 0) -> Path:
     save_file({k: v.contiguous() for k, v in state.items()}, str(checkpoint))
     _write_arch_config(pipeline_dir, dir / TINY_CONFIG_ROOT_NAME / "sd15")
     return checkpoint
+
+
+def make_tiny_upscale_pipeline(dir: Path, seed: int = 0, *, latent: bool = False) -> Path:
+    """Save a tiny random upscaler to ``dir`` and return ``dir``: diffusers' SD x4 upscaler
+    (StableDiffusionUpscalePipeline, 4x), or with ``latent=True`` the latent x2 upscaler
+    (StableDiffusionLatentUpscalePipeline, 2x). Shaped like diffusers' own test components for them."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        DDPMScheduler,
+        EulerDiscreteScheduler,
+        StableDiffusionLatentUpscalePipeline,
+        StableDiffusionUpscalePipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTokenizer
+
+    dir = Path(dir)
+    dir.mkdir(parents=True, exist_ok=True)
+    tokenizer_dir = dir / "tokenizer"
+    _write_byte_level_tokenizer(tokenizer_dir)
+    tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir), model_max_length=77)
+    torch.manual_seed(seed)
+    text_encoder = _tiny_text_encoder(1000)  # the byte-level tokenizer's ids are all under 1000
+    pipe: Any
+    if latent:
+        levels = 4
+        unet = UNet2DConditionModel(
+            act_fn="gelu",
+            attention_head_dim=8,
+            norm_num_groups=None,
+            block_out_channels=[32, 32, 64, 64],
+            time_cond_proj_dim=160,  # the noise level's Fourier features (128) and the pooled text (32)
+            conv_in_kernel=1,
+            conv_out_kernel=1,
+            cross_attention_dim=32,
+            down_block_types=(
+                "KDownBlock2D",
+                "KCrossAttnDownBlock2D",
+                "KCrossAttnDownBlock2D",
+                "KCrossAttnDownBlock2D",
+            ),
+            in_channels=8,
+            mid_block_type=None,
+            only_cross_attention=False,
+            out_channels=5,
+            resnet_time_scale_shift="scale_shift",
+            time_embedding_type="fourier",
+            timestep_post_act="gelu",
+            up_block_types=("KCrossAttnUpBlock2D", "KCrossAttnUpBlock2D", "KCrossAttnUpBlock2D", "KUpBlock2D"),
+        )
+    else:
+        levels = 3
+        unet = UNet2DConditionModel(
+            block_out_channels=(32, 32, 64),
+            layers_per_block=2,
+            sample_size=32,
+            in_channels=7,  # the latents and the low-resolution image
+            out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=32,
+            attention_head_dim=8,
+            use_linear_projection=True,
+            only_cross_attention=(True, True, False),
+            num_class_embeds=100,  # the noise level
+        )
+    vae = AutoencoderKL(
+        block_out_channels=[32, 32, 64, 64][:levels],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * levels,
+        up_block_types=["UpDecoderBlock2D"] * levels,
+        latent_channels=4,
+    )
+    if latent:
+        pipe = StableDiffusionLatentUpscalePipeline(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=EulerDiscreteScheduler(prediction_type="sample"),
+        )
+    else:
+        pipe = StableDiffusionUpscalePipeline(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            low_res_scheduler=DDPMScheduler(),
+            scheduler=DDIMScheduler(prediction_type="v_prediction"),
+            max_noise_level=350,
+        )
+    pipe.save_pretrained(str(dir))
+    return dir

@@ -1,5 +1,5 @@
-"""The ``studiolo`` command line: serve, backup, restore, worker, generate, models, db, users. Same services as
-the HTTP API."""
+"""The ``studiolo`` command line: serve, backup, restore, worker, generate, upscale, models, images, db, users.
+Same services as the HTTP API."""
 
 from __future__ import annotations
 
@@ -28,11 +28,13 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from studiolo.cli_images import build_images_app
 from studiolo.cli_options import SuggestingGroup
+from studiolo.cli_upscale import upscale
 from studiolo.domain.accounts.models import LOCAL_USER_ID
 from studiolo.domain.generation.catalog import how_to_install
 from studiolo.domain.generation.rules import GenerationLimits, params_error
-from studiolo.domain.generation.schemas import GenerationParams, JobView
+from studiolo.domain.generation.schemas import GenerationParams, JobProgress, JobView
 from studiolo.domain.generation.service import Upload
 from studiolo.engines.base import JobKind
 from studiolo.engines.demo.engine import DEMO_MODEL_ID, DEMO_NOTICE
@@ -101,6 +103,9 @@ def _command_services() -> Iterator[Any]:
         raise _fail(exc) from exc
     finally:
         services.close()
+
+
+app.add_typer(build_images_app(_command_services, out, console), name="images")
 
 
 @app.command()
@@ -283,13 +288,18 @@ def _wait_with_progress(services: Any, job_id: str, n: int) -> JobView:
                 view: JobView = gen.get(LOCAL_USER_ID, job_id)
                 if view.status in ("succeeded", "failed", "canceled"):
                     if view.status == "succeeded":
-                        progress.update(
-                            task, description="done", total=view.progress.total, completed=view.progress.total
-                        )
+                        all_steps = view.progress.steps_done()[1]
+                        progress.update(task, description="done", total=all_steps, completed=all_steps)
                     return view
-                step, total = latest.get("step", view.progress.step), latest.get("total", view.progress.total)
-                desc = f"generating {n} image{'s' if n > 1 else ''}" if view.status == "running" else "queued"
-                progress.update(task, description=desc, total=total or None, completed=step)
+                now = JobProgress(
+                    **{
+                        **view.progress.model_dump(),
+                        **{k: v for k, v in latest.items() if k in JobProgress.model_fields},
+                    }
+                )
+                desc = now.text() if view.status == "running" and now.total else view.status
+                done_steps, all_steps = now.steps_done()
+                progress.update(task, description=desc, total=all_steps or None, completed=done_steps)
                 done.wait(0.1)
     finally:
         unsubscribe()
@@ -407,6 +417,9 @@ def generate(
             out.print(str(p), soft_wrap=True, markup=False, highlight=False)
     finally:
         services.close()
+
+
+app.command()(upscale)  # cli_upscale.py; listed after generate
 
 
 def _size(size_bytes: int) -> str:
@@ -561,7 +574,7 @@ def users_list(
     out.print(table)
 
 
-def _set_status(email: str, status: str) -> None:
+def _set_status(email: str, status: str, reason: str = "") -> None:
     from studiolo.domain.accounts.audit import Origin
     from studiolo.domain.accounts.service import normalize_email
 
@@ -569,14 +582,17 @@ def _set_status(email: str, status: str) -> None:
         matches = [u for u in services.admin.list_users(q=normalize_email(email)).items if u.email == email.lower()]
         if not matches:
             raise _fail(StudioloError(f"No account with the email {email}.", code="user_not_found"))
-        view = services.admin.set_status(None, matches[0].id, status, Origin(ip="cli", user_agent="studiolo cli"))
+        origin = Origin(ip="cli", user_agent="studiolo cli")
+        view = services.admin.set_status(None, matches[0].id, status, origin, reason.strip()[:500] or None)
     out.print(f"{view.email}: {view.status}")
 
 
 @users_app.command("suspend")
-def users_suspend(email: str) -> None:
+def users_suspend(
+    email: str, reason: Annotated[str, typer.Option(help="Why: what the user is told when they try.")] = ""
+) -> None:
     """Suspend an account: its sessions, tokens and API keys stop working at once."""
-    _set_status(email, "suspended")
+    _set_status(email, "suspended", reason)
 
 
 @users_app.command("activate")

@@ -29,6 +29,7 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "--out": ("output", "output-dir", "outdir", "out-dir", "output-path", "save-dir"),
     "--init-image": ("image", "input", "input-image", "img", "init-img"),
     "--mask": ("mask-image", "mask-img"),
+    "--factor": ("scale-factor", "upscale-by", "upscaling-resize", "resize"),
     "--strength": ("denoising-strength", "denoise", "denoising"),
     "--aspect-ratio": ("ratio", "ar", "aspect"),
     "--model": ("checkpoint", "ckpt", "model-id"),
@@ -37,6 +38,7 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
 COMMAND_SYNONYMS: dict[str, tuple[str, ...]] = {
     "generate": ("gen", "txt2img", "img2img", "draw", "create", "run"),
     "serve": ("server", "start", "web"),
+    "upscale": ("upscaler", "enlarge", "upres", "upsample", "extras", "resize"),
     "list": ("ls", "show"),
     "remove": ("rm", "delete", "del", "uninstall"),
     "pull": ("download", "install", "get", "fetch"),

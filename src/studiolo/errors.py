@@ -7,7 +7,7 @@ Services raise these; they never raise ``HTTPException``. Every error body has t
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -109,6 +109,50 @@ def describe_errors(errors: Sequence[Mapping[str, Any]]) -> str:
     return "; ".join(parts)
 
 
+def _n(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+# pydantic's messages ("Input should be less than or equal to 4294967295") in the words a person uses; the error
+# ``type`` in details.errors stays pydantic's (clients branch on it and on ``code``, never on the text).
+_PLAIN: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    "missing": lambda c: "Required",
+    "int_parsing": lambda c: "Must be a whole number",
+    "int_type": lambda c: "Must be a whole number",
+    "int_from_float": lambda c: "Must be a whole number",
+    "float_parsing": lambda c: "Must be a number",
+    "float_type": lambda c: "Must be a number",
+    "bool_parsing": lambda c: "Must be true or false",
+    "bool_type": lambda c: "Must be true or false",
+    "string_type": lambda c: "Must be text",
+    "string_too_short": lambda c: (
+        "Must not be empty" if c["min_length"] == 1 else f"At least {_n(c['min_length'])} characters"
+    ),
+    "string_too_long": lambda c: f"At most {_n(c['max_length'])} characters",
+    "greater_than_equal": lambda c: f"At least {_n(c['ge'])}",
+    "less_than_equal": lambda c: f"At most {_n(c['le'])}",
+    "greater_than": lambda c: f"Must be more than {_n(c['gt'])}",
+    "less_than": lambda c: f"Must be less than {_n(c['lt'])}",
+    "too_short": lambda c: f"Give at least {_n(c['min_length'])}",
+    "too_long": lambda c: f"Give at most {_n(c['max_length'])}",
+    "literal_error": lambda c: f"Must be {c['expected']}",
+    "enum": lambda c: f"Must be {c['expected']}",
+    "extra_forbidden": lambda c: "Not a field this request takes",
+    "uuid_parsing": lambda c: "Must be an id (a UUID)",
+    "list_type": lambda c: "Must be a list",
+    "dict_type": lambda c: "Must be an object",
+}
+
+
+def plain_message(error: Mapping[str, Any]) -> str:
+    """One broken rule's message in plain words (pydantic's own text where there is no better one)."""
+    say = _PLAIN.get(str(error.get("type", "")))
+    try:
+        return say(error.get("ctx") or {}) if say is not None else str(error.get("msg", ""))
+    except KeyError:  # a rule without the context its words need: pydantic's text is still right
+        return str(error.get("msg", ""))
+
+
 def error_body(code: str, message: str, details: dict[str, Any] | None, request_id: str | None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details or {}}, "request_id": request_id}
 
@@ -117,7 +161,7 @@ def _request_id(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
 
-HtmlPage = Callable[[Request, int, str, str], Response]
+HtmlPage = Callable[[Request, int, str, str], Awaitable[Response]]
 _NOT_PAGES = ("/api/", "/static/", "/health", "/ready", "/metrics", "/docs", "/redoc", "/openapi.json", "/sw.js")
 
 
@@ -142,15 +186,15 @@ def _invalid_json(request: Request) -> Response:
 def install_error_handlers(app: FastAPI, html_page: HtmlPage | None = None) -> None:
     """Map every exception to the standard envelope; nothing reaches the client as a bare 500 trace."""
 
-    def page_or(request: Request, status: int, code: str, message: str, response: Response) -> Response:
+    async def page_or(request: Request, status: int, code: str, message: str, response: Response) -> Response:
         if html_page is not None and _wants_page(request):
-            return html_page(request, status, code, message)
+            return await html_page(request, status, code, message)
         return response
 
     @app.exception_handler(StudioloError)
     async def _domain(request: Request, exc: StudioloError) -> Response:
         if html_page is not None and _wants_page(request) and not isinstance(exc, RateLimited):
-            return html_page(request, exc.status_code, exc.code, exc.message)
+            return await html_page(request, exc.status_code, exc.code, exc.message)
         headers: dict[str, str] = {}
         if isinstance(exc, RateLimited):
             headers["Retry-After"] = str(exc.retry_after)
@@ -165,13 +209,13 @@ def install_error_handlers(app: FastAPI, html_page: HtmlPage | None = None) -> N
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
         errors = [
-            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": e.get("type")}
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": plain_message(e), "type": e.get("type")}
             for e in exc.errors()
         ]
         json_invalid = bool(errors) and all(e["type"] == "json_invalid" for e in errors)
         message = "The body is not valid JSON." if json_invalid else describe_errors(errors)
         body = error_body("invalid_input", message, {"errors": errors}, _request_id(request))
-        return page_or(request, 422, "invalid_input", message, JSONResponse(body, status_code=422))
+        return await page_or(request, 422, "invalid_input", message, JSONResponse(body, status_code=422))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
@@ -188,14 +232,14 @@ def install_error_handlers(app: FastAPI, html_page: HtmlPage | None = None) -> N
             headers=getattr(exc, "headers", None),
         )
         message = "There is no page at this address." if exc.status_code == 404 else str(exc.detail)
-        return page_or(request, exc.status_code, code, message, response)
+        return await page_or(request, exc.status_code, code, message, response)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error", extra={"request_id": _request_id(request)})
         message = "Something went wrong on our side."
         response = JSONResponse(error_body("internal_error", message, None, _request_id(request)), status_code=500)
-        return page_or(request, 500, "internal_error", message, response)
+        return await page_or(request, 500, "internal_error", message, response)
 
     async def _database(request: Request, exc: Exception) -> Response:
         # A connection cut by a database restart or failover (the pool is renewed for the next request, see
@@ -210,7 +254,7 @@ def install_error_handlers(app: FastAPI, html_page: HtmlPage | None = None) -> N
         message = "The database is not reachable right now; try again in a moment."
         body = error_body("database_unavailable", message, None, _request_id(request))
         response = JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
-        return page_or(request, 503, "database_unavailable", message, response)
+        return await page_or(request, 503, "database_unavailable", message, response)
 
     app.add_exception_handler(DBAPIError, _database)
     app.add_exception_handler(PoolTimeout, _database)

@@ -29,6 +29,7 @@ from studiolo.domain.generation.pool import WorkerPool
 from studiolo.domain.generation.queue import JobQueue
 from studiolo.domain.generation.served import ServedModels
 from studiolo.domain.generation.service import GenerationService
+from studiolo.domain.generation.upscale import UpscaleService
 from studiolo.domain.generation.worker import JobRunner
 from studiolo.engines.base import Engine
 from studiolo.settings import Settings
@@ -64,6 +65,10 @@ def default_engines(settings: Settings) -> dict[str, Engine]:
     from studiolo.engines.demo import DemoEngine
 
     engines["demo"] = DemoEngine(threads=settings.demo_threads)
+    # The built-in upscaler (Pillow only), offered by GET /upscalers and never listed with the models.
+    from studiolo.engines.upscale import LanczosUpscaleEngine
+
+    engines[LanczosUpscaleEngine.name] = LanczosUpscaleEngine()
     return engines
 
 
@@ -98,6 +103,7 @@ class Services:
     oauth: OAuthService
     job_admin: JobAdminService
     analytics: AnalyticsService
+    upscale: UpscaleService
     event_relay: RedisEventRelay | None = None  # set when STUDIOLO_REDIS_URL is
     pools: list[WorkerPool] = field(default_factory=list)
 
@@ -157,7 +163,7 @@ def build_services(
         retry_backoff_seconds=settings.retry_backoff_seconds,
         position_limit=settings.queue_position_limit,
     )
-    gallery = GalleryService(db, store)
+    gallery = GalleryService(db, store, trash_days=settings.trash_days)
     generation = GenerationService(
         db=db,
         settings=settings,
@@ -227,5 +233,6 @@ def build_services(
         oauth=OAuthService(settings, db=db, accounts=accounts, codec=codec),
         job_admin=JobAdminService(db, generation),
         analytics=AnalyticsService(db),
+        upscale=UpscaleService(generation),
         event_relay=event_relay,
     )

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     # old such a file must be to go: younger ones may belong to a row that is committing right now.
     orphan_sweep_seconds: float = Field(default=3600.0, ge=0)
     orphan_grace_seconds: float = Field(default=3600.0, ge=1)
+    # Deleted images wait in the Trash this many days before housekeeping purges them (0: at its next run), which
+    # looks for due ones every trash_purge_seconds, at most TRASH_PURGE_BATCH per transaction (gallery/trash.py).
+    trash_days: int = Field(default=30, ge=0, le=36500)
+    trash_purge_seconds: float = Field(default=600.0, gt=0)
 
     default_model: str = "stabilityai/sd-turbo"
     # Register the model-free `echo` engine (tests, benchmarks, queue smoke checks).

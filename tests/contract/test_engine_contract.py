@@ -1,9 +1,11 @@
 """The contract every Engine adapter passes (engines/base.py).
 
 Each adapter is described by an ``EngineCase``: the engine, a model that supports every job kind the engine
-offers, and a "limited" model that lacks at least one kind (to check unsupported kinds are refused). To add an
-adapter, write a case factory and append it to ADAPTERS. Engine-specific behaviour is tested in
-tests/unit/test_<engine>.py.
+offers, and, where the adapter has one, a "limited" model that lacks at least one kind (to check unsupported kinds
+are refused). To add an adapter, write a case factory and append it to ADAPTERS (and to LIMITED_ADAPTERS if it has
+a limited model). Every job kind a model claims (img2img, inpaint) is held to the same checks as txt2img: seed
+determinism, batch = single seed, output size, and for inpainting the kept region. Engine-specific behaviour is
+tested in tests/unit/test_<engine>.py.
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ pytestmark = [
 class EngineCase:
     engine: Engine
     model: ModelRef
-    limited_engine: Engine
-    limited_model: ModelRef
+    limited_engine: Engine | None = None
+    limited_model: ModelRef | None = None
 
 
 def _echo_case(tmp: Path) -> EngineCase:
@@ -74,16 +76,13 @@ def _diffusers_case(tmp: Path) -> EngineCase:
 
 
 def _demo_tiny_case(tmp: Path) -> EngineCase:
-    # txt2img only, so the demo engine is its own "limited" case.
+    # Every kind, and no model of it lacks one: no limited case.
     engine = DemoEngine(weights=make_tiny_demo_weights(tmp / "demo"))
-    model = ModelRef(id="studiolo-demo", engine="demo", source="builtin")
-    return EngineCase(engine=engine, model=model, limited_engine=engine, limited_model=model)
+    return EngineCase(engine=engine, model=ModelRef(id="studiolo-demo", engine="demo", source="builtin"))
 
 
 def _demo_case(tmp: Path) -> EngineCase:
-    engine = DemoEngine()
-    model = ModelRef(id="studiolo-demo", engine="demo", source="builtin")
-    return EngineCase(engine=engine, model=model, limited_engine=engine, limited_model=model)
+    return EngineCase(engine=DemoEngine(), model=ModelRef(id="studiolo-demo", engine="demo", source="builtin"))
 
 
 ADAPTERS = [
@@ -95,10 +94,25 @@ ADAPTERS = [
 ]
 
 
+LIMITED_ADAPTERS = [pytest.param(_echo_case, id="echo"), pytest.param(_diffusers_case, id="diffusers")]
+
+
 @pytest.fixture(scope="module", params=ADAPTERS)
 def case(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> EngineCase:
     factory: Callable[[Path], EngineCase] = request.param
     return factory(tmp_path_factory.mktemp("engine"))
+
+
+@pytest.fixture(scope="module", params=LIMITED_ADAPTERS)
+def limited_case(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> EngineCase:
+    factory: Callable[[Path], EngineCase] = request.param
+    made = factory(tmp_path_factory.mktemp("engine-limited"))
+    assert made.limited_engine is not None and made.limited_model is not None
+    return made
+
+
+def _ignore(step: int, total: int, preview: Preview | None = None, image: int = 0) -> None:
+    """An on_step that takes everything the contract lets an engine pass."""
 
 
 def _request(model: ModelRef, **overrides: Any) -> GenerationRequest:
@@ -110,10 +124,18 @@ def _request(model: ModelRef, **overrides: Any) -> GenerationRequest:
         height=48,
         steps=2,
         guidance=5.0,
-        init_image=Image.new("RGB", (80, 60), (200, 120, 40)),
+        init_image=_init_image(80, 60),
         mask_image=_half_mask(64, 48),
     )
     return replace(base, **overrides)
+
+
+def _init_image(width: int, height: int) -> Image.Image:
+    """A picture with structure (a gradient and a bright disc), so a kept region can be told from a repainted one."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    pixels = np.stack([200 * xs / width + 20, 120 + 0 * xs, 220 * ys / height + 10], axis=-1)
+    pixels[(xs - width / 4) ** 2 + (ys - height / 2) ** 2 < (height / 4) ** 2] = (250, 240, 90)
+    return Image.fromarray(pixels.round().clip(0, 255).astype(np.uint8), "RGB")
 
 
 def _half_mask(width: int, height: int) -> Image.Image:
@@ -123,7 +145,7 @@ def _half_mask(width: int, height: int) -> Image.Image:
 
 
 def _run(engine: Engine, request: GenerationRequest) -> list[np.ndarray]:
-    images = engine.generate(request, lambda step, total, preview=None: None, lambda: False)
+    images = engine.generate(request, _ignore, lambda: False)
     return [np.asarray(g.image, dtype=np.int16) for g in images]
 
 
@@ -139,7 +161,7 @@ def test_adapter_is_an_engine(case: EngineCase) -> None:
 
 def test_returns_one_rgb_image_per_seed_in_seed_order(case: EngineCase) -> None:
     seeds = [5, 900, 3]
-    images = case.engine.generate(_request(case.model, seeds=seeds), lambda s, t, preview=None: None, lambda: False)
+    images = case.engine.generate(_request(case.model, seeds=seeds), _ignore, lambda: False)
     assert [g.seed for g in images] == seeds
     for generated in images:
         assert generated.image.mode == "RGB"
@@ -148,9 +170,87 @@ def test_returns_one_rgb_image_per_seed_in_seed_order(case: EngineCase) -> None:
 
 
 def test_same_seed_gives_identical_pixels(case: EngineCase) -> None:
-    first = _run(case.engine, _request(case.model, seeds=[7]))
-    second = _run(case.engine, _request(case.model, seeds=[7]))
-    assert np.array_equal(first[0], second[0])
+    for kind in _supported(case):
+        first = _run(case.engine, _request(case.model, kind=kind, seeds=[7]))
+        second = _run(case.engine, _request(case.model, kind=kind, seeds=[7]))
+        assert np.array_equal(first[0], second[0]), kind
+
+
+@pytest.mark.parametrize("kind", ["img2img", "inpaint"])
+def test_image_to_image_outputs_have_the_requested_size_whatever_the_init_size(case: EngineCase, kind: JobKind) -> None:
+    if not case.engine.capabilities(case.model).supports(kind):
+        return  # test_capabilities_are_honoured checks the refusal
+    # A tall init and a mask of yet another size, for a wide request: both are fitted to the request.
+    request = _request(
+        case.model, kind=kind, seeds=[3, 4], init_image=_init_image(40, 96), mask_image=_half_mask(32, 32)
+    )
+    for generated in case.engine.generate(request, _ignore, lambda: False):
+        assert generated.image.mode == "RGB" and generated.image.size == (64, 48), kind
+
+
+def test_inpainting_keeps_the_unmasked_region_and_repaints_the_masked_one(case: EngineCase) -> None:
+    """White = repaint, black = keep (the API's and diffusers' convention). Every engine puts the init image's own
+    pixels back where the mask is black, so the kept half matches it to 8-bit rounding (measured: 0.0 mean for
+    echo, diffusers and demo); the repainted half moves well away (measured 57-110 mean). A swapped or ignored mask
+    fails both."""
+    if not case.engine.capabilities(case.model).supports("inpaint"):
+        return
+    init = np.asarray(_init_image(64, 48), dtype=np.int16)
+    for seed in (5, 6):
+        request = _request(case.model, kind="inpaint", seeds=[seed], strength=1.0, init_image=_init_image(64, 48))
+        (out,) = _run(case.engine, request)
+        kept = np.abs(out[:, :30] - init[:, :30]).mean()  # left of the mask's edge (x = 32), away from it
+        repainted = np.abs(out[:, 34:] - init[:, 34:]).mean()
+        assert kept <= 1.0, (seed, kept)
+        assert repainted >= 8.0, (seed, repainted)
+
+
+def _close(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal up to float rounding (slerp at its ends, batched maths): at most 2 levels off, on under 2% of values."""
+    diff = np.abs(a - b)
+    return bool(diff.max() <= 2 and (diff > 0).mean() < 0.02)
+
+
+def test_variation_seed_walks_from_the_seed_to_the_variation_seed(case: EngineCase) -> None:
+    """A1111's subseed: strength 0 is the seed's picture, 1 the variation seed's (as the seed), between differs."""
+    caps = case.engine.capabilities(case.model)
+    for kind in caps.variation_kinds:
+        (base,) = _run(case.engine, _request(case.model, kind=kind, seeds=[21], strength=1.0))
+        (other,) = _run(case.engine, _request(case.model, kind=kind, seeds=[99], strength=1.0))
+
+        def varied(strength: float, kind: JobKind = kind) -> np.ndarray:
+            request = _request(case.model, kind=kind, seeds=[21], strength=1.0, variation_strength=strength)
+            return _run(case.engine, replace(request, variation_seeds=[99]))[0]
+
+        assert np.array_equal(varied(0.0), base), kind
+        assert _close(varied(1.0), other), kind
+        middle = varied(0.5)
+        assert not _close(middle, base) and not _close(middle, other), kind
+
+
+def test_variation_seed_of_image_k_equals_the_same_seeds_alone(case: EngineCase) -> None:
+    for kind in case.engine.capabilities(case.model).variation_kinds:
+        batch = _request(case.model, kind=kind, seeds=[4, 5, 6], variation_strength=0.4, variation_seeds=[70, 71, 72])
+        alone = _request(case.model, kind=kind, seeds=[5], variation_strength=0.4, variation_seeds=[71])
+        assert _close(_run(case.engine, batch)[1], _run(case.engine, alone)[0]), kind
+
+
+def test_progress_counts_the_steps_of_each_sampling_call(case: EngineCase) -> None:
+    """Per CONTRACTS.md "Progress": either every image is sampled in one call (image = 0: steps 1..total once), or
+    one after another (image = 1..n, steps 1..total for each, in order)."""
+    calls: list[tuple[int, int, int]] = []
+
+    def on_step(step: int, total: int, preview: Preview | None = None, image: int = 0) -> None:
+        calls.append((image, step, total))
+
+    case.engine.generate(_request(case.model, seeds=[1, 2, 3], steps=3), on_step, lambda: False)
+    images = sorted({image for image, _s, _t in calls})
+    total = calls[-1][2]
+    if images == [0]:
+        assert calls == [(0, step, total) for step in range(1, total + 1)]
+    else:
+        assert images == [1, 2, 3]
+        assert calls == [(image, step, total) for image in (1, 2, 3) for step in range(1, total + 1)]
 
 
 def test_different_seeds_give_different_images(case: EngineCase) -> None:
@@ -177,7 +277,7 @@ def test_image_k_of_a_batch_equals_the_same_seed_alone(case: EngineCase) -> None
 
 def test_on_step_reports_every_step_in_order_ending_at_total(case: EngineCase) -> None:
     calls: list[tuple[int, int]] = []
-    case.engine.generate(_request(case.model, steps=3), lambda s, t, preview=None: calls.append((s, t)), lambda: False)
+    case.engine.generate(_request(case.model, steps=3), lambda s, t, **_: calls.append((s, t)), lambda: False)
     assert calls, "on_step was never called"
     total = calls[-1][1]
     assert [s for s, _ in calls] == list(range(1, total + 1))
@@ -189,7 +289,7 @@ def _collect_previews(engine: Engine, request: GenerationRequest) -> tuple[list[
     """Run ``request`` drawing every preview offered; returns ((step, preview) pairs, the images)."""
     previews: list[tuple[int, Image.Image]] = []
 
-    def on_step(step: int, total: int, preview: Preview | None = None) -> None:
+    def on_step(step: int, total: int, preview: Preview | None = None, **_: Any) -> None:
         image = preview() if callable(preview) else preview
         if image is not None:
             previews.append((step, image))
@@ -218,7 +318,7 @@ def test_drawing_previews_does_not_change_the_images(case: EngineCase) -> None:
 
 def test_cancel_before_start_raises(case: EngineCase) -> None:
     with pytest.raises(GenerationCanceled):
-        case.engine.generate(_request(case.model, steps=3), lambda s, t, preview=None: None, lambda: True)
+        case.engine.generate(_request(case.model, steps=3), _ignore, lambda: True)
 
 
 def test_cancel_is_checked_at_every_step_end(case: EngineCase) -> None:
@@ -226,36 +326,53 @@ def test_cancel_is_checked_at_every_step_end(case: EngineCase) -> None:
     with pytest.raises(GenerationCanceled):
         case.engine.generate(
             _request(case.model, steps=4),
-            lambda s, t, preview=None: calls.append(s),
+            lambda s, t, **_: calls.append(s),
             lambda: len(calls) >= 1,  # turns true once the first step has finished
         )
     assert calls == [1]
 
 
-@pytest.mark.parametrize("limited", [False, True], ids=["full", "limited"])
-@pytest.mark.parametrize("kind", KINDS)
-def test_capabilities_are_honoured(case: EngineCase, kind: JobKind, limited: bool) -> None:
-    engine, model = (case.limited_engine, case.limited_model) if limited else (case.engine, case.model)
+def _honours_capabilities(engine: Engine, model: ModelRef, kind: JobKind) -> None:
     caps = engine.capabilities(model)
     if caps.supports(kind):
-        images = engine.generate(_request(model, kind=kind), lambda s, t, preview=None: None, lambda: False)
+        images = engine.generate(_request(model, kind=kind), _ignore, lambda: False)
         assert len(images) == 1 and images[0].image.size == (64, 48)
     else:
         with pytest.raises(EngineError) as excinfo:
-            engine.generate(_request(model, kind=kind), lambda s, t, preview=None: None, lambda: False)
+            engine.generate(_request(model, kind=kind), _ignore, lambda: False)
         assert excinfo.value.code == "unsupported_task"
     # Capabilities do not change once the model has been used.
     assert engine.capabilities(model) == caps
 
 
-def test_limited_model_really_lacks_a_kind(case: EngineCase) -> None:
-    caps = case.limited_engine.capabilities(case.limited_model)
+@pytest.mark.parametrize("kind", KINDS)
+def test_capabilities_are_honoured(case: EngineCase, kind: JobKind) -> None:
+    _honours_capabilities(case.engine, case.model, kind)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_capabilities_of_a_limited_model_are_honoured(limited_case: EngineCase, kind: JobKind) -> None:
+    assert limited_case.limited_engine is not None and limited_case.limited_model is not None
+    _honours_capabilities(limited_case.limited_engine, limited_case.limited_model, kind)
+
+
+def test_capabilities_name_what_a_request_may_choose(case: EngineCase) -> None:
+    caps = case.engine.capabilities(case.model)
+    assert caps.txt2img or caps.img2img or caps.inpaint
+    assert all(isinstance(name, str) and name for name in (*caps.samplers, *caps.schedulers))
+    assert "automatic" not in caps.schedulers  # always allowed, never listed
+    assert set(caps.variation_kinds) <= {k for k in KINDS if caps.supports(k)}
+
+
+def test_limited_model_really_lacks_a_kind(limited_case: EngineCase) -> None:
+    assert limited_case.limited_engine is not None and limited_case.limited_model is not None
+    caps = limited_case.limited_engine.capabilities(limited_case.limited_model)
     assert not all(caps.supports(k) for k in KINDS)
 
 
 def test_model_is_loaded_after_load_and_generate(case: EngineCase) -> None:
     case.engine.load(case.model)
     assert case.engine.is_loaded(case.model.id)
-    case.engine.generate(_request(case.model), lambda s, t, preview=None: None, lambda: False)
+    case.engine.generate(_request(case.model), _ignore, lambda: False)
     assert case.engine.is_loaded(case.model.id)
     assert not case.engine.is_loaded("no-such-model")

@@ -306,7 +306,9 @@ def test_gallery_api_redirects_files_to_the_bucket(
             stored = set(services.store.iter_keys())
             assert len(stored) == 2  # the PNG and one thumbnail (64x64 is under every size: the four are one file)
             assert not settings.files_dir.exists()  # nothing went to the local disk
-            assert client.delete(f"/api/v1/images/{image_id}").status_code == 204
+            assert client.delete(f"/api/v1/images/{image_id}").status_code == 204  # to the Trash: files stay
+            assert set(services.store.iter_keys()) == stored
+            assert client.delete(f"/api/v1/images/{image_id}", params={"permanent": True}).status_code == 204
             assert list(services.store.iter_keys()) == []
             assert client.get(file_url, follow_redirects=False).status_code == 404
     finally:

@@ -327,7 +327,7 @@ def test_sign_out_leaves_nothing_of_the_user_on_a_shared_browser(browser: Browse
     sign_in(page, ann, PASSWORD)
     page.wait_for_url("**/generate")
     page.select_option("#quality", "draft")  # remembered by this browser (localStorage)
-    page.click("#theme-toggle")  # the device's, not the user's
+    page.select_option("#theme-select", "dark")  # the device's, not the user's
     assert open_gallery_under_the_worker(page) == [ann_image]
     stored = page.evaluate(STORED)
     assert "studiolo-generator" in stored and "studiolo-theme" in stored, stored

@@ -217,11 +217,15 @@ def sign_in(page: Page, email: str, password: str, next_path: str = "") -> None:
 # from the test could miss the short-lived ones).
 RECORD_PROGRESS = """() => {
   window.__progress = [];
+  window.__progressText = [];
   new MutationObserver((records) => {
     for (const r of records) {
       if (r.attributeName === "aria-valuenow") window.__progress.push(Number(r.target.getAttribute("aria-valuenow")));
+      if (r.attributeName === "aria-valuetext") window.__progressText.push(r.target.getAttribute("aria-valuetext"));
     }
-  }).observe(document.getElementById("jobs"), { subtree: true, attributes: true, attributeFilter: ["aria-valuenow"] });
+  }).observe(document.getElementById("jobs"), {
+    subtree: true, attributes: true, attributeFilter: ["aria-valuenow", "aria-valuetext"],
+  });
 }"""
 
 
@@ -270,6 +274,10 @@ def test_sign_up_generate_and_manage_the_gallery_then_read_it_offline(browser: B
     intermediate = [v for v in progress if 0 < v < 100]
     assert len(set(intermediate)) >= 2, f"progress bar values seen: {progress}"
     assert intermediate == sorted(intermediate), progress
+    # The demo model makes the two images one after another: the card says which (CONTRACTS.md "Progress").
+    said: list[str] = page.evaluate("window.__progressText")
+    assert any(t.startswith("Image 1 of 2 · step ") for t in said), said
+    assert any(t.startswith("Image 2 of 2 · step ") for t in said), said
     expect(card.locator("[role=progressbar]")).to_have_attribute("aria-valuenow", "100")
     expect(card.locator(".job-status")).to_have_text("succeeded")
     # The two results arrive without a reload.

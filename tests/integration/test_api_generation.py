@@ -60,7 +60,9 @@ def test_submit_returns_job_at_once_and_worker_completes_it(client: TestClient, 
     job = client.get(accepted["urls"]["get"]).json()
     assert job["status"] == "succeeded"
     assert job["seeds"] == [7, 8]
-    assert job["progress"] == {"step": job["params"]["steps"], "total": job["params"]["steps"]}
+    steps = job["params"]["steps"]
+    # The echo engine makes both images in one call: image 0 (CONTRACTS.md "Progress").
+    assert job["progress"] == {"step": steps, "total": steps, "image": 0, "images": 2}
     assert job["cost"] > 0 and job["duration_seconds"] is not None
     assert set(job["timings"]) == {"queue_wait", "load", "generate", "store"}
     assert job["started_at"] and job["finished_at"]
@@ -276,7 +278,7 @@ def test_styles_models_stats_health(client: TestClient, services: Services) -> N
         "fantasy",
         "cinematic",
     } <= slugs
-    assert len(styles["sizes"]) == 8 and {"width": 1024, "height": 1024, "label": "1024x1024"} in styles["sizes"]
+    assert len(styles["sizes"]) == 8 and {"width": 1024, "height": 1024, "label": "Large square"} in styles["sizes"]
     assert styles["aspect_ratios"] == ["1:1", "16:9", "9:16", "4:3", "3:4"]
     created = client.post(
         "/api/v1/styles", json={"slug": "mine", "name": "Mine", "prompt_template": "{prompt}, in teal"}

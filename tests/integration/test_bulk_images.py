@@ -103,6 +103,11 @@ def test_bulk_delete_removes_rows_and_files_like_the_single_delete(
     r = client.post(BULK, json={"action": "delete", "image_ids": [a, c, theirs, "nope"]})
     assert r.status_code == 200, r.text
     assert r.json() == {"action": "delete", "done": [a, c], "not_found": [theirs, "nope"]}
+    assert set(services.store.iter_keys()) == before  # in the Trash: files stay
+    assert [i["id"] for i in client.get("/api/v1/images").json()["items"]] == [b]
+    assert client.get("/api/v1/collections/" + cid).json()["image_count"] == 1
+    r = client.post(BULK, json={"action": "purge", "image_ids": [a, c, theirs]})
+    assert r.json() == {"action": "purge", "done": [a, c], "not_found": [theirs]}
     gone = before - set(services.store.iter_keys())
     assert len(gone) == 4  # the PNG and the one shared thumbnail (64x64 is under every size) of each image
     assert all(k.startswith(("images/", "thumbs/")) for k in gone)
@@ -115,6 +120,9 @@ def test_bulk_delete_removes_rows_and_files_like_the_single_delete(
     again = client.post(BULK, json={"action": "delete", "image_ids": [a, b]})
     assert again.json() == {"action": "delete", "done": [b], "not_found": [a]}
     assert client.get("/api/v1/images").json()["items"] == []
+    back = client.post(BULK, json={"action": "restore", "image_ids": [b, a]})
+    assert back.json() == {"action": "restore", "done": [b], "not_found": [a]}
+    assert [i["id"] for i in client.get("/api/v1/images").json()["items"]] == [b]
 
 
 def test_bulk_delete_keeps_files_another_row_still_uses(client: TestClient, services: Services) -> None:
@@ -140,10 +148,10 @@ def test_bulk_delete_keeps_files_another_row_still_uses(client: TestClient, serv
         session.flush()
         twin_id = twin.id
     before = set(services.store.iter_keys())
-    assert client.post(BULK, json={"action": "delete", "image_ids": [a]}).json()["done"] == [a]
+    assert client.post(BULK, json={"action": "purge", "image_ids": [a]}).json()["done"] == [a]
     assert set(services.store.iter_keys()) == before
     assert client.get(f"/api/v1/images/{twin_id}/file").status_code == 200
-    assert client.post(BULK, json={"action": "delete", "image_ids": [twin_id]}).json()["done"] == [twin_id]
+    assert client.post(BULK, json={"action": "purge", "image_ids": [twin_id]}).json()["done"] == [twin_id]
     assert not set(services.store.iter_keys("images/"))
 
 

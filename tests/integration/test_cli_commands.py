@@ -1,5 +1,6 @@
 """The ``studiolo`` commands in-process (typer's CliRunner) on a temporary data directory: what a new user reads
-from ``models`` and ``generate``, and what ``--out`` writes. On PostgreSQL too when the suite runs there."""
+from ``models`` and ``generate``, what ``--out`` writes, and ``images`` (the Trash). On PostgreSQL too when the
+suite runs there."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from typer.testing import CliRunner, Result
 
 from studiolo.cli import app, write_new_file
+from studiolo.domain.accounts.models import LOCAL_USER_ID
 from studiolo.domain.generation.models import InstalledModel, Job
 from studiolo.engines.demo.engine import DEMO_WEIGHTS, config_path
 from studiolo.services import build_services
 from studiolo.settings import Settings
+from tests.helpers import create_user, drain, submit
 
 Run = Callable[..., Result]
 
@@ -205,3 +209,98 @@ def test_unknown_commands_suggest_the_command_meant(run: Run) -> None:
     for args, said in cases.items():
         result = run(*args)
         assert result.exit_code == 2 and said in flat(result.stderr), result.output
+
+
+# --- studiolo images: the CLI deletes as the API does, to the Trash (issue 14) ---
+
+ECHO = {"STUDIOLO_ENABLE_ECHO_ENGINE": "true"}
+
+
+def make_images(env: dict[str, str], n: int, owner: str | None = None) -> tuple[list[str], str]:
+    """``n`` images (of a new account ``owner`` when given); returns their ids, newest first, and the owner's id."""
+    services = build_services(settings_of(env).model_copy(update={"enable_echo_engine": True}))
+    try:
+        owner_id = create_user(services, owner) if owner else LOCAL_USER_ID
+        job_id = submit(services, owner_id, n=n, model="echo")
+        drain(services)
+        ids = [o.image_id for o in services.generation.get(owner_id, job_id).outputs]
+    finally:
+        services.close()
+    return list(reversed(ids)), owner_id
+
+
+def ids_in(output: str) -> list[str]:
+    return re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", output)
+
+
+def test_remove_restore_and_empty_the_trash(run: Run, env: dict[str, str]) -> None:
+    (c, b, a), _ = make_images(env, 3)
+    files = Path(env["STUDIOLO_DATA_DIR"]) / "files"
+    count_files = lambda: sum(1 for p in files.rglob("*") if p.is_file())  # noqa: E731
+    stored = count_files()
+    listing = run("images", "list", **ECHO)
+    assert ids_in(listing.stdout) == [c, b, a]
+
+    r = run("images", "remove", a, b, **ECHO)
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines() == [f"moved to the Trash {a}", f"moved to the Trash {b}"]
+    assert ids_in(run("images", "list", **ECHO).stdout) == [c]
+    trash = run("images", "list", "--trash", **ECHO)
+    assert ids_in(trash.stdout) == [b, a] and "purge on" in trash.stdout
+    assert count_files() == stored  # files stay while in the Trash
+
+    r = run("images", "restore", a, **ECHO)
+    assert r.exit_code == 0 and r.stdout.strip() == f"restored {a}", r.output
+    assert ids_in(run("images", "list", **ECHO).stdout) == [c, a]
+
+    assert run("images", "empty-trash", **ECHO, input="n\n").exit_code == 1  # asked, and refused: nothing happens
+    assert ids_in(run("images", "list", "--trash", **ECHO).stdout) == [b]
+    r = run("images", "empty-trash", "--yes", **ECHO)
+    assert r.exit_code == 0 and r.stdout.strip() == "Deleted 1 image for good.", r.output
+    assert "The Trash is empty." in run("images", "list", "--trash", **ECHO).output
+    assert count_files() < stored
+
+    r = run("images", "remove", "--permanent", c, **ECHO)
+    assert r.exit_code == 0 and r.stdout.strip() == f"deleted for good {c}", r.output
+    assert ids_in(run("images", "list", **ECHO).stdout) == [a]
+
+
+def test_unknown_or_another_users_ids_fail_and_user_selects_the_account(run: Run, env: dict[str, str]) -> None:
+    (theirs,), _ = make_images(env, 1, owner="someone@example.com")
+    (mine,), _ = make_images(env, 1)
+    r = run("images", "remove", theirs, "nope", **ECHO)
+    assert r.exit_code == 1
+    assert "no image " + theirs in r.output and "no image nope" in r.output
+    assert ids_in(run("images", "list", "--user", "someone@example.com", **ECHO).stdout) == [theirs]
+    assert ids_in(run("images", "list", **ECHO).stdout) == [mine]
+
+    r = run("images", "remove", theirs, "--user", "Someone@Example.com", **ECHO)
+    assert r.exit_code == 0, r.output
+    assert ids_in(run("images", "list", "--trash", "--user", "someone@example.com", **ECHO).stdout) == [theirs]
+    assert "Trash is empty" in run("images", "list", "--trash", **ECHO).output
+
+    r = run("images", "list", "--user", "nobody@example.com", **ECHO)
+    assert r.exit_code == 1 and "user_not_found" in r.output
+
+
+def test_upscale_enlarges_a_gallery_image(run: Run, tmp_path: Path) -> None:
+    echo = {"STUDIOLO_ENABLE_ECHO_ENGINE": "true"}
+    made = run("generate", "a red square", "--model", "echo", "--size", "64x64", "--steps", "1", **echo)
+    assert made.exit_code == 0, made.output
+    match = re.search(r"^image (\S+) seed", made.stdout, re.M)
+    assert match is not None
+    source_id = match[1]
+    up = run("upscale", source_id, "--factor", "4", "--out", str(tmp_path / "up"), **echo)
+    assert up.exit_code == 0, up.output
+    assert f"{source_id} upscaled 4x with lanczos to 256x256" in flat(up.stderr)
+    (png,) = (tmp_path / "up").glob("*.png")
+    assert Image.open(png).size == (256, 256) and str(png) in up.stdout.splitlines()
+    new = re.search(r"^image (\S+)$", up.stdout, re.M)
+    assert new is not None and png.name.startswith(new[1])
+
+    bad = run("upscale", source_id, "--factor", "3", **echo)
+    assert bad.exit_code == 1 and "error invalid_upscale_factor: Lanczos + sharpen enlarges 2 or 4 times" in flat(
+        bad.stderr
+    )
+    missing = run("upscale", "no-such-image", **echo)
+    assert missing.exit_code == 1 and "error image_not_found" in flat(missing.stderr)

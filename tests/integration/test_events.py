@@ -52,6 +52,8 @@ def test_event_stream_follows_a_job_to_the_end(settings_factory: Any) -> None:
     assert "started" in types
     steps = [e["step"] for e in events if e["type"] == "progress"]
     assert steps == sorted(steps) and steps[-1] == 5 and all(e["total"] == 5 for e in events if e["type"] == "progress")
+    # Both images in one call (the echo engine): image 0 of the job's 2.
+    assert all(e["image"] == 0 and e["images"] == 2 for e in events if e["type"] == "progress")
     assert types.count("output") == 2
     assert types[-1] == "succeeded"
     assert len(events[-1]["image_ids"]) == 2 and events[-1]["job"]["status"] == "succeeded"
@@ -146,7 +148,7 @@ def test_previews_are_rate_limited_and_skip_the_last_step(settings_factory: Any)
     steps = [e["step"] for e in previews]
     assert steps == sorted(steps) and steps[0] == 1
     for event in previews:
-        prefix, _, data = event["image"].partition(",")
+        prefix, _, data = event["data_url"].partition(",")
         assert prefix == "data:image/webp;base64"
         image = Image.open(io.BytesIO(base64.b64decode(data)))
         assert image.format == "WEBP" and max(image.size) <= 256
@@ -217,7 +219,7 @@ def test_event_stream_delivers_previews(settings_factory: Any) -> None:
     finally:
         svc.close()
     previews = [e for e in events if e["type"] == "preview"]
-    assert previews and all(e["image"].startswith("data:image/webp;base64,") for e in previews)
+    assert previews and all(e["data_url"].startswith("data:image/webp;base64,") for e in previews)
     assert all(e["step"] < e["total"] == 30 for e in previews)
     assert events[-1]["type"] == "succeeded"
 

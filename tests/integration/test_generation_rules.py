@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from studiolo.cli import app as cli_app
+from studiolo.domain.accounts.schemas import ApiKeyCreate
 from studiolo.domain.generation.schemas import GenerationParams
-from studiolo.errors import InvalidInput
+from studiolo.errors import InvalidInput, plain_message
 from studiolo.services import Services
 from tests.helpers import app_with, auth_headers, job_count, png_bytes
 
@@ -44,7 +46,7 @@ CASES: list[tuple[dict[str, Any], list[str], str, list[str]]] = [
         ["--n", "100", "--size", "13x13", "--steps", "0"],
         "invalid_input",
         [
-            "steps: Input should be greater than or equal to 1",
+            "steps: At least 1",
             "n: At most 8 images per job (got 100)",
             "size: Width and height must be multiples of 8 and at least 64 (got 13x13)",
         ],
@@ -146,10 +148,7 @@ def test_width_and_height_each_report_their_rules(client: TestClient) -> None:
         == "width: Must be a multiple of 8 and at least 64 (got 13); height: Must be at most 8192 (got 9000)"
     )
     r = client.post(GEN, json={"prompt": "x", "width": "abc", "height": 100})
-    assert r.json()["error"]["message"] == (
-        "width: Input should be a valid integer, unable to parse string as an integer; "
-        "height: Must be a multiple of 8 (got 100)"
-    )
+    assert r.json()["error"]["message"] == ("width: Must be a whole number; height: Must be a multiple of 8 (got 100)")
 
 
 def test_regenerate_uses_the_same_limit(client: TestClient, services: Services) -> None:
@@ -180,3 +179,16 @@ def test_a_bad_configuration_names_the_variable_not_a_pydantic_dump(tmp_path: Pa
     out = " ".join(result.stderr.split())
     assert "Invalid configuration: STUDIOLO_MAX_IMAGES_PER_JOB: Input should be less than or equal to 64" in out
     assert "errors.pydantic.dev" not in result.output and "validation error for" not in result.output
+
+
+def test_plain_words_for_the_commonest_mistakes(client: TestClient) -> None:
+    """pydantic's "Input should be less than or equal to 4294967295" reaches people as plain words; the error's
+    code and each rule's type stay what clients branch on."""
+    r = client.post(GEN, json={"prompt": "x", "seed": 2**32, "steps": 2.5})
+    error = r.json()["error"]
+    assert r.status_code == 422 and error["code"] == "invalid_input"
+    assert error["message"] == "steps: Must be a whole number; seed: At most 4,294,967,295"
+    assert [e["type"] for e in error["details"]["errors"]] == ["int_from_float", "less_than_equal"]
+    with pytest.raises(ValidationError) as caught:
+        ApiKeyCreate(name="   ")
+    assert [plain_message(e) for e in caught.value.errors()] == ["Give the key a name"]

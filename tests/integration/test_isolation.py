@@ -12,6 +12,7 @@ from tests.helpers import auth_headers, create_user, drain
 BODIES: dict[str, object] = {
     "/api/v1/images/{image_id}": {"starred": True},
     "/api/v1/images/{image_id}/regenerate": {"seed": "same"},
+    "/api/v1/images/{image_id}/upscale": {"factor": 2},
     "/api/v1/collections/{collection_id}": {"name": "mine now"},
     "/api/v1/collections/{collection_id}/images": {"image_ids": ["x"]},
 }
@@ -23,6 +24,12 @@ def test_every_route_denies_another_users_resources(client: TestClient, services
     image_id = client.get(job["urls"]["get"]).json()["outputs"][0]["image_id"]
     collection_id = client.post("/api/v1/collections", json={"name": "secret"}).json()["id"]
     client.post(f"/api/v1/collections/{collection_id}/images", json={"image_ids": [image_id]})
+    # A second picture in the owner's Trash: the intruder must not see, restore or purge it (the walk below calls
+    # every route on image_id; this checks the Trash's own list and "Empty trash", which take no id).
+    trash_job = client.post("/api/v1/generations", json={"prompt": "binned", "size": "64x64", "steps": 2}).json()
+    drain(services)
+    trashed_id = client.get(trash_job["urls"]["get"]).json()["outputs"][0]["image_id"]
+    assert client.delete(f"/api/v1/images/{trashed_id}").status_code == 204
     client.post("/api/v1/styles", json={"slug": "house-style", "name": "House", "prompt_template": "{prompt}, teal"})
     key_id = client.post("/api/v1/api-keys", json={"name": "script"}).json()["id"]
     session_id = client.get("/api/v1/auth/sessions").json()[0]["id"]
@@ -74,6 +81,8 @@ def test_every_route_denies_another_users_resources(client: TestClient, services
                     assert "house-style" not in r.text
             checked += 1
     assert checked >= 20
+    assert trashed_id not in client.get("/api/v1/images", params={"trash": "true"}).text
+    assert client.post("/api/v1/images/trash/empty").json() == {"purged": 0}
 
     # And the owner still has everything.
     assert client.get("/api/v1/auth/me").json()["id"] == intruder
@@ -81,5 +90,6 @@ def test_every_route_denies_another_users_resources(client: TestClient, services
     assert client.get("/api/v1/auth/me").json()["id"] == LOCAL_USER_ID
     assert [k["id"] for k in client.get("/api/v1/api-keys").json()] == [key_id]
     assert client.get(f"/api/v1/images/{image_id}").status_code == 200
+    assert [i["id"] for i in client.get("/api/v1/images", params={"trash": "true"}).json()["items"]] == [trashed_id]
     assert client.get(f"/api/v1/collections/{collection_id}").json()["image_count"] == 1
     assert client.get(job["urls"]["get"]).json()["status"] == "succeeded"

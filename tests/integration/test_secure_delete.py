@@ -4,12 +4,14 @@ image) stays readable in ``studiolo.db`` or its write-ahead log. SQLite only: th
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from studiolo.app import create_app
+from studiolo.db.base import utcnow
 from studiolo.domain.accounts.models import LOCAL_USER_ID
 from studiolo.services import Services, build_services
 from tests.helpers import auth_headers, create_user, drain, submit
@@ -18,6 +20,7 @@ EMAIL = "zelda.quixotic@example.com"
 PASSWORD = "a long enough password"
 PROMPT = "xylophonic marmalade zeppelinwords"
 TAG = "quetzalcoatlus"
+STEM = "quetzalcoatlu"
 
 
 @pytest.fixture
@@ -76,24 +79,34 @@ def test_a_deleted_account_leaves_nothing_readable(sqlite_services: Services) ->
     assert "login_failed" in actions and "account_deleted" in actions
 
 
-@pytest.mark.parametrize("how", ["one", "bulk"])
-def test_a_deleted_image_row_is_overwritten_and_the_log_emptied(sqlite_services: Services, how: str) -> None:
+@pytest.mark.parametrize("how", ["one", "bulk", "empty_trash", "housekeeping"])
+def test_a_purged_image_leaves_nothing_readable(sqlite_services: Services, how: str) -> None:
+    """Purged (deleted at once, in bulk, by emptying the Trash or by housekeeping): the row is overwritten, the log
+    emptied, and the full-text index merged, so not even the bare words of its tag stay in the files."""
     services = sqlite_services
     headers = auth_headers(services)
     with TestClient(create_app(services=services, start_workers=False)) as client:
         image = make_gallery(services, client, LOCAL_USER_ID, headers)
-        # Only the image row holds these: the tag as JSON, and the search text joining the prompt and the tag.
-        # (The full-text index keeps bare words until its segments merge: search.merge_index.)
-        needles = (f'"{TAG}"'.encode(), f"{image['prompt']} {TAG}".encode())
+        # Only this image holds the tag: in its row (as JSON, and in the search text joining prompt and tag) and in
+        # the full-text index (its stem, as the porter tokenizer stores it: "quetzalcoatlu").
+        needles = (f'"{TAG}"'.encode(), f"{image['prompt']} {TAG}".encode(), STEM.encode())
         assert found_anywhere(services, *needles) == {n.decode() for n in needles}
 
+        # To the Trash first: nothing is deleted yet, the image is only out of the gallery.
+        assert client.delete(f"/api/v1/images/{image['id']}", headers=headers).status_code == 204
+        assert found_anywhere(services, *needles) == {n.decode() for n in needles}
         if how == "one":
-            r = client.delete(f"/api/v1/images/{image['id']}", headers=headers)
+            r = client.delete(f"/api/v1/images/{image['id']}", params={"permanent": "true"}, headers=headers)
             assert r.status_code == 204, r.text
-        else:
-            body = {"action": "delete", "image_ids": [image["id"]]}
+        elif how == "bulk":
+            body = {"action": "purge", "image_ids": [image["id"]]}
             r = client.post("/api/v1/images/bulk", json=body, headers=headers)
             assert r.status_code == 200 and r.json()["done"] == [image["id"]], r.text
+        elif how == "empty_trash":
+            r = client.post("/api/v1/images/trash/empty", headers=headers)
+            assert r.status_code == 200 and r.json() == {"purged": 1}, r.text
+        else:
+            assert services.gallery.purge_due(utcnow() + timedelta(days=services.settings.trash_days)) == 1
 
     assert found(services, *needles) == {}
     assert (services.settings.data_dir / "studiolo.db-wal").stat().st_size == 0

@@ -30,7 +30,7 @@ def _generate(engine: DemoEngine, **overrides: Any) -> list[np.ndarray]:
     request = GenerationRequest(model=MODEL, prompt="a red square", seeds=[3], width=64, height=64, steps=3)
     for key, value in overrides.items():
         setattr(request, key, value)
-    return [np.asarray(g.image) for g in engine.generate(request, lambda s, t, preview=None: None, lambda: False)]
+    return [np.asarray(g.image) for g in engine.generate(request, lambda s, t, **_: None, lambda: False)]
 
 
 def test_tokenizer_maps_words_unknowns_and_padding() -> None:
@@ -58,24 +58,32 @@ def test_batch_image_is_bit_identical_to_the_seed_alone(engine: DemoEngine) -> N
     assert np.array_equal(_generate(engine, seeds=[2])[0], alone[0])
 
 
-def test_only_txt2img_is_offered(engine: DemoEngine) -> None:
+def test_every_kind_is_offered_and_inputs_are_required(engine: DemoEngine) -> None:
     caps = engine.capabilities(MODEL)
-    assert caps.txt2img and not caps.img2img and not caps.inpaint
+    assert caps.txt2img and caps.img2img and caps.inpaint and caps.variation_seed
+    for overrides in ({"kind": "img2img"}, {"kind": "inpaint", "init_image": Image.new("RGB", (64, 64))}):
+        with pytest.raises(EngineError) as excinfo:
+            _generate(engine, **overrides)
+        assert excinfo.value.code == "invalid_request"
     with pytest.raises(EngineError) as excinfo:
-        _generate(engine, kind="img2img", init_image=Image.new("RGB", (64, 64)))
-    assert excinfo.value.code == "unsupported_task"
+        _generate(engine, scheduler="karras")
+    assert excinfo.value.code == "invalid_scheduler"
 
 
-def test_steps_are_clamped_and_reported_across_the_batch(engine: DemoEngine) -> None:
-    calls: list[tuple[int, int]] = []
+def test_steps_are_clamped_and_reported_per_image(engine: DemoEngine) -> None:
+    calls: list[tuple[int, int, int]] = []
+
+    def on_step(step: int, total: int, preview: Preview | None = None, image: int = 0) -> None:
+        calls.append((image, step, total))
+
     request = GenerationRequest(model=MODEL, prompt="a house", seeds=[1, 2], width=64, height=64, steps=0)
-    images = engine.generate(request, lambda s, t, preview=None: calls.append((s, t)), lambda: False)
-    assert calls == [(1, 2), (2, 2)]  # steps 0 -> 1, per image
+    images = engine.generate(request, on_step, lambda: False)
+    assert calls == [(1, 1, 1), (2, 1, 1)]  # steps 0 -> 1, for each image in turn
     assert [g.sampler for g in images] == [SAMPLER, SAMPLER]
     calls.clear()
     request.steps, request.seeds = 500, [1]
-    engine.generate(request, lambda s, t, preview=None: calls.append((s, t)), lambda: False)
-    assert calls[-1] == (100, 100)
+    engine.generate(request, on_step, lambda: False)
+    assert calls[-1] == (1, 100, 100)
 
 
 def test_guidance_and_negative_prompt_change_the_picture(engine: DemoEngine) -> None:
@@ -132,15 +140,15 @@ def test_importing_the_engine_does_not_import_torch() -> None:
 def test_previews_are_the_models_estimate_of_the_finished_image(engine: DemoEngine) -> None:
     previews: list[tuple[int, Image.Image]] = []
 
-    def on_step(step: int, total: int, preview: Preview | None = None) -> None:
+    def on_step(step: int, total: int, preview: Preview | None = None, image: int = 0) -> None:
         assert callable(preview)  # made only when asked
-        image = preview()
-        assert image is not None
-        previews.append((step, image))
+        picture = preview()
+        assert picture is not None
+        previews.append((step, picture))
 
     request = GenerationRequest(model=MODEL, prompt="a red square", seeds=[3, 4], width=64, height=48, steps=3)
     (first, second) = engine.generate(request, on_step, lambda: False)
-    assert [s for s, _ in previews] == [1, 2, 3, 4, 5, 6]
+    assert [s for s, _ in previews] == [1, 2, 3, 1, 2, 3]
     assert all(image.size == (64, 48) for _, image in previews)
     # At each image's last step the estimate is the image itself; earlier ones are guesses on the way.
     assert np.array_equal(np.asarray(previews[2][1]), np.asarray(first.image))
@@ -151,10 +159,10 @@ def test_previews_are_the_models_estimate_of_the_finished_image(engine: DemoEngi
 def test_previews_of_large_requests_stay_at_the_models_resolution(engine: DemoEngine) -> None:
     sizes: list[tuple[int, int]] = []
 
-    def on_step(step: int, total: int, preview: Preview | None = None) -> None:
-        image = preview() if callable(preview) else preview
-        assert image is not None
-        sizes.append(image.size)
+    def on_step(step: int, total: int, preview: Preview | None = None, image: int = 0) -> None:
+        picture = preview() if callable(preview) else preview
+        assert picture is not None
+        sizes.append(picture.size)
 
     request = GenerationRequest(model=MODEL, prompt="a house", seeds=[1], width=768, height=512, steps=2)
     engine.generate(request, on_step, lambda: False)

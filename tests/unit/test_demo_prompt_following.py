@@ -34,7 +34,7 @@ def engine() -> DemoEngine:
 def _images(engine: DemoEngine, prompt: str) -> np.ndarray:
     """(seeds, 64, 64, 3) floats for ``prompt`` at the model's native size."""
     request = GenerationRequest(model=MODEL, prompt=prompt, seeds=SEEDS, width=64, height=64, steps=20, guidance=4.0)
-    images = engine.generate(request, lambda s, t, preview=None: None, lambda: False)
+    images = engine.generate(request, lambda s, t, **_: None, lambda: False)
     return np.stack([np.asarray(g.image, dtype=np.float32) for g in images])
 
 

@@ -19,7 +19,8 @@ import pytest
 from PIL import Image
 
 from studiolo.engines.base import EngineError, GenerationRequest, JobKind, ModelLoadError, ModelRef, Preview
-from studiolo.engines.diffusers_engine import SAMPLERS, DiffusersEngine, clip_tokenizer_from_package
+from studiolo.engines.diffusers_engine import DiffusersEngine, clip_tokenizer_from_package
+from studiolo.engines.diffusers_sampling import SAMPLERS
 from studiolo.engines.model_files import CONFIGS_DIR, KNOWN_PIPELINE_TASKS, pipeline_tasks
 from tests.tiny_pipeline import TINY_CONFIG_ROOT_NAME, make_tiny_sd_pipeline, make_tiny_single_file
 

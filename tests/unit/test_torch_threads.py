@@ -85,7 +85,7 @@ def _threads_seen_by_a_job(engine: DemoEngine, before: int) -> tuple[list[int], 
         torch.set_num_threads(before)
         seen: list[int] = []
 
-        def on_step(step: int, total: int, preview: Preview | None = None) -> None:
+        def on_step(step: int, total: int, preview: Preview | None = None, image: int = 0) -> None:
             seen.append(torch.get_num_threads())
 
         request = GenerationRequest(model=MODEL, prompt="a red square", seeds=[1, 2], width=64, height=64, steps=2)
@@ -113,7 +113,7 @@ def test_a_diffusers_job_runs_with_torchs_default_whatever_its_thread_had(tmp_pa
         torch.set_num_threads(default + 1)
         seen: set[int] = set()
         request = GenerationRequest(model=model, prompt="a fox", seeds=[1], width=64, height=64, steps=2)
-        engine.generate(request, lambda step, total, preview=None: seen.add(torch.get_num_threads()), lambda: False)
+        engine.generate(request, lambda step, total, **_: seen.add(torch.get_num_threads()), lambda: False)
         return seen, torch.get_num_threads()
 
     assert in_new_thread(body) == ({default}, default + 1)

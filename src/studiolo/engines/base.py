@@ -13,7 +13,7 @@ from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
 from PIL import Image
 
-JobKind = Literal["txt2img", "img2img", "inpaint"]
+JobKind = Literal["txt2img", "img2img", "inpaint", "upscale"]
 ModelSource = Literal["hub", "folder", "single_file", "builtin"]
 
 # A look at the image being made: a small picture, or a function that makes one (None: not possible now).
@@ -24,13 +24,19 @@ CancelCheck = Callable[[], bool]
 
 
 class StepCallback(Protocol):
-    """Called by engines after every step: ``on_step(step, total)`` or ``on_step(step, total, preview=...)``.
+    """Called by engines after every step: ``on_step(step, total)``, with ``preview=...`` and/or ``image=k``.
+
+    ``step``/``total`` count the steps of the current sampling call. ``image``: the 1-based index of the image
+    being sampled when the engine makes a job's images one after another (the demo engine), 0 when it samples
+    them all in one call (diffusers, echo): the job's progress reads "Image 2 of 4 · step 3 of 8" or "Step 3 of 8
+    · 4 images" accordingly (CONTRACTS.md "Progress").
 
     Previews are best effort: a picture of any size (the worker scales it down), ideally the first image of
-    the batch at the request's aspect ratio; tests/contract/test_engine_contract.py checks what adapters send.
+    the batch (or the one being sampled) at the request's aspect ratio; tests/contract/test_engine_contract.py
+    checks what adapters send.
     """
 
-    def __call__(self, step: int, total: int, /, preview: Preview | None = None) -> None: ...
+    def __call__(self, step: int, total: int, /, preview: Preview | None = None, image: int = 0) -> None: ...
 
 
 def preview_size(width: int, height: int, longest: int) -> tuple[int, int]:
@@ -58,12 +64,22 @@ class Capabilities:
     inpaint: bool = False
     upscale: bool = False
     max_pixels: int = 2048 * 2048
+    # Sampler and sigma-schedule names a request may give (besides "default" / "automatic"), in menu order.
+    samplers: tuple[str, ...] = ()
+    schedulers: tuple[str, ...] = ()
+    # The job kinds whose initial noise honours variation_seed/variation_strength (A1111's subseed; engines/noise.py).
+    variation_kinds: tuple[JobKind, ...] = ()
     # Sampling defaults of a model that needs its own (the demo model, issue 13); None: the generic ones.
     quality_steps: Mapping[str, int] | None = None  # quality preset -> steps
     default_guidance: float | None = None
 
     def supports(self, kind: JobKind) -> bool:
         return bool(getattr(self, kind))
+
+    @property
+    def variation_seed(self) -> bool:
+        """True when at least txt2img honours a variation seed (what GET /models reports)."""
+        return bool(self.variation_kinds)
 
 
 @dataclass
@@ -78,8 +94,15 @@ class GenerationRequest:
     steps: int = 20
     guidance: float = 7.0
     sampler: str | None = None
+    # The sigma schedule (A1111's "Schedule type"): None/"automatic" keeps the sampler's own; "karras", ...
+    scheduler: str | None = None
+    # Per image: the variation seed whose noise the seed's noise is moved towards by ``variation_strength``
+    # (engines/noise.py); None: no variation.
+    variation_seeds: list[int] | None = None
+    variation_strength: float = 0.0
     # img2img/inpaint: how far from the init image to go (0 keeps it, 1 ignores it).
     strength: float = 0.75
+    # img2img/inpaint: the image to start from; upscale: the image to enlarge to width x height.
     init_image: Image.Image | None = None
     mask_image: Image.Image | None = None
     extra: dict[str, object] = field(default_factory=dict)
@@ -95,6 +118,8 @@ class GeneratedImage:
     seed: int
     # The sampler actually used (engines may map "default" to a concrete scheduler name).
     sampler: str | None = None
+    # The variation seed actually used for this image (None: none).
+    variation_seed: int | None = None
 
 
 class EngineError(Exception):

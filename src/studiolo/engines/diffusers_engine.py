@@ -33,6 +33,15 @@ from studiolo.engines.base import (
     ModelRef,
     StepCallback,
 )
+from studiolo.engines.diffusers_sampling import (
+    DEFAULT_SAMPLERS,
+    SAMPLERS,
+    diffusers_capabilities,
+    keep_unmasked,
+    make_scheduler,
+    variation_latents,
+)
+from studiolo.engines.diffusers_upscale import UPSCALE_PIPELINES, is_upscaler, upscale_kwargs, upscaler_capabilities
 from studiolo.engines.hf_libraries import quiet_hf_libraries
 from studiolo.engines.latent_preview import is_sdxl, latent_preview
 from studiolo.engines.model_files import (
@@ -50,23 +59,6 @@ if TYPE_CHECKING:
 
 SINGLE_FILE_ARCHS = ("sd15", "sd21", "sdxl")
 JOB_KINDS: tuple[JobKind, ...] = ("txt2img", "img2img", "inpaint")
-
-_DPMPP_2M = {"algorithm_type": "dpmsolver++", "solver_order": 2}
-# Sampler name -> (diffusers scheduler class, config overrides applied on top of the model's own config).
-SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "euler": ("EulerDiscreteScheduler", {}),
-    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
-    "heun": ("HeunDiscreteScheduler", {}),
-    "dpmpp_2m": ("DPMSolverMultistepScheduler", _DPMPP_2M),
-    "dpmpp_2m_karras": ("DPMSolverMultistepScheduler", {**_DPMPP_2M, "use_karras_sigmas": True}),
-    "ddim": ("DDIMScheduler", {}),
-    "lms": ("LMSDiscreteScheduler", {}),
-    "pndm": ("PNDMScheduler", {}),
-    "unipc": ("UniPCMultistepScheduler", {}),
-}
-DEFAULT_SAMPLERS = (None, "default")
-# Which sampler name "default" turned out to be, reported back with the images.
-_SAMPLER_BY_SCHEDULER = {cls_name: name for name, (cls_name, _o) in reversed(SAMPLERS.items())}  # first wins
 
 
 def clip_tokenizer_from_package(settings: dict[str, Any] | None = None) -> Any:
@@ -146,7 +138,9 @@ class DiffusersEngine:
         with contextlib.suppress(ModelFileError):
             if model.path is not None:
                 pipeline_class = inspect_model_path(model.path).pipeline_class
-        return Capabilities(*pipeline_tasks(pipeline_class))
+        if pipeline_class in UPSCALE_PIPELINES:
+            return upscaler_capabilities()
+        return diffusers_capabilities(*pipeline_tasks(pipeline_class))
 
     def load(self, model: ModelRef) -> None:
         entry = self._acquire(model)
@@ -224,7 +218,7 @@ class DiffusersEngine:
         import torch
 
         pipe = entry.pipes[request.kind]
-        scheduler, sampler_name = _make_scheduler(entry.base.scheduler, request.sampler)
+        scheduler, sampler_name = make_scheduler(entry.base.scheduler, request.sampler, request.scheduler)
         pipe.scheduler = scheduler
         # CPU generators on MPS: MPS generators are not reproducible across runs.
         gen_device = "cpu" if self.device.startswith("mps") else self.device
@@ -265,7 +259,10 @@ class DiffusersEngine:
             assert request.mask_image is not None
             mask = request.mask_image.convert("L").resize(size, Image.Resampling.NEAREST)
             kwargs["mask_image"] = [mask] * n
+        kwargs = upscale_kwargs(pipe, request, kwargs, on_step, should_cancel) if request.kind == "upscale" else kwargs
 
+        if request.variation_seeds is not None and request.variation_strength > 0:
+            kwargs["latents"] = variation_latents(pipe, request, gen_device)
         if should_cancel():
             raise GenerationCanceled()
         try:
@@ -286,6 +283,8 @@ class DiffusersEngine:
                 raise EngineError(f"Invalid generation request: {exc}", code="invalid_request") from exc
             raise EngineError(f"Generation failed: {type(exc).__name__}: {exc}", code="generation_failed") from exc
         arrays = list(result.images)
+        if request.kind == "inpaint":
+            arrays = keep_unmasked(arrays, kwargs["image"][0], kwargs["mask_image"][0])
         return list(zip(request.seeds, arrays, strict=True)), sampler_name
 
     # -- cache ------------------------------------------------------------------------------------------------
@@ -374,6 +373,8 @@ class DiffusersEngine:
                 f"Could not load model '{model.id}' from {model.path}: {type(exc).__name__}: {exc}. The files "
                 f"may be damaged or not a supported diffusers model; re-import it with {IMPORT_HINT}."
             ) from exc
+        if is_upscaler(base):  # enlarges images and draws none (diffusers_upscale.py)
+            return _Loaded(base, {"upscale": base}, upscaler_capabilities(), _pipeline_bytes(base))
         pipes: dict[JobKind, Any] = {}
         unet = getattr(base, "unet", None)
         inpaint_only = int(getattr(getattr(unet, "config", None), "in_channels", 4) or 4) == 9
@@ -384,7 +385,7 @@ class DiffusersEngine:
             if pipe is not None:
                 pipe.set_progress_bar_config(disable=True)
                 pipes[kind] = pipe
-        capabilities = Capabilities(txt2img="txt2img" in pipes, img2img="img2img" in pipes, inpaint="inpaint" in pipes)
+        capabilities = diffusers_capabilities("txt2img" in pipes, "img2img" in pipes, "inpaint" in pipes)
         return _Loaded(base=base, pipes=pipes, capabilities=capabilities, size_bytes=_pipeline_bytes(base))
 
     def _load_pipeline(self, model: ModelRef) -> Any:
@@ -550,20 +551,6 @@ def _pipeline_bytes(pipe: Any) -> int:
     return total
 
 
-def _make_scheduler(current: Any, sampler: str | None) -> tuple[Any, str]:
-    """A fresh scheduler for one run (schedulers keep per-run state) and the sampler name used."""
-    import diffusers
-
-    if sampler is None or sampler not in SAMPLERS:  # "default" (unknown names were refused earlier)
-        cls_name = type(current).__name__
-        return type(current).from_config(current.config), _SAMPLER_BY_SCHEDULER.get(cls_name, cls_name)
-    cls_name, overrides = SAMPLERS[sampler]
-    try:
-        return getattr(diffusers, cls_name).from_config(current.config, **overrides), sampler
-    except ImportError as exc:  # e.g. LMS needs scipy
-        raise EngineError(f"Sampler {sampler!r} is not available here: {exc}", code="invalid_sampler") from exc
-
-
 def _validate_request(request: GenerationRequest) -> None:
     if not request.seeds:
         raise EngineError("A generation needs at least one seed.", code="invalid_request")
@@ -586,6 +573,11 @@ def _validate_request(request: GenerationRequest) -> None:
             raise EngineError("strength must be in (0, 1].", code="invalid_request")
     if request.kind == "inpaint" and request.mask_image is None:
         raise EngineError("inpaint needs a mask image (white = repaint).", code="invalid_request")
+    if request.variation_seeds is not None and request.variation_strength > 0 and request.kind != "txt2img":
+        raise EngineError(
+            f"A variation seed works with txt2img only on diffusers models, not {request.kind}.",
+            code="unsupported_variation",
+        )
 
 
 def _is_oom(exc: BaseException) -> bool:

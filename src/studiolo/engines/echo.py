@@ -26,8 +26,17 @@ from studiolo.engines.base import (
     StepCallback,
     preview_size,
 )
+from studiolo.engines.schedules import SCHEDULES
 
-_ALL_TASKS = Capabilities(txt2img=True, img2img=True, inpaint=True)
+_ALL_TASKS = Capabilities(
+    txt2img=True,
+    img2img=True,
+    inpaint=True,
+    samplers=("echo",),
+    # It draws no noise schedule, so every schedule name is accepted and changes nothing (a stand-in for the UI).
+    schedulers=tuple(s for s in SCHEDULES if s != "automatic"),
+    variation_kinds=("txt2img", "img2img", "inpaint"),
+)
 # Random detail is drawn on a coarse grid and scaled up, so the cost barely grows with the image size.
 _NOISE_GRID = 8
 # Previews are drawn this small: they only have to show that the stream carries pictures.
@@ -72,7 +81,13 @@ class EchoEngine:
             if should_cancel():
                 raise GenerationCanceled()
         sampler = request.sampler if request.sampler not in (None, "default") else "echo"
-        return [GeneratedImage(image=self._render(request, seed), seed=seed, sampler=sampler) for seed in request.seeds]
+        variations: list[int | None] = [None] * request.n
+        if request.variation_seeds is not None and request.variation_strength > 0:
+            variations = list(request.variation_seeds)
+        return [
+            GeneratedImage(image=self._render(request, seed, vs), seed=seed, sampler=sampler, variation_seed=vs)
+            for seed, vs in zip(request.seeds, variations, strict=True)
+        ]
 
     def _validate(self, request: GenerationRequest) -> None:
         caps = self._capabilities
@@ -99,7 +114,25 @@ class EchoEngine:
             partial_image.paste(image.crop((0, 0, width, shown)))
         return partial_image
 
-    def _render(self, request: GenerationRequest, seed: int) -> Image.Image:
+    def _render(self, request: GenerationRequest, seed: int, variation_seed: int | None = None) -> Image.Image:
+        w, h = request.width, request.height
+        pixels = self._draw(request, seed)
+        if variation_seed is not None:
+            # The variation seed's picture mixed in by the strength (the echo engine's "noise" is its picture).
+            mix = request.variation_strength
+            pixels = (1 - mix) * pixels + mix * self._draw(request, variation_seed)
+        if request.kind in ("img2img", "inpaint"):
+            assert request.init_image is not None
+            init = np.asarray(request.init_image.convert("RGB").resize((w, h)), dtype=np.float32)
+            pixels = init * (1 - request.strength) + pixels * request.strength
+            if request.kind == "inpaint":
+                assert request.mask_image is not None
+                mask = np.asarray(request.mask_image.convert("L").resize((w, h)), dtype=np.float32)[..., None] / 255
+                pixels = init * (1 - mask) + pixels * mask
+        return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+    def _draw(self, request: GenerationRequest, seed: int) -> np.ndarray:
+        """The picture of (prompt, seed), float RGB (H, W, 3), before any init image is mixed in."""
         w, h = request.width, request.height
         prompt_key = int.from_bytes(hashlib.sha256(request.prompt.encode("utf-8")).digest()[:8], "little")
         rng = np.random.default_rng([seed % 2**64, prompt_key])
@@ -114,13 +147,5 @@ class EchoEngine:
             (w, h), Image.Resampling.BILINEAR
         )
         detail = np.asarray(noise_img, dtype=np.float32) * (80 / 255) - 40
-        pixels = gradient + detail
-        if request.kind in ("img2img", "inpaint"):
-            assert request.init_image is not None
-            init = np.asarray(request.init_image.convert("RGB").resize((w, h)), dtype=np.float32)
-            pixels = init * (1 - request.strength) + pixels * request.strength
-            if request.kind == "inpaint":
-                assert request.mask_image is not None
-                mask = np.asarray(request.mask_image.convert("L").resize((w, h)), dtype=np.float32)[..., None] / 255
-                pixels = init * (1 - mask) + pixels * mask
-        return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+        pixels: np.ndarray = gradient + detail
+        return pixels

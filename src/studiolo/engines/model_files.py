@@ -75,10 +75,21 @@ KNOWN_PIPELINE_TASKS: dict[str, tuple[bool, bool, bool]] = {
 }
 
 
+# Upscale pipelines: the arch label the catalog stores for them (how it tells an upscaler from a generator without
+# reading files) and the factors each makes. They enlarge an image and cannot draw one.
+UPSCALE_PIPELINES: dict[str, tuple[str, tuple[int, ...]]] = {
+    "StableDiffusionUpscalePipeline": ("sd-x4-upscaler", (4,)),
+    "StableDiffusionLatentUpscalePipeline": ("sd-x2-latent-upscaler", (2,)),
+}
+UPSCALER_FACTORS: dict[str, tuple[int, ...]] = dict(UPSCALE_PIPELINES.values())
+
+
 def pipeline_tasks(pipeline_class: str | None) -> tuple[bool, bool, bool]:
     """(txt2img, img2img, inpaint) support of a diffusers pipeline class, judged by name only."""
     if pipeline_class is None:
         return (True, False, False)
+    if pipeline_class in UPSCALE_PIPELINES:
+        return (False, False, False)
     if "Inpaint" in pipeline_class:
         # Dedicated inpainting checkpoints have a 9-channel UNet that cannot run txt2img or img2img.
         return (False, False, True)
@@ -159,6 +170,8 @@ def _inspect_folder(path: Path) -> ModelInspection:
 
 
 def _folder_arch(path: Path, pipeline_class: str) -> str | None:
+    if pipeline_class in UPSCALE_PIPELINES:
+        return UPSCALE_PIPELINES[pipeline_class][0]
     if pipeline_class.startswith("StableDiffusionXL"):
         return "sdxl"
     if not pipeline_class.startswith("StableDiffusion") or pipeline_class.startswith("StableDiffusion3"):

@@ -18,6 +18,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
 
 from studiolo import __version__
 from studiolo.deps import OriginDep, ServicesDep, client_ip, current_principal
@@ -25,6 +26,7 @@ from studiolo.domain.accounts.authn import Principal
 from studiolo.domain.accounts.redirects import safe_next
 from studiolo.domain.accounts.router import session_response
 from studiolo.domain.generation.schemas import GenerationParams
+from studiolo.domain.generation.styles import style_name
 from studiolo.errors import Forbidden, NotFound, StudioloError, Unauthorized
 from studiolo.services import Services
 from studiolo.settings import Settings
@@ -37,6 +39,7 @@ _assets = Assets()
 _env = make_environment(_assets)
 _env.globals["version"] = __version__
 _env.globals["charts"] = charts
+_env.globals["style_name"] = style_name
 
 
 # The signed-in caller a page renders for: the principal the API's authentication produced (its user state is
@@ -51,13 +54,19 @@ class SignInRequired(Exception):
 async def optional_viewer(request: Request) -> Viewer | None:
     try:
         principal = await current_principal(request)
-    except (Unauthorized, Forbidden):
+    except (Unauthorized, Forbidden) as exc:
+        if exc.code == "account_suspended":
+            request.state.suspended = exc  # a page that needs a user says why there is none (required_viewer)
         return None
     return principal
 
 
-async def required_viewer(viewer: Annotated[Viewer | None, Depends(optional_viewer)]) -> Viewer:
+async def required_viewer(request: Request, viewer: Annotated[Viewer | None, Depends(optional_viewer)]) -> Viewer:
     if viewer is None:
+        suspended: Forbidden | None = getattr(request.state, "suspended", None)
+        if suspended is not None:
+            # Not the sign-in page: it would only say "suspended" after they typed their password again.
+            raise suspended
         raise SignInRequired()
     viewer.require("read")  # pages show the account's data: a generate-only API key may not read them either
     return viewer
@@ -87,17 +96,27 @@ def render(request: Request, template: str, viewer: Viewer | None, **context: An
     return html_response(html, request)
 
 
-def error_page(request: Request, status_code: int, code: str, message: str) -> Response:
-    """Errors on page requests as a page, not JSON (errors.install_error_handlers calls this)."""
+async def error_page(request: Request, status_code: int, code: str, message: str) -> Response:
+    """Errors on page requests as a page, not JSON (errors.install_error_handlers calls this), with the header the
+    signed-in viewer sees on every other page."""
     services: Services | None = getattr(request.app.state, "services", None)
+    viewer = None
+    if services is not None and code not in ("database_unavailable", "internal_error"):
+        # Only where finding the viewer cannot fail the same way again (a database that is down, a bug). The
+        # viewer only picks the header here (no data is shown for them): a database error now means a plain one.
+        try:
+            viewer = await optional_viewer(request)
+        except SQLAlchemyError:
+            viewer = None
     html = _env.get_template("error.html").render(
         request=request,
-        viewer=None,
+        viewer=viewer,
         path=request.url.path,
         auth_required=services is None or services.settings.auth_mode != "none",
         status_code=status_code,
         code=code,
         message=message,
+        hide_sign_in=code == "account_suspended",  # its page offers sign-out and another account itself
     )
     return html_response(html, request, status_code=status_code)
 
@@ -203,8 +222,10 @@ async def setup_page(
 
 @router.get("/offline")
 def offline_page(request: Request) -> Response:
-    """What the service worker shows for a page it has never cached while the network is down."""
-    return render(request, "offline.html", None)
+    """What the service worker shows for a page it has never cached while the network is down. It is cached once
+    for whoever uses the device, so it is rendered for nobody: app.js shows the signed-in header when there is a
+    session (base.html, ``offline_shell``)."""
+    return render(request, "offline.html", None, offline_shell=True)
 
 
 # --- the studio -------------------------------------------------------------------------------------------
@@ -324,8 +345,18 @@ async def collections_page(
 async def dashboard_page(request: Request, viewer: ViewerDep, services: ServicesDep) -> Response:
     stats = await call(services.generation.stats, viewer.user_id)
     recent = await call(services.generation.list, viewer.user_id, limit=12)
+    catalog = await call(services.generation.style_catalog, viewer.user_id)
     per_day = [(str(d.date), d.images) for d in stats.per_day]
-    return render(request, "dashboard.html", viewer, stats=stats, recent=recent.items, per_day=per_day)
+    return render(
+        request,
+        "dashboard.html",
+        viewer,
+        stats=stats,
+        recent=recent.items,
+        per_day=per_day,
+        style_names={s.slug: s.name for s in catalog.styles},
+        cost_rate=services.settings.cost_per_megapixel_step,
+    )
 
 
 @router.get("/account")

@@ -151,6 +151,7 @@ def make_environment(assets: Assets) -> Environment:
     env.filters["fingerprint"] = assets.fingerprint
     env.filters["thousands"] = lambda n: f"{int(n or 0):,}"
     env.filters["seconds"] = _seconds
+    env.filters["credits"] = _credits
     env.filters["device"] = device
     env.filters["when"] = lambda d: d.strftime("%Y-%m-%d %H:%M") if d else "—"
     return env
@@ -193,6 +194,12 @@ def _seconds(value: Any) -> str:
         return "—"
     v = float(value)
     return f"{v * 1000:.0f} ms" if v < 1 else f"{v:.1f} s" if v < 120 else f"{v / 60:.1f} min"
+
+
+def _credits(value: Any) -> str:
+    """Credits to two decimals; a small amount that would print as 0.00 shows its first figures instead."""
+    v = float(value or 0)
+    return f"{v:,.2f}" if v == 0 or v >= 0.01 else f"{v:.2g}"
 
 
 def html_response(body: str, request: Request, status_code: int = 200, extra: dict[str, str] | None = None) -> Response:

@@ -159,8 +159,11 @@ class AdminService:
         if before > 0 and _count_active_admins(session) == 0:
             raise Conflict(message, code="last_admin")
 
-    def set_status(self, actor_id: str | None, user_id: str, status: str, origin: Origin) -> UserView:
-        """Suspend (every session, access token and API key of the user ends; keys stay revoked) or re-activate."""
+    def set_status(
+        self, actor_id: str | None, user_id: str, status: str, origin: Origin, reason: str | None = None
+    ) -> UserView:
+        """Suspend (every session, access token and API key of the user ends; keys stay revoked) or re-activate.
+        ``reason``: what the suspended user is told (kept in the audit event; see suspension.py)."""
         if status == "suspended" and actor_id == user_id:
             raise Conflict("You cannot suspend your own account.", code="cannot_suspend_self")
         revoked: list[str] = []
@@ -182,6 +185,7 @@ class AdminService:
                     origin=origin,
                     target_id=user_id,
                     previous=previous,
+                    **({"reason": reason} if status == "suspended" and reason else {}),
                 )
             view = self.accounts.view(session, user)
         self.on_user_changed(user_id)

@@ -20,6 +20,7 @@ from sqlalchemy import select, update
 
 from studiolo.db.base import utcnow
 from studiolo.db.session import Database
+from studiolo.domain.accounts import suspension
 from studiolo.domain.accounts.models import LOCAL_USER_ID, ROLE_SCOPES, ApiKey, RefreshToken, User
 from studiolo.domain.accounts.tokens import API_KEY_PREFIX, TokenCodec, digest
 from studiolo.errors import Forbidden, Unauthorized
@@ -173,7 +174,7 @@ class Authenticator:
         if state is None:
             raise Unauthorized("The session has ended; sign in again.", code="token_revoked")
         if state.status != "active":  # before the epoch (suspension bumps it): say why, not just "revoked"
-            raise Forbidden("This account is suspended.", code="account_suspended")
+            raise suspension.suspended_user(self.db, claims.user_id)
         if state.epoch != claims.epoch:
             raise Unauthorized("The session has ended; sign in again.", code="token_revoked")
         if claims.session_id and not self._session_live(claims.session_id):
@@ -199,7 +200,7 @@ class Authenticator:
         if state is None:
             raise invalid
         if state.status != "active":
-            raise Forbidden("This account is suspended.", code="account_suspended")
+            raise suspension.suspended_user(self.db, key.owner_id)
         # The key's scopes, never more than the owner's role allows now (a demoted admin's key loses admin).
         allowed = ROLE_SCOPES[state.role]
         return Principal(key.owner_id, state.role, key.scopes & allowed, "api_key", api_key_id=key.id)

@@ -34,10 +34,11 @@ from joserfc.errors import BadSignatureError, ClaimError, ExpiredTokenError, Inv
 from joserfc.jwk import KeySet
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from studiolo.db.base import utcnow
 from studiolo.db.session import Database
-from studiolo.domain.accounts import audit
+from studiolo.domain.accounts import audit, suspension
 from studiolo.domain.accounts.audit import Origin
 from studiolo.domain.accounts.models import OAuthAccount, User
 from studiolo.domain.accounts.redirects import safe_next
@@ -478,15 +479,15 @@ class OAuthService:
                     provider=identity.provider,
                 )
                 session.flush()
-            self._refuse_inactive(user)
+            self._refuse_inactive(session, user)
             user.last_login_at = utcnow()
             audit.record(session, "login", actor_id=user.id, origin=origin, method=identity.provider)
             return self.accounts.start_session(session, user, origin)
 
     @staticmethod
-    def _refuse_inactive(user: User) -> None:
+    def _refuse_inactive(session: Session, user: User) -> None:
         if user.status == "suspended":
-            raise Forbidden("This account is suspended.", code="account_suspended")
+            raise suspension.suspended(suspension.reason(session, user.id))
         if user.status != "active":
             raise Conflict(
                 "This account is waiting for its email verification; finish that first.",

@@ -27,21 +27,23 @@ def common_passwords() -> frozenset[str]:
         return frozenset(line.strip().lower() for line in f if line.strip())
 
 
-def check_policy(password: str, *, email: str = "") -> None:
-    """Raise InvalidInput (code ``weak_password``) when ``password`` is too short, too long or well known."""
+def check_policy(password: str, *, email: str = "", field: str = "password") -> None:
+    """Raise InvalidInput (code ``weak_password``) when ``password`` is too short, too long or well known;
+    ``details.field`` names the form field it came from, so the web studio says it next to that field."""
+
+    def weak(message: str) -> InvalidInput:
+        return InvalidInput(message, code="weak_password", details={"field": field})
+
     if len(password) < MIN_LENGTH:
-        raise InvalidInput(f"The password must have at least {MIN_LENGTH} characters.", code="weak_password")
+        raise weak(f"Use at least {MIN_LENGTH} characters for the password.")
     if len(password) > MAX_LENGTH:
-        raise InvalidInput(f"The password must have at most {MAX_LENGTH} characters.", code="weak_password")
+        raise weak(f"Use at most {MAX_LENGTH} characters for the password.")
     lowered = password.lower()
     local_part = email.split("@", 1)[0].lower()
     if lowered in common_passwords() or (len(local_part) >= 4 and lowered == local_part):
-        raise InvalidInput(
-            "This password is too common (it appears in lists attackers try first); choose another.",
-            code="weak_password",
-        )
+        raise weak("This password is too common (it appears in lists attackers try first); choose another.")
     if len(set(password)) < 3:
-        raise InvalidInput("The password repeats too few different characters.", code="weak_password")
+        raise weak("The password repeats too few different characters; mix in a few more.")
 
 
 class PasswordHashing:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Body, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from studiolo.deps import (
@@ -43,6 +43,7 @@ from studiolo.domain.accounts.schemas import (
     SessionView,
     SetupRequest,
     SetupStatus,
+    SuspendRequest,
     TokenPair,
     UserPage,
     UserView,
@@ -306,9 +307,19 @@ async def admin_get_user(user_id: str, services: ServicesDep, admin: AdminPrinci
 
 
 @admin_router.post("/users/{user_id}/suspend", response_model=UserView)
-async def admin_suspend(user_id: str, services: ServicesDep, admin: AdminPrincipal, origin: OriginDep) -> UserView:
-    """Suspend: the user's sessions, access tokens and API keys stop working at once."""
-    return await run_in_threadpool(services.admin.set_status, admin.user_id, user_id, "suspended", origin)
+async def admin_suspend(
+    user_id: str,
+    services: ServicesDep,
+    admin: AdminPrincipal,
+    origin: OriginDep,
+    body: Annotated[SuspendRequest | None, Body()] = None,
+) -> UserView:
+    """Suspend: the user's sessions, access tokens and API keys stop working at once. An optional ``reason`` is
+    what they are told when they next try."""
+    reason = (body.reason or "").strip() if body else ""
+    return await run_in_threadpool(
+        services.admin.set_status, admin.user_id, user_id, "suspended", origin, reason or None
+    )
 
 
 @admin_router.post("/users/{user_id}/activate", response_model=UserView)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 # Password fields accept up to 1 KB here; the policy (8..256 characters, not common) gives the precise error.
 Password = Field(min_length=1, max_length=1024)
@@ -117,9 +118,17 @@ class SessionView(BaseModel):
 
 
 class ApiKeyCreate(_Strict):
-    name: str = Field(min_length=1, max_length=120)
+    name: str = Field(max_length=120)
     scopes: list[Scope] = Field(default_factory=lambda: list[Scope](["read", "generate"]))
     expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+
+    @field_validator("name")
+    @classmethod
+    def _named(cls, name: str) -> str:
+        # The key list shows only names: a blank one (spaces too) could not be told from another.
+        if not name.strip():
+            raise PydanticCustomError("name_missing", "Give the key a name")
+        return name.strip()
 
 
 class ApiKeyView(BaseModel):
@@ -157,6 +166,12 @@ class UserPage(BaseModel):
 
 class RoleChange(_Strict):
     role: Literal["user", "admin"]
+
+
+class SuspendRequest(_Strict):
+    reason: str | None = Field(
+        default=None, max_length=500, description="Why: shown to the user when they sign in or use a key"
+    )
 
 
 class AuditView(BaseModel):

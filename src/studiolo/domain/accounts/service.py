@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from studiolo.db.base import UTCDateTime, new_id, utcnow
 from studiolo.db.session import Database
-from studiolo.domain.accounts import audit
+from studiolo.domain.accounts import audit, suspension
 from studiolo.domain.accounts.audit import Origin
 from studiolo.domain.accounts.keys import revoke_all_keys
 from studiolo.domain.accounts.mail import Mail, MailOutbox
@@ -53,7 +53,11 @@ def normalize_email(raw: str) -> str:
         # Intranet domains (corp.internal, home.lan) are fine on a self-hosted install; syntax is still checked.
         result = validate_email(raw.strip(), check_deliverability=False, globally_deliverable=False)
     except EmailNotValidError as exc:
-        raise InvalidInput(f"That is not a valid email address: {exc}", code="invalid_email") from exc
+        # email_validator says why ("...It must have exactly one @-sign."): its words, without repeating ours.
+        why = str(exc).removeprefix("The email address is not valid. ")
+        raise InvalidInput(
+            f"That is not a valid email address. {why}", code="invalid_email", details={"field": "email"}
+        ) from exc
     return result.normalized.lower()
 
 
@@ -240,7 +244,7 @@ class AccountService:
             self._spend_code(session, tried.code_id)
             user = session.get_one(User, tried.user_id, with_for_update=True)
             if user.status == "suspended":
-                raise Forbidden("This account is suspended.", code="account_suspended")
+                raise suspension.suspended(suspension.reason(session, user.id))
             user.status = "active"
             user.email_verified_at = user.email_verified_at or utcnow()
             audit.record(session, "email_verified", actor_id=user.id, origin=origin, target_id=user.id)
@@ -268,7 +272,7 @@ class AccountService:
             if user.status == "pending":
                 raise Forbidden("Verify your email address first (we sent you a code).", code="email_not_verified")
             if user.status == "suspended":
-                raise Forbidden("This account is suspended.", code="account_suspended")
+                raise suspension.suspended(suspension.reason(session, user.id))
             self.limiter.clear_failures(email, s.lockout_failures, s.lockout_minutes)
             if self.hashing.needs_rehash(user.password_hash or ""):
                 user.password_hash = self.hashing.hash(password)
@@ -465,7 +469,7 @@ class AccountService:
         client gets a fresh pair."""
         with self.db.session() as session:
             user = session.get_one(User, user_id)
-            check_policy(new, email=user.email)
+            check_policy(new, email=user.email, field="new_password")
             if user.password_hash is not None and not self.hashing.verify(user.password_hash, current):
                 raise Forbidden("The current password is wrong.", code="invalid_credentials")
             revoked = self._set_password(
@@ -514,7 +518,7 @@ class AccountService:
         """Set a new password with an emailed code: every session ends, and every API key too unless
         ``keep_api_keys`` (whoever forgot a password, or lost it to someone, chooses)."""
         email = normalize_email(raw_email)
-        check_policy(new_password, email=email)
+        check_policy(new_password, email=email, field="new_password")
         password_hash = self.hashing.hash(new_password)
         tried = self._try_code(email, "reset", code.strip())
         with self.db.session() as session:

@@ -21,12 +21,21 @@ class Image(Base):
         Index("ix_images_owner_starred", "owner_id", "starred", "id"),
         Index("ix_images_original_key", "original_key"),
         Index("ix_images_job_id", "job_id"),
+        # The Trash (migration 0006): an owner's gallery is (owner_id, trashed_at IS NULL) newest first, their Trash
+        # the same with IS NOT NULL; housekeeping finds what is due for purging across owners by trashed_at alone.
+        Index("ix_images_owner_trashed", "owner_id", "trashed_at", "id"),
+        Index("ix_images_trashed_at", "trashed_at"),
+        Index("ix_images_parent_id", "parent_id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     owner_id: Mapped[str] = mapped_column(String(36), ForeignKey("users.id", ondelete="CASCADE"))
     job_id: Mapped[str | None] = mapped_column(String(36), ForeignKey("jobs.id", ondelete="SET NULL"))
     batch_index: Mapped[int] = mapped_column(Integer, default=0)
+    # The image this one was made from (an upscale's source); NULL once that image is purged (migration 0008).
+    parent_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("images.id", ondelete="SET NULL"), nullable=True, default=None
+    )
     kind: Mapped[str] = mapped_column(String(16), default="txt2img")
     prompt: Mapped[str] = mapped_column(Text)
     negative_prompt: Mapped[str] = mapped_column(Text, default="")
@@ -50,6 +59,9 @@ class Image(Base):
     starred: Mapped[bool] = mapped_column(Boolean, default=False)
     public: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set when the image was moved to the Trash (DELETE /images/{id}); None for a gallery image. The row and its files
+    # stay until it is purged: by the owner, or by housekeeping STUDIOLO_TRASH_DAYS later (gallery/trash.py).
+    trashed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
 
 
 class Collection(Base):

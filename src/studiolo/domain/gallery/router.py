@@ -20,6 +20,7 @@ from studiolo.domain.gallery.schemas import (
     ImagePatch,
     ImageView,
     RegenerateRequest,
+    TrashEmptied,
 )
 from studiolo.domain.generation.schemas import JobAccepted
 
@@ -42,7 +43,9 @@ def list_images(
     collection: str | None = None,
     job: str | None = None,
     q: Annotated[str | None, Query(max_length=500)] = None,
+    trash: Annotated[bool, Query(description="List your Trash instead of your gallery (same filters)")] = False,
 ) -> ImagePage:
+    """Your images, newest first. Trashed images are left out unless ``trash=true``, which lists only them."""
     return services.gallery.list(
         owner,
         limit=limit,
@@ -53,17 +56,26 @@ def list_images(
         collection_id=collection,
         q=q,
         job_id=job,
+        trashed=trash,
     )
 
 
 @router.post("/images/bulk", response_model=BulkImageResult)
 def bulk_images(body: BulkImageRequest, services: ServicesDep, owner: OwnerId) -> BulkImageResult:
-    """delete, star, unstar, add_tags or remove_tags on up to 500 of your images at once."""
+    """delete (to the Trash), restore (from it), purge (for good, files too), star, unstar, add_tags or remove_tags on
+    up to 500 of your images at once."""
     return services.gallery.bulk(owner, body)
+
+
+@router.post("/images/trash/empty", response_model=TrashEmptied)
+def empty_trash(services: ServicesDep, owner: OwnerId) -> TrashEmptied:
+    """Delete every image in your Trash for good, files included."""
+    return TrashEmptied(purged=services.gallery.empty_trash(owner))
 
 
 @router.get("/images/{image_id}", response_model=ImageView)
 def get_image(image_id: str, services: ServicesDep, owner: OwnerId) -> ImageView:
+    """One of your images, in the gallery or in the Trash (then with ``trashed_at`` and ``purge_at``)."""
     return services.gallery.get(owner, image_id)
 
 
@@ -73,9 +85,23 @@ def update_image(image_id: str, patch: ImagePatch, services: ServicesDep, owner:
 
 
 @router.delete("/images/{image_id}", status_code=204)
-def delete_image(image_id: str, services: ServicesDep, owner: OwnerId) -> Response:
-    services.gallery.delete(owner, image_id)
+def delete_image(
+    image_id: str,
+    services: ServicesDep,
+    owner: OwnerId,
+    permanent: Annotated[bool, Query(description="Delete for good now (files too), not to the Trash")] = False,
+) -> Response:
+    """Move the image to the Trash (idempotent): out of the gallery, counts and search, restorable until it is
+    purged STUDIOLO_TRASH_DAYS later or the Trash is emptied; its files stay until then. ``permanent=true`` purges it
+    at once."""
+    services.gallery.delete(owner, image_id, permanent=permanent)
     return Response(status_code=204)
+
+
+@router.post("/images/{image_id}/restore", response_model=ImageView)
+def restore_image(image_id: str, services: ServicesDep, owner: OwnerId) -> ImageView:
+    """Bring the image back from the Trash into the gallery (an image not in the Trash is returned unchanged)."""
+    return services.gallery.restore(owner, image_id)
 
 
 @router.get(
@@ -135,7 +161,7 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
 def regenerate_image(
     image_id: str, services: ServicesDep, owner: OwnerId, req: RegenerateRequest | None = None
 ) -> JobAccepted:
-    return services.generation.regenerate(owner, image_id, req or RegenerateRequest())
+    return services.upscale.regenerate(owner, image_id, req or RegenerateRequest())  # upscales too
 
 
 @router.get("/collections", response_model=CollectionPage)

@@ -17,6 +17,8 @@ class ImageView(BaseModel):
     id: str
     job_id: str | None
     kind: str
+    # The image this one was made from (an upscale's source); null when it has none or it was purged.
+    parent_id: str | None = None
     prompt: str
     negative_prompt: str
     style: str | None
@@ -33,6 +35,10 @@ class ImageView(BaseModel):
     public: bool
     metadata: dict[str, Any]
     created_at: datetime
+    trashed_at: datetime | None = Field(description="When the image was moved to the Trash; null in the gallery")
+    purge_at: datetime | None = Field(
+        description="When housekeeping deletes the trashed image for good (trashed_at + STUDIOLO_TRASH_DAYS)"
+    )
     urls: ImageUrls
 
 
@@ -115,7 +121,8 @@ class CollectionItems(BaseModel):
     image_ids: list[str] = Field(min_length=1, max_length=500)
 
 
-BulkAction = Literal["delete", "star", "unstar", "add_tags", "remove_tags"]
+# delete moves to the Trash, restore brings back from it, purge deletes for good (files too), trashed or not.
+BulkAction = Literal["delete", "restore", "purge", "star", "unstar", "add_tags", "remove_tags"]
 TAG_ACTIONS = ("add_tags", "remove_tags")
 # Ids and filters that reach a query: PostgreSQL text cannot hold NUL, and a NUL would otherwise surface as a
 # 500 instead of a 422 (found by fuzzing the routes signed in, on PostgreSQL).
@@ -134,6 +141,10 @@ class BulkImageRequest(BaseModel):
     tags: list[Annotated[str, Field(pattern=NO_CONTROL_CHARS)]] | None = Field(default=None, max_length=MAX_TAGS)
 
     _tags = field_validator("tags")(clean_tags)
+
+
+class TrashEmptied(BaseModel):
+    purged: int = Field(description="How many images were deleted for good")
 
 
 class BulkImageResult(BaseModel):

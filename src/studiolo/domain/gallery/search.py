@@ -1,5 +1,10 @@
 """Full-text search of the gallery: every word of ``q`` prefix-matched against ``images.search_text``.
 
+Words are stemmed on both sides, with the same algorithm on both databases (Porter's; migration 0007): "foxes" finds
+"fox" and "fox" finds "foxes". SQLite's FTS5 table tokenizes with ``porter``; PostgreSQL's vector and query use the
+``studiolo_porter`` configuration (the Snowball ``porter`` stemmer, no stop words), so a query answers alike on both
+(tests/integration/test_search_stemming.py).
+
 SQLite asks FTS5 for the matching rows. PostgreSQL cannot be left to its planner: it guesses the same
 ~2% for every prefix term, so a word held by 40,000 of 1,000,000 images was fetched in full through the
 GIN index and sorted (200-300 ms), and a rare word could walk every row instead (3 s). ``newest_matches``
@@ -33,6 +38,8 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 MAX_WORDS = 16
 # PostgreSQL only: a generated column (migration 0003), not mapped by the ORM, which never writes it.
 _VECTOR = literal_column("images.search_vector", TSVECTOR)
+# PostgreSQL's text search configuration (migration 0007): the vector is computed with it, so queries must be too.
+PG_CONFIG = "studiolo_porter"
 
 FIRST_WINDOW = 2_000
 """Rows the first walk tests: reading a stored vector costs ~0.35 µs a row, so this is under a millisecond."""
@@ -48,7 +55,8 @@ def search_words(q: str) -> list[str]:
 
 
 def fts5_clause(words: Sequence[str]) -> TextClause:
-    """SQLite: the rows FTS5 matches. Each word quoted (so FTS5 operators in user text are inert) and prefix-matched."""
+    """SQLite: the rows FTS5 matches. Each word quoted (so FTS5 operators in user text are inert) and prefix-matched;
+    FTS5 stems a quoted word with the table's tokenizer before matching its prefix."""
     match = " ".join('"' + w.replace('"', "") + '"*' for w in words)
     return text("images.rowid IN (SELECT rowid FROM images_fts WHERE images_fts MATCH :fts_q)").bindparams(fts_q=match)
 
@@ -56,7 +64,7 @@ def fts5_clause(words: Sequence[str]) -> TextClause:
 def _matches(vector: ColumnElement[str], words: Sequence[str]) -> ColumnElement[bool]:
     # The query in a scalar subquery is parsed once per statement. Written inline it is parsed again for every row
     # once psycopg has prepared the statement (its 6th run) and PostgreSQL picks a generic plan: 4x slower walks.
-    query = select(func.to_tsquery("simple", " & ".join(w + ":*" for w in words))).scalar_subquery()
+    query = select(func.to_tsquery(PG_CONFIG, " & ".join(w + ":*" for w in words))).scalar_subquery()
     return vector.bool_op("@@")(query)
 
 
@@ -121,7 +129,9 @@ def merge_index(session: Session) -> None:
 
     FTS5 records a deletion as a marker in a new segment; the deleted row's words stay in the older segments
     until they happen to be merged (secure_delete does not reach them). A merge rewrites the whole index: about
-    a second per 100,000 images on the project's 2-core machines, so it runs after an account is deleted, not
-    after each image. PostgreSQL: nothing to do (its index is a column of the row itself)."""
+    a second per 100,000 images on the project's 2-core machines, so it runs once per purge (an account deleted, the
+    Trash emptied, images purged at once or by housekeeping, each purging many rows), never when an image is only
+    moved to the Trash. (FTS5's own 'secure-delete' option would make this unnecessary, but it needs SQLite 3.42;
+    Debian 12 ships 3.40.1.) PostgreSQL: nothing to do (its index is a column of the row itself)."""
     if session.get_bind().dialect.name == "sqlite":
         session.execute(text("INSERT INTO images_fts(images_fts) VALUES('optimize')"))

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
+from studiolo.db.base import utcnow
 from studiolo.db.session import Database
-from studiolo.domain.gallery import imaging, search
+from studiolo.domain.gallery import imaging, search, trash
 from studiolo.domain.gallery.models import Collection, CollectionItem, Image
 from studiolo.domain.gallery.schemas import (
     MAX_TAGS,
@@ -57,11 +59,13 @@ def image_urls(image_id: str) -> ImageUrls:
     return ImageUrls(file=base, thumbnails={str(s): f"{base}?size={s}" for s in imaging.THUMBNAIL_SIZES})
 
 
-def to_view(img: Image) -> ImageView:
+def to_view(img: Image, trash_days: int) -> ImageView:
+    """The API shape of an image; ``trash_days`` (STUDIOLO_TRASH_DAYS) dates the purge of a trashed one."""
     return ImageView(
         id=img.id,
         job_id=img.job_id,
         kind=img.kind,
+        parent_id=img.parent_id,
         prompt=img.prompt,
         negative_prompt=img.negative_prompt,
         style=img.style,
@@ -78,6 +82,8 @@ def to_view(img: Image) -> ImageView:
         public=img.public,
         metadata=dict(img.meta or {}),
         created_at=img.created_at,
+        trashed_at=img.trashed_at,
+        purge_at=trash.purge_at(img.trashed_at, trash_days),
         urls=image_urls(img.id),
     )
 
@@ -86,12 +92,13 @@ def search_text(prompt: str, tags: Iterable[str]) -> str:
     return " ".join([prompt, *tags])
 
 
-def _delete_rows(session: Session, rows: Sequence[Image]) -> list[StoredFiles]:
-    """Delete image rows in the caller's transaction; returns their files, for ``discard_files`` after it commits."""
-    files = [StoredFiles(img.original_key, dict(img.thumbnail_keys), img.size_bytes) for img in rows]
-    for img in rows:
-        session.delete(img)
-    return files
+def _purged(session: Session, rows: Sequence[Image], *where: ColumnElement[bool]) -> list[StoredFiles]:
+    """Delete those of ``rows`` that still match ``where`` in the caller's transaction; returns the deleted rows'
+    files, for ``discard_files`` after it commits."""
+    deleted = set(session.scalars(trash.delete_statement(rows, *where).returning(Image.id)))
+    return [
+        StoredFiles(img.original_key, dict(img.thumbnail_keys), img.size_bytes) for img in rows if img.id in deleted
+    ]
 
 
 def _retag(rows: Sequence[Image], tags: Sequence[str], *, add: bool) -> None:
@@ -122,9 +129,11 @@ class GalleryService:
         *,
         search_window: int = search.FIRST_WINDOW,
         search_walk_max: int = search.WALK_MAX,
+        trash_days: int = 30,
     ):
         self.db = db
         self.store = store
+        self.trash_days = trash_days  # STUDIOLO_TRASH_DAYS
         # How many rows a PostgreSQL search walks before it asks the GIN index (search.newest_matches).
         self.search_window = search_window
         self.search_walk_max = search_walk_max
@@ -177,7 +186,7 @@ class GalleryService:
     # -- images ------------------------------------------------------------------------------
     def get(self, owner_id: str, image_id: str) -> ImageView:
         with self.db.session() as session:
-            return to_view(get_owned(session, Image, image_id, owner_id, what="image"))
+            return to_view(get_owned(session, Image, image_id, owner_id, what="image"), self.trash_days)
 
     def get_row(self, session: Session, owner_id: str, image_id: str) -> Image:
         return get_owned(session, Image, image_id, owner_id, what="image")
@@ -194,7 +203,9 @@ class GalleryService:
         collection_id: str | None = None,
         q: str | None = None,
         job_id: str | None = None,
+        trashed: bool = False,
     ) -> ImagePage:
+        """A page of the owner's gallery, newest first; ``trashed``: of their Trash instead."""
         searching = q is not None and bool(q.strip())
         with self.db.session() as session:
             if searching and not self.db.is_sqlite:
@@ -202,7 +213,7 @@ class GalleryService:
                 session.connection(
                     execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
                 )
-            stmt = select(Image).where(Image.owner_id == owner_id)
+            stmt = select(Image).where(Image.owner_id == owner_id, trash.in_trash() if trashed else trash.in_gallery())
             if cursor:
                 stmt = stmt.where(Image.id < cursor)
             if style is not None:
@@ -232,7 +243,7 @@ class GalleryService:
                     first_window=self.search_window,
                     walk_max=self.search_walk_max,
                 )
-        items = [to_view(r) for r in rows[:limit]]
+        items = [to_view(r, self.trash_days) for r in rows[:limit]]
         return ImagePage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
 
     def update(self, owner_id: str, image_id: str, patch: ImagePatch) -> ImageView:
@@ -246,20 +257,61 @@ class GalleryService:
             if patch.public is not None:
                 img.public = patch.public
             session.flush()
-            return to_view(img)
+            return to_view(img, self.trash_days)
 
-    def delete(self, owner_id: str, image_id: str) -> None:
+    def delete(self, owner_id: str, image_id: str, *, permanent: bool = False) -> None:
+        """Move an image to the Trash (again: nothing changes); ``permanent``: purge it now, trashed or not."""
         with self.db.session() as session:
-            files = _delete_rows(session, [get_owned(session, Image, image_id, owner_id, what="image")])
-        self.discard_files(files)
-        self.forget_deleted()
+            img = get_owned(session, Image, image_id, owner_id, what="image")
+            if not permanent:
+                trash.move_to_trash([img], utcnow())
+                return
+        self._purge(Image.owner_id == owner_id, Image.id == image_id)
+
+    def restore(self, owner_id: str, image_id: str) -> ImageView:
+        """Bring an image back from the Trash (one in the gallery stays as it is)."""
+        with self.db.session() as session:
+            img = get_owned(session, Image, image_id, owner_id, what="image")
+            trash.restore([img])
+            session.flush()
+            return to_view(img, self.trash_days)
+
+    def empty_trash(self, owner_id: str) -> int:
+        """Purge every image in the owner's Trash; returns how many."""
+        return self._purge(Image.owner_id == owner_id, trash.in_trash())
+
+    def purge_due(self, now: datetime | None = None, *, max_batches: int = trash.HOUSEKEEPING_MAX_BATCHES) -> int:
+        """Housekeeping: purge every user's images trashed at least ``trash_days`` before ``now``, at most
+        ``max_batches`` batches (the rest at the next run); returns how many."""
+        cutoff = trash.due_cutoff(now or utcnow(), self.trash_days)
+        return self._purge(trash.in_trash(), Image.trashed_at <= cutoff, max_batches=max_batches)
+
+    def _purge(self, *where: ColumnElement[bool], max_batches: int | None = None) -> int:
+        """Delete the images matching ``where`` for good, a batch per transaction, each batch's files after its
+        commit; then leave no readable copy of them in the database files. Returns how many rows went."""
+        purged = batches = 0
+        while max_batches is None or batches < max_batches:
+            with self.db.session() as session:
+                rows = trash.next_batch(session, *where)
+                files = _purged(session, rows, *where) if rows else []
+            # After the commit: a file goes only once no row references it (another image may share its bytes).
+            self.discard_files(files)
+            purged += len(files)
+            batches += 1
+            if len(rows) < trash.TRASH_PURGE_BATCH:
+                break
+        if purged:
+            # The merge drops the purged prompts' words from the full-text index's older segments (search.py).
+            self.forget_deleted(search_index=True)
+        return purged
 
     def forget_deleted(self, *, search_index: bool = False) -> None:
         """After a deletion has committed: leave no readable copy of the deleted rows in the database's files.
 
         SQLite overwrites deleted rows (secure_delete); the checkpoint then empties the write-ahead log, which still
-        holds the pages as they were. ``search_index`` (account deletion) also merges the full-text index, whose
-        older segments keep the words of deleted prompts and tags (search.merge_index: costly on a large gallery).
+        holds the pages as they were. ``search_index`` (account deletion, every purge) also merges the full-text index,
+        whose older segments keep the words of deleted prompts and tags (search.merge_index: costly on a large
+        gallery, so once per purge, not per image; moving an image to the Trash deletes nothing and needs none).
         """
         if search_index:
             with self.db.session() as session:
@@ -275,21 +327,22 @@ class GalleryService:
         if req.action not in TAG_ACTIONS and tags:
             raise InvalidInput(f"{req.action} takes no tags.", code="tags_not_allowed")
         wanted = list(dict.fromkeys(req.image_ids))
-        files: list[StoredFiles] = []
         with self.db.session() as session:
             rows = session.scalars(select(Image).where(Image.owner_id == owner_id, Image.id.in_(wanted))).all()
             if req.action == "delete":
-                files = _delete_rows(session, rows)
+                trash.move_to_trash(rows, utcnow())
+            elif req.action == "restore":
+                trash.restore(rows)
+            elif req.action == "purge":
+                pass  # below, in batches of its own, as emptying the Trash does
             elif req.action in ("star", "unstar"):
                 for img in rows:
                     img.starred = req.action == "star"
             else:
                 _retag(rows, tags, add=req.action == "add_tags")
             found = {img.id for img in rows}
-        # After the commit, as a single delete does: a file goes only once no row references it.
-        self.discard_files(files)
-        if files:
-            self.forget_deleted()
+        if req.action == "purge" and found:
+            self._purge(Image.owner_id == owner_id, Image.id.in_(found))
         return BulkImageResult(
             action=req.action,
             done=[i for i in wanted if i in found],
@@ -316,13 +369,14 @@ class GalleryService:
 
     # -- collections -------------------------------------------------------------------------
     def _collection_view(self, session: Session, c: Collection) -> CollectionView:
-        count = session.scalar(select(func.count()).where(CollectionItem.collection_id == c.id)) or 0
-        cover = session.scalar(
+        # Trashed images stay members (a restore brings them back in place) but are neither counted nor the cover.
+        members = (
             select(CollectionItem.image_id)
-            .where(CollectionItem.collection_id == c.id)
-            .order_by(CollectionItem.added_at.desc())
-            .limit(1)
+            .join(Image, Image.id == CollectionItem.image_id)
+            .where(CollectionItem.collection_id == c.id, trash.in_gallery())
         )
+        count = session.scalar(select(func.count()).select_from(members.subquery())) or 0
+        cover = session.scalar(members.order_by(CollectionItem.added_at.desc()).limit(1))
         return CollectionView(
             id=c.id,
             name=c.name,
@@ -374,7 +428,12 @@ class GalleryService:
         with self.db.session() as session:
             c = get_owned(session, Collection, collection_id, owner_id, what="collection")
             wanted = list(dict.fromkeys(image_ids))
-            owned = set(session.scalars(select(Image.id).where(Image.id.in_(wanted), Image.owner_id == owner_id)))
+            # A trashed image is not offered for adding: it would sit in the collection unseen.
+            owned = set(
+                session.scalars(
+                    select(Image.id).where(Image.id.in_(wanted), Image.owner_id == owner_id, trash.in_gallery())
+                )
+            )
             missing = [i for i in wanted if i not in owned]
             if missing:
                 raise NotFound("Some images do not exist.", code="image_not_found", details={"image_ids": missing})
@@ -400,7 +459,8 @@ class GalleryService:
             session.delete(item)
 
     def stats_counts(self, session: Session, owner_id: str) -> dict[str, Any]:
-        images = session.scalar(select(func.count()).where(Image.owner_id == owner_id)) or 0
-        starred = session.scalar(select(func.count()).where(Image.owner_id == owner_id, Image.starred.is_(True))) or 0
+        mine = (Image.owner_id == owner_id, trash.in_gallery())  # the Trash is not counted
+        images = session.scalar(select(func.count()).where(*mine)) or 0
+        starred = session.scalar(select(func.count()).where(*mine, Image.starred.is_(True))) or 0
         collections = session.scalar(select(func.count()).where(Collection.owner_id == owner_id)) or 0
         return {"images": int(images), "starred": int(starred), "collections": int(collections)}

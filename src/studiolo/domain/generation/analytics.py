@@ -1,11 +1,16 @@
 """Usage over time: the per-day series of a user's ``/stats`` and the administrators' analytics.
 
 A job counts on the UTC day it was submitted (``created_at``), an image on the day it was made; days are
-grouped in SQL on both dialects. Durations are ``duration_seconds`` of succeeded jobs (finished - started,
-set by the worker, the figure JobView shows). Percentiles are PostgreSQL's ``percentile_cont`` (linear
-interpolation between the two nearest values) computed in SQL there, and by the same formula in Python on
-SQLite, which has no ordered-set aggregates: both give the same numbers (tests/integration/test_analytics.py
-runs the same known data on each).
+grouped in SQL on both dialects.
+
+Job durations have ONE definition, used by the user's ``/stats`` (the dashboard) and the admin analytics alike
+(``duration_percentiles``): the ``duration_seconds`` (finished - started: run time, not queue wait; set by the
+worker, the figure JobView shows) of the succeeded jobs submitted in the window (``created_at`` on or after its
+first UTC day). Percentiles are PostgreSQL's ``percentile_cont`` (linear interpolation between the two nearest
+values: numpy's default, ``statistics.quantiles(method="inclusive")``) computed in SQL there, and by the same
+formula in Python on SQLite, which has no ordered-set aggregates. The dashboard once took every job ever and
+rounded to the nearest index instead, so the two pages showed different p95s for the same jobs
+(tests/integration/test_job_durations.py checks both against ``statistics.quantiles`` on each database).
 """
 
 from __future__ import annotations
@@ -89,7 +94,9 @@ def jobs_by_day(
 
 def images_by_day(session: Session, is_sqlite: bool, since: datetime, owner_id: str | None = None) -> Counter[date]:
     day = utc_day(Image.created_at, is_sqlite).label("day")
-    stmt = _scoped(select(day, func.count()).where(Image.created_at >= since), Image.owner_id, owner_id)
+    # Images in the Trash are not counted (gallery/trash.py); a restored one counts again on the day it was made.
+    recent = select(day, func.count()).where(Image.created_at >= since, Image.trashed_at.is_(None))
+    stmt = _scoped(recent, Image.owner_id, owner_id)
     return Counter({_day(d): int(n) for d, n in session.execute(stmt.group_by(day))})
 
 
@@ -99,6 +106,44 @@ def owner_per_day(session: Session, is_sqlite: bool, owner_id: str, days: int) -
     jobs = jobs_by_day(session, is_sqlite, since, owner_id)
     images = images_by_day(session, is_sqlite, since, owner_id)
     return [StatsDay(date=d, jobs=sum(jobs[d].values()), images=images[d], failed=jobs[d]["failed"]) for d in dates]
+
+
+def _succeeded_since(since: datetime, owner_id: str | None) -> list[ColumnElement[bool]]:
+    conditions = [Job.created_at >= since, Job.status == "succeeded", Job.duration_seconds.is_not(None)]
+    return conditions if owner_id is None else [*conditions, Job.owner_id == owner_id]
+
+
+def duration_summary(session: Session, is_sqlite: bool, since: datetime, owner_id: str) -> dict[str, float | None]:
+    """``/stats``' ``duration_seconds``: p50, p95 and mean of ``duration_percentiles``' jobs (the same ones the
+    admin analytics use)."""
+    _, (p50, p95) = duration_percentiles(session, is_sqlite, since, owner_id)
+    mean = session.scalar(select(func.avg(Job.duration_seconds)).where(*_succeeded_since(since, owner_id)))
+    return {"p50": p50, "p95": p95, "mean": _round(mean)}
+
+
+def duration_percentiles(
+    session: Session, is_sqlite: bool, since: datetime, owner_id: str | None = None
+) -> tuple[dict[date, Percentiles], Percentiles]:
+    """(p50, p95) run time of the succeeded jobs submitted since ``since``, per UTC day and over all of them (one
+    user's, or everyone's when owner_id is None): the one definition of "job duration" (see the module's doc)."""
+    conditions = _succeeded_since(since, owner_id)
+    day = utc_day(Job.created_at, is_sqlite).label("day")
+    if is_sqlite:
+        by_day: dict[date, list[float]] = defaultdict(list)
+        everything: list[float] = []
+        rows = session.execute(select(day, Job.duration_seconds).where(*conditions).order_by(Job.duration_seconds))
+        for d, seconds in rows:
+            by_day[_day(d)].append(float(seconds))
+            everything.append(float(seconds))
+        per_day = {d: (percentile_cont(v, 0.5), percentile_cont(v, 0.95)) for d, v in by_day.items()}
+        return per_day, (percentile_cont(everything, 0.5), percentile_cont(everything, 0.95))
+    pcts = [func.percentile_cont(q).within_group(Job.duration_seconds) for q in _QUANTILES]
+    per_day = {
+        _day(d): (_round(p50), _round(p95))
+        for d, p50, p95 in session.execute(select(day, *pcts).where(*conditions).group_by(day))
+    }
+    p50, p95 = session.execute(select(*pcts).where(*conditions)).one()
+    return per_day, (_round(p50), _round(p95))
 
 
 class AnalyticsService:
@@ -113,7 +158,7 @@ class AnalyticsService:
         with self.db.session() as session:
             jobs = jobs_by_day(session, sqlite, since)
             images = images_by_day(session, sqlite, since)
-            per_day, overall = self._durations(session, since)
+            per_day, overall = duration_percentiles(session, sqlite, since)
             users = int(session.scalar(select(func.count()).select_from(User)) or 0)
             active = int(session.scalar(select(func.count(distinct(Job.owner_id))).where(Job.created_at >= since)) or 0)
             style = func.coalesce(func.nullif(Job.params["style"].as_string(), ""), "none")
@@ -147,27 +192,6 @@ class AnalyticsService:
             p95_seconds=overall[1],
         )
         return AdminAnalytics(days=rows, totals=totals, top_styles=top_styles, top_models=top_models)
-
-    def _durations(self, session: Session, since: datetime) -> tuple[dict[date, Percentiles], Percentiles]:
-        """(p50, p95) of succeeded jobs' run time per day and over the whole window."""
-        done = (Job.created_at >= since, Job.status == "succeeded", Job.duration_seconds.is_not(None))
-        day = utc_day(Job.created_at, self.db.is_sqlite).label("day")
-        if self.db.is_sqlite:
-            by_day: dict[date, list[float]] = defaultdict(list)
-            everything: list[float] = []
-            rows = session.execute(select(day, Job.duration_seconds).where(*done).order_by(Job.duration_seconds))
-            for d, seconds in rows:
-                by_day[_day(d)].append(float(seconds))
-                everything.append(float(seconds))
-            per_day = {d: (percentile_cont(v, 0.5), percentile_cont(v, 0.95)) for d, v in by_day.items()}
-            return per_day, (percentile_cont(everything, 0.5), percentile_cont(everything, 0.95))
-        pcts = [func.percentile_cont(q).within_group(Job.duration_seconds) for q in _QUANTILES]
-        per_day = {
-            _day(d): (_round(p50), _round(p95))
-            for d, p50, p95 in session.execute(select(day, *pcts).where(*done).group_by(day))
-        }
-        p50, p95 = session.execute(select(*pcts).where(*done)).one()
-        return per_day, (_round(p50), _round(p95))
 
     def _top(
         self, session: Session, expr: ColumnElement[Any] | InstrumentedAttribute[Any], since: datetime

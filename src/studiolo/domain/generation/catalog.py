@@ -20,14 +20,16 @@ from sqlalchemy import select, update
 from studiolo.db.base import utcnow
 from studiolo.db.session import Database
 from studiolo.domain.generation.models import InstalledModel, Job
-from studiolo.engines.base import Engine, ModelRef
+from studiolo.engines.base import Capabilities, Engine, ModelRef
 from studiolo.engines.demo.engine import DEMO_MODEL_ID, DemoEngine
+from studiolo.engines.model_files import UPSCALER_FACTORS
+from studiolo.engines.upscale import LANCZOS_UPSCALER_ID, LANCZOS_UPSCALER_NAME, UPSCALE_FACTORS
 from studiolo.errors import Conflict, InvalidInput, ModelUnavailable, NotFound, ServiceUnavailable, StudioloError
 from studiolo.settings import Settings
 
 ECHO_MODEL_ID = "echo"
 # Names of the models built into Studiolo: never a row, never removable, never importable under these names.
-BUILTIN_MODEL_IDS = frozenset({ECHO_MODEL_ID, DEMO_MODEL_ID})
+BUILTIN_MODEL_IDS = frozenset({ECHO_MODEL_ID, DEMO_MODEL_ID, LANCZOS_UPSCALER_ID})
 _MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 
 ProgressFn = Callable[[int, int], None]
@@ -97,6 +99,27 @@ def _model_file_error(exc: Exception) -> StudioloError:
     return InvalidInput(str(exc), code=code)
 
 
+def _refuse_upscaler_default(model_id: str, arch: str | None) -> None:
+    """An upscaler model draws nothing, so it cannot be the model a request without one uses (409)."""
+    if arch in UPSCALER_FACTORS:
+        raise Conflict(
+            f"'{model_id}' is an upscaler: it enlarges images (POST /api/v1/images/{{id}}/upscale, `studiolo "
+            "upscale`) and draws none, so it cannot be the default model.",
+            code="model_is_upscaler",
+            details={"model": model_id},
+        )
+
+
+@dataclass(frozen=True)
+class UpscalerInfo:
+    """An upscaler a request may name: the built-in Lanczos one, or an installed upscaler model."""
+
+    id: str
+    name: str
+    factors: tuple[int, ...]
+    arch: str | None = None  # an upscaler model's (model_files.UPSCALE_PIPELINES); None: built in
+
+
 @dataclass(frozen=True)
 class _Row:
     id: str
@@ -151,7 +174,8 @@ class ModelCatalog:
         return refs
 
     def default_model_id(self) -> str:
-        rows = self._rows()
+        # Upscaler models draw nothing: never the default, and installing one keeps the demo model the fallback.
+        rows = {k: r for k, r in self._rows().items() if r.arch not in UPSCALER_FACTORS}
         chosen = next((r.id for r in rows.values() if r.is_default), None)
         if chosen:
             return chosen
@@ -191,10 +215,31 @@ class ModelCatalog:
             )
         return infos
 
+    def capabilities(self, info: ModelInfo) -> Capabilities:
+        """What ``info``'s model can do, as its engine says (an engine this process lacks: the contract's defaults)."""
+        engine = self.engines.get(info.engine)
+        if engine is None:
+            return Capabilities()
+        path = Path(info.path) if info.path else None
+        ref = ModelRef(id=info.id, engine=info.engine, source=info.source, path=path, arch=info.arch)  # type: ignore[arg-type]
+        return engine.capabilities(ref)
+
     def _builtin_size(self, engine: str) -> int:
         # The demo's weights are real files (about 16 MB), not 0 bytes (issue 13); echo has no files.
         demo = self.engines.get(engine)
         return demo.size_bytes() if isinstance(demo, DemoEngine) else 0
+
+    def builtin_upscaler_ids(self) -> list[str]:
+        """Upscalers built into Studiolo (no files): every worker can run their jobs (served.py)."""
+        return [LANCZOS_UPSCALER_ID] if LANCZOS_UPSCALER_ID in self.engines else []
+
+    def upscalers(self) -> list[UpscalerInfo]:
+        """The upscalers an upscale request may name: the built-in Lanczos one first, then installed models."""
+        items = [UpscalerInfo(i, LANCZOS_UPSCALER_NAME, UPSCALE_FACTORS) for i in self.builtin_upscaler_ids()]
+        for row in self._rows().values():
+            if row.arch in UPSCALER_FACTORS and row.engine in self.engines:
+                items.append(UpscalerInfo(row.id, row.id, UPSCALER_FACTORS[row.arch], row.arch))
+        return items
 
     def ids(self) -> list[str]:
         """The ids of every model a request may name: installed ones, then the built-in ones."""
@@ -211,6 +256,8 @@ class ModelCatalog:
     def resolve(self, model_id: str | None) -> ModelRef:
         """The ModelRef for ``model_id`` (or the default); ModelUnavailable with install advice if absent."""
         model_id = model_id or self.default_model_id()
+        if model_id in self.builtin_upscaler_ids():  # no row, not listed with the models (see upscalers)
+            return ModelRef(id=model_id, engine=LANCZOS_UPSCALER_ID, source="builtin")
         builtin = self._builtin().get(model_id)
         if builtin:
             return builtin
@@ -281,6 +328,8 @@ class ModelCatalog:
             raise _model_file_error(exc) from exc
         model_id = model_id or (path.stem if info.format == "single_file" else path.name)
         self._check_new_id(model_id)
+        if default:
+            _refuse_upscaler_default(model_id, info.arch)
         target = path
         if copy:
             dest = self._dest(model_id)
@@ -348,7 +397,9 @@ class ModelCatalog:
         """Make the installed model ``model_id`` the one used when a request names none."""
         self._refuse_builtin(model_id, "cannot be made the default: `models default` takes an installed model")
         with self.db.session() as session:
-            if session.get(InstalledModel, model_id) is None:
+            row = session.get(InstalledModel, model_id)
+            if row is None:
                 raise self._not_installed(model_id, NotFound, "model_not_found")
+            _refuse_upscaler_default(model_id, row.arch)
             session.execute(update(InstalledModel).values(is_default=InstalledModel.id == model_id))
         self._invalidate()

@@ -54,8 +54,11 @@ class Job(Base):
     priority: Mapped[int] = mapped_column(Integer, default=0)
     # Queue-wide priority, ahead of the users' turns: set only by an administrator (issue 13, item 5).
     system_priority: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # The engine's progress: step of total steps of the current sampling call, and the 1-based image that call makes
+    # when the engine makes them one after another (0: all in one call).
     progress_step: Mapped[int] = mapped_column(Integer, default=0)
     progress_total: Mapped[int] = mapped_column(Integer, default=0)
+    progress_image: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     lease_owner: Mapped[str | None] = mapped_column(String(120), nullable=True)

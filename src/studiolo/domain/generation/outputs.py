@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from PIL import Image as PILImage
 from sqlalchemy import JSON, bindparam, insert, text, update
 
 from studiolo.db.base import UTCDateTime, new_id, utcnow
@@ -22,6 +23,7 @@ from studiolo.domain.gallery.models import Image
 from studiolo.domain.gallery.service import GalleryService, StoredFiles, search_text
 from studiolo.domain.generation.models import JOBS, Job
 from studiolo.engines.base import GeneratedImage, GenerationRequest
+from studiolo.engines.schedules import A1111_LABELS
 from studiolo.settings import Settings
 
 # A job's success, in one statement: only while this worker still holds its lease (exactly-once outputs).
@@ -37,6 +39,7 @@ _SUCCEED = (
         error_message=None,
         progress_step=bindparam("steps"),
         progress_total=bindparam("steps"),
+        progress_image=bindparam("image"),
         duration_seconds=bindparam("duration"),
         timings=bindparam("timings", type_=JSON()),
         cost=bindparam("cost"),
@@ -50,10 +53,11 @@ _SUCCEED_MANY_PG = text(
     """
     UPDATE jobs SET status = 'succeeded', finished_at = :now, lease_owner = NULL, lease_expires_at = NULL,
         error_code = NULL, error_message = NULL, progress_step = v.steps, progress_total = v.steps,
-        duration_seconds = v.duration, timings = CAST(v.timings AS json), cost = v.cost
+        progress_image = v.image, duration_seconds = v.duration, timings = CAST(v.timings AS json), cost = v.cost
     FROM unnest(CAST(:ids AS text[]), CAST(:workers AS text[]), CAST(:steps AS integer[]),
-                CAST(:durations AS float8[]), CAST(:timings AS text[]), CAST(:costs AS float8[]))
-        AS v(id, worker_id, steps, duration, timings, cost)
+                CAST(:durations AS float8[]), CAST(:timings AS text[]), CAST(:costs AS float8[]),
+                CAST(:images AS integer[]))
+        AS v(id, worker_id, steps, duration, timings, cost, image)
     WHERE jobs.id = v.id AND jobs.status = 'running' AND jobs.lease_owner = v.worker_id
     RETURNING jobs.id
     """
@@ -67,6 +71,7 @@ _SUCCEED_MANY_COLUMNS = (
     ("steps", "steps"),
     ("durations", "duration"),
     ("costs", "cost"),
+    ("images", "image"),
 )
 
 
@@ -79,6 +84,8 @@ class Finished:
     timings: dict[str, float]  # seconds per phase of this attempt
     rows: list[dict[str, Any]]  # image rows (ORM attribute names), ids assigned
     written: list[StoredFiles]
+    # The engine's last progress_image: the last image when it made them one by one (the progress ends there).
+    image: int = 0
 
 
 def write_outputs(
@@ -111,6 +118,10 @@ def write_outputs(
             "width": out.image.width,
             "height": out.image.height,
             "strength": p["strength"] if job.kind != "txt2img" else None,
+            # Issue 14; jobs queued before have none of these (automatic schedule, no variation).
+            "scheduler": p.get("scheduler"),
+            "variation_seed": out.variation_seed,
+            "variation_strength": p.get("variation_strength") if out.variation_seed is not None else None,
             "generator": "studiolo",
         }
         parameters = imaging.a1111_parameters(
@@ -123,38 +134,87 @@ def write_outputs(
             width=out.image.width,
             height=out.image.height,
             model=job.model_id,
+            extra=a1111_extras(meta),
         )
-        png = imaging.encode_png(out.image, parameters=parameters, metadata=meta)
-        files = gallery.write_files(png, imaging.make_thumbnails(out.image), written)
         rows.append(
-            {
-                "id": new_id(),
-                "owner_id": job.owner_id,
-                "job_id": job.id,
-                "batch_index": k,
-                "kind": job.kind,
-                "prompt": p["prompt"],
-                "negative_prompt": p["negative_prompt"],
-                "style": p["style"],
-                "model_id": job.model_id,
-                "seed": out.seed,
-                "steps": p["steps"],
-                "guidance": p["guidance"],
-                "sampler": sampler,
-                "width": out.image.width,
-                "height": out.image.height,
-                "original_key": files.original_key,
-                "thumbnail_keys": files.thumbnail_keys,
-                "size_bytes": files.size_bytes,
-                "meta": meta,
-                "tags": list(p.get("tags") or []),
-                "search_text": search_text(p["prompt"], p.get("tags") or []),
-                "starred": False,
-                "public": False,
-                "created_at": utcnow(),
-            }
+            store_image(
+                gallery,
+                job,
+                k,
+                out.image,
+                parameters,
+                meta,
+                written,
+                model_id=job.model_id,
+                seed=out.seed,
+                steps=p["steps"],
+                guidance=p["guidance"],
+                sampler=sampler,
+            )
         )
     return rows
+
+
+def store_image(
+    gallery: GalleryService,
+    job: Job,
+    index: int,
+    image: PILImage.Image,
+    parameters: str,
+    meta: dict[str, Any],
+    written: list[StoredFiles],
+    *,
+    model_id: str,
+    seed: int,
+    steps: int,
+    guidance: float,
+    sampler: str | None,
+    parent_id: str | None = None,
+) -> dict[str, Any]:
+    """Encode ``image`` as PNG (A1111 ``parameters``, our ``meta``) with thumbnails, store the files (appended to
+    ``written`` first) and return its image row: the job's prompt, style and tags, the settings given."""
+    p = job.params
+    png = imaging.encode_png(image, parameters=parameters, metadata=meta)
+    files = gallery.write_files(png, imaging.make_thumbnails(image), written)
+    return {
+        "id": new_id(),
+        "owner_id": job.owner_id,
+        "job_id": job.id,
+        "batch_index": index,
+        "kind": job.kind,
+        "parent_id": parent_id,
+        "prompt": p["prompt"],
+        "negative_prompt": p["negative_prompt"],
+        "style": p["style"],
+        "model_id": model_id,
+        "seed": seed,
+        "steps": steps,
+        "guidance": guidance,
+        "sampler": sampler,
+        "width": image.width,
+        "height": image.height,
+        "original_key": files.original_key,
+        "thumbnail_keys": files.thumbnail_keys,
+        "size_bytes": files.size_bytes,
+        "meta": meta,
+        "tags": list(p.get("tags") or []),
+        "search_text": search_text(p["prompt"], p.get("tags") or []),
+        "starred": False,
+        "public": False,
+        "created_at": utcnow(),
+    }
+
+
+def a1111_extras(meta: dict[str, Any]) -> dict[str, imaging.ParamValue]:
+    """The settings A1111 writes after the standard ones, as it names them: the schedule when it is not automatic,
+    the variation seed and its strength when one was used."""
+    extras: dict[str, imaging.ParamValue] = {}
+    if meta.get("scheduler"):
+        extras["Schedule type"] = A1111_LABELS.get(meta["scheduler"], meta["scheduler"])
+    if meta.get("variation_seed") is not None:
+        extras["Variation seed"] = meta["variation_seed"]
+        extras["Variation seed strength"] = meta["variation_strength"]
+    return extras
 
 
 def _success_values(settings: Settings, finished: Finished, now: datetime) -> dict[str, Any]:
@@ -167,6 +227,7 @@ def _success_values(settings: Settings, finished: Finished, now: datetime) -> di
         "worker_id": finished.worker_id,
         "now": now,
         "steps": p["steps"],
+        "image": finished.image,
         "duration": (now - started).total_seconds() if started else None,
         "timings": {
             "queue_wait": round((started - job.created_at).total_seconds(), 4) if started else None,

@@ -1,6 +1,6 @@
 """A process's workers: N worker threads plus the housekeeping they share (liveness rows, reaping the jobs of
 workers that stopped renewing their leases, following the models whose files are here, sweeping stored files that
-no row refers to)."""
+no row refers to, purging images that have been in the Trash for STUDIOLO_TRASH_DAYS)."""
 
 from __future__ import annotations
 
@@ -78,6 +78,11 @@ class WorkerPool:
             sweeps = threading.Thread(target=self._sweep_files, name="worker-file-sweep", daemon=True)
             sweeps.start()
             self.threads.append(sweeps)
+        # Every worker process runs a pool (`studiolo serve`'s inline workers, `studiolo worker` with or without
+        # Celery), so the Trash is emptied on time in every deployment; only the sweep leader purges.
+        purges = threading.Thread(target=self._purge_trash, name="worker-trash", daemon=True)
+        purges.start()
+        self.threads.append(purges)
         if self.served is not None:
             args = (self.shutdown, self.settings.worker_refresh_seconds)
             refresher = threading.Thread(target=self.served.keep_fresh, args=args, name="worker-models", daemon=True)
@@ -118,6 +123,22 @@ class WorkerPool:
                     self.sweeper.sweep()
             except Exception:
                 log.exception("sweeping stored files that no row refers to failed")
+
+    def _purge_trash(self) -> None:
+        while not self.shutdown.wait(self.settings.trash_purge_seconds):
+            try:
+                self.purge_trash_once()
+            except Exception:
+                log.exception("purging images due from the Trash failed")
+
+    def purge_trash_once(self) -> int:
+        """One housekeeping pass over the Trash (when this process leads): returns how many images were purged."""
+        if not self._leads_sweeps():
+            return 0
+        purged = self.runner.gallery.purge_due()
+        if purged:
+            log.info("purged %d images from the Trash after %d days", purged, self.settings.trash_days)
+        return purged
 
     def _leads_sweeps(self) -> bool:
         """Whether this process sweeps: the one whose worker has the smallest id among those alive, so a fleet of

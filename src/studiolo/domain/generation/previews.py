@@ -1,7 +1,8 @@
 """Live previews of a running job: when to send one, and how it travels (a small WebP as a data URL).
 
 Engines offer a preview with every step (engines/base.py ``Preview``); the worker asks ``PreviewGate`` whether
-to make one and publishes ``{"type": "preview", "step", "total", "image"}`` on the job's event stream.
+to make one and publishes ``{"type": "preview", "step", "total", "image", "images", "data_url"}`` on the job's
+event stream (the progress of the step it shows, and the picture).
 """
 
 from __future__ import annotations

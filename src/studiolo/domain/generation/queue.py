@@ -186,6 +186,7 @@ _CLAIM = (
         attempts=JOBS.c.attempts + 1,
         started_at=bindparam("now", type_=UTCDateTime()),
         progress_step=0,
+        progress_image=0,
     )
     .returning(JOBS.c.owner_id)
 )
@@ -319,6 +320,7 @@ class JobQueue:
                         attempts=Job.attempts + 1,
                         started_at=now,
                         progress_step=0,
+                        progress_image=0,
                     )
                     .returning(Job)
                     .execution_options(synchronize_session=False)
@@ -351,12 +353,12 @@ class JobQueue:
             cancel = bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
             return LeaseState(owned=owned, cancel_requested=cancel)
 
-    def set_progress(self, job_id: str, worker_id: str, step: int, total: int) -> None:
+    def set_progress(self, job_id: str, worker_id: str, step: int, total: int, image: int = 0) -> None:
         with self.db.session(relaxed=True) as session:
             session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status == "running")
-                .values(progress_step=step, progress_total=total)
+                .values(progress_step=step, progress_total=total, progress_image=image)
                 .execution_options(synchronize_session=False)
             )
 
@@ -367,7 +369,7 @@ class JobQueue:
         job.lease_owner = None
         job.lease_expires_at = None
         job.run_after = utcnow() + timedelta(seconds=delay)
-        job.progress_step = 0  # the next attempt starts over
+        job.progress_step = job.progress_image = 0  # the next attempt starts over
         job.error_code = code
         job.error_message = message
 

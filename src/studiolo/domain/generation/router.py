@@ -43,6 +43,9 @@ from studiolo.domain.generation.schemas import (
     StyleCatalog,
     StyleCreate,
     StyleView,
+    UpscaleRequest,
+    UpscalerList,
+    model_capabilities,
 )
 from studiolo.domain.generation.service import GenerationService, Upload, queued_event
 from studiolo.engines.base import JobKind
@@ -300,11 +303,14 @@ def _sse(event: dict[str, Any]) -> bytes:
     responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events until the job ends"}},
 )
 async def job_events(job_id: str, request: Request, services: ServicesDep, owner: OwnerId) -> StreamingResponse:
-    """Live job events: queued{position}, started, progress{step,total}, preview{step,total,image}, output,
-    succeeded, failed, canceled; and shutdown{message} when the server stops while the job goes on (reconnect).
+    """Live job events: queued{position}, started, progress{step,total,image,images},
+    preview{step,total,image,images,data_url}, output, succeeded, failed, canceled; and shutdown{message} when the
+    server stops while the job goes on (reconnect).
 
-    ``preview`` carries a look at the image being made as ``data:image/webp;base64,...`` (at most 256 px, a
-    few KB), when the engine offers one: at most about twice a second, never for the last step (the output
+    ``step`` of ``total`` are the steps of the engine's current sampling call; ``image`` is the 1-based image it is
+    making when it makes them one after another, 0 when it samples all ``images`` in one call (JobProgress).
+    ``preview`` carries a look at the image being made in ``data_url`` as ``data:image/webp;base64,...`` (at most
+    256 px, a few KB), when the engine offers one: at most about twice a second, never for the last step (the output
     follows), not at all with STUDIOLO_PREVIEWS=false. Events published in this process arrive at once;
     the row is re-read every second as well, so a job run by a worker in another process is followed too
     (progress then arrives at that pace, and previews only through the Redis relay).
@@ -329,14 +335,14 @@ async def job_events(job_id: str, request: Request, services: ServicesDep, owner
         if view.status == "running":
             return [
                 {"type": "started", "attempt": view.attempts},
-                {"type": "progress", "step": view.progress.step, "total": view.progress.total},
+                {"type": "progress", **view.progress.model_dump()},
             ]
         return [_terminal_event(view)]
 
     async def stream() -> AsyncIterator[bytes]:
         try:
             yield b"retry: 2000\n\n"
-            last_status, last_step = first.status, first.progress.step
+            last_status, last_at = first.status, _position(first.progress.image, first.progress.step)
             for ev in snapshot_events(first):
                 yield _sse(ev)
             if first.status in _TERMINAL:
@@ -354,10 +360,11 @@ async def job_events(job_id: str, request: Request, services: ServicesDep, owner
                         return
                     # The row's progress is written less often than live events arrive, so it may lag behind
                     # what this stream already sent: only a newer step (or a new status) is news.
-                    if view.status != last_status or view.progress.step > last_step:
+                    at = _position(view.progress.image, view.progress.step)
+                    if view.status != last_status or at > last_at:
                         for snap in snapshot_events(view):
                             yield _sse(snap)
-                        last_status, last_step = view.status, view.progress.step
+                        last_status, last_at = view.status, at
                     idle += 1.0
                     if idle >= 15.0:
                         idle = 0.0
@@ -377,7 +384,7 @@ async def job_events(job_id: str, request: Request, services: ServicesDep, owner
                         # The job started between this stream's first read and its subscription, so the
                         # "started" event went by unseen: say it before the first step.
                         yield _sse({"type": "started", "attempt": first.attempts + 1})
-                    last_status, last_step = "running", int(ev["step"])
+                    last_status, last_at = "running", _position(int(ev.get("image", 0)), int(ev["step"]))
                 elif ev["type"] in ("queued", "started"):
                     last_status = "queued" if ev["type"] == "queued" else "running"
                 yield _sse(ev)
@@ -387,6 +394,11 @@ async def job_events(job_id: str, request: Request, services: ServicesDep, owner
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+def _position(image: int, step: int) -> tuple[int, int]:
+    """Where a job's progress is, in order: steps start again at 1 with each image an engine makes in turn."""
+    return image, step
 
 
 def _terminal_event(view: JobView) -> dict[str, Any]:
@@ -447,7 +459,10 @@ async def png_info(request: Request, services: ServicesDep) -> PngInfo:
 
 @router.get("/models", response_model=ModelList)
 def list_models(services: ServicesDep) -> ModelList:
+    """Installed and built-in models, with what each can do (``capabilities``: the web studio disables what the
+    selected model cannot do; a request for it is refused before it is queued)."""
     catalog = services.catalog
+    max_pixels = services.settings.max_pixels
     items = [
         ModelView(
             id=m.id,
@@ -458,10 +473,41 @@ def list_models(services: ServicesDep) -> ModelList:
             is_default=m.is_default,
             loaded=m.loaded,
             demo=m.demo,
+            capabilities=model_capabilities(catalog.capabilities(m), max_pixels),
         )
         for m in catalog.models()
     ]
     return ModelList(default=catalog.default_model_id(), items=items)
+
+
+@router.post(
+    "/images/{image_id}/upscale",
+    status_code=202,
+    response_model=JobAccepted,
+    summary="Queue an upscale of one of your images (2x or 4x); the result is a new image whose parent_id is this one",
+    dependencies=[GenerationLimit],
+)
+def upscale_image(
+    image_id: str,
+    data: UpscaleRequest,
+    services: ServicesDep,
+    owner: OwnerId,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Response:
+    """A job of kind ``upscale``, followed like a generation (``GET /jobs/{id}``, its events). 404 for an image that
+    is not yours; 422 ``unknown_upscaler``, ``invalid_upscale_factor``, or ``image_too_large`` for a result over
+    STUDIOLO_MAX_PIXELS."""
+    accepted, created = services.upscale.submit(owner, image_id, data, idempotency_key=idempotency_key)
+    headers = {"Location": accepted.urls.get}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return _json(accepted, status_code=202, headers=headers)
+
+
+@router.get("/upscalers", response_model=UpscalerList)
+def list_upscalers(services: ServicesDep) -> UpscalerList:
+    """The built-in Lanczos upscaler, then the installed upscaler models, each with the factors it makes."""
+    return services.upscale.upscalers()
 
 
 @router.get("/stats", response_model=Stats)

@@ -18,7 +18,9 @@ from typing import Any
 from pydantic import ValidationError, ValidationInfo
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from studiolo.errors import InvalidInput, describe_errors
+from studiolo.engines.base import Capabilities, JobKind
+from studiolo.engines.schedules import SCHEDULES, is_automatic, normalize_schedule
+from studiolo.errors import InvalidInput, describe_errors, plain_message
 from studiolo.settings import Settings
 
 MIN_SIDE = 64
@@ -27,7 +29,16 @@ SIDE_MULTIPLE = 8
 SIZE_PATTERN = re.compile(r"(\d{1,5})x(\d{1,5})")
 # Broken rules with a code of their own: alone (or all of one kind) they give the error its code, as they did when
 # the service checked them one at a time; any other mix is invalid_input, each rule's code in details.errors[].type.
-OWN_CODES = frozenset({"invalid_size", "image_too_large", "too_many_images", "prompt_too_long"})
+OWN_CODES = frozenset(
+    {
+        "invalid_size",
+        "image_too_large",
+        "too_many_images",
+        "prompt_too_long",
+        "invalid_scheduler",
+        "unsupported_variation",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,31 @@ def images_rules(n: int, limits: GenerationLimits | None) -> list[InitErrorDetai
         message = f"At most {limits.images_per_job} images per job (got {n})"
         return [broken("too_many_images", message, ("n",), n, limit=limits.images_per_job)]
     return []
+
+
+def scheduler_rules(scheduler: str | None) -> list[InitErrorDetails]:
+    """A sigma schedule any engine might offer (in any case: "Karras" as A1111 writes it is "karras"); which ones the
+    chosen model offers is ``model_rules``'s check."""
+    if scheduler is None or normalize_schedule(scheduler) in SCHEDULES:
+        return []
+    message = f"Must be one of {', '.join(SCHEDULES)} (got {scheduler!r})"
+    return [broken("invalid_scheduler", message, ("scheduler",), scheduler)]
+
+
+def model_rules(
+    kind: JobKind, scheduler: str | None, variation_strength: float, caps: Capabilities, model_id: str
+) -> list[InitErrorDetails]:
+    """The sampling options the chosen model must offer: the schedule, and a variation seed for this kind of job."""
+    errors = []
+    if not is_automatic(scheduler) and scheduler not in caps.schedulers:
+        offered = ", ".join(["automatic", *caps.schedulers])
+        message = f"Model '{model_id}' offers the schedules {offered} (got {scheduler!r})"
+        errors.append(broken("invalid_scheduler", message, ("scheduler",), scheduler))
+    if variation_strength > 0 and kind not in caps.variation_kinds:
+        kinds = ", ".join(caps.variation_kinds) or "no job"
+        message = f"Model '{model_id}' takes a variation seed for {kinds}, not {kind}"
+        errors.append(broken("unsupported_variation", message, ("variation_strength",), variation_strength))
+    return errors
 
 
 def _side_problems(*sides: int) -> list[str]:
@@ -162,7 +198,7 @@ def as_broken(exc: ValidationError) -> list[InitErrorDetails]:
     their context (pydantic's could hold a name the message mentions in braces)."""
     return [
         {
-            "type": PydanticCustomError(e["type"], e["msg"], e.get("ctx") if e["type"] in OWN_CODES else None),
+            "type": PydanticCustomError(e["type"], plain_message(e), e.get("ctx") if e["type"] in OWN_CODES else None),
             "loc": e["loc"],
             "input": e.get("input"),
         }
@@ -175,7 +211,7 @@ def params_error(exc: ValidationError, *loc: str) -> InvalidInput:
     own bodies are with "body"). The code: the rules' own when all are of one such kind (``too_many_images``, ...),
     else ``invalid_input``; a single rule's context (e.g. ``limit``) and a batch item's ``index`` join the details."""
     errors = exc.errors(include_url=False)
-    listed = [{"loc": [*loc, *(str(p) for p in e["loc"])], "msg": e["msg"], "type": e["type"]} for e in errors]
+    listed = [{"loc": [*loc, *(str(p) for p in e["loc"])], "msg": plain_message(e), "type": e["type"]} for e in errors]
     codes = {e["type"] for e in errors}
     code = codes.pop() if len(codes) == 1 and next(iter(codes)) in OWN_CODES else "invalid_input"
     details: dict[str, Any] = dict(errors[0].get("ctx") or {}) if len(errors) == 1 and code != "invalid_input" else {}

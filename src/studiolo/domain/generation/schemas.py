@@ -22,6 +22,8 @@ from studiolo.domain.gallery.schemas import Seed, clean_tags
 from studiolo.domain.generation import rules
 from studiolo.domain.generation.rules import raise_broken
 from studiolo.domain.generation.styles import ASPECT_RATIOS
+from studiolo.engines.base import Capabilities
+from studiolo.engines.schedules import normalize_schedule
 
 # What the API schema says of width and height; checked, with the messages, by rules.size_rules.
 _SIDE_SCHEMA: dict[str, Any] = {"minimum": rules.MIN_SIDE, "maximum": rules.MAX_SIDE, "multipleOf": rules.SIDE_MULTIPLE}
@@ -48,7 +50,21 @@ class GenerationParams(BaseModel):
     steps: int | None = Field(default=None, ge=1, le=150)
     guidance: float | None = Field(default=None, ge=0, le=30)
     sampler: str | None = Field(default=None, max_length=32)
+    scheduler: str | None = Field(
+        default=None,
+        max_length=32,
+        description="The sigma schedule (A1111's Schedule type): automatic (default, the sampler's own), uniform, "
+        "karras, exponential, beta; GET /models lists each model's",
+    )
     seed: Seed | None = None
+    variation_seed: Seed | None = Field(
+        default=None,
+        description="A1111's variation seed (subseed): each image's starting noise is moved towards this seed's (plus "
+        "the image's index) by variation_strength; random when a strength is given without it",
+    )
+    variation_strength: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="0: the seed's own picture; 1: the variation seed's picture"
+    )
     n: int = Field(
         default=1, json_schema_extra={"minimum": 1}, description="At most STUDIOLO_MAX_IMAGES_PER_JOB (8) images"
     )
@@ -79,6 +95,14 @@ class GenerationParams(BaseModel):
     def _images(cls, v: int, info: ValidationInfo) -> int:
         rules.raise_first(rules.images_rules(v, rules.limits_of(info)))
         return v
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            return None  # an empty menu choice: automatic
+        rules.raise_first(rules.scheduler_rules(v))
+        return normalize_schedule(v)
 
     @field_validator("aspect_ratio")
     @classmethod
@@ -171,8 +195,31 @@ class JobError(BaseModel):
 
 
 class JobProgress(BaseModel):
-    step: int
-    total: int
+    """Where a running job is, in the engine's own terms (CONTRACTS.md "Progress")."""
+
+    step: int = Field(description="Steps done in the current sampling call")
+    total: int = Field(description="Steps of the current sampling call")
+    image: int = Field(
+        default=0,
+        description="1-based index of the image being sampled when the engine makes them one after another; 0 when "
+        "it samples all of them in one call",
+    )
+    images: int = Field(default=1, description="Images in the job")
+
+    def text(self) -> str:
+        """How the web studio and the CLI say it: "Image 1 of 4 · step 10 of 25", "Step 10 of 25 · 4 images" (one
+        call for all) or "Step 10 of 25" (one image)."""
+        if self.image > 0 and self.images > 1:
+            return f"Image {self.image} of {self.images} · step {self.step} of {self.total}"
+        if self.images > 1:
+            return f"Step {self.step} of {self.total} · {self.images} images"
+        return f"Step {self.step} of {self.total}"
+
+    def steps_done(self) -> tuple[int, int]:
+        """(steps done, steps in all) over the whole job, for a progress bar that never runs backwards."""
+        if self.image > 0:
+            return (self.image - 1) * self.total + self.step, self.total * max(self.images, 1)
+        return self.step, self.total
 
 
 class JobOutput(BaseModel):
@@ -252,6 +299,33 @@ class StyleCatalog(BaseModel):
     )
 
 
+class ModelCapabilities(BaseModel):
+    """What a model can do: job kinds, the largest output, and the sampling options a request may choose."""
+
+    txt2img: bool
+    img2img: bool
+    inpaint: bool
+    upscale: bool
+    max_pixels: int
+    samplers: list[str] = Field(description="Besides default (the model's own)")
+    schedulers: list[str] = Field(description="Besides automatic (the sampler's own)")
+    variation_seed: bool = Field(description="variation_seed/variation_strength are honoured (at least for txt2img)")
+
+
+def model_capabilities(caps: Capabilities, max_pixels: int) -> ModelCapabilities:
+    """The API's view of an engine's ``Capabilities``; ``max_pixels``: the server's limit, which may be lower."""
+    return ModelCapabilities(
+        txt2img=caps.txt2img,
+        img2img=caps.img2img,
+        inpaint=caps.inpaint,
+        upscale=caps.upscale,
+        max_pixels=min(caps.max_pixels, max_pixels),
+        samplers=list(caps.samplers),
+        schedulers=list(caps.schedulers),
+        variation_seed=caps.variation_seed,
+    )
+
+
 class ModelView(BaseModel):
     id: str
     engine: str
@@ -262,6 +336,7 @@ class ModelView(BaseModel):
     loaded: bool
     # True for the built-in demo model (a 64x64 toy world, issue 6): clients label its pictures as such.
     demo: bool = False
+    capabilities: ModelCapabilities
 
 
 class ModelList(BaseModel):
@@ -283,8 +358,11 @@ class Stats(BaseModel):
     images: int
     starred: int
     collections: int
-    total_cost: float
-    duration_seconds: dict[str, float | None]
+    total_cost: float = Field(description="All time: credits the worker counted for succeeded jobs (a usage measure)")
+    duration_seconds: dict[str, float | None] = Field(
+        description="p50, p95 and mean run time of the succeeded jobs submitted in the last `days`: the admin "
+        "analytics' definition (percentile_cont, linear interpolation)"
+    )
     per_day: list[StatsDay] = Field(description="The last `days` UTC days, oldest first, every day present")
 
 
@@ -334,3 +412,33 @@ class AdminAnalytics(BaseModel):
     totals: AnalyticsTotals
     top_styles: list[NameCount]
     top_models: list[NameCount]
+
+
+# --- upscale (domain/generation/upscale.py) --------------------------------------------------------------------------
+
+
+class UpscaleRequest(BaseModel):
+    """Enlarge one of your images into a new gallery image (its ``parent_id`` names the source)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    factor: int = Field(
+        default=2,
+        json_schema_extra={"enum": [2, 4]},
+        description="How many times wider and taller: 2 or 4, among the factors the upscaler offers (GET /upscalers)",
+    )
+    upscaler: str = Field(
+        default="lanczos",
+        max_length=200,
+        description='"lanczos" (built in: Lanczos resampling and sharpening), or an installed upscaler model\'s id',
+    )
+
+
+class UpscalerView(BaseModel):
+    id: str
+    name: str
+    factors: list[int]
+
+
+class UpscalerList(BaseModel):
+    items: list[UpscalerView]

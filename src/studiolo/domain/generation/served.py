@@ -66,12 +66,15 @@ class ServedModels:
     def refresh(self) -> tuple[set[str], set[str]]:
         """Re-read the installed models and check their files; returns (added, removed) model ids."""
         installed = {m.id: m for m in self.catalog.models(fresh=True)}
-        wanted = self.requested if self.requested is not None else sorted(installed)
+        builtin = self.catalog.builtin_upscaler_ids()  # no files: every machine has them
+        wanted = self.requested if self.requested is not None else [*sorted(installed), *builtin]
         available: list[str] = []
         problems: dict[str, str] = {}
         for model_id in wanted:
             info = installed.get(model_id)
-            if info is None:
+            if model_id in builtin:
+                available.append(model_id)
+            elif info is None:
                 problems[model_id] = "is not installed"
             elif info.path is not None and not Path(info.path).exists():
                 problems[model_id] = f"has no files on this machine (nothing at {info.path})"

@@ -51,7 +51,9 @@ from studiolo.domain.generation.submission import (
     check_idempotency_key,
     check_system_priority,
     job_row,
+    regenerate_params,
     resolve_size,
+    sampling_params,
     submit_hash,
 )
 from studiolo.domain.ownership import get_owned
@@ -91,13 +93,6 @@ def check_status_filter(status: str | None) -> None:
             code="invalid_status",
             details={"status": status},
         )
-
-
-def _percentile(sorted_values: Sequence[float], q: float) -> float | None:
-    if not sorted_values:
-        return None
-    idx = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return float(sorted_values[idx])
 
 
 class GenerationService:
@@ -162,7 +157,7 @@ class GenerationService:
         ]
         return StyleCatalog(
             styles=styles,
-            sizes=[SizeOption(width=w, height=h, label=f"{w}x{h}") for w, h in st.STANDARD_SIZES],
+            sizes=[SizeOption(width=w, height=h, label=st.size_label(w, h)) for w, h in st.STANDARD_SIZES],
             aspect_ratios=list(st.ASPECT_RATIOS),
             qualities=dict(st.QUALITY_STEPS),
         )
@@ -198,6 +193,7 @@ class GenerationService:
         caps = engine.capabilities(model)
         if not caps.supports(kind):
             raise InvalidInput(f"Model '{model.id}' cannot do {kind}.", code="unsupported_task", details={"kind": kind})
+        rules.refuse(rules.model_rules(kind, p.scheduler, p.variation_strength, caps, model.id))
         base = 1024 if (model.arch or "").startswith("sdxl") or "xl" in model.id.lower() else 512
         width, height = resolve_size(p, base)
         # The model may allow fewer pixels than the settings.
@@ -235,6 +231,7 @@ class GenerationService:
             "n": p.n,
             "tags": p.tags,
             "seed": p.seed,
+            **sampling_params(p),
         }
         return params, model.id, seeds
 
@@ -440,7 +437,9 @@ class GenerationService:
             max_attempts=job.max_attempts,
             queue_position=place.position if place else None,
             queue_position_capped=bool(place and place.capped),
-            progress=JobProgress(step=job.progress_step, total=job.progress_total),
+            progress=JobProgress(
+                step=job.progress_step, total=job.progress_total, image=job.progress_image, images=len(job.seeds)
+            ),
             error=error if job.status != "succeeded" else None,
             cost=job.cost,
             duration_seconds=job.duration_seconds,
@@ -536,22 +535,7 @@ class GenerationService:
             job = session.get(Job, img.job_id) if img.job_id else None
             init_key = (job.input_keys or {}).get("init") if job else None
             mask_key = (job.input_keys or {}).get("mask") if job else None
-            seed: int | None = img.seed if req.seed == "same" else None if req.seed == "new" else int(req.seed)
-            params = GenerationParams(
-                prompt=img.prompt,
-                negative_prompt=img.negative_prompt,
-                style=img.style,
-                model=img.model_id,
-                width=img.width,
-                height=img.height,
-                steps=img.steps,
-                guidance=img.guidance,
-                sampler=img.sampler if img.sampler not in (None, "default") else None,
-                seed=seed,
-                n=req.n,
-                strength=float((job.params if job else {}).get("strength", 0.75)),
-                tags=list(img.tags or []),
-            )
+            params = regenerate_params(img, job, req)
             kind: JobKind = img.kind  # type: ignore[assignment]
         try:
             init = Upload(self.store.get(init_key)) if init_key else None
@@ -566,7 +550,7 @@ class GenerationService:
 
     # -- usage -------------------------------------------------------------------------------
     def stats(self, owner_id: str, days: int = 30) -> Stats:
-        """The owner's totals, and a per-day series of the last ``days`` UTC days."""
+        """The owner's totals, and the job durations and per-day series of the last ``days`` UTC days."""
         with self.db.session() as session:
             by_status = dict(
                 session.execute(
@@ -574,27 +558,16 @@ class GenerationService:
                 ).all()
             )
             total_cost = session.scalar(select(func.coalesce(func.sum(Job.cost), 0.0)).where(Job.owner_id == owner_id))
-            durations = [
-                d
-                for d in session.scalars(
-                    select(Job.duration_seconds)
-                    .where(Job.owner_id == owner_id, Job.status == "succeeded", Job.duration_seconds.is_not(None))
-                    .order_by(Job.duration_seconds)
-                )
-                if d is not None
-            ]
             counts = self.gallery.stats_counts(session, owner_id)
             per_day = analytics.owner_per_day(session, self.db.is_sqlite, owner_id, days)
+            _, since = analytics.window(days)
+            durations = analytics.duration_summary(session, self.db.is_sqlite, since, owner_id)
         return Stats(
             jobs={s: int(by_status.get(s, 0)) for s in JOB_STATUS_FILTERS},
             images=counts["images"],
             starred=counts["starred"],
             collections=counts["collections"],
             total_cost=round(float(total_cost or 0.0), 6),
-            duration_seconds={
-                "p50": _percentile(durations, 0.5),
-                "p95": _percentile(durations, 0.95),
-                "mean": (sum(durations) / len(durations)) if durations else None,
-            },
+            duration_seconds=durations,
             per_day=per_day,
         )

@@ -5,6 +5,8 @@ Built-ins live in code (versioned with the product); users' own templates live i
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -167,6 +169,26 @@ STANDARD_SIZES: tuple[tuple[int, int], ...] = (
 )
 
 ASPECT_RATIOS: tuple[str, ...] = ("1:1", "16:9", "9:16", "4:3", "3:4")
+
+
+def size_label(width: int, height: int) -> str:
+    """A size's name in the catalog: its shape and ratio ("Portrait 2:3"), squares by how big they are. Pages show it
+    with the pixels ("Portrait 2:3 (512x768)"); it once was "512x512", which they showed as "512x512 (512x512)".
+    No two STANDARD_SIZES may share one (tests/unit/test_style_labels.py)."""
+    if width == height:
+        return "Small square" if width <= 512 else "Large square" if width >= 1024 else "Square"
+    d = math.gcd(width, height)
+    return f"{'Landscape' if width > height else 'Portrait'} {width // d}:{height // d}"
+
+
+def style_name(slug: str | None, names: Mapping[str, str] | None = None) -> str:
+    """What people call a style: a built-in's name, one of ``names`` (a user's own styles), "No style" for none;
+    a style nobody here knows (another user's, deleted) keeps its slug."""
+    if not slug or slug == "none":
+        return "No style"
+    builtin = BUILTIN_BY_SLUG.get(slug)
+    return builtin.name if builtin else (names or {}).get(slug, slug)
+
 
 # Quality preset -> inference steps. Distilled "turbo" models need 1-4 steps; they get their own table.
 QUALITY_STEPS: dict[str, int] = {"draft": 12, "standard": 25, "high": 40}

@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from studiolo.db.base import new_id
+from studiolo.domain.gallery.models import Image
+from studiolo.domain.gallery.schemas import RegenerateRequest
 from studiolo.domain.generation import styles as st
+from studiolo.domain.generation.models import Job
 from studiolo.domain.generation.schemas import GenerationParams
+from studiolo.engines.schedules import is_automatic
 from studiolo.errors import Forbidden, InvalidInput
 
 # What GenerationService.prepare resolves a request into: (job params, model id, seeds).
@@ -71,6 +76,45 @@ def batch_item_key(key: str, index: int) -> str:
     character no HTTP header value can carry) keeps it from ever equalling a key sent to POST /generations
     (tests/integration/test_batch_submissions.py::test_idempotency_key_covers_the_whole_batch)."""
     return f"{hashlib.sha256(key.encode()).hexdigest()[:40]}\x1f{index}"
+
+
+def sampling_params(p: GenerationParams) -> dict[str, Any]:
+    """A job's sampling options beyond the sampler (issue 14): the sigma schedule and the variation seed. A strength
+    without a variation seed draws one at random, as A1111 does for subseed -1; no strength, no variation seed."""
+    variation_seed = None
+    if p.variation_strength > 0:
+        variation_seed = p.variation_seed if p.variation_seed is not None else secrets.randbelow(2**32)
+    return {
+        "scheduler": None if is_automatic(p.scheduler) else p.scheduler,
+        "variation_seed": variation_seed,
+        "variation_strength": p.variation_strength if variation_seed is not None else 0.0,
+    }
+
+
+def regenerate_params(img: Image, job: Job | None, req: RegenerateRequest) -> GenerationParams:
+    """The request that makes ``img`` again: its settings, with the seed asked for (the same one: the same picture)."""
+    seed: int | None = img.seed if req.seed == "same" else None if req.seed == "new" else int(req.seed)
+    job_params = job.params if job else {}
+    meta = img.meta or {}
+    return GenerationParams(
+        prompt=img.prompt,
+        negative_prompt=img.negative_prompt,
+        style=img.style,
+        model=img.model_id,
+        width=img.width,
+        height=img.height,
+        steps=img.steps,
+        guidance=img.guidance,
+        sampler=img.sampler if img.sampler not in (None, "default") else None,
+        scheduler=job_params.get("scheduler"),
+        seed=seed,
+        # This image's own variation seed (the job's plus its index), and only for its own seed.
+        variation_seed=meta.get("variation_seed") if req.seed == "same" else None,
+        variation_strength=float(meta.get("variation_strength") or 0.0) if req.seed == "same" else 0.0,
+        n=req.n,
+        strength=float(job_params.get("strength", 0.75)),
+        tags=list(img.tags or []),
+    )
 
 
 def job_row(

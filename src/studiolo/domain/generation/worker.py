@@ -32,6 +32,7 @@ from studiolo.domain.generation.outputs import Finished, commit_successes, write
 from studiolo.domain.generation.previews import PreviewGate
 from studiolo.domain.generation.queue import JobQueue
 from studiolo.domain.generation.served import ServedModels, served_elsewhere
+from studiolo.domain.generation.upscale_jobs import upscale_request, write_upscale_outputs
 from studiolo.engines.base import (
     Engine,
     EngineError,
@@ -42,6 +43,7 @@ from studiolo.engines.base import (
     ModelRef,
     Preview,
 )
+from studiolo.engines.noise import variation_seeds
 from studiolo.errors import ModelUnavailable
 from studiolo.logs import bind_job, unbind_job
 from studiolo.metrics import WorkerMetrics
@@ -76,6 +78,8 @@ class _RunState:
     last_progress_write: float = 0.0
     last_cancel_poll: float = field(default_factory=time.monotonic)
     previews: PreviewGate = field(default_factory=PreviewGate)
+    images: int = 1  # in the job
+    image: int = 0  # the one the engine said it was making at its last step (0: all in one call)
 
 
 @dataclass
@@ -167,7 +171,7 @@ class JobRunner:
         """Run claimed ``jobs`` in order and commit their successes together. Every job's lease is heartbeated from
         the start; jobs not started when ``shutdown`` is set go back to the queue uncharged. ``on_job``: told which
         job runs (None at the end)."""
-        states = [_RunState(job.id, worker_id) for job in jobs]
+        states = [_RunState(job.id, worker_id, images=len(job.seeds)) for job in jobs]
         with self._active_lock:
             for state in states:
                 self._active[state.job_id] = state
@@ -255,17 +259,20 @@ class JobRunner:
             state.stop_reason = "shutdown"
         return state.stop_reason is not None
 
-    def _on_step(self, state: _RunState, step: int, total: int, preview: Preview | None = None) -> None:
-        self.events.publish(state.job_id, {"type": "progress", "step": step, "total": total})
+    def _on_step(self, state: _RunState, step: int, total: int, preview: Preview | None = None, image: int = 0) -> None:
+        # The engine's own terms (CONTRACTS.md "Progress"): steps of the current call, and which image it makes.
+        progress = {"step": step, "total": total, "image": image, "images": state.images}
+        self.events.publish(state.job_id, {"type": "progress", **progress})
+        state.image = image
         if preview is not None and state.previews.due(step, total):
-            self._publish_preview(state, step, total, preview)
+            self._publish_preview(state, progress, preview)
         now = time.monotonic()
         # The last step needs no write of its own: the success commit sets progress to the total.
         if step < total and now - state.last_progress_write >= _PROGRESS_WRITE_INTERVAL:
             state.last_progress_write = now
-            self.queue.set_progress(state.job_id, state.worker_id, step, total)
+            self.queue.set_progress(state.job_id, state.worker_id, step, total, image)
 
-    def _publish_preview(self, state: _RunState, step: int, total: int, preview: Preview) -> None:
+    def _publish_preview(self, state: _RunState, progress: dict[str, int], preview: Preview) -> None:
         if not self.settings.previews or not self.events.may_have_listeners(state.job_id, "preview"):
             return
         try:
@@ -275,9 +282,11 @@ class JobRunner:
             log.warning("making a preview failed; no more previews for this job", exc_info=True)
             return
         if image is not None:
-            self.events.publish(state.job_id, {"type": "preview", "step": step, "total": total, "image": image})
+            self.events.publish(state.job_id, {"type": "preview", **progress, "data_url": image})
 
     def _request(self, job: Job, model: ModelRef) -> GenerationRequest:
+        if job.kind == "upscale":  # its source image is read now, from the gallery (upscale_jobs.py)
+            return upscale_request(self.db, self.store, job, model)
         p = job.params
         init = mask = None
         # Inputs were validated and normalised to PNG at submit time; only our own files are opened here.
@@ -299,6 +308,10 @@ class JobRunner:
             strength=p["strength"],
             init_image=init,
             mask_image=mask,
+            # Jobs queued before these options existed have none.
+            scheduler=p.get("scheduler"),
+            variation_seeds=variation_seeds(p.get("variation_seed"), len(job.seeds)),
+            variation_strength=float(p.get("variation_strength") or 0.0),
         )
 
     def _run(
@@ -322,8 +335,8 @@ class JobRunner:
 
             t = time.monotonic()
 
-            def on_step(step: int, total: int, /, preview: Preview | None = None) -> None:
-                self._on_step(state, step, total, preview)
+            def on_step(step: int, total: int, /, preview: Preview | None = None, image: int = 0) -> None:
+                self._on_step(state, step, total, preview, image)
 
             outputs = engine.generate(request, on_step, should_cancel)
             state.timings["generate"] = round(time.monotonic() - t, 4)
@@ -373,6 +386,7 @@ class JobRunner:
                         lease_expires_at=None,
                         attempts=Job.attempts - 1,
                         progress_step=0,  # it starts over: a queued job showing 17/100 would mislead
+                        progress_image=0,
                     )
                 )
             self.dispatch.notify(job.id, job.model_id)
@@ -441,14 +455,17 @@ class JobRunner:
         store_started = time.monotonic()
         try:
             written: list[StoredFiles] = []
-            rows = write_outputs(self.gallery, job, request, outputs, written)
+            if job.kind == "upscale":  # a new image linked to its source, with the source's settings
+                rows = write_upscale_outputs(self.gallery, job, outputs, written)
+            else:
+                rows = write_outputs(self.gallery, job, request, outputs, written)
             state.timings["store"] = round(time.monotonic() - store_started, 4)
         except Exception as exc:
             self.gallery.discard_files(written)
             log.exception("storing outputs failed", extra={"job_id": job.id})
             self._failed_attempt(job, state, "storage_error", f"Storing the images failed: {exc}", retryable=True)
             return None
-        return _Finished(state, Finished(job, state.worker_id, state.timings, rows, written))
+        return _Finished(state, Finished(job, state.worker_id, state.timings, rows, written, state.image))
 
     def _commit_outputs(self, done: list[_Finished]) -> None:
         """Commit the successes of ``done`` together, then announce them. A batch that cannot be committed is

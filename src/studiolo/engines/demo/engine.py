@@ -2,7 +2,10 @@
 
 It lets a fresh machine with no network and no GPU make a prompt-following picture in about half a second of
 generation on 2 CPU cores (landscapes by time of day with a lighthouse, house, mountains, sea, lake, hills or
-trees; coloured shapes; pixel art, watercolor, sketch and neon styles). The weights are trained by
+trees; coloured shapes; pixel art, watercolor, sketch and neon styles). Being a rectified-flow model it also does
+image-to-image and inpainting without any retraining: start on the straight path from the init image to the noise
+at t = strength, and for inpainting put the kept region back on that path after every step (model.euler_sample,
+inputs.py). The weights are trained by
 ``training/demo_model/train.py``; ``python -m bench.demo`` measures its speed and its quality by step count.
 
 torch is imported inside the methods only: the server imports this module at start-up and must not pay
@@ -16,6 +19,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +39,8 @@ from studiolo.engines.base import (
     StepCallback,
     preview_size,
 )
+from studiolo.engines.demo import inputs as demo_inputs
+from studiolo.engines.noise import seeded_noise
 from studiolo.engines.threads import resolve_threads, torch_threads
 
 if TYPE_CHECKING:
@@ -71,7 +77,13 @@ DEFAULT_THREADS = 1
 # visible as a tile of a grid at 8x (tests/unit/test_demo_engine.py::test_upscale_shows_no_grid_of_model_pixels).
 UPSCALE_SOFTEN = 0.4
 _CAPABILITIES = Capabilities(
-    txt2img=True, img2img=False, inpaint=False, quality_steps=QUALITY_STEPS, default_guidance=DEFAULT_GUIDANCE
+    txt2img=True,
+    img2img=True,
+    inpaint=True,
+    samplers=(SAMPLER,),
+    variation_kinds=("txt2img", "img2img", "inpaint"),
+    quality_steps=QUALITY_STEPS,
+    default_guidance=DEFAULT_GUIDANCE,
 )
 
 
@@ -194,37 +206,103 @@ class DemoEngine:
         # A negative prompt of unknown words only ("blurry, low quality") thus equals no negative prompt.
         uncond = torch.tensor([tokenizer.encode(request.negative_prompt, drop_unknown=True)])
         size = network.config.image_size
+        inputs = _Inputs.of(request, size)
+        if inputs is not None:
+            # As diffusers counts them: the steps of the part of the walk that is left (at least one).
+            steps = max(1, round(steps * request.strength))
+        sample_args = _sample_args(inputs, request.strength)
         results: list[GeneratedImage] = []
-        total = steps * request.n
-        for index, seed in enumerate(request.seeds):
+        variations: list[int | None] = [None] * request.n
+        if request.variation_seeds is not None:
+            variations = list(request.variation_seeds)
+        for index, (seed, variation) in enumerate(zip(request.seeds, variations, strict=True)):
             # One image at a time from its own generator: image k of a batch is bit-identical to the
             # same seed alone (tests/contract: test_image_k_of_a_batch_equals_the_same_seed_alone).
-            generator = torch.Generator().manual_seed(seed % 2**63)
-            noise = torch.randn((1, 3, size, size), generator=generator)
-            offset = index * steps
+            noise = seeded_noise(
+                (1, 3, size, size), seed, variation_seed=variation, variation_strength=request.variation_strength
+            )
 
-            def report(step: int, _total: int, estimate: Callable[[], Any], offset: int = offset) -> None:
-                on_step(offset + step, total, preview=partial(_preview, estimate, request.width, request.height))
+            def report(step: int, total: int, estimate: Callable[[], Any], image: int = index + 1) -> None:
+                on_step(step, total, preview=partial(_preview, estimate, request.width, request.height), image=image)
 
             with torch.inference_mode(), torch_threads(self.threads):
-                pixels = euler_sample(network, noise, ids, uncond, steps, guidance, report, should_cancel)
+                pixels = euler_sample(
+                    network,
+                    noise,
+                    ids,
+                    uncond,
+                    steps,
+                    guidance,
+                    report,
+                    should_cancel,
+                    **sample_args,
+                )
             if pixels is None:
                 raise GenerationCanceled()
             image = fit_to_size(_to_image(pixels), request.width, request.height)
-            results.append(GeneratedImage(image=image, seed=seed, sampler=SAMPLER))
+            if inputs is not None:
+                image = demo_inputs.finish(
+                    image, inputs.init, inputs.model_init, request.strength, inputs.mask, fit_to_size
+                )
+            used = variation if request.variation_strength > 0 else None
+            results.append(GeneratedImage(image=image, seed=seed, sampler=SAMPLER, variation_seed=used))
         return results
 
     def _validate(self, request: GenerationRequest) -> None:
         if not _CAPABILITIES.supports(request.kind):
-            raise EngineError(
-                f"The demo model only draws from text; {request.kind} needs a real model "
-                "(`studiolo models pull stabilityai/sd-turbo`).",
-                code="unsupported_task",
-            )
+            raise EngineError(f"The demo model cannot do {request.kind}.", code="unsupported_task")
         if not request.seeds:
             raise EngineError("A generation needs at least one seed.", code="invalid_request")
         if request.width <= 0 or request.height <= 0 or request.width * request.height > _CAPABILITIES.max_pixels:
             raise EngineError(f"Unsupported size {request.width}x{request.height}.", code="invalid_request")
+        if request.kind in ("img2img", "inpaint") and request.init_image is None:
+            raise EngineError(f"{request.kind} needs an init image.", code="invalid_request")
+        if request.kind == "inpaint" and request.mask_image is None:
+            raise EngineError("inpaint needs a mask image (white = repaint).", code="invalid_request")
+        if not 0.0 <= request.strength <= 1.0:
+            raise EngineError("strength must be in [0, 1].", code="invalid_request")
+        if request.scheduler not in (None, "automatic"):
+            raise EngineError(
+                "The demo model samples on its own evenly spaced steps; its only schedule is automatic.",
+                code="invalid_scheduler",
+            )
+        if request.variation_seeds is not None and len(request.variation_seeds) != request.n:
+            raise EngineError("One variation seed per seed is needed.", code="invalid_request")
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """An img2img/inpaint request's init image (and mask) at the request's size and at the model's."""
+
+    init: np.ndarray  # (H, W, 3) 0..255
+    model_init: np.ndarray  # (3, size, size) in [-1, 1]
+    mask: np.ndarray | None  # (H, W) 0..1, 1 = repaint
+    model_mask: np.ndarray | None  # (1, size, size)
+
+    @classmethod
+    def of(cls, request: GenerationRequest, size: int) -> _Inputs | None:
+        if request.kind == "txt2img" or request.init_image is None:
+            return None
+        init = demo_inputs.init_at_request_size(request.init_image, request.width, request.height)
+        mask = None
+        if request.kind == "inpaint" and request.mask_image is not None:
+            mask = demo_inputs.mask_at_request_size(request.mask_image, request.width, request.height)
+        return cls(
+            init=init,
+            model_init=demo_inputs.init_to_model(init, size),
+            mask=mask,
+            model_mask=None if mask is None else demo_inputs.mask_to_model(mask, size),
+        )
+
+
+def _sample_args(inputs: _Inputs | None, strength: float) -> dict[str, Any]:
+    """``euler_sample``'s image-to-image arguments (none for txt2img)."""
+    if inputs is None:
+        return {}
+    import torch
+
+    mask = None if inputs.model_mask is None else torch.from_numpy(inputs.model_mask)[None]
+    return {"init": torch.from_numpy(inputs.model_init)[None], "mask": mask, "start": strength}
 
 
 def _to_image(pixels: Any) -> Image.Image:

@@ -259,8 +259,18 @@ def euler_sample(
     guidance: float,
     on_step: Callable[[int, int, Callable[[], torch.Tensor]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    *,
+    start: float = 1.0,
+    init: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
-    """Integrate the flow from ``noise`` (t=1) to an image (t=0) in ``steps`` Euler steps, with CFG.
+    """Integrate the flow from t=``start`` to an image (t=0) in ``steps`` Euler steps, with CFG.
+
+    txt2img starts from ``noise`` at t=1. Image-to-image gives ``init`` (images in [-1, 1]) and starts on the
+    flow's straight path at t=``start`` (the strength): x = (1 - t) * init + t * noise, so 0 keeps the init image
+    and 1 ignores it. Inpainting also gives ``mask`` (1 = repaint, 0 = keep; values between blend): after every
+    step the kept region is put back on the path at the new t, the init image re-noised with the same noise, so
+    the repainted region grows to fit what is kept around it.
 
     ``guidance`` <= 0 or 1 skips the unconditional branch (one network call per step instead of two).
     ``on_step(step, steps, estimate)``: ``estimate()`` is the image the walk is heading for (in [-1, 1]),
@@ -271,8 +281,8 @@ def euler_sample(
     batch = noise.shape[0]
     all_ids = torch.cat([ids, uncond_ids]) if use_cfg else ids
     text = model.encode_text(all_ids)
-    x = noise
-    times = torch.linspace(1.0, 0.0, steps + 1)
+    x = noise if init is None else (1.0 - start) * init + start * noise
+    times = torch.linspace(start, 0.0, steps + 1)
     for i in range(steps):
         t, t_next = float(times[i]), float(times[i + 1])
         inputs = torch.cat([x, x]) if use_cfg else x
@@ -281,6 +291,8 @@ def euler_sample(
             v_cond, v_uncond = v[:batch], v[batch:]
             v = v_uncond + guidance * (v_cond - v_uncond)
         x = x + (t_next - t) * v
+        if init is not None and mask is not None:
+            x = mask * x + (1.0 - mask) * ((1.0 - t_next) * init + t_next * noise)
         if on_step is not None:
             on_step(i + 1, steps, partial(_image_estimate, x, v, t_next))
         if should_stop is not None and should_stop():

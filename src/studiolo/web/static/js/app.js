@@ -1,5 +1,5 @@
 // The studio's shared layer: API calls (cookie session + CSRF, one refresh at a time), readable errors,
-// toasts, forms wired to the API, offline indicator, install prompt, theme and service worker.
+// toasts, forms wired to the API, offline indicator, install prompt and service worker (the theme: theme.js).
 const API = "/api/v1";
 
 export function cookie(name) {
@@ -137,23 +137,25 @@ export function toast(message, { kind = "info", action, timeout = 5000 } = {}) {
 
 // --- forms ------------------------------------------------------------------------------------------
 /** Show an API error in ``form``: each field's message next to that field (the envelope's ``loc``, or the field a
- * domain error names in ``details.field``, e.g. prompt_too_long), the first such field focused, and the message
- * above the submit button too (the button may be far from the field). */
+ * domain error names in ``details.field``, e.g. prompt_too_long), the first such field focused. The message is
+ * said once: above the submit button (or as a toast) only when some of it has no field to stand next to. */
 export function showFieldErrors(form, error) {
   clearFieldErrors(form);
   const errors = [...(error.fieldErrors ?? [])];
   if (error.details?.field) errors.push({ field: error.details.field, msg: error.message });
   let first = null;
+  let unplaced = errors.length === 0;
   for (const { field, msg } of errors) {
-    if (!field) continue;
-    const name = CSS.escape(String(field));
+    const name = field ? CSS.escape(String(field)) : null;
+    const slot = name && form.querySelector(`[data-error-for="${name}"]`);
+    if (!slot) { unplaced = true; continue; }
     const input = form.querySelector(`[name="${name}"]`);
     input?.setAttribute("aria-invalid", "true");
-    const slot = form.querySelector(`[data-error-for="${name}"]`);
-    if (slot && !slot.textContent) slot.textContent = String(msg).replace(/^Value error, /, "");
+    if (!slot.textContent) slot.textContent = String(msg).replace(/^Value error, /, "");
     first ??= input;
   }
   first?.focus();
+  if (!unplaced) return;
   const slot = form.querySelector("[data-form-error]");
   if (slot) slot.textContent = error.message;
   else toast(error.message, { kind: "error" });
@@ -290,7 +292,7 @@ export async function signOut({ everywhere = false } = {}) {
   location.assign("/signin");
 }
 
-// --- page chrome: menu, theme, offline, install, service worker ----------------------------------------
+// --- page chrome: menu, offline, install, service worker ----------------------------------------
 function chrome() {
   const menu = document.getElementById("menu-toggle");
   const nav = document.getElementById("nav");
@@ -298,14 +300,9 @@ function chrome() {
     const open = nav.classList.toggle("open");
     menu.setAttribute("aria-expanded", String(open));
   });
-  const theme = document.getElementById("theme-toggle");
-  theme?.addEventListener("click", () => {
-    const dark = document.documentElement.dataset.theme === "dark" ||
-      (!document.documentElement.dataset.theme && matchMedia("(prefers-color-scheme: dark)").matches);
-    const next = dark ? "light" : "dark";
-    document.documentElement.dataset.theme = next;
-    localStorage.setItem("studiolo-theme", next);
-  });
+  // The theme control is theme.js's. The offline page carries both headers: show the one that fits this browser.
+  const signedIn = Boolean(cookie("studiolo_csrf"));
+  for (const node of document.querySelectorAll("[data-shell]")) node.hidden = (node.dataset.shell === "signed-in") !== signedIn;
   const banner = document.getElementById("offline-banner");
   const online = () => { banner.hidden = navigator.onLine; };
   addEventListener("online", online);
