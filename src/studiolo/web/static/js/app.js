@@ -115,6 +115,13 @@ export async function api(path, { method = "GET", body, headers = {}, retry = tr
 // --- toasts -----------------------------------------------------------------------------------------
 export function toast(message, { kind = "info", action, timeout = 5000 } = {}) {
   const box = document.getElementById("toasts");
+  // A modal dialog makes the rest of the page inert: a toast (and its Undo) shown while one is open goes
+  // inside it, and back to the page when it closes.
+  const modal = [...document.querySelectorAll("dialog[open]")].at(-1);
+  if (modal && box.parentNode !== modal) {
+    modal.append(box);
+    modal.addEventListener("close", () => document.body.append(box), { once: true });
+  }
   const el = document.createElement("div");
   el.className = "toast" + (kind === "error" ? " error" : "");
   el.setAttribute("role", kind === "error" ? "alert" : "status");
@@ -436,7 +443,6 @@ function openShortcuts() {
 
 document.addEventListener("keydown", (event) => {
   if (event.key !== "?" || event.ctrlKey || event.metaKey || event.altKey || typingIn(event.target)) return;
-  if (document.querySelector("dialog[open]:not(#shortcuts-dialog)")?.contains(event.target) === false) return;
   event.preventDefault();
   openShortcuts();
 });

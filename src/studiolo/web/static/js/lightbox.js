@@ -83,8 +83,9 @@ export function setup(shared) {
   $("lb-close").addEventListener("click", () => lightbox.close());
   lightbox.addEventListener("click", (e) => { if (e.target === lightbox) lightbox.close(); });
   lightbox.addEventListener("close", () => {
-    // Keyboard users land back on the tile they were looking at last.
-    tileOf(current)?.querySelector("a.open")?.focus();
+    // Keyboard users land back on the tile they were looking at last (after the browser has put focus back
+    // where it was when the dialog opened).
+    setTimeout(() => tileOf(current)?.querySelector("a.open")?.focus(), 0);
   });
   $("lb-prev").addEventListener("click", () => step(-1));
   $("lb-next").addEventListener("click", () => step(1));
