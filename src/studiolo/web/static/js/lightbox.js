@@ -49,11 +49,11 @@ export async function openImage(id) {
     ["Model", view.model], ["Seed", String(view.seed)], ["Steps", String(view.steps)], ["Guidance", String(view.guidance)],
     ["Sampler", view.sampler ?? "default"], ["Size", `${view.width}×${view.height}`], ["Kind", view.kind],
     ["Created", new Date(view.created_at).toLocaleString()], ["Tags", view.tags.join(", ") || "—"]];
-  if (view.parent_id) rows.push(["Made from", "another image"]);
   $("lb-meta").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
+  // An upscale (or other derived image) links to the image it was made from.
   if (view.parent_id && isId(view.parent_id)) {
-    const dd = $("lb-meta").lastElementChild;
-    dd.replaceChildren(el("a", { href: "/gallery?image=" + encodeURIComponent(view.parent_id), text: "the original image" }));
+    const original = el("a", { href: "/gallery?image=" + encodeURIComponent(view.parent_id), text: "Open the original image" });
+    $("lb-meta").append(el("dt", { text: "Original" }), el("dd", {}, original));
   }
   setStar($("lb-star"), view.starred);
   $("lb-download").href = view.urls.file + "?download=true";
