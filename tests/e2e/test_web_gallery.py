@@ -34,6 +34,7 @@ from tests.e2e.test_web_studio import (
 )
 
 pytestmark = pytest.mark.slow
+TIMES = "\N{MULTIPLICATION SIGN}"
 __all__ = ["axe", "browser", "studio"]  # fixtures shared with test_web_studio.py
 
 
@@ -384,4 +385,27 @@ def test_gallery_views_screenshots_and_accessibility(axe: Path, browser: Browser
     audit.check("trash")
     problems = audit.verdict()
     assert not problems, "layout or accessibility problems (serious and critical axe findings):\n" + "\n".join(problems)
+    context.close()
+
+
+# --- upscale ---------------------------------------------------------------------------------------------------
+def test_upscale_from_the_lightbox_links_to_the_job_then_opens_the_new_image(browser: Browser, studio: Studio) -> None:
+    context, problems, page, ids = signed_in_gallery(browser, studio, "ups", ["a small house"])
+    [original] = ids
+    page.locator("#gallery a.open").first.click()
+    expect(page.locator("#lb-prompt")).to_have_text("a small house")
+    page.get_by_role("button", name=f"Upscale 2{TIMES}").click()
+    expect(page.locator(".toast", has_text=f"Upscaling 2{TIMES}").get_by_role("button", name="Watch")).to_be_visible()
+    ready = page.locator(".toast", has_text=f"The 2{TIMES} upscale is ready.")
+    expect(ready).to_be_visible(timeout=JOB_TIMEOUT_MS)
+    ready.get_by_role("button", name="Open").click()
+    expect(page.locator("#lb-title")).to_contain_text(f"1024{TIMES}1024")
+    made = [i for i in listed(page) if i != original]
+    assert len(made) == 1
+    upscaled = image(page, made[0])
+    assert (upscaled["parent_id"], upscaled["width"], upscaled["prompt"]) == (original, 1024, "a small house")
+    expect(page.get_by_role("link", name="Open the original image")).to_have_attribute(
+        "href", f"/gallery?image={original}"
+    )
+    assert problems.seen == [], problems.seen
     context.close()

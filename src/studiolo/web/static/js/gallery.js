@@ -72,12 +72,13 @@ function trashTileFor(view) {
 }
 
 // --- infinite scroll --------------------------------------------------------------------------------------------
+let loadMore = async () => {};
 if (list) {
   const sentinel = document.getElementById("sentinel");
   const end = document.getElementById("gallery-end");
   let loading = false;
   let first = Boolean(trashGrid); // the Trash's first page is fetched here, not rendered by the server
-  const loadMore = async () => {
+  loadMore = async () => {
     const cursor = list.dataset.cursor;
     if ((!cursor && !first) || loading) return;
     loading = true;
@@ -228,11 +229,12 @@ export async function trashIds(ids) {
   if (!done.length) return;
   const entry = { ids: done, removed: removed.filter((r) => done.includes(r.tile.dataset.id)) };
   lastTrashed = entry;
-  toast(done.length === 1 ? "Image moved to the Trash." : `${done.length} images moved to the Trash.`, {
+  entry.closeToast = toast(done.length === 1 ? "Image moved to the Trash." : `${done.length} images moved to the Trash.`, {
     timeout: 8000, action: { label: "Undo", run: () => undoTrash(entry) } });
 }
 async function undoTrash(entry) {
   if (lastTrashed === entry) lastTrashed = null;
+  entry.closeToast?.(); // Ctrl+Z as well as the toast's button: the Undo offer is spent either way
   try {
     await restore(entry.ids);
     putBack(entry.removed);
@@ -249,8 +251,10 @@ const neighbour = (tile) => {
 };
 
 // In the Trash: restore and delete forever (confirmed), one by one or selected, and "Empty trash".
-function trashChanged() {
+function trashChanged({ refill = false } = {}) {
   const any = allTiles().length > 0;
+  // Everything shown was restored or purged while older pages wait: fetch the next one.
+  if (refill && !any && trashGrid.dataset.cursor) { loadMore(); return; }
   document.getElementById("trash-empty").hidden = any;
   document.getElementById("empty-trash").disabled = !any;
   if (!any) document.getElementById("gallery-end").textContent = "";
@@ -266,7 +270,7 @@ async function restoreFromTrash(ids) {
     putBack(removed);
     toast(`Not restored: ${why(error)}.`, { kind: "error", timeout: 9000 });
   }
-  trashChanged();
+  trashChanged({ refill: true });
 }
 async function purgeForever(ids) {
   const what = ids.length === 1 ? "this image" : `these ${ids.length} images`;
@@ -280,7 +284,7 @@ async function purgeForever(ids) {
     putBack(removed);
     toast(`Not deleted: ${why(error)}.`, { kind: "error", timeout: 9000 });
   }
-  trashChanged();
+  trashChanged({ refill: true });
 }
 document.getElementById("empty-trash")?.addEventListener("click", async () => {
   if (!(await confirmDialog("Empty the Trash? Every image in it is erased for good; this cannot be undone.", { ok: "Empty trash" }))) return;
