@@ -9,6 +9,7 @@ says why. Each check reads the server's state through the API, not only what the
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,17 @@ def test_offline_delete_puts_the_tile_back_and_says_why(browser: Browser, studio
     context.set_offline(False)
     assert image(page, middle)["trashed_at"] is None
     assert sorted(listed(page)) == sorted(ids)
+
+    # Opened by its address while in the Trash, an image says so and can be restored from the viewer.
+    assert send(page, "DELETE", f"/api/v1/images/{middle}") == 204
+    page.goto(f"/gallery?image={middle}")
+    note = page.locator("#lb-trashed")
+    expect(note).to_have_text(re.compile("This image is in the Trash."))
+    expect(page.locator("#lb-delete")).to_be_hidden()
+    note.get_by_role("button", name="Restore").click()
+    expect(note).to_be_hidden()
+    expect(page.locator("#lb-delete")).to_be_visible()
+    assert image(page, middle)["trashed_at"] is None
     assert problems.seen == [], problems.seen
     context.close()
 

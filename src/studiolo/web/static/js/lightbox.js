@@ -2,7 +2,7 @@
 // image-to-image, vary, upscale, star, tags, collections, trash). ←/→ and a swipe on phones go through the
 // gallery's order. The gallery page passes in what it shares (its views, star and trash) through setup().
 import { api, ApiError, apiPath, copyText, el, isId, showFieldErrors, toast } from "./app.js";
-import { linkActions, upscale } from "./image-actions.js";
+import { linkActions, restore, upscale, why } from "./image-actions.js";
 
 const lightbox = document.getElementById("lightbox");
 const $ = (id) => document.getElementById(id);
@@ -21,6 +21,7 @@ export async function openImage(id) {
   const { views, styleName, setStar } = hooks;
   current = id;
   $("lb-error").textContent = "";
+  $("lb-trashed").hidden = true;
   linkActions(lightbox, id);
   const tileImg = tileOf(id)?.querySelector("img");
   $("lb-img").src = tileImg?.currentSrc || apiPath`/api/v1/images/${id}/file` + "?size=800";
@@ -56,6 +57,9 @@ export async function openImage(id) {
     $("lb-meta").append(el("dt", { text: "Original" }), el("dd", {}, original));
   }
   setStar($("lb-star"), view.starred);
+  // Opened by its address (/gallery?image=…) an image may be in the Trash: say so, and offer it back.
+  $("lb-trashed").hidden = !view.trashed_at;
+  $("lb-delete").hidden = Boolean(view.trashed_at);
   $("lb-download").href = view.urls.file + "?download=true";
   $("lb-tags").value = view.tags.join(", ");
 }
@@ -165,6 +169,14 @@ export function setup(shared) {
     } catch (error) { $("lb-error").textContent = error.message; }
   });
   $("lb-delete").addEventListener("click", () => trashFromLightbox());
+  $("lb-restore").addEventListener("click", async () => {
+    try {
+      await restore([current]);
+      views.delete(current);
+      toast("Restored: the image is back in the gallery.");
+      openImage(current);
+    } catch (error) { $("lb-error").textContent = `Not restored: ${why(error)}.`; }
+  });
   const wanted = new URLSearchParams(location.search).get("image");
   if (wanted) openImage(wanted);
 }
