@@ -298,8 +298,13 @@ def test_shift_click_selects_a_range_and_two_compare_with_a_keyboard_slider(brow
     expect(page.locator("#bulk-count")).to_have_text("4 selected")
     page.keyboard.press("Escape")
     expect(page.locator("#bulkbar")).to_be_hidden()
+    # Space alone selects the focused image.
+    page.locator(f'#gallery .tile[data-id="{order[0]}"] a.open').focus()
+    page.keyboard.press("Space")
+    expect(page.locator("#bulk-count")).to_have_text("1 selected")
+    assert check(0).is_checked()
 
-    check(0).check()
+    check(2).check()
     check(2).check()
     compare = page.get_by_role("button", name="Compare")
     expect(compare).to_be_visible()

@@ -387,6 +387,7 @@ if (grid) {
   shortcuts.register(SECTION, "i", "Send the image to image-to-image");
   shortcuts.register(SECTION, "Enter", "Open the focused image");
   shortcuts.register(SECTION, "← or →", "Previous or next image in the viewer");
+  shortcuts.register(SECTION, "Space", "Select or unselect the focused image");
   shortcuts.register(SECTION, "Shift+Space or Shift+click", "Select every image from the last one selected");
   shortcuts.register(SECTION, "Esc", "Close the viewer, or clear the selection");
 }
@@ -407,9 +408,13 @@ document.addEventListener("keydown", (event) => {
     return;
   }
   if (event.ctrlKey || event.metaKey) return;
-  if (key === " " && event.shiftKey) {
-    const tile = event.target.closest?.("#gallery .tile");
-    if (tile) { event.preventDefault(); selectRange(tile, true); anchor = tile; }
+  if (key === " " && event.target.matches?.("#gallery a.open")) {
+    // Space on an image selects it (Shift+Space: the range from the last one selected), as in file managers.
+    const tile = event.target.closest(".tile");
+    event.preventDefault();
+    if (event.shiftKey) selectRange(tile, true);
+    else { const box = tile.querySelector(".select"); box.checked = !box.checked; updateBulk(); }
+    anchor = tile;
     return;
   }
   if (key === "Escape" && !document.querySelector("dialog[open]") && selected().length) { setAll(false); return; }
