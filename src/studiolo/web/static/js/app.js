@@ -398,13 +398,16 @@ shortcuts.register("Everywhere", "Esc", "Close a dialog or menu");
 
 function keyCaps(keys) {
   // "Ctrl+Enter or ↑" -> <kbd>Ctrl</kbd>+<kbd>Enter</kbd> or <kbd>↑</kbd>
+  // Each alternative stays on one line; a long list wraps between alternatives, never inside a combination.
   const out = [];
   keys.split(" or ").forEach((alt, i) => {
     if (i) out.push(document.createTextNode(" or "));
+    const combo = el("span", { class: "keys" });
     alt.split("+").forEach((key, j) => {
-      if (j) out.push(document.createTextNode("+"));
-      out.push(el("kbd", { text: key }));
+      if (j) combo.append("+");
+      combo.append(el("kbd", { text: key }));
     });
+    out.push(combo);
   });
   return out;
 }
