@@ -156,6 +156,22 @@ def test_delete_then_leave_at_once_keeps_it_in_the_trash_and_restore_brings_it_b
     wait_until(lambda: sorted(listed(page, "?trash=true")) == sorted(ids), "both in the Trash")
     page.goto("/gallery?view=trash")
     expect(page.locator("#trash .tile")).to_have_count(2)
+
+    # In the Trash, a selection is restored at once (the bulk action); then both go again, and for good.
+    page.locator("#trash .tile .select").first.check()
+    page.click("#bulk-all")  # "Select all" is in the bar that the first selection shows
+    expect(page.locator("#bulk-count")).to_have_text("2 selected")
+    page.locator("#bulkbar").get_by_role("button", name="Restore").click()
+    expect(page.locator(".toast", has_text="Restored 2 images to the gallery.")).to_be_visible()
+    expect(page.locator("#trash-empty")).to_be_visible()
+    assert sorted(listed(page)) == sorted(ids)
+    page.goto("/gallery")
+    page.locator("#gallery .tile .select").first.check()
+    page.click("#bulk-all")
+    page.locator("#bulkbar").get_by_role("button", name="Delete").click()
+    wait_until(lambda: sorted(listed(page, "?trash=true")) == sorted(ids), "both in the Trash again")
+    page.goto("/gallery?view=trash")
+    expect(page.locator("#trash .tile")).to_have_count(2)
     page.get_by_role("button", name="Empty trash").click()
     page.get_by_role("dialog").get_by_role("button", name="Empty trash").click()
     expect(page.locator(".toast", has_text="2 images deleted forever.")).to_be_visible()
