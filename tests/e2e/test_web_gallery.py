@@ -224,6 +224,11 @@ def test_keyboard_only_star_trash_undo_restore_lightbox_and_shortcut_dialog(brow
     # The focused tile shows it (an outline around the whole tile).
     outline = page.locator(f'#gallery .tile[data-id="{first}"]').evaluate("(t) => getComputedStyle(t).outlineStyle")
     assert outline == "solid"
+    # The arrow keys move between images (no Tab through each tile's checkbox, star and menu).
+    page.keyboard.press("ArrowRight")
+    assert focused_image(page) == second
+    page.keyboard.press("ArrowLeft")
+    assert focused_image(page) == first
 
     page.keyboard.press("s")
     expect(page.locator(f'#gallery .tile[data-id="{first}"] .tile-star')).to_have_attribute("aria-pressed", "true")

@@ -385,11 +385,34 @@ if (grid) {
   shortcuts.register(SECTION, "Ctrl+Z", "Undo the last move to the Trash");
   shortcuts.register(SECTION, "r", "Use the image's settings in the generator (remix)");
   shortcuts.register(SECTION, "i", "Send the image to image-to-image");
+  shortcuts.register(SECTION, "← or → or ↑ or ↓", "Move between images in the gallery");
   shortcuts.register(SECTION, "Enter", "Open the focused image");
   shortcuts.register(SECTION, "← or →", "Previous or next image in the viewer");
   shortcuts.register(SECTION, "Space", "Select or unselect the focused image");
   shortcuts.register(SECTION, "Shift+Space or Shift+click", "Select every image from the last one selected");
   shortcuts.register(SECTION, "Esc", "Close the viewer, or clear the selection");
+}
+
+/** The tile next to ``tile`` in the direction of an arrow key: the one before or after it, or in the row above or
+ * below, the one whose middle is nearest (rows differ in how many tiles they hold). */
+function tileTowards(tile, key) {
+  const tilesNow = allTiles();
+  const at = tilesNow.indexOf(tile);
+  if (key === "ArrowLeft") return tilesNow[at - 1] ?? null;
+  if (key === "ArrowRight") return tilesNow[at + 1] ?? null;
+  const box = tile.getBoundingClientRect();
+  const middle = box.left + box.width / 2;
+  const down = key === "ArrowDown";
+  const row = tilesNow.filter((t) => {
+    const r = t.getBoundingClientRect();
+    return down ? r.top >= box.bottom - 1 : r.bottom <= box.top + 1;
+  });
+  if (!row.length) return null;
+  const edge = down ? Math.min(...row.map((t) => t.getBoundingClientRect().top))
+    : Math.max(...row.map((t) => t.getBoundingClientRect().bottom));
+  const near = row.filter((t) => Math.abs((down ? t.getBoundingClientRect().top : t.getBoundingClientRect().bottom) - edge) < 2);
+  const distance = (t) => { const r = t.getBoundingClientRect(); return Math.abs(r.left + r.width / 2 - middle); };
+  return near.reduce((best, t) => (distance(t) < distance(best) ? t : best));
 }
 
 /** The image a key press is about: the one in the open viewer, else the focused tile's. */
@@ -420,6 +443,11 @@ document.addEventListener("keydown", (event) => {
   if (key === "Escape" && !document.querySelector("dialog[open]") && selected().length) { setAll(false); return; }
   if (shownImage() && (key === "ArrowLeft" || key === "ArrowRight")) {
     if (event.target.closest?.("#lightbox")) { event.preventDefault(); step(key === "ArrowLeft" ? -1 : 1); }
+    return;
+  }
+  if (key.startsWith("Arrow") && event.target.matches?.("#gallery a.open") && !event.shiftKey) {
+    const next = tileTowards(event.target.closest(".tile"), key);
+    if (next) { event.preventDefault(); next.querySelector("a.open").focus(); }
     return;
   }
   const id = imageForKeys(event);

@@ -7,6 +7,7 @@ import { linkActions, restore, upscale, why } from "./image-actions.js";
 const lightbox = document.getElementById("lightbox");
 const $ = (id) => document.getElementById(id);
 let current = null;
+const KINDS = { txt2img: "Text to image", img2img: "Image to image", inpaint: "Inpainting", upscale: "Upscaling" };
 let hooks = null;
 
 /** The image shown in the lightbox while it is open, else null. */
@@ -48,7 +49,7 @@ export async function openImage(id) {
   $("lb-prompt").textContent = view.prompt;
   const rows = [["Negative", view.negative_prompt || "—"], ["Style", view.style ? styleName(view.style) : "None"],
     ["Model", view.model], ["Seed", String(view.seed)], ["Steps", String(view.steps)], ["Guidance", String(view.guidance)],
-    ["Sampler", view.sampler ?? "default"], ["Size", `${view.width}×${view.height}`], ["Kind", view.kind],
+    ["Sampler", view.sampler ?? "default"], ["Size", `${view.width}×${view.height}`], ["Made by", KINDS[view.kind] ?? view.kind],
     ["Created", new Date(view.created_at).toLocaleString()], ["Tags", view.tags.join(", ") || "—"]];
   $("lb-meta").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
   // An upscale (or other derived image) links to the image it was made from.
