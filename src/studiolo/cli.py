@@ -31,6 +31,7 @@ from rich.table import Table
 from studiolo.cli_images import build_images_app
 from studiolo.cli_options import SuggestingGroup
 from studiolo.cli_upscale import upscale
+from studiolo.cli_users import build_users_app
 from studiolo.domain.accounts.models import LOCAL_USER_ID
 from studiolo.domain.generation.catalog import how_to_install
 from studiolo.domain.generation.rules import GenerationLimits, params_error
@@ -50,12 +51,8 @@ models_app = typer.Typer(
     help="Install, list and remove models; choose the default.", no_args_is_help=True, cls=SuggestingGroup
 )
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True, cls=SuggestingGroup)
-users_app = typer.Typer(
-    help="Accounts: the first administrator, listing, suspending.", no_args_is_help=True, cls=SuggestingGroup
-)
 app.add_typer(models_app, name="models")
 app.add_typer(db_app, name="db")
-app.add_typer(users_app, name="users")
 
 console = Console(stderr=True)
 out = Console()
@@ -106,6 +103,7 @@ def _command_services() -> Iterator[Any]:
 
 
 app.add_typer(build_images_app(_command_services, out, console), name="images")
+app.add_typer(build_users_app(_command_services, out), name="users")
 
 
 @app.command()
@@ -535,70 +533,6 @@ def db_current() -> None:
         out.print("empty")  # nothing created yet; opening the file would create it
         return
     out.print(migrate.current_revision(url) or "empty")
-
-
-@users_app.command("create-admin")
-def users_create_admin(
-    email: Annotated[str, typer.Option(help="The administrator's email address.")],
-    password: Annotated[
-        str,
-        typer.Option(
-            prompt=True,
-            hide_input=True,
-            confirmation_prompt=True,
-            envvar="STUDIOLO_ADMIN_PASSWORD",
-            help="Asked for when not given (or read from STUDIOLO_ADMIN_PASSWORD).",
-        ),
-    ],
-    name: Annotated[str, typer.Option(help="Display name.")] = "",
-) -> None:
-    """Create an administrator (on a new install: the first account, which also owns what the CLI made)."""
-    from studiolo.domain.accounts.audit import Origin
-
-    with _command_services() as services:
-        view = services.admin.create_admin(email, password, name, Origin(ip="cli", user_agent="studiolo cli"))
-    out.print(f"Administrator {view.email} ({view.id}) is ready; sign in with this email and password.")
-
-
-@users_app.command("list")
-def users_list(
-    query: Annotated[str, typer.Argument(help="Part of an email or name.")] = "",
-    status: Annotated[str | None, typer.Option(help="pending, active or suspended.")] = None,
-) -> None:
-    """List accounts, newest first."""
-    with _command_services() as services:
-        page = services.admin.list_users(q=query, status=status, limit=100)
-    table = Table("id", "email", "name", "role", "status", "last sign-in")
-    for u in page.items:
-        table.add_row(u.id, u.email, u.display_name, u.role, u.status, str(u.last_login_at or "-"))
-    out.print(table)
-
-
-def _set_status(email: str, status: str, reason: str = "") -> None:
-    from studiolo.domain.accounts.audit import Origin
-    from studiolo.domain.accounts.service import normalize_email
-
-    with _command_services() as services:
-        matches = [u for u in services.admin.list_users(q=normalize_email(email)).items if u.email == email.lower()]
-        if not matches:
-            raise _fail(StudioloError(f"No account with the email {email}.", code="user_not_found"))
-        origin = Origin(ip="cli", user_agent="studiolo cli")
-        view = services.admin.set_status(None, matches[0].id, status, origin, reason.strip()[:500] or None)
-    out.print(f"{view.email}: {view.status}")
-
-
-@users_app.command("suspend")
-def users_suspend(
-    email: str, reason: Annotated[str, typer.Option(help="Why: what the user is told when they try.")] = ""
-) -> None:
-    """Suspend an account: its sessions, tokens and API keys stop working at once."""
-    _set_status(email, "suspended", reason)
-
-
-@users_app.command("activate")
-def users_activate(email: str) -> None:
-    """Re-activate a suspended account."""
-    _set_status(email, "active")
 
 
 def main() -> None:

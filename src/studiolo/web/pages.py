@@ -12,7 +12,7 @@ import functools
 import hashlib
 import json
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -285,8 +285,25 @@ async def gallery_page(
     starred: bool = False,
     collection: Annotated[str, Query(max_length=64)] = "",
     cursor: Cursor = None,
+    view: Literal["", "trash"] = "",
 ) -> Response:
     filters = {"q": q, "style": style, "model": model, "starred": starred, "collection": collection}
+    catalog = await call(services.generation.style_catalog, viewer.user_id)
+    # Tiles, the lightbox and the filters name styles as people know them ("Oil painting"), never by slug.
+    style_names = {s.slug: s.name for s in catalog.styles}
+    if view == "trash":
+        # The Trash lists itself from GET /images?trash=true (gallery.js): its tiles carry their own actions.
+        return render(
+            request,
+            "gallery.html",
+            viewer,
+            trash=True,
+            # STUDIOLO_TRASH_DAYS comes with the Trash's API; 30 is its documented default.
+            trash_days=services.settings.trash_days,
+            filters=filters,
+            collections=[],
+            style_names=style_names,
+        )
     current_collection = None
     if collection:
         try:
@@ -302,6 +319,7 @@ async def gallery_page(
                 collections=[],
                 styles=[],
                 models=[],
+                style_names=style_names,
             )
     page = await call(
         services.gallery.list,
@@ -315,7 +333,6 @@ async def gallery_page(
         q=q or None,
     )
     collections = (await call(services.gallery.list_collections, viewer.user_id, limit=100)).items
-    catalog = await call(services.generation.style_catalog, viewer.user_id)
     api_query = urlencode({k: ("true" if v is True else v) for k, v in filters.items() if v})
     return render(
         request,
@@ -325,6 +342,7 @@ async def gallery_page(
         filters=filters,
         collections=collections,
         styles=catalog.styles,
+        style_names=style_names,
         models=[m.id for m in services.catalog.models()],
         current_collection=current_collection,
         api_query=api_query,
@@ -423,6 +441,9 @@ _SHELL_ASSETS = [
     "js/queue.js",
     "js/auth.js",
     "js/account.js",
+    "js/lightbox.js",
+    "js/image-actions.js",
+    "js/compare.js",
     "icons/icon.svg",
     "icons/icon-192.png",
 ]

@@ -115,6 +115,13 @@ export async function api(path, { method = "GET", body, headers = {}, retry = tr
 // --- toasts -----------------------------------------------------------------------------------------
 export function toast(message, { kind = "info", action, timeout = 5000 } = {}) {
   const box = document.getElementById("toasts");
+  // A modal dialog makes the rest of the page inert: a toast (and its Undo) shown while one is open goes
+  // inside it, and back to the page when it closes.
+  const modal = [...document.querySelectorAll("dialog[open]")].at(-1);
+  if (modal && box.parentNode !== modal) {
+    modal.append(box);
+    modal.addEventListener("close", () => document.body.append(box), { once: true });
+  }
   const el = document.createElement("div");
   el.className = "toast" + (kind === "error" ? " error" : "");
   el.setAttribute("role", kind === "error" ? "alert" : "status");
@@ -355,3 +362,87 @@ export function wireApiButtons() {
   });
 }
 wireApiButtons();
+
+// --- keyboard shortcuts ------------------------------------------------------------------------------------
+// One registry for the whole studio: each page registers what its keys do (section, keys, description) and
+// "?" lists them all. Pages still handle their own keys; the registry is what the user is told. It is also on
+// window.studiolo.shortcuts, so a page's script that does not import app.js can register too.
+const registered = [];
+
+/** True when a key typed now belongs to a text field (or a select), not to a shortcut. */
+export function typingIn(target) {
+  const node = target instanceof Element ? target : null;
+  if (!node) return false;
+  if (node.isContentEditable) return true;
+  if (node.matches("textarea, select")) return true;
+  return node.matches("input") && !["checkbox", "radio", "button", "submit", "reset", "range"].includes(node.type);
+}
+
+export const shortcuts = {
+  /** Add a shortcut to the "?" list; ``keys`` is what to press, as shown ("Ctrl+Enter", "←", "d or Delete"). */
+  register(section, keys, description) {
+    const known = registered.find((s) => s.section === section && s.keys === keys);
+    if (known) known.description = description;
+    else registered.push({ section, keys, description });
+  },
+  list() { return registered.map((s) => ({ ...s })); },
+  open: () => openShortcuts(),
+};
+globalThis.studiolo = Object.assign(globalThis.studiolo ?? {}, { shortcuts });
+
+shortcuts.register("Everywhere", "?", "Show these keyboard shortcuts");
+shortcuts.register("Everywhere", "Esc", "Close a dialog or menu");
+
+function keyCaps(keys) {
+  // "Ctrl+Enter or ↑" -> <kbd>Ctrl</kbd>+<kbd>Enter</kbd> or <kbd>↑</kbd>
+  // Each alternative stays on one line; a long list wraps between alternatives, never inside a combination.
+  const out = [];
+  keys.split(" or ").forEach((alt, i) => {
+    if (i) out.push(document.createTextNode(" or "));
+    const combo = el("span", { class: "keys" });
+    alt.split("+").forEach((key, j) => {
+      if (j) combo.append("+");
+      combo.append(el("kbd", { text: key }));
+    });
+    out.push(combo);
+  });
+  return out;
+}
+
+let shortcutsDialog = null;
+function openShortcuts() {
+  if (shortcutsDialog?.open) return;
+  const returnTo = document.activeElement;
+  shortcutsDialog?.remove();
+  const sections = new Map();
+  for (const s of registered) {
+    if (!sections.has(s.section)) sections.set(s.section, []);
+    sections.get(s.section).push(s);
+  }
+  const close = el("button", { class: "btn btn-sm", type: "button", text: "Close" });
+  const body = el("div", { class: "dialog-body shortcut-list" });
+  for (const [section, items] of sections) {
+    const list = el("dl", { class: "shortcuts" });
+    for (const s of items) list.append(el("dt", {}, ...keyCaps(s.keys)), el("dd", { text: s.description }));
+    body.append(el("section", {}, el("h3", { text: section }), list));
+  }
+  const dialog = el("dialog", { class: "shortcuts-dialog", id: "shortcuts-dialog", "aria-labelledby": "shortcuts-title" },
+    el("div", { class: "dialog-head" }, el("h2", { id: "shortcuts-title", text: "Keyboard shortcuts" }), close), body);
+  shortcutsDialog = dialog;
+  close.addEventListener("click", () => dialog.close());
+  dialog.addEventListener("click", (e) => { if (e.target === dialog) dialog.close(); });
+  // A modal dialog keeps focus inside it (the page behind is inert); on closing, focus goes back where it was.
+  dialog.addEventListener("close", () => {
+    dialog.remove();
+    if (returnTo instanceof HTMLElement && returnTo.isConnected) returnTo.focus();
+  });
+  document.body.append(dialog);
+  dialog.showModal();
+  close.focus();
+}
+
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "?" || event.ctrlKey || event.metaKey || event.altKey || typingIn(event.target)) return;
+  event.preventDefault();
+  openShortcuts();
+});
