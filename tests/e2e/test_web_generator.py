@@ -5,8 +5,8 @@ keyboard-only generate with prompt history, and the queue view in two tabs. Scre
 phone and a desktop size go to test-artifacts/screenshots/generator/ (and /work/wt/shots/generator/ when that
 folder exists), and axe-core checks them.
 
-The install has the built-in demo model (the default) and the echo engine (``echo``): image-to-image and inpaint
-run on ``echo`` where the demo model does not offer them; everything else runs on the demo model.
+The install has the built-in demo model (the default; it does image-to-image and inpaint too) and the echo engine
+(``echo``, for many quick jobs).
 """
 
 from __future__ import annotations
@@ -292,7 +292,8 @@ def test_dropping_an_a1111_png_fills_the_form_and_says_what_was_read(browser: Br
 # --- image-to-image and inpaint -------------------------------------------------------------------------------
 def test_image_to_image_and_inpaint_from_a_result(axe: Path, browser: Browser, studio: Studio) -> None:
     page, problems = signed_in(browser, studio, "ines", bypass_csp=True)
-    job = post(page, "/api/v1/generations", {"prompt": "a red square", "model": "echo", "size": "64x64", "steps": 2})
+    # On the built-in demo model, which does image-to-image and inpaint (a fresh install can use every control).
+    job = post(page, "/api/v1/generations", {"prompt": "a red square", "size": "512x512", "steps": 2})
     image_id = wait_job(page, job["id"])["outputs"][0]["image_id"]
 
     # Image to image, from the result's button.
@@ -301,7 +302,7 @@ def test_image_to_image_and_inpaint_from_a_result(axe: Path, browser: Browser, s
     page.locator(f"#job-{job['id']} .result").hover()
     page.locator(f"#job-{job['id']} .act-img2img").click()
     expect(page.locator("#init-editor")).to_be_visible()
-    page.select_option("#model", "echo")
+    page.select_option("#model", "studiolo-demo")
     page.fill("#prompt", "the same square, bluer")
     page.click("#generate")
     expect(page.locator(".job-card")).to_have_count(2)
@@ -312,10 +313,10 @@ def test_image_to_image_and_inpaint_from_a_result(axe: Path, browser: Browser, s
     # Inpaint, from a link (the gallery's "Inpaint"): paint, undo, redo, invert twice, a bigger brush with ].
     page.goto(f"/generate?init={image_id}&mode=inpaint")
     expect(page.locator("#mask-on")).to_be_checked()
-    page.select_option("#model", "echo")
+    page.select_option("#model", "studiolo-demo")
     canvas = page.locator("#mask-canvas")
     expect(canvas).to_be_visible()
-    page.wait_for_function("() => document.getElementById('mask-canvas').width === 64")
+    page.wait_for_function("() => document.getElementById('mask-canvas').width === 512")
     page.locator("#mask-brush").focus()
     page.keyboard.press("]")
     expect(page.locator("#brush-out")).to_have_text("46")
@@ -345,7 +346,7 @@ def test_image_to_image_and_inpaint_from_a_result(axe: Path, browser: Browser, s
     expect(page.locator("#init-editor")).to_be_hidden()
     page.evaluate(DROP_IMAGE, ["#prompt-count", image_id, f"{studio.url}/api/v1/images/{image_id}/file"])
     expect(page.locator("#init-editor")).to_be_visible()
-    page.wait_for_function("() => document.getElementById('mask-canvas').width === 64")
+    page.wait_for_function("() => document.getElementById('mask-canvas').width === 512")
 
     # Vary (strong), from a link: image-to-image of that image with a new seed, queued at once.
     page.goto(f"/generate?vary={image_id}&strength=0.7")
@@ -353,7 +354,7 @@ def test_image_to_image_and_inpaint_from_a_result(axe: Path, browser: Browser, s
     varied = page.locator(".job-card").first
     expect(varied).to_have_attribute("data-status", "succeeded", timeout=JOB_TIMEOUT_MS)
     job_view = api_json(page, f"/api/v1/jobs/{varied.get_attribute('data-job-id')}")
-    assert (job_view["kind"], job_view["params"]["strength"], job_view["model"]) == ("img2img", 0.7, "echo")
+    assert (job_view["kind"], job_view["params"]["strength"], job_view["model"]) == ("img2img", 0.7, "studiolo-demo")
     assert job_view["params"]["prompt"] == "a red square" and job_view["params"]["seed"] is None
     assert "vary" not in page.url
     assert problems.seen == [], problems.seen
