@@ -12,6 +12,23 @@ let streams = 0;
 const DISMISSED = "studiolo-generator-dismissed";
 const credits = new Intl.NumberFormat(undefined, { maximumSignificantDigits: 2 });
 
+// Reads the page makes by itself (on load, on a timer) renew an expired session only while the page stays: a renewal
+// cut off by leaving could lose the rotated refresh cookie, and the next page's renewal would then be refused as a
+// reused token (tests/e2e/test_web_hardening.py signs in again and again through such pages).
+let leaving = false;
+addEventListener("beforeunload", () => { leaving = true; });
+addEventListener("pageshow", () => { leaving = false; });
+
+/** GET an API path for the page's own upkeep (see above); otherwise as app.js's api(). */
+export async function quietGet(path) {
+  try {
+    return await api(path, { retry: false });
+  } catch (error) {
+    if (error.status !== 401 || leaving || !(await refreshSession())) throw error;
+    return api(path, { retry: false });
+  }
+}
+
 /** The progress line for a job (CONTRACTS.md): "Image 1 of 4 · step 10 of 25" while the engine makes the images one
  * after another, "Step 10 of 25 · 4 images" while it samples them in one call, "Step 10 of 25" for one image. */
 export function progressText({ step = 0, total = 0, image = 0, images = 1 } = {}) {
@@ -250,7 +267,7 @@ export function createJobs({ box, empty, olderButton, clearButton, restoreButton
     const poll = async () => {
       if (stopped) return;
       try {
-        const view = await api(apiPath`jobs/${job.id}`);
+        const view = await quietGet(apiPath`jobs/${job.id}`);
         if (TERMINAL.has(view.status)) { end(view, view.status, view.error); return; }
         setStatus(view.status);
         setProgress(view.progress);
@@ -267,7 +284,7 @@ export function createJobs({ box, empty, olderButton, clearButton, restoreButton
     for (let tries = 0; tries < 5; tries++) {
       const params = new URLSearchParams({ limit: String(PAGE) });
       if (cursor) params.set("cursor", cursor);
-      const page = await api("jobs?" + params);
+      const page = await quietGet("jobs?" + params);
       cursor = page.next_cursor;
       let shown = 0;
       for (const job of page.items) { follow(job, { where: "bottom" }); if (!dismissed.has(job.id)) shown++; }
@@ -282,7 +299,7 @@ export function createJobs({ box, empty, olderButton, clearButton, restoreButton
     if (!isId(jobId)) return;
     let card = cards.get(jobId);
     if (!card) {
-      try { card = follow(await api(apiPath`jobs/${jobId}`), { where: "top" }); }
+      try { card = follow(await quietGet(apiPath`jobs/${jobId}`), { where: "top" }); }
       catch (error) { toast(error.status === 404 ? "That job was not found." : error.message, { kind: "error" }); return; }
     }
     if (card.hidden) { dismissed.remove(jobId); card.hidden = false; card.restart?.(); }

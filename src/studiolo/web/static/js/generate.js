@@ -5,7 +5,7 @@
 // controls are on, and say why one is off.
 import { api, ApiError, apiPath, clearFieldErrors, isId, showFieldErrors, toast } from "./app.js";
 import { createHistory } from "./gen-history.js";
-import { createJobs } from "./gen-jobs.js";
+import { createJobs, quietGet } from "./gen-jobs.js";
 import { createMaskEditor } from "./gen-mask.js";
 
 const $ = (id) => document.getElementById(id);
@@ -107,7 +107,7 @@ function applyCapabilities() {
 form.model.addEventListener("change", applyCapabilities);
 async function loadModels() {
   try {
-    const list = await api("models");
+    const list = await quietGet("models");
     capabilities = Object.fromEntries(list.items.filter((m) => m.capabilities).map((m) => [m.id, m.capabilities]));
   } catch { /* offline: every control stays on; the server still refuses what a model cannot do */ }
   applyCapabilities();
@@ -445,7 +445,7 @@ form.addEventListener("change", remember);
 // --- other tabs, the queue link ----------------------------------------------------------------------------
 async function updateQueueLink() {
   try {
-    const [running, queued] = await Promise.all(["running", "queued"].map((s) => api(`jobs?status=${s}&limit=100`)));
+    const [running, queued] = await Promise.all(["running", "queued"].map((s) => quietGet(`jobs?status=${s}&limit=100`)));
     const n = running.items.length + queued.items.length;
     $("queue-link").textContent = n ? `Queue (${n})` : "Queue";
   } catch { /* offline */ }
@@ -454,7 +454,7 @@ channel?.addEventListener("message", async (e) => {
   if (e.data?.type === "submitted") {
     for (const id of e.data.ids ?? []) {
       if (!isId(id) || jobs.has(id)) continue;
-      try { jobs.follow(await api(apiPath`jobs/${id}`)); } catch { /* gone */ }
+      try { jobs.follow(await quietGet(apiPath`jobs/${id}`)); } catch { /* gone */ }
     }
   }
   updateQueueLink();

@@ -2,7 +2,7 @@
 // progress, Cancel, Cancel all and Retry for the ones that failed. It polls GET /jobs every 2 seconds; tabs tell
 // each other of their changes over a BroadcastChannel so they agree at once rather than at the next poll.
 import { api, apiPath, toast } from "./app.js";
-import { progressPercent, progressText, queuedText } from "./gen-jobs.js";
+import { progressPercent, progressText, queuedText, quietGet } from "./gen-jobs.js";
 
 const $ = (id) => document.getElementById(id);
 const list = $("queue-list");
@@ -61,7 +61,7 @@ async function refresh() {
   clearTimeout(timer);
   try {
     const [running, queued, failed] = await Promise.all([
-      api("jobs?status=running&limit=100"), api("jobs?status=queued&limit=100"), api("jobs?status=failed&limit=10"),
+      quietGet("jobs?status=running&limit=100"), quietGet("jobs?status=queued&limit=100"), quietGet("jobs?status=failed&limit=10"),
     ]);
     const waiting = [...running.items, ...queued.items.sort((a, b) => (a.queue_position ?? 1e9) - (b.queue_position ?? 1e9))];
     place(list, waiting);
