@@ -127,7 +127,11 @@ class Studio:
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
     """``studiolo serve`` on a fresh data directory (demo model, SMTP mail), and the SMTP server's mailbox."""
-    root = tmp_path_factory.mktemp("web-studio")
+    yield from studio_server(tmp_path_factory.mktemp("web-studio"))
+
+
+def studio_server(root: Path, **overrides: Any) -> Iterator[Studio]:
+    """A studio as the ``studio`` fixture starts it, with more settings (``overrides``, as studiolo_env takes them)."""
     mailbox = Handler()
     launcher = Launcher(root / "logs")
     with smtp_server(mailbox) as smtp_port:
@@ -142,6 +146,7 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
             # Every browser here comes from 127.0.0.1: the per-address sign-in limit is for strangers, not tests.
             rate_limit_login="100/minute",
             rate_limit_register="100/minute",
+            **overrides,
         )
         try:
             # launcher.server also creates the administrator with `studiolo users create-admin`.
@@ -284,14 +289,15 @@ def test_sign_up_generate_and_manage_the_gallery_then_read_it_offline(browser: B
     assert job["status"] == "succeeded" and job["model"] == "studiolo-demo", job
     assert sorted(o["image_id"] for o in job["outputs"]) == sorted(image_ids)
 
-    # -- a reload keeps the settings chosen (count, quality, size), not the prompt; the finished job is listed
-    # no more (only running and queued jobs come back) ---------------------------------------------------------
+    # -- a reload keeps the settings chosen (count, quality, size), not the prompt; the finished job and its
+    # images are still there (the generator lists the user's jobs from GET /jobs) ------------------------------
     page.reload()
     expect(page.locator("#n")).to_have_value("2")
     expect(page.locator("#quality")).to_have_value("draft")
     expect(page.locator("#size")).to_have_value("size:512x512")
     expect(page.locator("#prompt")).to_have_value("")
-    expect(page.locator(".job-card")).to_have_count(0)
+    expect(page.locator(".job-card")).to_have_count(1)
+    expect(page.locator(".job-card .job-results .tile")).to_have_count(2)
 
     # -- the gallery shows both; the lightbox shows one with its settings --------------------------------------
     page.get_by_role("link", name="Open the gallery").click()
@@ -575,6 +581,7 @@ def test_every_page_screenshots_and_accessibility(axe: Path, browser: Browser, s
     page.goto("/collections")
     audit.check("collections")
     for name, path in [
+        ("queue", "/queue"),
         ("dashboard", "/dashboard"),
         ("account", "/account"),
         ("admin-analytics", "/admin"),

@@ -255,9 +255,6 @@ async def generate_page(request: Request, viewer: ViewerDep, services: ServicesD
     for style in catalog.styles:
         groups.setdefault(style.category, []).append(style)
     models = services.catalog.models()
-    active = []
-    for status in ("running", "queued"):
-        active += (await call(services.generation.list, viewer.user_id, status=status, limit=10)).items
     return render(
         request,
         "generate.html",
@@ -266,9 +263,15 @@ async def generate_page(request: Request, viewer: ViewerDep, services: ServicesD
         style_groups=groups,
         models=models,
         default_model=services.catalog.default_model_id(),
-        active_jobs=[j.model_dump(mode="json") for j in active],
         limits=generation_limits(services.settings),
+        cost_rate=services.settings.cost_per_megapixel_step,
     )
+
+
+@router.get("/queue")
+def queue_page(request: Request, viewer: ViewerDep) -> Response:
+    """The signed-in user's waiting and running jobs, live (static/js/queue.js reads them from the API)."""
+    return render(request, "queue.html", viewer)
 
 
 @router.get("/gallery")
@@ -432,6 +435,10 @@ _SHELL_ASSETS = [
     "js/app.js",
     "js/gallery.js",
     "js/generate.js",
+    "js/gen-jobs.js",
+    "js/gen-mask.js",
+    "js/gen-history.js",
+    "js/queue.js",
     "js/auth.js",
     "js/account.js",
     "js/lightbox.js",

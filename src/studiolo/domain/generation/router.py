@@ -25,6 +25,8 @@ from studiolo.deps import (
     current_owner_id,
 )
 from studiolo.domain.gallery.schemas import NO_CONTROL_CHARS
+from studiolo.domain.generation.cancel_all import CanceledJobs, cancel_all
+from studiolo.domain.generation.pnginfo import PngInfo, read_png_info
 from studiolo.domain.generation.rules import params_error
 from studiolo.domain.generation.schemas import (
     AdminAnalytics,
@@ -268,6 +270,12 @@ def get_job(job_id: str, services: ServicesDep, owner: OwnerId) -> Response:
     return _json(services.generation.get(owner, job_id))
 
 
+@router.post("/jobs/cancel-all", response_model=CanceledJobs)
+def cancel_all_jobs(services: ServicesDep, owner: OwnerId) -> CanceledJobs:
+    """Cancel every queued job of yours and ask every running one to stop at its next step."""
+    return cancel_all(services.generation, owner)
+
+
 @router.post("/jobs/{job_id}/cancel", response_model=JobView)
 def cancel_job(job_id: str, services: ServicesDep, owner: OwnerId) -> JobView:
     return services.generation.cancel(owner, job_id)
@@ -416,6 +424,37 @@ def create_style(data: StyleCreate, services: ServicesDep, owner: OwnerId) -> St
 def delete_style(slug: str, services: ServicesDep, owner: OwnerId) -> Response:
     services.generation.delete_style(owner, slug)
     return Response(status_code=204)
+
+
+_PNG_INFO_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary", "description": "a PNG"}},
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/png-info", response_model=PngInfo, openapi_extra=_PNG_INFO_BODY)
+async def png_info(request: Request, services: ServicesDep) -> PngInfo:
+    """The generation settings a PNG carries (Studiolo's own, AUTOMATIC1111's "parameters" text or a ComfyUI
+    graph), as GenerationParams fields. Stateless: nothing is stored. ``source`` is null when none was found."""
+    if _content_type(request) != "multipart/form-data":
+        raise UnsupportedMediaType("Send multipart/form-data with a 'file' field.", code="unsupported_content_type")
+    form = await request.form()
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise InvalidInput("Send the PNG as the 'file' upload.", code="invalid_upload", details={"field": "file"})
+    data = await upload.read()
+    limit = services.settings.max_upload_bytes
+    return await run_in_threadpool(read_png_info, data, max_bytes=limit)
 
 
 @router.get("/models", response_model=ModelList)

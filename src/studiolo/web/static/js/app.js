@@ -269,7 +269,7 @@ export function confirmDialog(message, { ok = "Delete", danger = true } = {}) {
 // The service worker's copies of pages and images (sw.js) and the generator's remembered settings belong to
 // whoever is signed in; the theme is the device's. Nothing is kept in IndexedDB. Names are shared with sw.js.
 const USER_CACHES = ["studiolo-pages", "studiolo-images"];
-const USER_STORAGE = ["studiolo-generator"];
+const USER_STORAGE = ["studiolo-generator", "studiolo-generator-dismissed", "studiolo-generator-history"];
 
 /** When nobody is signed in any more (sign-out, account deletion, a session that ended): drop what this browser
  * keeps of the user, so the next person on it cannot open their gallery offline. Resolves once it is gone. */
