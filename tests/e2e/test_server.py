@@ -120,7 +120,7 @@ def test_jobs_run_stream_and_survive_restarts(launcher: Launcher, tmp_path: Path
     done_batch = server.client.get(batch["urls"]["get"]).json()
     assert done_batch["status"] == "succeeded"
     assert done_batch["attempts"] == 1
-    assert done_batch["progress"] == {"step": 30, "total": 30}
+    assert done_batch["progress"] == {"step": 30, "total": 30, "image": 0, "images": 2}  # the echo engine: one call
     assert [o["seed"] for o in done_batch["outputs"]] == [7, 8]
     assert [o["image_id"] for o in done_batch["outputs"]] == final["image_ids"]
 
