@@ -42,8 +42,10 @@ export function renewSession() {
   if (!refreshing) {
     const run = async () => {
       const before = cookie("studiolo_csrf");
+      // keepalive: a refresh the server already rotated must deliver its new cookies even when the user leaves
+      // the page mid-request; an aborted one would leave only the spent token, and reusing it ends the session.
       const res = await fetch(API + "/auth/refresh", {
-        method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" },
+        method: "POST", credentials: "same-origin", keepalive: true, headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ use_cookies: true }),
       }).catch(() => null);
       if (res?.ok) return "renewed";
