@@ -331,8 +331,17 @@ def generate(
     steps: Annotated[int | None, typer.Option(help="Inference steps (overrides quality).")] = None,
     guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale.")] = None,
     sampler: Annotated[str | None, typer.Option(help="euler, euler_a, dpmpp_2m, ddim, lms, pndm.")] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Schedule type: automatic, uniform, karras, exponential or beta.")
+    ] = None,
     negative: Annotated[str, typer.Option("--negative", help="Negative prompt.")] = "",
     seed: Annotated[int | None, typer.Option(help="Seed of the first image (image k uses seed+k).")] = None,
+    variation_seed: Annotated[
+        int | None, typer.Option("--variation-seed", help="Seed to vary towards (A1111's subseed; image k uses it+k).")
+    ] = None,
+    variation_strength: Annotated[
+        float, typer.Option("--variation-strength", help="0 = the seed's image, 1 = the variation seed's.")
+    ] = 0.0,
     n: Annotated[int, typer.Option("--n", "-n", help="Number of images.")] = 1,
     model: Annotated[str | None, typer.Option(help="Model id (default: the catalog's default).")] = None,
     init_image: Annotated[Path | None, typer.Option("--init-image", help="Image for img2img/inpaint.")] = None,
@@ -352,7 +361,10 @@ def generate(
         "steps": steps,
         "guidance": guidance,
         "sampler": sampler,
+        "scheduler": scheduler,
         "seed": seed,
+        "variation_seed": variation_seed,
+        "variation_strength": variation_strength,
         "n": n,
         "model": model,
         "strength": strength,

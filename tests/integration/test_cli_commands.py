@@ -137,6 +137,28 @@ def test_generate_out_never_overwrites(run: Run, tmp_path: Path) -> None:
     assert len(job_ids) == 3 and all(len(j) == 36 for j in job_ids)  # the full job id names each file
 
 
+def test_generate_takes_a_schedule_and_a_variation_seed(run: Run, tmp_path: Path) -> None:
+    """--scheduler, --variation-seed and --variation-strength reach the job as the API's fields do, and the PNG says
+    them as A1111 writes them; a bad schedule is refused before anything runs."""
+    out = tmp_path / "out"
+    echo = {"STUDIOLO_ENABLE_ECHO_ENGINE": "true"}
+    args = ("generate", "a red fox", "--steps", "2", "--size", "64x64", "--seed", "3", "--scheduler", "karras")
+    made = run(
+        *args, "--model", "echo", "--variation-seed", "9", "--variation-strength", "0.5", "--out", str(out), **echo
+    )
+    assert made.exit_code == 0, made.output
+    (png,) = out.glob("*.png")
+    parameters = Image.open(png).info["parameters"]
+    assert "Seed: 3" in parameters and "Schedule type: Karras" in parameters, parameters
+    assert "Variation seed: 9" in parameters and "Variation seed strength: 0.5" in parameters, parameters
+
+    unknown = run(*args[:-1], "sideways")  # no such schedule anywhere: the request's own rules (exit 2)
+    assert unknown.exit_code == 2 and "invalid_scheduler" in flat(unknown.stderr), unknown.output
+    unoffered = run(*args)  # the demo model draws its own schedule only: refused at submit (exit 1)
+    said = flat(unoffered.stderr)
+    assert unoffered.exit_code == 1 and "invalid_scheduler" in said and "offers the schedules automatic" in said
+
+
 def test_generate_out_that_cannot_be_a_folder_is_refused_before_the_job(
     run: Run, env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -178,6 +200,8 @@ def test_unknown_options_suggest_the_option_meant(run: Run, env: dict[str, str])
         ("generate", "a cat", "--cfg", "7"): "Did you mean --guidance?",
         ("generate", "a cat", "--init_image", "x.png"): "Did you mean --init-image?",
         ("models", "pull", "owner/name", "--defualt"): "Did you mean --default?",
+        ("generate", "a cat", "--subseed", "5"): "Did you mean --variation-seed?",
+        ("generate", "a cat", "--schedule-type", "karras"): "Did you mean --scheduler?",
     }
     for args, hint in cases.items():
         result = run(*args)
