@@ -269,7 +269,7 @@ class GenerationService:
         if idempotency_key is not None:
             check_idempotency_key(idempotency_key)
             request_hash = submit_hash(kind, p.model_dump(mode="json"), uploads)
-            existing = self._replay(owner_id, [idempotency_key], request_hash)
+            existing = self.replay(owner_id, [idempotency_key], request_hash)
             if existing:
                 return existing[0], False
         prepared = self.prepare(owner_id, p, kind)
@@ -289,7 +289,7 @@ class GenerationService:
             max_attempts=self.settings.max_attempts,
             now=utcnow(),
         )
-        accepted, created = self._insert(owner_id, [row])
+        accepted, created = self.insert_queued(owner_id, [row])
         return accepted[0], created
 
     def submit_batch(
@@ -313,7 +313,7 @@ class GenerationService:
             check_idempotency_key(idempotency_key)
             request_hash = batch_hash(items)
             keys = [batch_item_key(idempotency_key, i) for i in range(len(items))]
-            existing = self._replay(owner_id, keys, request_hash)
+            existing = self.replay(owner_id, keys, request_hash)
             if existing:
                 return BatchAccepted(jobs=existing), False
             item_keys = list(keys)
@@ -340,10 +340,10 @@ class GenerationService:
             )
             for p, prep, key in zip(items, prepared, item_keys, strict=True)
         ]
-        accepted, created = self._insert(owner_id, rows)
+        accepted, created = self.insert_queued(owner_id, rows)
         return BatchAccepted(jobs=accepted), created
 
-    def _insert(self, owner_id: str, rows: list[dict[str, Any]]) -> tuple[list[JobAccepted], bool]:
+    def insert_queued(self, owner_id: str, rows: list[dict[str, Any]]) -> tuple[list[JobAccepted], bool]:
         """Commit queued job rows in one transaction, then wake workers and tell watchers; returns (accepted views,
         True), or (the jobs of a request with the same Idempotency-Key that committed first, False)."""
         try:
@@ -360,7 +360,7 @@ class GenerationService:
             request_hash = rows[0]["request_hash"]
             if request_hash is None:
                 raise
-            existing = self._replay(owner_id, [row["idempotency_key"] for row in rows], request_hash)
+            existing = self.replay(owner_id, [row["idempotency_key"] for row in rows], request_hash)
             if existing is None:
                 raise
             return existing, False
@@ -379,7 +379,7 @@ class GenerationService:
             self.events.publish(row["id"], queued_event(view.queue_position, view.queue_position_capped))
         return accepted, True
 
-    def _replay(self, owner_id: str, keys: Sequence[str], request_hash: str) -> list[JobAccepted] | None:
+    def replay(self, owner_id: str, keys: Sequence[str], request_hash: str) -> list[JobAccepted] | None:
         """The jobs an earlier request queued under these idempotency keys (one per key, in order); None if there
         was none; 409 if that request was a different one."""
         with self.db.session() as session:

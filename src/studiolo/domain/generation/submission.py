@@ -129,8 +129,40 @@ def job_row(
     max_attempts: int,
     now: datetime,
 ) -> dict[str, Any]:
-    """A queued job's row, for a Core insert into ``jobs`` (``p``'s system_priority already authorized)."""
+    """A queued generation's row, for a Core insert into ``jobs`` (``p``'s system_priority already authorized)."""
     params, model_id, seeds = prepared
+    return queued_row(
+        owner_id,
+        kind,
+        params,
+        model_id,
+        seeds,
+        priority=p.priority,
+        system_priority=p.system_priority or 0,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        input_keys=input_keys,
+        max_attempts=max_attempts,
+        now=now,
+    )
+
+
+def queued_row(
+    owner_id: str,
+    kind: str,
+    params: dict[str, Any],
+    model_id: str,
+    seeds: list[int],
+    *,
+    priority: int = 0,
+    system_priority: int = 0,
+    idempotency_key: str | None,
+    request_hash: str | None,
+    input_keys: dict[str, str],
+    max_attempts: int,
+    now: datetime,
+) -> dict[str, Any]:
+    """A queued job's row of any kind (generation, upscale), for a Core insert into ``jobs``."""
     return {
         "id": new_id(),
         "owner_id": owner_id,
@@ -139,8 +171,8 @@ def job_row(
         "params": params,
         "model_id": model_id,
         "seeds": seeds,
-        "priority": p.priority,
-        "system_priority": p.system_priority or 0,
+        "priority": priority,
+        "system_priority": system_priority,
         "progress_step": 0,
         "progress_total": params["steps"],
         "attempts": 0,

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from studiolo.db.base import new_id, utcnow
+from studiolo.db.base import utcnow
 from studiolo.domain.gallery.models import Image
 from studiolo.domain.gallery.schemas import RegenerateRequest
 from studiolo.domain.generation import rules
 from studiolo.domain.generation.catalog import UpscalerInfo
 from studiolo.domain.generation.schemas import JobAccepted, UpscaleRequest, UpscalerList, UpscalerView
 from studiolo.domain.generation.service import GenerationService
-from studiolo.domain.generation.submission import check_idempotency_key, submit_hash
+from studiolo.domain.generation.submission import check_idempotency_key, queued_row, submit_hash
 from studiolo.errors import Conflict, InvalidInput
 
 # Sampling settings of model upscalers: the SD x4 upscaler's own guidance default; the latent upscaler is run
@@ -65,7 +65,7 @@ class UpscaleService:
         if idempotency_key is not None:
             check_idempotency_key(idempotency_key)
             request_hash = submit_hash("upscale", {"image_id": image_id, **req.model_dump(mode="json")}, {})
-            existing = gen._replay(owner_id, [idempotency_key], request_hash)
+            existing = gen.replay(owner_id, [idempotency_key], request_hash)
             if existing:
                 return existing[0], False
         upscaler = self._upscaler(req.upscaler)
@@ -84,32 +84,20 @@ class UpscaleService:
             rules.refuse(rules.pixels_rules(width, height, max_pixels, ("factor",)))
             params = _job_params(source, upscaler, req.factor, width, height)
             seeds = [source.seed]
-        now = utcnow()
-        row: dict[str, Any] = {
-            "id": new_id(),
-            "owner_id": owner_id,
-            "kind": "upscale",
-            "status": "queued",
-            "params": params,
-            "model_id": upscaler.id,
-            "seeds": seeds,
-            "priority": 0,
-            "system_priority": 0,
-            "progress_step": 0,
-            "progress_total": params["steps"],
-            "attempts": 0,
-            "max_attempts": gen.settings.max_attempts,
-            "run_after": now,
-            "cancel_requested": False,
-            "idempotency_key": idempotency_key,
-            "request_hash": request_hash,
-            "input_keys": {},
-            "cost": 0.0,
-            "timings": {},
-            "created_at": now,
-        }
+        row = queued_row(
+            owner_id,
+            "upscale",
+            params,
+            upscaler.id,
+            seeds,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            input_keys={},
+            max_attempts=gen.settings.max_attempts,
+            now=utcnow(),
+        )
         # The same insert as a generation's: queue position, wake-up, events, and an idempotency race resolved.
-        accepted, created = gen._insert(owner_id, [row])
+        accepted, created = gen.insert_queued(owner_id, [row])
         return accepted[0], created
 
     def regenerate(self, owner_id: str, image_id: str, req: RegenerateRequest) -> JobAccepted:
