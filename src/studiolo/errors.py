@@ -89,6 +89,14 @@ class Forbidden(StudioloError):
     code = "forbidden"
 
 
+class PaymentRequired(StudioloError):
+    """The plan's quota or the credit balance does not cover the request (402 quota_exceeded / insufficient_credits);
+    ``details`` say the limit, what is used, when it resets and where to upgrade."""
+
+    status_code = 402
+    code = "insufficient_credits"
+
+
 class RateLimited(StudioloError):
     status_code = 429
     code = "rate_limited"

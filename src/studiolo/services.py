@@ -20,6 +20,7 @@ from studiolo.domain.accounts.passwords import PasswordHashing
 from studiolo.domain.accounts.ratelimit import RateLimiter
 from studiolo.domain.accounts.service import AccountService
 from studiolo.domain.accounts.tokens import TokenCodec, load_secret_key
+from studiolo.domain.billing.service import BillingService
 from studiolo.domain.gallery.service import GalleryService
 from studiolo.domain.generation.admin import JobAdminService
 from studiolo.domain.generation.analytics import AnalyticsService
@@ -104,6 +105,7 @@ class Services:
     job_admin: JobAdminService
     analytics: AnalyticsService
     upscale: UpscaleService
+    billing: BillingService
     event_relay: RedisEventRelay | None = None  # set when STUDIOLO_REDIS_URL is
     pools: list[WorkerPool] = field(default_factory=list)
 
@@ -163,6 +165,10 @@ def build_services(
         retry_backoff_seconds=settings.retry_backoff_seconds,
         position_limit=settings.queue_position_limit,
     )
+    billing = BillingService(db, settings)
+    billing.sync_catalogue()
+    if billing.enabled:
+        queue.gate = billing
     gallery = GalleryService(db, store, trash_days=settings.trash_days)
     generation = GenerationService(
         db=db,
@@ -234,5 +240,6 @@ def build_services(
         job_admin=JobAdminService(db, generation),
         analytics=AnalyticsService(db),
         upscale=UpscaleService(generation),
+        billing=billing,
         event_relay=event_relay,
     )

@@ -126,6 +126,19 @@ class Settings(BaseSettings):
     # Cost accounting: credits charged per generated megapixel-step, reported on jobs and stats.
     cost_per_megapixel_step: float = Field(default=0.001, ge=0)
 
+    # Billing (issue 15, docs/billing.md). "off": no limits and nothing shown (a single-user install); "quotas": plans
+    # and credits assigned by an administrator (a team server, no payments); "stripe": plus self-service payments.
+    billing: Literal["off", "quotas", "stripe"] = "off"
+    # A TOML or JSON plan catalogue applied at start (plans it names are created or updated); empty: the defaults.
+    billing_plans_file: Path | None = None
+    billing_default_plan: str = "free"  # the plan of a new account, and of one whose subscription ended
+    # Usage records older than this are rolled up per day and deleted; at least 32 so a monthly window is never cut.
+    usage_retention_days: int = Field(default=90, ge=32, le=36500)
+    stripe_secret_key: str = ""
+    stripe_webhook_secret: str = ""
+    stripe_api_base: str = ""  # empty: Stripe's own; tests point it at a local server speaking Stripe's API
+    stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1, le=86400)
+
     # Accounts. "accounts": every API call needs a session or an API key (the default). "none": a trusted
     # single-user machine where every request acts as the built-in local owner (no sign-in), as ComfyUI does.
     auth_mode: Literal["accounts", "none"] = "accounts"
@@ -185,6 +198,10 @@ class Settings(BaseSettings):
             raise ValueError("STUDIOLO_STORAGE=s3 needs STUDIOLO_S3_BUCKET")
         if bool(self.s3_access_key_id) != bool(self.s3_secret_access_key):
             raise ValueError("set both STUDIOLO_S3_ACCESS_KEY_ID and STUDIOLO_S3_SECRET_ACCESS_KEY, or neither")
+        if self.billing == "stripe" and not (self.stripe_secret_key and self.stripe_webhook_secret):
+            raise ValueError(
+                "STUDIOLO_BILLING=stripe needs STUDIOLO_STRIPE_SECRET_KEY and STUDIOLO_STRIPE_WEBHOOK_SECRET"
+            )
         return self
 
     @property

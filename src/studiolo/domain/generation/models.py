@@ -54,6 +54,9 @@ class Job(Base):
     priority: Mapped[int] = mapped_column(Integer, default=0)
     # Queue-wide priority, ahead of the users' turns: set only by an administrator (issue 13, item 5).
     system_priority: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # The most jobs of this owner that may run at once while this one starts (the owner's plan: issue 15); 0: no
+    # limit. Stored on the job at submit, so the claim needs no join to the plans.
+    max_running: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     # The engine's progress: step of total steps of the current sampling call, and the 1-based image that call makes
     # when the engine makes them one after another (0: all in one call).
     progress_step: Mapped[int] = mapped_column(Integer, default=0)

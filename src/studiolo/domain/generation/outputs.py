@@ -21,6 +21,7 @@ from studiolo.db.session import Database
 from studiolo.domain.gallery import imaging
 from studiolo.domain.gallery.models import Image
 from studiolo.domain.gallery.service import GalleryService, StoredFiles, search_text
+from studiolo.domain.generation.charges import ChargeGate
 from studiolo.domain.generation.models import JOBS, Job
 from studiolo.engines.base import GeneratedImage, GenerationRequest
 from studiolo.engines.schedules import A1111_LABELS
@@ -237,9 +238,12 @@ def _success_values(settings: Settings, finished: Finished, now: datetime) -> di
     }
 
 
-def commit_successes(db: Database, settings: Settings, done: list[Finished]) -> set[str]:
-    """One transaction: each job marked succeeded if this worker still holds its lease, and the image rows of
-    those jobs inserted with one statement. Returns the ids of the jobs committed."""
+def commit_successes(
+    db: Database, settings: Settings, done: list[Finished], gate: ChargeGate | None = None
+) -> set[str]:
+    """One transaction: each job marked succeeded if this worker still holds its lease, the image rows of those jobs
+    inserted with one statement, and (billing on) their charges captured for the images made. Returns the ids of
+    the jobs committed."""
     now = utcnow()
     values = [_success_values(settings, finished, now) for finished in done]
     with db.session() as session:
@@ -253,4 +257,6 @@ def commit_successes(db: Database, settings: Settings, done: list[Finished]) -> 
         rows = [row for finished in done if finished.job.id in committed for row in finished.rows]
         if rows:
             session.execute(insert(Image), rows)
+        if gate is not None:
+            gate.settle(session, {f.job.id: len(f.rows) for f in done if f.job.id in committed})
     return committed

@@ -138,6 +138,8 @@ class WorkerPool:
         purged = self.runner.gallery.purge_due()
         if purged:
             log.info("purged %d images from the Trash after %d days", purged, self.settings.trash_days)
+        if self.queue.gate is not None:  # billing's upkeep rides on the same pass (issue 15)
+            self.queue.gate.upkeep()
         return purged
 
     def _leads_sweeps(self) -> bool:

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from studiolo.db.base import UTCDateTime, utcnow
 from studiolo.db.session import Database
+from studiolo.domain.generation.charges import ChargeGate
 from studiolo.domain.generation.models import JOBS, QUEUE_TURNS, Job
 
 # How many top candidates one claim attempt tries before re-reading the queue.
@@ -228,6 +229,9 @@ _BATCH_CANDIDATES_PG = text(
 class JobQueue:
     def __init__(self, db: Database, *, lease_seconds: float, retry_backoff_seconds: float, position_limit: int = 1000):
         self.db = db
+        # What a job may cost and when its charge ends (issue 15): the billing service, or None when billing is off.
+        # On the queue because every path that queues or ends a job has the queue at hand.
+        self.gate: ChargeGate | None = None
         self.position_limit = position_limit  # queue positions are counted exactly this far (QueuePosition)
         self.lease = timedelta(seconds=lease_seconds)
         self.backoff = retry_backoff_seconds
@@ -393,6 +397,8 @@ class JobQueue:
                     job.lease_owner = None
                     job.lease_expires_at = None
                     reaped.append(ReapedJob(job.id, requeued=False, model_id=job.model_id))
+                    if self.gate is not None:
+                        self.gate.settle(session, {job.id: 0})
                 else:
                     self.retry_later(session, job, "worker_lost", "The worker running this job stopped responding.")
                     reaped.append(ReapedJob(job.id, requeued=True, model_id=job.model_id))

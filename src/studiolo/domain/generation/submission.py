@@ -173,6 +173,7 @@ def queued_row(
         "seeds": seeds,
         "priority": priority,
         "system_priority": system_priority,
+        "max_running": 0,  # set from the owner's plan by the billing gate (GenerationService.insert_queued)
         "progress_step": 0,
         "progress_total": params["steps"],
         "attempts": 0,

@@ -442,6 +442,8 @@ class JobRunner:
             row.lease_owner = row.lease_expires_at = None
             if row.started_at:
                 row.duration_seconds = (now - row.started_at).total_seconds()
+            if self.queue.gate is not None:  # failed or canceled: its credits go back (issue 15)
+                self.queue.gate.settle(session, {row.id: 0})
         self.metrics.job_ended(job.model_id, status, code, time.monotonic() - state.started)
         event: dict[str, Any] = {"type": status}
         if status == "failed":
@@ -471,7 +473,7 @@ class JobRunner:
         """Commit the successes of ``done`` together, then announce them. A batch that cannot be committed is
         committed job by job, so one bad job fails alone."""
         try:
-            committed = commit_successes(self.db, self.settings, [f.outputs for f in done])
+            committed = commit_successes(self.db, self.settings, [f.outputs for f in done], self.queue.gate)
         except Exception as exc:
             if len(done) > 1:
                 log.warning("committing %d jobs together failed; committing them one by one", len(done), exc_info=True)

@@ -1,0 +1,1 @@
+"""Billing: plans, quotas, the credit ledger and Stripe payments (issue 15, docs/billing.md)."""

@@ -1,0 +1,236 @@
+"""The billing gate on the job queue: what a submission may do under its owner's plan, and what it costs.
+
+``reserve`` runs inside the transaction that inserts the jobs (GenerationService.insert_queued, requeue): it locks
+the owner's account, refuses what the plan forbids (403 plan_forbids), what the quotas no longer cover (402
+quota_exceeded) and what the credits do not (402 insufficient_credits), then holds the credits and images in one
+usage record per job. ``settle`` runs inside the transaction that ends a job: the credits of the images made are
+captured, the rest released. A job is charged once however often its worker crashes: a retry after a lost worker
+keeps its held record; only a retry of a failed or canceled job (whose record was released) reserves again.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, case, func, insert, select
+from sqlalchemy.orm import Session
+
+from studiolo.db.base import new_id
+from studiolo.domain.accounts.models import User
+from studiolo.domain.billing import cost
+from studiolo.domain.billing.ledger import Entry, append, day_window, lock_account, month_window, roll_period
+from studiolo.domain.billing.models import BillingAccount, Plan, UsageRecord
+from studiolo.errors import Forbidden, PaymentRequired
+
+USAGE = cast(Table, UsageRecord.__table__)
+UPGRADE_URL = "/pricing"
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What one queued job row will hold."""
+
+    row: dict[str, Any]
+    images: int
+    credits: int
+
+
+def used_images(session: Session, user_id: str, since: datetime) -> int:
+    """Images held or made by the user's jobs submitted since ``since`` (released records count nothing)."""
+    counted = case(
+        (USAGE.c.state == "held", USAGE.c.images),
+        (USAGE.c.state == "captured", USAGE.c.images_used),
+        else_=0,
+    )
+    total = session.scalar(
+        select(func.coalesce(func.sum(counted), 0)).where(USAGE.c.user_id == user_id, USAGE.c.created_at >= since)
+    )
+    return int(total or 0)
+
+
+def plan_refusals(plan: Plan, kind: str, params: Mapping[str, Any], model_id: str) -> list[tuple[str, str, Any]]:
+    """What the plan does not allow in one job: (field, message, limit) for each broken rule."""
+    broken: list[tuple[str, str, Any]] = []
+    feature = "upscale" if kind == "upscale" else kind
+    if feature not in plan.features:
+        broken.append(("kind", f"The {plan.name} plan does not include {feature}.", plan.features))
+    if plan.models is not None and model_id not in plan.models:
+        broken.append(("model", f"The {plan.name} plan does not include the model '{model_id}'.", plan.models))
+    pixels = int(params["width"]) * int(params["height"])
+    if plan.max_pixels is not None and pixels > plan.max_pixels:
+        broken.append(
+            ("size", f"The {plan.name} plan allows images up to {plan.max_pixels:,} pixels.", plan.max_pixels)
+        )
+    n = cost.job_images(kind, params)
+    if plan.max_images_per_job is not None and n > plan.max_images_per_job:
+        broken.append(
+            ("n", f"The {plan.name} plan allows {plan.max_images_per_job} images per job.", plan.max_images_per_job)
+        )
+    steps = int(params.get("steps") or 0)
+    if kind != "upscale" and plan.max_steps is not None and steps > plan.max_steps:
+        broken.append(("steps", f"The {plan.name} plan allows up to {plan.max_steps} steps.", plan.max_steps))
+    return broken
+
+
+class BillingGate:
+    """Reserve at submit, settle at the end (the ``ChargeGate`` of domain/generation/charges.py)."""
+
+    def __init__(self, *, default_plan: str, factors: Mapping[str, float], load_plan: Any) -> None:
+        self.default_plan = default_plan
+        self.factors = factors
+        # (session, slug) -> Plan: the service's lookup, which falls back to the default plan for a deleted one.
+        self.load_plan = load_plan
+
+    def charges(self, rows: Sequence[dict[str, Any]]) -> list[Charge]:
+        return [
+            Charge(
+                row,
+                cost.job_images(row["kind"], row["params"]),
+                cost.job_credits(row["kind"], row["params"], row["model_id"], self.factors),
+            )
+            for row in rows
+        ]
+
+    def check(
+        self, session: Session, account: BillingAccount, plan: Plan, charges: Sequence[Charge], now: datetime
+    ) -> None:
+        """Raise the refusal a submission of ``charges`` meets, if any: plan first, then quotas, then credits."""
+        for charge in charges:
+            broken = plan_refusals(plan, charge.row["kind"], charge.row["params"], charge.row["model_id"])
+            if broken:
+                field, message, limit = broken[0]
+                raise Forbidden(
+                    message,
+                    code="plan_forbids",
+                    details={"plan": plan.slug, "field": field, "limit": limit, "upgrade_url": UPGRADE_URL},
+                )
+        images = sum(c.images for c in charges)
+        windows = (
+            ("month", plan.monthly_images, month_window(account.anchor_at, now)),
+            ("day", plan.daily_images, day_window(now)),
+        )
+        for window, limit, (start, end) in windows:
+            if limit is None:
+                continue
+            used = used_images(session, account.user_id, start)
+            if used + images > limit:
+                left = max(0, limit - used)
+                raise PaymentRequired(
+                    f"This would make {images} image{'s' * (images != 1)}, and your {plan.name} plan has "
+                    f"{left} of {limit} left this {window}. It resets at {end:%Y-%m-%d %H:%M} UTC.",
+                    code="quota_exceeded",
+                    details={
+                        "window": window,
+                        "limit": limit,
+                        "used": used,
+                        "requested": images,
+                        "resets_at": end.isoformat(),
+                        "upgrade_url": UPGRADE_URL,
+                    },
+                )
+        needed = sum(c.credits for c in charges)
+        if needed > account.balance:
+            raise PaymentRequired(
+                f"This costs {needed} credit{'s' * (needed != 1)} and you have {account.balance}.",
+                code="insufficient_credits",
+                details={
+                    "needed": needed,
+                    "balance": account.balance,
+                    "held": account.held,
+                    "upgrade_url": "/billing",
+                },
+            )
+
+    def reserve(
+        self,
+        session: Session,
+        owner_id: str,
+        rows: Sequence[dict[str, Any]],
+        *,
+        now: datetime,
+        seq: int = 1,
+    ) -> None:
+        """Check and hold what ``rows`` (queued job rows, not yet inserted) cost; sets each row's plan-given
+        ``system_priority`` (at least the plan's queue priority) and ``max_running``. ``seq``: 1 for a new job, the
+        next number for a retry of a finished one."""
+        account = lock_account(session, owner_id, self.default_plan, now)
+        plan = self.load_plan(session, account.plan_slug)
+        roll_period(session, account, plan, now)
+        exempt = session.scalar(select(User.role).where(User.id == owner_id)) == "admin"
+        charges = self.charges(rows)
+        if exempt:  # administrators are never refused; their usage is recorded at no charge
+            charges = [Charge(c.row, c.images, 0) for c in charges]
+        else:
+            self.check(session, account, plan, charges, now)
+        for c in charges:
+            c.row["system_priority"] = max(int(c.row.get("system_priority") or 0), plan.queue_priority)
+            c.row["max_running"] = plan.max_running_jobs or 0
+        session.execute(
+            insert(USAGE),
+            [
+                {
+                    "id": new_id(),
+                    "user_id": owner_id,
+                    "job_id": c.row["id"],
+                    "seq": seq,
+                    "kind": c.row["kind"],
+                    "images": c.images,
+                    "images_used": 0,
+                    "credits": c.credits,
+                    "credits_captured": 0,
+                    "state": "held",
+                    "created_at": now,
+                    "settled_at": None,
+                }
+                for c in charges
+            ],
+        )
+        entries = [
+            Entry("reserve", f"{c.row['id']}:{seq}:reserve", amount=-c.credits, held=c.credits, job_id=c.row["id"])
+            for c in charges
+            if c.credits
+        ]
+        append(session, account, entries, now)
+
+    def settle(self, session: Session, outcomes: Mapping[str, int], now: datetime) -> None:
+        """End the holds of these jobs: ``outcomes`` maps a job id to the images it made (0: failed or canceled).
+        The credits of the images made are captured, the rest released. Records already settled are skipped, so
+        settling twice changes nothing."""
+        if not outcomes:
+            return
+        held = session.scalars(
+            select(UsageRecord)
+            .where(UsageRecord.job_id.in_(list(outcomes)), UsageRecord.state == "held")
+            .order_by(UsageRecord.user_id, UsageRecord.id)
+        ).all()
+        by_user: dict[str, list[UsageRecord]] = defaultdict(list)
+        for record in held:
+            by_user[record.user_id].append(record)
+        for user_id in sorted(by_user):  # one lock order for every transaction: no deadlock between settlements
+            account = lock_account(session, user_id, self.default_plan, now)
+            entries: list[Entry] = []
+            for record in by_user[user_id]:
+                # Re-read under the account's lock: a concurrent settlement of the same job may have won.
+                session.refresh(record)
+                if record.state != "held":
+                    continue
+                made = max(0, min(outcomes[record.job_id], record.images))
+                captured = record.credits * made // record.images if record.images else 0
+                released = record.credits - captured
+                key = f"{record.job_id}:{record.seq}"
+                if captured:
+                    entries.append(Entry("capture", f"{key}:capture", held=-captured, job_id=record.job_id))
+                if released:
+                    entries.append(
+                        Entry("release", f"{key}:release", amount=released, held=-released, job_id=record.job_id)
+                    )
+                account.grant_remaining = max(0, account.grant_remaining - captured)
+                record.state = "captured" if made else "released"
+                record.images_used = made
+                record.credits_captured = captured
+                record.settled_at = now
+            append(session, account, entries, now)
