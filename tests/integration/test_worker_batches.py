@@ -156,10 +156,10 @@ def test_a_batch_that_cannot_be_committed_is_committed_job_by_job(
 ) -> None:
     run_all(svc, make_worker(svc)) if submit(svc, prompt="warm-up") else None
 
-    def only_single(db: Any, settings: Any, done: list[Finished]) -> set[str]:
+    def only_single(db: Any, settings: Any, done: list[Finished], gate: Any = None) -> set[str]:
         if len(done) > 1:
             raise RuntimeError("simulated: the batch's transaction failed")
-        return commit_successes(db, settings, done)
+        return commit_successes(db, settings, done, gate)
 
     monkeypatch.setattr(worker_module, "commit_successes", only_single)
     ids = [submit(svc, prompt=f"p{i}") for i in range(4)]
