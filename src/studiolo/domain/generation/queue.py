@@ -397,11 +397,14 @@ class JobQueue:
                     job.lease_owner = None
                     job.lease_expires_at = None
                     reaped.append(ReapedJob(job.id, requeued=False, model_id=job.model_id))
-                    if self.gate is not None:
-                        self.gate.settle(session, {job.id: 0})
                 else:
                     self.retry_later(session, job, "worker_lost", "The worker running this job stopped responding.")
                     reaped.append(ReapedJob(job.id, requeued=True, model_id=job.model_id))
+            dead = {r.id: 0 for r in reaped if not r.requeued}
+            if dead and self.gate is not None:
+                # The dead letters' credits go back; a requeued job keeps its hold (charged once). One call, so the
+                # accounts are locked in the one order every settlement uses (no deadlock with a worker's commit).
+                self.gate.settle(session, dead)
         return reaped
 
     def queue_position(self, session: Session, job: Job) -> QueuePosition | None:
