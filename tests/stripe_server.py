@@ -29,8 +29,8 @@ Usage::
         stripe.send(event, secret="whsec_wrong")
         stripe.send(event, signature_header="t=1,v1=00")
 
-Without a live Studiolo server (FastAPI TestClient), set ``stripe.deliver = lambda url, body, headers: ...`` to a
-function that posts with the TestClient and returns ``(status_code, text)``.
+Without a live Studiolo server (FastAPI TestClient): ``stripe.deliver = deliver_with(test_client)`` (any function
+``(url, body, headers) -> (status_code, text)`` will do).
 
 State is public and inspectable: ``customers``, ``sessions``, ``subscriptions``, ``invoices``, ``charges``,
 ``prices`` (add a known price with ``add_price``), ``requests`` (each API call: method, path, form, idempotency
@@ -99,6 +99,16 @@ def decode_form(body: str) -> dict[str, Any]:
     return listify(root)
 
 
+def deliver_with(client: Any, path: str = "/api/v1/billing/stripe/webhook") -> Deliver:
+    """A ``deliver`` that posts with a FastAPI TestClient (no live Studiolo server needed)."""
+
+    def deliver(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+        response = client.post(path, content=body, headers=headers)
+        return response.status_code, response.text
+
+    return deliver
+
+
 def default_deliver(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
     response = httpx.post(url, content=body, headers=headers, timeout=30)
     return response.status_code, response.text
@@ -119,6 +129,7 @@ class StripeServer:
         self.invoices: dict[str, dict[str, Any]] = {}
         self.charges: dict[str, dict[str, Any]] = {}
         self.prices: dict[str, dict[str, Any]] = {}
+        self.payment_intents: dict[str, dict[str, Any]] = {}
         self.requests: list[dict[str, Any]] = []
         self.deliveries: list[Delivery] = []
         self.api_error: tuple[int, dict[str, Any]] | None = None
@@ -177,7 +188,7 @@ class StripeServer:
             self.customers[customer["id"]] = customer
         return customer
 
-    def _price_of(self, item: dict[str, Any]) -> dict[str, Any]:
+    def price_of(self, item: dict[str, Any]) -> dict[str, Any]:
         if "price" in item:
             return self.prices[item["price"]]
         data = item["price_data"]
@@ -251,8 +262,18 @@ class StripeServer:
             "status": "succeeded",
             "created": _now(),
         }
+        intent = {
+            "id": charge["payment_intent"],
+            "object": "payment_intent",
+            "amount": amount,
+            "currency": currency,
+            "customer": customer,
+            "status": "succeeded",
+            "latest_charge": charge_id,
+        }
         with self.lock:
             self.charges[charge_id] = charge
+            self.payment_intents[intent["id"]] = intent
         return charge
 
     def charge_for(self, payment_intent: str) -> dict[str, Any]:
@@ -329,7 +350,7 @@ class StripeServer:
             if session["customer"] is None:
                 session["customer"] = self.create_customer(session.get("customer_email"))["id"]
             item = session["line_items_requested"][0]
-            price = self._price_of(item)
+            price = self.price_of(item)
             quantity = int(item.get("quantity", 1))
             session.update(status="complete", payment_status="paid", amount_total=price["unit_amount"] * quantity)
             session["currency"] = price["currency"]
@@ -445,6 +466,8 @@ class StripeServer:
                 Route("/v1/subscriptions/{id}", self._get("subscriptions")),
                 Route("/v1/customers/{id}", self._get("customers")),
                 Route("/v1/invoices/{id}", self._get("invoices")),
+                Route("/v1/payment_intents/{id}", self._get("payment_intents")),
+                Route("/v1/charges/{id}", self._get("charges")),
                 Route("/checkout/{id}", self._checkout_page),
                 Route("/checkout/{id}/pay", self._pay, methods=["POST"]),
                 Route("/portal/{id}", self._portal_page),
@@ -531,7 +554,11 @@ class StripeServer:
             obj = getattr(self, collection).get(request.path_params["id"])
             if obj is None:
                 return _error(404, {"type": "invalid_request_error", "code": "resource_missing"})
-            return JSONResponse(_public(obj))
+            obj = _public(obj)
+            for name in decode_form(request.url.query).get("expand", []):  # expand[0]=latest_charge
+                if isinstance(obj.get(name), str) and obj[name] in self.charges:
+                    obj[name] = self.charges[obj[name]]
+            return JSONResponse(obj)
 
         return get
 
