@@ -117,6 +117,8 @@ class StripeWebhooks:
         self.gateway = gateway
         self._handlers: dict[str, Callable[[Session, _Event], Outcome]] = {
             "checkout.session.completed": self._checkout_completed,
+            # A delayed payment method (a bank debit) completes the session unpaid; this follows once it is paid.
+            "checkout.session.async_payment_succeeded": self._checkout_completed,
             "invoice.paid": self._invoice_paid,
             "invoice.payment_failed": self._invoice_failed,
             "customer.subscription.created": self._subscription_updated,
@@ -186,7 +188,7 @@ class StripeWebhooks:
 
     def _fetch(self, ctx: _Event) -> None:
         obj = ctx.obj
-        if ctx.type != "checkout.session.completed":
+        if not ctx.type.startswith("checkout.session."):
             return
         if obj.get("mode") == "subscription" and obj.get("subscription"):
             sub_id = obj["subscription"] if isinstance(obj["subscription"], str) else obj["subscription"]["id"]
