@@ -4,37 +4,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 
 from studiolo.domain.accounts.audit import Origin
 from studiolo.domain.billing.models import Plan
-from studiolo.services import Services
 from tests.helpers import app_with, auth_headers, create_user
-from tests.stripe_server import StripeServer, deliver_with
-
-SECRET = "whsec_test"
-
-
-@dataclass
-class Env:
-    svc: Services
-    client: TestClient
-    stripe: StripeServer
+from tests.integration.stripe_env import Env, stripe_env
 
 
 @pytest.fixture
 def env(settings_factory: Callable[..., Any]) -> Iterator[Env]:
-    with StripeServer(webhook_url="http://testserver/api/v1/billing/stripe/webhook", webhook_secret=SECRET) as server:
-        settings = {"stripe_secret_key": "sk_test_x", "stripe_webhook_secret": SECRET, "stripe_api_base": server.url}
-        with app_with(settings_factory, billing="stripe", **settings) as (svc, client):
-            server.deliver = deliver_with(client)
-            yield Env(svc, client, server)
+    with stripe_env(settings_factory) as made:
+        yield made
 
 
 def signed_in(env: Env, email: str = "payer@example.com") -> tuple[str, dict[str, str]]:

@@ -6,37 +6,24 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import stripe as stripe_sdk
-from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from studiolo.domain.accounts.mail import ConsoleMailer
 from studiolo.domain.billing.models import BillingAccount, StripeEvent
 from studiolo.services import Services
-from tests.helpers import app_with, create_user, in_threads, writes_meet
-from tests.stripe_server import StripeServer, deliver_with
-
-SECRET = "whsec_test"
-
-
-@dataclass
-class Env:
-    svc: Services
-    client: TestClient
-    stripe: StripeServer
+from tests.helpers import create_user, in_threads, writes_meet
+from tests.integration.stripe_env import SECRET, Env, stripe_env
+from tests.stripe_server import StripeServer
 
 
 @pytest.fixture
 def env(settings_factory: Callable[..., Any]) -> Iterator[Env]:
-    with StripeServer(webhook_url="http://testserver/api/v1/billing/stripe/webhook", webhook_secret=SECRET) as server:
-        settings = {"stripe_secret_key": "sk_test_x", "stripe_webhook_secret": SECRET, "stripe_api_base": server.url}
-        with app_with(settings_factory, billing="stripe", **settings) as (svc, client):
-            server.deliver = deliver_with(client)
-            yield Env(svc, client, server)
+    with stripe_env(settings_factory) as made:
+        yield made
 
 
 def subscribe(env: Env, email: str = "payer@example.com", plan: str = "basic") -> tuple[str, str]:

@@ -390,20 +390,34 @@ class StripeWebhooks:
             account.subscription_status = "active"
             account.subscription_period_end = end
         plan_name = self._plan_name(session, slug) if slug else "Studiolo"
+        period_text = f", {start:%Y-%m-%d} to {end:%Y-%m-%d}" if start and end else ""
+        self._invoice_payment(session, inv, user_id, sub_id, slug, "paid", f"{plan_name} plan{period_text}")
+        return "applied"
+
+    def _invoice_payment(
+        self,
+        session: Session,
+        inv: dict[str, Any],
+        user_id: str,
+        sub_id: str | None,
+        slug: str | None,
+        status: str,
+        description: str,
+    ) -> None:
+        """The payment history row of an invoice (one per invoice: a failed one becomes paid when a retry works)."""
         self._payment(
             session,
             str(inv["id"]),
             user_id=user_id,
             kind="subscription",
-            amount_cents=int(inv.get("amount_paid") or 0),
+            amount_cents=int(inv.get("amount_paid" if status == "paid" else "amount_due") or 0),
             currency=str(inv.get("currency") or "usd"),
-            status="paid",
-            description=f"{plan_name} plan" + (f", {start:%Y-%m-%d} to {end:%Y-%m-%d}" if start and end else ""),
+            status=status,
+            description=description,
             receipt_url=inv.get("hosted_invoice_url"),
             plan_slug=slug,
             details={"subscription": sub_id, "billing_reason": inv.get("billing_reason")},
         )
-        return "applied"
 
     def _invoice_failed(self, session: Session, ctx: _Event) -> Outcome:
         inv = ctx.obj
@@ -418,19 +432,7 @@ class StripeWebhooks:
         existing = session.scalar(select(Payment.status).where(Payment.stripe_object_id == str(inv["id"])))
         if existing != "paid":  # a retry that succeeded first wins
             slug = self._plan_for(session, _line_price(_invoice_line(inv)), metadata)
-            self._payment(
-                session,
-                str(inv["id"]),
-                user_id=user_id,
-                kind="subscription",
-                amount_cents=int(inv.get("amount_due") or 0),
-                currency=str(inv.get("currency") or "usd"),
-                status="failed",
-                description="Renewal payment failed",
-                receipt_url=inv.get("hosted_invoice_url"),
-                plan_slug=slug,
-                details={"subscription": sub_id, "billing_reason": inv.get("billing_reason")},
-            )
+            self._invoice_payment(session, inv, user_id, sub_id, slug, "failed", "Renewal payment failed")
         self._mail(
             ctx,
             session,
