@@ -337,26 +337,21 @@ class StripeWebhooks:
             )
         return "applied"
 
-    def _subscription_updated(self, session: Session, ctx: _Event) -> Outcome:
+    def _subscription_account(self, session: Session, ctx: _Event) -> BillingAccount | None:
         sub = ctx.obj
-        metadata = sub.get("metadata") or {}
-        user_id = self._user(session, sub.get("customer"), metadata.get("user_id"))
-        if user_id is None:
-            return "ignored"
-        account = self._account(session, user_id, sub.get("customer"), ctx.now)
-        return self._apply_subscription(session, ctx, account, sub, current=False)
+        user_id = self._user(session, sub.get("customer"), (sub.get("metadata") or {}).get("user_id"))
+        return None if user_id is None else self._account(session, user_id, sub.get("customer"), ctx.now)
+
+    def _subscription_updated(self, session: Session, ctx: _Event) -> Outcome:
+        account = self._subscription_account(session, ctx)
+        return "ignored" if account is None else self._apply_subscription(session, ctx, account, ctx.obj, current=False)
 
     def _subscription_deleted(self, session: Session, ctx: _Event) -> Outcome:
-        sub = ctx.obj
-        metadata = sub.get("metadata") or {}
-        user_id = self._user(session, sub.get("customer"), metadata.get("user_id"))
-        if user_id is None:
-            return "ignored"
-        account = self._account(session, user_id, sub.get("customer"), ctx.now)
-        if account.stripe_subscription_id not in (None, sub.get("id")):
-            return "ignored"  # an older subscription ended; the current one stays
-        self.billing.set_plan(session, user_id, self.settings.billing_default_plan, now=ctx.now)
-        account.stripe_subscription_id = str(sub.get("id"))
+        account = self._subscription_account(session, ctx)
+        if account is None or account.stripe_subscription_id not in (None, ctx.obj.get("id")):
+            return "ignored"  # not ours, or an older subscription ended and the current one stays
+        self.billing.set_plan(session, account.user_id, self.settings.billing_default_plan, now=ctx.now)
+        account.stripe_subscription_id = str(ctx.obj.get("id"))
         account.subscription_status = "canceled"
         account.cancel_at_period_end = False
         last = account.subscription_event_at
