@@ -563,9 +563,13 @@ class StripeServer:
         )
 
     async def _pay(self, request: Request) -> Response:
-        if request.path_params["id"] not in self.sessions:
+        session = self.sessions.get(request.path_params["id"])
+        if session is None:
             return HTMLResponse("<h1>No such checkout session</h1>", status_code=404)
-        target = await run_in_threadpool(self.complete_checkout, request.path_params["id"])
+        if session["status"] != "open":  # paid already (a second click): back to the shop, nothing sent again
+            target = str(session["success_url"]).replace("{CHECKOUT_SESSION_ID}", session["id"])
+            return RedirectResponse(target, status_code=303)
+        target = await run_in_threadpool(self.complete_checkout, session["id"])
         return RedirectResponse(target, status_code=303)
 
     async def _portal_page(self, request: Request) -> Response:

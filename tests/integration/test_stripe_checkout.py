@@ -57,6 +57,7 @@ def test_upgrade_through_checkout_pay_and_the_webhook(env: Env) -> None:
     ]
     summary = env.svc.billing.summary(user_id)
     assert summary.plan.slug == "basic" and summary.subscription.status == "active"
+    assert httpx.post(f"{url}/pay").status_code == 303 and len(env.stripe.deliveries) == 2  # a second click
 
     # The same plan again is refused; so is a second subscription (plan changes go through the portal).
     again = env.client.post("/api/v1/billing/checkout", json={"plan": "basic"}, headers=headers)
