@@ -37,7 +37,7 @@ from studiolo.domain.billing.ledger import lock_account
 from studiolo.domain.billing.models import BillingAccount, Payment, Plan, StripeEvent
 from studiolo.domain.billing.service import BillingService
 from studiolo.domain.billing.stripe_gateway import LIVE_STATUSES, PaymentGateway
-from studiolo.errors import StudioloError
+from studiolo.errors import Conflict, StudioloError
 from studiolo.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -173,10 +173,12 @@ class StripeWebhooks:
                 session.add(StripeEvent(id=event_id, type=event_type, created_at=ctx.created, processed_at=ctx.now))
                 session.flush()  # a concurrent delivery of the same event waits here, then fails on the key
                 outcome = handler(session, ctx)
-        except IntegrityError:
+        except IntegrityError as exc:
             if self._seen(event_id):
                 return WebhookAck(event_id=event_id, type=event_type, outcome="duplicate")
-            raise
+            # Another event about the same object (an invoice paid and failed at once) wrote its row first: nothing
+            # of this one was kept, and Stripe's next delivery applies it on top.
+            raise Conflict("A concurrent event changed the same record; deliver again.", code="retry_later") from exc
         for mail in ctx.mails:  # only once the change is committed
             self.outbox.send(mail)
         log.info("stripe event %s (%s): %s", event_id, event_type, outcome)
