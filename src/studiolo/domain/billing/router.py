@@ -7,9 +7,11 @@ its bodies saying ``"mode": "off"``; Stripe's routes (checkout, portal, webhook)
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
 
 from studiolo.deps import AdminPrincipal, OriginDep, OwnerId, ServicesDep, current_owner_id
 from studiolo.domain.billing.plans import PlanPatch, PlanSpec
@@ -27,6 +29,9 @@ from studiolo.domain.billing.schemas import (
     QuoteRequest,
     UsageView,
 )
+from studiolo.domain.generation.rules import params_error
+from studiolo.errors import InvalidInput
+from studiolo.services import Services
 
 # Every route needs a signed-in caller whose credential has the scope the method needs (as generation/router.py).
 router = APIRouter(prefix="/billing", tags=["billing"], dependencies=[Depends(current_owner_id)])
@@ -64,12 +69,38 @@ def billing_usage(services: ServicesDep, owner: OwnerId) -> UsageView:
     return services.billing.usage(owner)
 
 
-@router.post("/quote", response_model=Quote, summary="What a generation would cost, and whether it would be accepted")
-def quote(body: QuoteRequest, services: ServicesDep, owner: OwnerId) -> Quote:
-    """The body is a generation request (as POST /generations takes it) plus its ``kind``. Answers the credits the
-    job would hold, by the same rules as the submission, without holding anything: a refusal the submission would
-    meet (402 ``quota_exceeded`` / ``insufficient_credits``, 403 ``plan_forbids``) is in ``refusal``, with a 200.
-    A request no submission could make (a bad size, an unknown model) is refused as POST /generations refuses it."""
+# The route parses its own body, with the configured limits (as POST /generations does), so its rules answer with
+# their own codes (invalid_size, too_many_images, ...); the schema is given here, inlined (it has no nested models).
+_QUOTE_BODY: dict[str, Any] = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": QuoteRequest.model_json_schema()}}}
+}
+
+
+@router.post(
+    "/quote",
+    response_model=Quote,
+    openapi_extra=_QUOTE_BODY,
+    summary="What a generation would cost, and whether it would be accepted",
+)
+async def quote(request: Request, services: ServicesDep, owner: OwnerId) -> Quote:
+    """The body is a generation request (as POST /generations takes it) plus its ``kind`` (txt2img, img2img or
+    inpaint; no images are sent). Answers the credits the job would hold, by the same rules as the submission,
+    without holding anything: a refusal the submission would meet (402 ``quota_exceeded`` /
+    ``insufficient_credits``, 403 ``plan_forbids``) is in ``refusal``, with a 200. A request no job could be made of
+    (a bad size, an unknown model) is refused with the status and code POST /generations answers it with."""
+    try:
+        body = QuoteRequest.model_validate_json(
+            await request.body() or b"null", context=services.generation.validation_context
+        )
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            errors = [{"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}]
+            raise InvalidInput("The body is not valid JSON.", details={"errors": errors}) from exc
+        raise params_error(exc) from exc
+    return await run_in_threadpool(_quote, services, owner, body)
+
+
+def _quote(services: Services, owner: str, body: QuoteRequest) -> Quote:
     params, model_id, _ = services.generation.prepare(owner, body, body.kind)
     return services.billing.quote(owner, body.kind, params, model_id)
 
