@@ -7,13 +7,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from studiolo.db.base import utcnow
+from studiolo.domain.accounts.audit import Origin
 from studiolo.domain.billing.models import Payment, UsageDaily, UsageRecord
+from studiolo.errors import InvalidInput
 from studiolo.services import Services
 from tests.helpers import app_with, auth_headers, create_user, drain, job_count
 
@@ -397,3 +400,37 @@ def test_analytics_sums_revenue_and_usage_per_utc_day(billed: Billed) -> None:
     for bad in ("0", "366", "x"):
         r = billed.client.get("/api/v1/admin/billing/analytics", params={"days": bad}, headers=billed.admin)
         error(r, 422, "invalid_input")
+
+
+def test_a_plans_file_adds_plans_packs_and_model_factors(settings_factory: Callable[..., Any], tmp_path: Path) -> None:
+    path = tmp_path / "plans.toml"
+    path.write_text(
+        '[[plans]]\nslug = "team"\nname = "Team"\nmonthly_credits = 300\nsort_order = 3\n'
+        '[[credit_packs]]\nslug = "credits-100"\ncredits = 100\nprice_cents = 100\n'
+        '[model_credits]\n"echo" = 2.0\n'
+    )
+    with app_with(settings_factory, billing="quotas", billing_plans_file=path) as (services, client):
+        user = create_user(services, "team@example.com")
+        services.billing.assign_plan(user, "team", actor_id=None, origin=Origin())
+        me = auth_headers(services, user)
+        plans = client.get("/api/v1/billing/plans", headers=me).json()
+        assert [p["slug"] for p in plans["plans"]] == ["free", "basic", "pro", "team"]
+        assert [p["slug"] for p in plans["credit_packs"]] == ["credits-100"]
+        assert plans["model_credits"] == {"echo": 2.0}
+        quote = client.post("/api/v1/billing/quote", json={**STANDARD, "model": "echo"}, headers=me).json()
+        assert (quote["model"], quote["credits"], quote["balance"]) == ("echo", 2, 300)
+        assert client.post(GEN, json={**STANDARD, "model": "echo"}, headers=me).status_code == 202
+        assert client.get("/api/v1/billing", headers=me).json()["held"] == 2
+
+
+def test_a_broken_plans_file_or_an_unknown_default_plan_stops_the_start(
+    settings_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    path = tmp_path / "plans.json"
+    path.write_text('{"plans": [{"slug": "x"}]}')
+    with pytest.raises(InvalidInput) as broken, app_with(settings_factory, billing="quotas", billing_plans_file=path):
+        pass
+    assert broken.value.code == "invalid_plans_file" and "name" in broken.value.message
+    with pytest.raises(InvalidInput) as unknown, app_with(settings_factory, billing_default_plan="gold"):
+        pass
+    assert unknown.value.code == "invalid_default_plan"
