@@ -434,3 +434,12 @@ def test_a_broken_plans_file_or_an_unknown_default_plan_stops_the_start(
     with pytest.raises(InvalidInput) as unknown, app_with(settings_factory, billing_default_plan="gold"):
         pass
     assert unknown.value.code == "invalid_default_plan"
+
+
+def test_every_billing_route_is_documented(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    billing = {p: ops for p, ops in paths.items() if "billing" in p or p.endswith(("/plan", "/credits", "/ledger"))}
+    assert len(billing) >= 14
+    for path, ops in billing.items():
+        for method, op in ops.items():
+            assert op.get("summary") and op.get("description"), (method, path)
