@@ -443,3 +443,20 @@ def test_every_billing_route_is_documented(client: TestClient) -> None:
     for path, ops in billing.items():
         for method, op in ops.items():
             assert op.get("summary") and op.get("description"), (method, path)
+
+
+def test_the_daily_window_and_a_canceled_job_gives_its_images_back(billed: Billed) -> None:
+    plan = {"slug": "daily", "name": "Daily", "monthly_images": 100, "daily_images": 2, "monthly_credits": 100}
+    assert billed.client.post("/api/v1/admin/billing/plans", json=plan, headers=billed.admin).status_code == 201
+    _, me = billed.user("daily@example.com", "daily")
+    job = billed.client.post(GEN, json={**STANDARD, "n": 2}, headers=me).json()
+    day = error(billed.client.post(GEN, json=STANDARD, headers=me), 402, "quota_exceeded")["details"]
+    assert (day["window"], day["limit"], day["used"]) == ("day", 2, 2)
+    assert day["resets_at"].endswith("T00:00:00+00:00")
+    usage = billed.client.get("/api/v1/billing/usage", headers=me).json()
+    assert (usage["day"]["used"], usage["month"]["used"], usage["month"]["limit"]) == (2, 2, 100)
+
+    assert billed.client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=me).status_code == 200
+    assert billed.client.get("/api/v1/billing/usage", headers=me).json()["day"]["used"] == 0
+    assert billed.client.get("/api/v1/billing", headers=me).json()["balance"] == 100  # released
+    assert billed.client.post(GEN, json=STANDARD, headers=me).status_code == 202
