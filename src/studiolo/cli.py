@@ -1,4 +1,4 @@
-"""The ``studiolo`` command line: serve, backup, restore, worker, generate, upscale, models, images, db, users.
+"""The ``studiolo`` command line: serve, backup, restore, worker, generate, upscale, models, images, db, users, billing.
 Same services as the HTTP API."""
 
 from __future__ import annotations
