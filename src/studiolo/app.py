@@ -17,6 +17,7 @@ from studiolo import __version__
 from studiolo.domain.accounts.oauth_router import router as oauth_router
 from studiolo.domain.accounts.router import admin_router
 from studiolo.domain.accounts.router import router as accounts_router
+from studiolo.domain.billing.stripe_router import router as stripe_router
 from studiolo.domain.gallery.router import router as gallery_router
 from studiolo.domain.generation.router import admin_router as generation_admin_router
 from studiolo.domain.generation.router import router as generation_router
@@ -171,6 +172,7 @@ def create_app(
     app.include_router(oauth_router, prefix="/api/v1")
     app.include_router(admin_router, prefix="/api/v1")
     app.include_router(generation_admin_router, prefix="/api/v1")
+    app.include_router(stripe_router, prefix="/api/v1")
     app.include_router(ops_router)
     install_pages(app)
 

@@ -97,6 +97,13 @@ class PaymentRequired(StudioloError):
     code = "insufficient_credits"
 
 
+class PaymentProviderError(StudioloError):
+    """The payment provider (Stripe) refused or could not be reached: 502, never a 500; nothing was charged by us."""
+
+    status_code = 502
+    code = "payment_provider_error"
+
+
 class RateLimited(StudioloError):
     status_code = 429
     code = "rate_limited"
