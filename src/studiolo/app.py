@@ -17,6 +17,8 @@ from studiolo import __version__
 from studiolo.domain.accounts.oauth_router import router as oauth_router
 from studiolo.domain.accounts.router import admin_router
 from studiolo.domain.accounts.router import router as accounts_router
+from studiolo.domain.billing.router import admin_router as billing_admin_router
+from studiolo.domain.billing.router import router as billing_router
 from studiolo.domain.billing.stripe_router import router as stripe_router
 from studiolo.domain.gallery.router import router as gallery_router
 from studiolo.domain.generation.router import admin_router as generation_admin_router
@@ -172,6 +174,8 @@ def create_app(
     app.include_router(oauth_router, prefix="/api/v1")
     app.include_router(admin_router, prefix="/api/v1")
     app.include_router(generation_admin_router, prefix="/api/v1")
+    app.include_router(billing_router, prefix="/api/v1")
+    app.include_router(billing_admin_router, prefix="/api/v1")
     app.include_router(stripe_router, prefix="/api/v1")
     app.include_router(ops_router)
     install_pages(app)

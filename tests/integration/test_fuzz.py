@@ -26,7 +26,7 @@ PostgreSQL from paths, query strings, JSON bodies, form fields and headers; a re
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +42,7 @@ from studiolo.domain.accounts.schemas import ApiKeyCreate
 from studiolo.domain.gallery.schemas import CollectionCreate
 from studiolo.domain.generation.schemas import StyleCreate
 from studiolo.errors import Unauthorized
-from studiolo.services import Services
+from studiolo.services import Services, build_services
 from tests.helpers import auth_headers, create_user, drain, submit
 
 ADMIN = "/api/v1/admin/"
@@ -154,3 +154,52 @@ def test_no_input_is_a_server_error_for_a_user(case: Any, user_world: World) -> 
 @fuzz_settings
 def test_no_input_is_a_server_error_for_an_admin(case: Any, admin_world: World) -> None:
     send(case, admin_world)
+
+
+# Billing (issue 15) once more with STUDIOLO_BILLING=quotas: above, billing is off and its routes only say so. Here
+# the caller has a plan, credits and a ledger, the plan catalogue is live, and {slug} names a real plan.
+BILLING_USER = r"^/api/v1/billing"
+BILLING_ADMIN = r"^/api/v1/admin/(billing|users/\{user_id\}/(plan|credits|billing|ledger))"
+
+
+@pytest.fixture
+def billed_services(settings_factory: Callable[..., Any]) -> Iterator[Services]:
+    svc = build_services(settings_factory(billing="quotas"), upgrade_db=False)
+    yield svc
+    svc.close(timeout=10)
+
+
+@pytest.fixture
+def billed_api_schema(billed_services: Services) -> Any:
+    return schemathesis.openapi.from_asgi("/openapi.json", create_app(services=billed_services, start_workers=False))
+
+
+def billed_world(services: Services, role: str) -> World:
+    world = make_world(services, role)
+    world.ids["slug"] = "basic"
+    return world
+
+
+@pytest.fixture
+def billed_user_world(billed_services: Services) -> World:
+    return billed_world(billed_services, "user")
+
+
+@pytest.fixture
+def billed_admin_world(billed_services: Services) -> World:
+    return billed_world(billed_services, "admin")
+
+
+billed_schema = schemathesis.pytest.from_fixture("billed_api_schema")
+
+
+@billed_schema.include(path_regex=BILLING_USER).parametrize()
+@fuzz_settings
+def test_no_billing_input_is_a_server_error_for_a_user_on_a_plan(case: Any, billed_user_world: World) -> None:
+    send(case, billed_user_world)
+
+
+@billed_schema.include(path_regex=BILLING_ADMIN).parametrize()
+@fuzz_settings
+def test_no_billing_input_is_a_server_error_for_an_admin_with_billing_on(case: Any, billed_admin_world: World) -> None:
+    send(case, billed_admin_world)

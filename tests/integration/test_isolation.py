@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from studiolo.domain.accounts.audit import Origin
 from studiolo.domain.accounts.models import LOCAL_USER_ID
+from studiolo.domain.billing.models import Payment
 from studiolo.services import Services
 from tests.helpers import auth_headers, create_user, drain
 
@@ -33,7 +35,22 @@ def test_every_route_denies_another_users_resources(client: TestClient, services
     client.post("/api/v1/styles", json={"slug": "house-style", "name": "House", "prompt_template": "{prompt}, teal"})
     key_id = client.post("/api/v1/api-keys", json={"name": "script"}).json()["id"]
     session_id = client.get("/api/v1/auth/sessions").json()[0]["id"]
+    # Billing (issue 15): the owner's ledger and payments must not show in the intruder's /billing lists.
+    entry_id = services.billing.adjust_credits(LOCAL_USER_ID, 5, reason="mine", actor_id=None, origin=Origin()).id
+    with services.db.session() as session:
+        payment = Payment(
+            user_id=LOCAL_USER_ID, kind="credits", stripe_object_id="cs_owner", amount_cents=500, status="paid"
+        )
+        session.add(payment)
+        session.flush()
+        payment_id = payment.id
+    assert (
+        entry_id in client.get("/api/v1/billing/ledger").text
+        and payment_id in client.get("/api/v1/billing/payments").text
+    )
     owned = {
+        "ledger_entry_id": entry_id,  # named by no path: only looked for in the lists
+        "payment_id": payment_id,
         "job_id": job["id"],
         "image_id": image_id,
         "collection_id": collection_id,

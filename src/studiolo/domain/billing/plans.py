@@ -35,6 +35,8 @@ from studiolo.errors import InvalidInput
 # What a plan can unlock: the job kinds, and the film studio (issue 16).
 FEATURES = ("txt2img", "img2img", "inpaint", "upscale", "film")
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
+# The largest count a limit may be: the columns are 32-bit integers on PostgreSQL (a larger one was a 500).
+MAX_COUNT = 1_000_000_000
 
 
 class PlanSpec(BaseModel):
@@ -48,18 +50,18 @@ class PlanSpec(BaseModel):
     price_cents: int = Field(default=0, ge=0, le=10_000_000)
     currency: str = Field(default="usd", pattern=r"^[a-z]{3}$")
     stripe_price_id: str | None = Field(default=None, max_length=120)
-    monthly_images: int | None = Field(default=None, ge=0)
-    daily_images: int | None = Field(default=None, ge=0)
+    monthly_images: int | None = Field(default=None, ge=0, le=MAX_COUNT)
+    daily_images: int | None = Field(default=None, ge=0, le=MAX_COUNT)
     monthly_credits: int = Field(default=0, ge=0, le=1_000_000_000)
-    max_pixels: int | None = Field(default=None, ge=64 * 64)
-    max_images_per_job: int | None = Field(default=None, ge=1)
-    max_steps: int | None = Field(default=None, ge=1)
+    max_pixels: int | None = Field(default=None, ge=64 * 64, le=MAX_COUNT)
+    max_images_per_job: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    max_steps: int | None = Field(default=None, ge=1, le=MAX_COUNT)
     queue_priority: int = Field(default=0, ge=0, le=100)
     max_running_jobs: int | None = Field(default=None, ge=1, le=1000)
     watermark: bool = False
     features: list[str] = Field(default_factory=lambda: list(FEATURES))
     models: list[str] | None = None
-    sort_order: int = 0
+    sort_order: int = Field(default=0, ge=-MAX_COUNT, le=MAX_COUNT)
 
     def model_post_init(self, _context: Any) -> None:
         unknown = sorted(set(self.features) - set(FEATURES))
@@ -77,18 +79,18 @@ class PlanPatch(BaseModel):
     price_cents: int | None = Field(default=None, ge=0, le=10_000_000)
     currency: str | None = Field(default=None, pattern=r"^[a-z]{3}$")
     stripe_price_id: str | None = Field(default=None, max_length=120)
-    monthly_images: int | None = Field(default=None, ge=0)
-    daily_images: int | None = Field(default=None, ge=0)
+    monthly_images: int | None = Field(default=None, ge=0, le=MAX_COUNT)
+    daily_images: int | None = Field(default=None, ge=0, le=MAX_COUNT)
     monthly_credits: int | None = Field(default=None, ge=0, le=1_000_000_000)
-    max_pixels: int | None = Field(default=None, ge=64 * 64)
-    max_images_per_job: int | None = Field(default=None, ge=1)
-    max_steps: int | None = Field(default=None, ge=1)
+    max_pixels: int | None = Field(default=None, ge=64 * 64, le=MAX_COUNT)
+    max_images_per_job: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    max_steps: int | None = Field(default=None, ge=1, le=MAX_COUNT)
     queue_priority: int | None = Field(default=None, ge=0, le=100)
     max_running_jobs: int | None = Field(default=None, ge=1, le=1000)
     watermark: bool | None = None
     features: list[str] | None = None
     models: list[str] | None = None
-    sort_order: int | None = None
+    sort_order: int | None = Field(default=None, ge=-MAX_COUNT, le=MAX_COUNT)
 
 
 class CreditPack(BaseModel):

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
@@ -22,6 +23,7 @@ from studiolo.domain.accounts.audit import Origin
 from studiolo.domain.accounts.audit import record as audit_record
 from studiolo.domain.accounts.models import User
 from studiolo.domain.billing import cost
+from studiolo.domain.billing.analytics import BillingAnalytics
 from studiolo.domain.billing.gate import BillingGate, used_images
 from studiolo.domain.billing.ledger import (
     Entry,
@@ -49,6 +51,7 @@ from studiolo.domain.billing.plans import (
     load_catalogue_file,
 )
 from studiolo.domain.billing.schemas import (
+    AdminBillingAnalytics,
     BillingMode,
     BillingSummary,
     LedgerEntry,
@@ -64,7 +67,7 @@ from studiolo.domain.billing.schemas import (
     UsageWindow,
 )
 from studiolo.domain.generation.models import Job
-from studiolo.errors import Conflict, InvalidInput, NotFound, StudioloError
+from studiolo.errors import Conflict, InvalidInput, NotFound, StudioloError, describe_errors, plain_message
 from studiolo.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -174,7 +177,14 @@ class BillingService:
         changes = patch.model_dump(exclude_unset=True)
         with self.db.session() as session:
             plan = self._existing_plan(session, slug)
-            merged = PlanSpec.model_validate({**plan_view(plan).model_dump(exclude={"retired"}), **changes})
+            try:
+                merged = PlanSpec.model_validate({**plan_view(plan).model_dump(exclude={"retired"}), **changes})
+            except ValidationError as exc:  # e.g. "name": null, or an unknown feature: the patch's fault, a 422
+                errors = [
+                    {"loc": ["body", *map(str, e["loc"])], "msg": plain_message(e), "type": e["type"]}
+                    for e in exc.errors(include_url=False)
+                ]
+                raise InvalidInput(describe_errors(errors), details={"errors": errors}) from None
             for name in changes:
                 setattr(plan, name, getattr(merged, name))
             session.flush()
@@ -361,6 +371,10 @@ class BillingService:
             rows = session.scalars(stmt.order_by(CreditTransaction.id.desc()).limit(limit + 1)).all()
             items = [LedgerEntry.model_validate(r) for r in rows[:limit]]
         return LedgerPage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
+
+    def analytics(self, days: int) -> AdminBillingAnalytics:
+        """Revenue and usage per UTC day over the last ``days`` (the admin analytics page; analytics.py)."""
+        return BillingAnalytics(self.db, self.settings.billing_default_plan).admin(days)
 
     def payments(self, user_id: str, *, limit: int = 50, cursor: str | None = None) -> PaymentPage:
         with self.db.session() as session:
