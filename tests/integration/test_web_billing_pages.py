@@ -132,7 +132,7 @@ def test_billing_page_shows_usage_credits_and_the_ledger(studio: Any) -> None:
     summary = services.billing.summary(user_id)
     assert page.all("span", id="credit-balance")
     assert f"{summary.balance:,}" in words
-    assert "Welcome gift" in words and "Job charged" in words and "Monthly grant" in words
+    assert "Welcome gift" in words and "Charged" in words and "Monthly grant" in words
     # quotas mode: no payments, no portal, no checkout
     assert not page.all("button", id="manage-subscription") and "Payments" not in page.headings
     assert not [b for b in page.all("button") if "data-checkout-pack" in b]

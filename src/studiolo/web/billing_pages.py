@@ -32,9 +32,9 @@ FEATURE_NAMES = {
 LEDGER_KINDS = {
     "grant": "Monthly grant",
     "purchase": "Purchase",
-    "reserve": "Held for a job",
-    "capture": "Job charged",
-    "release": "Job released",
+    "reserve": "Reserved",
+    "capture": "Charged",
+    "release": "Released",
     "refund": "Refund",
     "adjustment": "Adjustment",
     "expiry": "Expired",
@@ -42,9 +42,9 @@ LEDGER_KINDS = {
 
 
 def money(cents: int, currency: str = "usd") -> str:
-    """$9.99, €5.00, £2.50; other currencies as "12.00 CHF"."""
+    """$9.99, €5.00, £2.50, $0; other currencies as "12.00 CHF"."""
     symbol = {"usd": "$", "eur": "€", "gbp": "£"}.get(currency.lower())
-    amount = f"{cents / 100:,.2f}"
+    amount = f"{cents / 100:,.2f}" if cents else "0"
     return f"{symbol}{amount}" if symbol else f"{amount} {currency.upper()}"
 
 
@@ -65,7 +65,7 @@ def limit(value: int | None, unit: str = "") -> str:
 
 
 def priority_name(value: int) -> str:
-    return {0: "Standard", 1: "Priority"}.get(value, f"Top (level {value})")
+    return {0: "Standard", 1: "Priority"}.get(value, "Top priority")
 
 
 def plan_facts(plan: PlanView) -> list[tuple[str, str]]:

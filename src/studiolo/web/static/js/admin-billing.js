@@ -125,8 +125,10 @@ export function barChart(points, { title, format = (v) => number.format(v) }) {
   return chart;
 }
 
-function money(cents, currency) {
-  return new Intl.NumberFormat(undefined, { style: "currency", currency: (currency || "usd").toUpperCase() }).format(cents / 100);
+/** $14.99; ``whole`` rounds to $15 where cents would crowd (a chart's axis). */
+function money(cents, currency, whole = false) {
+  const digits = whole && cents % 100 === 0 ? { maximumFractionDigits: 0 } : {};
+  return new Intl.NumberFormat(undefined, { style: "currency", currency: (currency || "usd").toUpperCase(), ...digits }).format(cents / 100);
 }
 
 async function loadAnalytics(box) {
@@ -136,7 +138,7 @@ async function loadAnalytics(box) {
     const days = data.days ?? [];
     const sum = (key) => days.reduce((total, d) => total + (d[key] ?? 0), 0);
     const stat = (value, label) => el("div", { class: "card stat" }, el("span", { class: "value", text: value }), el("span", { class: "label", text: label }));
-    const plans = Object.entries(data.plans ?? {}).map(([slug, n]) => `${slug}: ${number.format(n)}`).join(" · ");
+    const plans = Object.entries(data.plans ?? {}).map(([slug, n]) => `${slug} ${number.format(n)}`).join(" · ");
     box.querySelector("[data-totals]").replaceChildren(
       stat(money(data.revenue_cents, data.currency), "Revenue"),
       stat(money(sum("refunds_cents"), data.currency), "Refunded"),
@@ -145,9 +147,10 @@ async function loadAnalytics(box) {
       stat(number.format(sum("images")), "Images charged"),
       stat(number.format(sum("credits_captured")), "Credits spent"));
     box.querySelector("[data-plans]").textContent = plans ? `Users per plan: ${plans}.` : "";
-    box.querySelector("[data-revenue]").replaceChildren(
-      barChart(days.map((d) => [d.day, d.revenue_cents / 100]), { title: "Revenue per day", format: (v) => money(v * 100, data.currency) }));
-    box.querySelector("[data-usage]").replaceChildren(
+    // The charts sit in the page's grid with the other charts (admin.html), outside this section.
+    document.querySelector("[data-revenue]")?.replaceChildren(
+      barChart(days.map((d) => [d.day, d.revenue_cents / 100]), { title: "Revenue per day", format: (v) => money(v * 100, data.currency, true) }));
+    document.querySelector("[data-usage]")?.replaceChildren(
       barChart(days.map((d) => [d.day, d.images]), { title: "Images made on plans per day" }));
     status.textContent = "";
   } catch (error) {
