@@ -300,4 +300,22 @@ def test_quotas_mode_billing_page_and_admin_assignment(axe: Path, browser: Brows
     page.goto("/billing")
     expect(page.locator("#current-plan")).to_have_text("Pro")
     expect(page.locator(".usage").first).to_contain_text("no limit")
+
+    # A longer ledger: the page shows the newest 20 entries, "Show older" the rest (GET /billing/ledger?cursor=).
+    user_id = admin.url.rsplit("/", 1)[-1]
+    csrf = next(c["value"] for c in admin_context.cookies() if c["name"] == "studiolo_csrf")
+    for i in range(20):
+        grant = {"amount": 1, "reason": f"Gift {i}"}
+        r = admin.request.post(f"/api/v1/admin/users/{user_id}/credits", data=grant, headers={"X-CSRF-Token": csrf})
+        assert r.ok, r.text()
+    total = len(api_json(page, "/api/v1/billing/ledger?limit=100")["items"])
+    assert total > 20, total
+    page.reload()
+    rows = page.locator("table.ledger tbody tr")
+    expect(rows).to_have_count(20)
+    expect(rows.first).to_contain_text("Gift 19")
+    page.get_by_role("button", name="Show older").click()
+    expect(rows).to_have_count(total)
+    expect(page.get_by_role("button", name="Show older")).to_be_hidden()
+    expect(rows.last).to_contain_text("Monthly grant")
     assert problems.seen == [], problems.seen
