@@ -131,10 +131,22 @@ def test_free_user_hits_the_quota_upgrades_through_checkout_and_generates_again(
     page.wait_for_url(at("/generate"))
     expect(page.locator("#gen-form")).to_have_attribute("data-ready", "true")
 
+    # More images in one job than the free plan allows: said before submit (the quote), and again when pressed (403).
+    refusal = page.locator("#billing-refusal")
+    page.fill("#n", "6")
+    expect(refusal.locator(".refusal-message")).to_have_text("The Free plan allows 4 images per job.")
+    expect(refusal.locator(".refusal-reset")).to_have_count(0)  # nothing to wait for: only another plan helps
+    page.fill("#prompt", "six lighthouses")
+    page.click("#generate")
+    expect(refusal).to_have_attribute("data-code", "plan_forbids")
+    expect(refusal.locator("a.refusal-upgrade")).to_have_text("Upgrade your plan")
+    expect(page.locator(".job-card")).to_have_count(0)
+
     # The cost before submit: the free plan's 50 credits, 1 credit an image at the echo model's size and steps.
     page.fill("#n", "4")
     cost = page.locator("#cost-text")
     expect(cost).to_have_text("Costs 4 credits · 50 left")
+    expect(refusal).to_be_hidden()
     assert "credits = images x" in (cost.get_attribute("title") or "")
     shoot(page, "generator-cost", show="#cost-line")
 
@@ -146,8 +158,8 @@ def test_free_user_hits_the_quota_upgrades_through_checkout_and_generates_again(
 
     # Five of five used: the next one is refused next to the button, with when it comes back and the way out.
     generate(page, "one more lighthouse", 1)
-    refusal = page.locator("#billing-refusal")
     expect(refusal).to_be_visible()
+    expect(refusal).to_have_attribute("data-code", "quota_exceeded")
     expect(refusal.locator(".refusal-message")).to_contain_text("your Free plan has 0 of 5 left this")
     expect(refusal.locator(".refusal-message")).not_to_contain_text("UTC")  # said once, in local time
     expect(refusal.locator(".refusal-reset time")).to_have_attribute("datetime", re.compile(r"^20\d\d-"))

@@ -55,7 +55,7 @@ function ledgerRow(entry, kinds) {
     el("td", { class: "nowrap" }, el("time", { datetime: entry.created_at, title: entry.created_at, text: localTime(entry.created_at) })),
     el("td", {}, el("span", { class: `badge badge-ledger-${entry.kind}`, text: kinds[entry.kind] ?? entry.kind })),
     el("td", { class: amountClass, text: signed(entry.amount) }),
-    el("td", { class: "num muted", text: entry.held ? signed(entry.held) : "" }),
+    el("td", { class: "num muted col-held", text: entry.held ? signed(entry.held) : "" }),
     el("td", { class: "num", text: number.format(entry.balance_after) }),
     note);
 }
