@@ -36,6 +36,8 @@ PUBLIC_AUTH_ROUTES = (
     "/api/v1/auth/password-reset/confirm",
     "/api/v1/setup",
 )
+# Routes authenticated by a signature instead of a credential (Stripe's webhook: its Stripe-Signature header).
+SIGNED_ROUTES = ("/api/v1/billing/stripe/webhook",)
 
 
 @contextmanager

@@ -44,7 +44,6 @@ import html
 import json
 import re
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -54,12 +53,13 @@ from urllib.parse import parse_qsl
 
 import httpx
 import stripe as stripe_sdk
-import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
+
+from tests.threaded_server import ThreadedServer
 
 API_VERSION = "2026-10-28.endive"
 MONTH = 30 * 24 * 3600
@@ -134,8 +134,7 @@ class StripeServer:
         self.deliveries: list[Delivery] = []
         self.api_error: tuple[int, dict[str, Any]] | None = None
         self.url = ""
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._http = ThreadedServer(self._app(), "fake Stripe server")
 
     @property
     def api_base(self) -> str:
@@ -143,24 +142,11 @@ class StripeServer:
 
     # --- lifecycle --------------------------------------------------------------------------------------
     def start(self) -> StripeServer:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        config = uvicorn.Config(self._app(), log_level="warning", lifespan="off", access_log=False)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the fake Stripe server did not start")
-            time.sleep(0.01)
+        self.url = self._http.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
+        self._http.stop()
 
     def __enter__(self) -> StripeServer:
         return self.start()
@@ -402,28 +388,26 @@ class StripeServer:
             self.subscriptions[sub_id] = sub
         return sub
 
-    def renew(self, sub_id: str) -> dict[str, Any]:
-        """A new period starts and is paid: ``invoice.paid`` then ``customer.subscription.updated``."""
+    def _next_period(self, sub_id: str, status: str, invoice_status: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The subscription moves on a month and is invoiced for it."""
         with self.lock:
             sub = self.subscriptions[sub_id]
             item = sub["items"]["data"][0]
             item["current_period_start"] = item["current_period_end"]
             item["current_period_end"] = item["current_period_start"] + MONTH
-            sub["status"] = "active"
-            invoice = self._invoice(sub, "subscription_cycle")
+            sub["status"] = status
+            return sub, self._invoice(sub, "subscription_cycle", status=invoice_status)
+
+    def renew(self, sub_id: str) -> dict[str, Any]:
+        """A new period starts and is paid: ``invoice.paid`` then ``customer.subscription.updated``."""
+        sub, invoice = self._next_period(sub_id, "active", "paid")
         self.emit("invoice.paid", invoice)
         self.emit("customer.subscription.updated", sub)
         return invoice
 
     def fail_renewal(self, sub_id: str) -> dict[str, Any]:
         """The renewal charge fails: ``invoice.payment_failed`` and the subscription goes ``past_due``."""
-        with self.lock:
-            sub = self.subscriptions[sub_id]
-            item = sub["items"]["data"][0]
-            item["current_period_start"] = item["current_period_end"]
-            item["current_period_end"] = item["current_period_start"] + MONTH
-            sub["status"] = "past_due"
-            invoice = self._invoice(sub, "subscription_cycle", status="open")
+        sub, invoice = self._next_period(sub_id, "past_due", "open")
         self.emit("invoice.payment_failed", invoice)
         self.emit("customer.subscription.updated", sub, previous_attributes={"status": "active"})
         return invoice
@@ -579,9 +563,13 @@ class StripeServer:
         )
 
     async def _pay(self, request: Request) -> Response:
-        if request.path_params["id"] not in self.sessions:
+        session = self.sessions.get(request.path_params["id"])
+        if session is None:
             return HTMLResponse("<h1>No such checkout session</h1>", status_code=404)
-        target = await run_in_threadpool(self.complete_checkout, request.path_params["id"])
+        if session["status"] != "open":  # paid already (a second click): back to the shop, nothing sent again
+            target = str(session["success_url"]).replace("{CHECKOUT_SESSION_ID}", session["id"])
+            return RedirectResponse(target, status_code=303)
+        target = await run_in_threadpool(self.complete_checkout, session["id"])
         return RedirectResponse(target, status_code=303)
 
     async def _portal_page(self, request: Request) -> Response:

@@ -6,37 +6,24 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import stripe as stripe_sdk
-from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from studiolo.domain.accounts.mail import ConsoleMailer
 from studiolo.domain.billing.models import BillingAccount, StripeEvent
 from studiolo.services import Services
-from tests.helpers import app_with, create_user
-from tests.stripe_server import StripeServer, deliver_with
-
-SECRET = "whsec_test"
-
-
-@dataclass
-class Env:
-    svc: Services
-    client: TestClient
-    stripe: StripeServer
+from tests.helpers import create_user, in_threads, writes_meet
+from tests.integration.stripe_env import SECRET, Env, stripe_env
+from tests.stripe_server import StripeServer
 
 
 @pytest.fixture
 def env(settings_factory: Callable[..., Any]) -> Iterator[Env]:
-    with StripeServer(webhook_url="http://testserver/api/v1/billing/stripe/webhook", webhook_secret=SECRET) as server:
-        settings = {"stripe_secret_key": "sk_test_x", "stripe_webhook_secret": SECRET, "stripe_api_base": server.url}
-        with app_with(settings_factory, billing="stripe", **settings) as (svc, client):
-            server.deliver = deliver_with(client)
-            yield Env(svc, client, server)
+    with stripe_env(settings_factory) as made:
+        yield made
 
 
 def subscribe(env: Env, email: str = "payer@example.com", plan: str = "basic") -> tuple[str, str]:
@@ -259,3 +246,42 @@ def test_the_real_sdk_verifies_our_signed_payloads() -> None:
 
 def _basic_item() -> dict[str, Any]:
     return {"price_data": {"currency": "usd", "unit_amount": 999, "recurring": {"interval": "month"}}}
+
+
+def test_two_deliveries_of_one_event_at_once_apply_it_once(env: Env) -> None:
+    """Both deliveries pass the "seen?" check before either commits; the event id's key makes the second a no-op."""
+    user_id = create_user(env.svc, "race@example.com")
+    session_id = _session(env, user_id, "payment", 500, pack(user_id))
+    env.stripe.deliver, real = (lambda url, body, headers: (200, "held back")), env.stripe.deliver
+    env.stripe.complete_checkout(session_id)
+    event = env.stripe.deliveries[-1].event
+    env.stripe.deliver = real
+    before = env.svc.billing.summary(user_id).balance
+    answers: list[str] = []
+
+    def deliver() -> None:
+        delivery = env.stripe.send(event)
+        assert delivery.status == 200, delivery.body
+        answers.append(json.loads(delivery.body)["outcome"])
+
+    with writes_meet(env.svc.db, "INSERT INTO stripe_events", 2):  # SQLite serialises writes: the barrier breaks
+        assert in_threads(2, deliver) == [None, None]
+    assert sorted(answers) == ["applied", "duplicate"]
+    assert env.svc.billing.summary(user_id).balance == before + 500
+    assert len(env.svc.billing.payments(user_id).items) == 1
+
+
+def test_a_delayed_payment_grants_credits_only_once_paid(env: Env) -> None:
+    user_id = create_user(env.svc, "sepa@example.com")
+    session_id = _session(env, user_id, "payment", 500, pack(user_id))
+    env.stripe.deliver, real = (lambda url, body, headers: (200, "held back")), env.stripe.deliver
+    env.stripe.complete_checkout(session_id)
+    env.stripe.deliver = real
+    session = dict(env.stripe.deliveries[-1].event["data"]["object"])
+    before = env.svc.billing.summary(user_id).balance
+    pending = env.stripe.emit("checkout.session.completed", {**session, "payment_status": "unpaid"})
+    assert json.loads(pending.body)["outcome"] == "ignored"
+    assert env.svc.billing.summary(user_id).balance == before
+    paid = env.stripe.emit("checkout.session.async_payment_succeeded", session)
+    assert json.loads(paid.body)["outcome"] == "applied"
+    assert env.svc.billing.summary(user_id).balance == before + 500

@@ -26,6 +26,8 @@ from studiolo.db.base import new_id
 from studiolo.db.session import Database
 from studiolo.domain.accounts.models import User
 from studiolo.domain.billing.models import BillingAccount
+from studiolo.domain.billing.plans import CreditPack
+from studiolo.domain.billing.schemas import PlanView
 from studiolo.domain.billing.service import BillingService
 from studiolo.errors import Conflict, InvalidInput, PaymentProviderError
 from studiolo.settings import Settings
@@ -191,47 +193,43 @@ class StripeCheckout:
             "customer_id": customer_id,
             "customer_email": None if customer_id else (email or None),
         }
+        item: PlanView | CreditPack
         if plan is not None:
-            view = self.billing.get_plan(plan)  # 404 plan_not_found
-            if view.retired:
-                raise Conflict(f"The plan '{plan}' is no longer offered.", code="plan_retired", details={"plan": plan})
-            if view.price_cents == 0 and not view.stripe_price_id:
-                raise InvalidInput(
-                    f"The plan '{plan}' is free: nothing to pay.", code="plan_is_free", details={"plan": plan}
-                )
-            current = account.plan_slug if account else self.settings.billing_default_plan
-            if current == plan:
-                raise Conflict(f"You are on the plan '{plan}' already.", code="already_on_plan", details={"plan": plan})
-            if account is not None and account.subscription_status in LIVE_STATUSES:
-                raise Conflict(
-                    "You have a subscription already: change its plan from the customer portal (Manage subscription).",
-                    code="subscription_exists",
-                    details={"plan": account.plan_slug, "status": account.subscription_status},
-                )
-            spec = CheckoutSpec(
-                mode="subscription",
-                name=f"Studiolo {view.name}",
-                amount_cents=view.price_cents,
-                currency=view.currency,
-                price_id=view.stripe_price_id,
-                metadata={"user_id": user_id, "plan": plan},
-                **common,
-            )
+            item = self._plan_to_sell(account, plan)
+            mode, metadata = "subscription", {"user_id": user_id, "plan": plan}
         else:
             assert credit_pack is not None
-            pack = self.billing.credit_pack(credit_pack)  # 404 credit_pack_not_found
-            spec = CheckoutSpec(
-                mode="payment",
-                name=f"Studiolo {pack.name or pack.slug}",
-                amount_cents=pack.price_cents,
-                currency=pack.currency,
-                price_id=pack.stripe_price_id,
-                metadata={"user_id": user_id, "credit_pack": pack.slug, "credits": str(pack.credits)},
-                **common,
-            )
+            item = self.billing.credit_pack(credit_pack)  # 404 credit_pack_not_found
+            mode, metadata = "payment", {"user_id": user_id, "credit_pack": item.slug, "credits": str(item.credits)}
+        spec = CheckoutSpec(
+            mode=mode,
+            name=f"Studiolo {item.name or item.slug}",
+            amount_cents=item.price_cents,
+            currency=item.currency,
+            price_id=item.stripe_price_id,
+            metadata=metadata,
+            **common,
+        )
         # A fresh key per request: it guards against the SDK's retries of this one call, not against a user who
         # deliberately starts a second checkout (that one opens a second page; only a completed one is charged).
         return self.gateway.create_checkout_session(spec, idempotency_key=f"studiolo-checkout-{new_id()}")
+
+    def _plan_to_sell(self, account: BillingAccount | None, plan: str) -> PlanView:
+        view = self.billing.get_plan(plan)  # 404 plan_not_found
+        if view.retired:
+            raise Conflict(f"The plan '{plan}' is no longer offered.", code="plan_retired", details={"plan": plan})
+        if view.price_cents == 0 and not view.stripe_price_id:
+            raise InvalidInput(f"The plan '{plan}' is free.", code="plan_is_free", details={"plan": plan})
+        current = account.plan_slug if account else self.settings.billing_default_plan
+        if current == plan:
+            raise Conflict(f"You are on the plan '{plan}' already.", code="already_on_plan", details={"plan": plan})
+        if account is not None and account.subscription_status in LIVE_STATUSES:
+            raise Conflict(
+                "You have a subscription already: change its plan from the customer portal (Manage subscription).",
+                code="subscription_exists",
+                details={"plan": account.plan_slug, "status": account.subscription_status},
+            )
+        return view
 
     def portal(self, user_id: str, *, base_url: str) -> str:
         """The Stripe Customer Portal for the user's customer record (409 no_customer before any payment)."""

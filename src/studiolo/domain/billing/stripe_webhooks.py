@@ -37,7 +37,7 @@ from studiolo.domain.billing.ledger import lock_account
 from studiolo.domain.billing.models import BillingAccount, Payment, Plan, StripeEvent
 from studiolo.domain.billing.service import BillingService
 from studiolo.domain.billing.stripe_gateway import LIVE_STATUSES, PaymentGateway
-from studiolo.errors import StudioloError
+from studiolo.errors import Conflict, StudioloError
 from studiolo.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,8 @@ class StripeWebhooks:
         self.gateway = gateway
         self._handlers: dict[str, Callable[[Session, _Event], Outcome]] = {
             "checkout.session.completed": self._checkout_completed,
+            # A delayed payment method (a bank debit) completes the session unpaid; this follows once it is paid.
+            "checkout.session.async_payment_succeeded": self._checkout_completed,
             "invoice.paid": self._invoice_paid,
             "invoice.payment_failed": self._invoice_failed,
             "customer.subscription.created": self._subscription_updated,
@@ -171,10 +173,12 @@ class StripeWebhooks:
                 session.add(StripeEvent(id=event_id, type=event_type, created_at=ctx.created, processed_at=ctx.now))
                 session.flush()  # a concurrent delivery of the same event waits here, then fails on the key
                 outcome = handler(session, ctx)
-        except IntegrityError:
+        except IntegrityError as exc:
             if self._seen(event_id):
                 return WebhookAck(event_id=event_id, type=event_type, outcome="duplicate")
-            raise
+            # Another event about the same object (an invoice paid and failed at once) wrote its row first: nothing
+            # of this one was kept, and Stripe's next delivery applies it on top.
+            raise Conflict("A concurrent event changed the same record; deliver again.", code="retry_later") from exc
         for mail in ctx.mails:  # only once the change is committed
             self.outbox.send(mail)
         log.info("stripe event %s (%s): %s", event_id, event_type, outcome)
@@ -186,7 +190,7 @@ class StripeWebhooks:
 
     def _fetch(self, ctx: _Event) -> None:
         obj = ctx.obj
-        if ctx.type != "checkout.session.completed":
+        if not ctx.type.startswith("checkout.session."):
             return
         if obj.get("mode") == "subscription" and obj.get("subscription"):
             sub_id = obj["subscription"] if isinstance(obj["subscription"], str) else obj["subscription"]["id"]
@@ -335,26 +339,21 @@ class StripeWebhooks:
             )
         return "applied"
 
-    def _subscription_updated(self, session: Session, ctx: _Event) -> Outcome:
+    def _subscription_account(self, session: Session, ctx: _Event) -> BillingAccount | None:
         sub = ctx.obj
-        metadata = sub.get("metadata") or {}
-        user_id = self._user(session, sub.get("customer"), metadata.get("user_id"))
-        if user_id is None:
-            return "ignored"
-        account = self._account(session, user_id, sub.get("customer"), ctx.now)
-        return self._apply_subscription(session, ctx, account, sub, current=False)
+        user_id = self._user(session, sub.get("customer"), (sub.get("metadata") or {}).get("user_id"))
+        return None if user_id is None else self._account(session, user_id, sub.get("customer"), ctx.now)
+
+    def _subscription_updated(self, session: Session, ctx: _Event) -> Outcome:
+        account = self._subscription_account(session, ctx)
+        return "ignored" if account is None else self._apply_subscription(session, ctx, account, ctx.obj, current=False)
 
     def _subscription_deleted(self, session: Session, ctx: _Event) -> Outcome:
-        sub = ctx.obj
-        metadata = sub.get("metadata") or {}
-        user_id = self._user(session, sub.get("customer"), metadata.get("user_id"))
-        if user_id is None:
-            return "ignored"
-        account = self._account(session, user_id, sub.get("customer"), ctx.now)
-        if account.stripe_subscription_id not in (None, sub.get("id")):
-            return "ignored"  # an older subscription ended; the current one stays
-        self.billing.set_plan(session, user_id, self.settings.billing_default_plan, now=ctx.now)
-        account.stripe_subscription_id = str(sub.get("id"))
+        account = self._subscription_account(session, ctx)
+        if account is None or account.stripe_subscription_id not in (None, ctx.obj.get("id")):
+            return "ignored"  # not ours, or an older subscription ended and the current one stays
+        self.billing.set_plan(session, account.user_id, self.settings.billing_default_plan, now=ctx.now)
+        account.stripe_subscription_id = str(ctx.obj.get("id"))
         account.subscription_status = "canceled"
         account.cancel_at_period_end = False
         last = account.subscription_event_at
@@ -388,20 +387,34 @@ class StripeWebhooks:
             account.subscription_status = "active"
             account.subscription_period_end = end
         plan_name = self._plan_name(session, slug) if slug else "Studiolo"
+        period_text = f", {start:%Y-%m-%d} to {end:%Y-%m-%d}" if start and end else ""
+        self._invoice_payment(session, inv, user_id, sub_id, slug, "paid", f"{plan_name} plan{period_text}")
+        return "applied"
+
+    def _invoice_payment(
+        self,
+        session: Session,
+        inv: dict[str, Any],
+        user_id: str,
+        sub_id: str | None,
+        slug: str | None,
+        status: str,
+        description: str,
+    ) -> None:
+        """The payment history row of an invoice (one per invoice: a failed one becomes paid when a retry works)."""
         self._payment(
             session,
             str(inv["id"]),
             user_id=user_id,
             kind="subscription",
-            amount_cents=int(inv.get("amount_paid") or 0),
+            amount_cents=int(inv.get("amount_paid" if status == "paid" else "amount_due") or 0),
             currency=str(inv.get("currency") or "usd"),
-            status="paid",
-            description=f"{plan_name} plan" + (f", {start:%Y-%m-%d} to {end:%Y-%m-%d}" if start and end else ""),
+            status=status,
+            description=description,
             receipt_url=inv.get("hosted_invoice_url"),
             plan_slug=slug,
             details={"subscription": sub_id, "billing_reason": inv.get("billing_reason")},
         )
-        return "applied"
 
     def _invoice_failed(self, session: Session, ctx: _Event) -> Outcome:
         inv = ctx.obj
@@ -416,19 +429,7 @@ class StripeWebhooks:
         existing = session.scalar(select(Payment.status).where(Payment.stripe_object_id == str(inv["id"])))
         if existing != "paid":  # a retry that succeeded first wins
             slug = self._plan_for(session, _line_price(_invoice_line(inv)), metadata)
-            self._payment(
-                session,
-                str(inv["id"]),
-                user_id=user_id,
-                kind="subscription",
-                amount_cents=int(inv.get("amount_due") or 0),
-                currency=str(inv.get("currency") or "usd"),
-                status="failed",
-                description="Renewal payment failed",
-                receipt_url=inv.get("hosted_invoice_url"),
-                plan_slug=slug,
-                details={"subscription": sub_id, "billing_reason": inv.get("billing_reason")},
-            )
+            self._invoice_payment(session, inv, user_id, sub_id, slug, "failed", "Renewal payment failed")
         self._mail(
             ctx,
             session,
