@@ -1,4 +1,4 @@
-"""The ``studiolo`` command line: serve, backup, restore, worker, generate, upscale, models, images, db, users.
+"""The ``studiolo`` command line: serve, backup, restore, worker, generate, upscale, models, images, db, users, billing.
 Same services as the HTTP API."""
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from studiolo.cli_billing import build_billing_app
 from studiolo.cli_images import build_images_app
 from studiolo.cli_options import SuggestingGroup
 from studiolo.cli_upscale import upscale
@@ -104,6 +105,7 @@ def _command_services() -> Iterator[Any]:
 
 app.add_typer(build_images_app(_command_services, out, console), name="images")
 app.add_typer(build_users_app(_command_services, out), name="users")
+app.add_typer(build_billing_app(_command_services, out), name="billing")
 
 
 @app.command()

@@ -7,13 +7,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from studiolo.db.base import utcnow
+from studiolo.domain.accounts.audit import Origin
 from studiolo.domain.billing.models import Payment, UsageDaily, UsageRecord
+from studiolo.errors import InvalidInput
 from studiolo.services import Services
 from tests.helpers import app_with, auth_headers, create_user, drain, job_count
 
@@ -397,3 +400,63 @@ def test_analytics_sums_revenue_and_usage_per_utc_day(billed: Billed) -> None:
     for bad in ("0", "366", "x"):
         r = billed.client.get("/api/v1/admin/billing/analytics", params={"days": bad}, headers=billed.admin)
         error(r, 422, "invalid_input")
+
+
+def test_a_plans_file_adds_plans_packs_and_model_factors(settings_factory: Callable[..., Any], tmp_path: Path) -> None:
+    path = tmp_path / "plans.toml"
+    path.write_text(
+        '[[plans]]\nslug = "team"\nname = "Team"\nmonthly_credits = 300\nsort_order = 3\n'
+        '[[credit_packs]]\nslug = "credits-100"\ncredits = 100\nprice_cents = 100\n'
+        '[model_credits]\n"echo" = 2.0\n'
+    )
+    with app_with(settings_factory, billing="quotas", billing_plans_file=path) as (services, client):
+        user = create_user(services, "team@example.com")
+        services.billing.assign_plan(user, "team", actor_id=None, origin=Origin())
+        me = auth_headers(services, user)
+        plans = client.get("/api/v1/billing/plans", headers=me).json()
+        assert [p["slug"] for p in plans["plans"]] == ["free", "basic", "pro", "team"]
+        assert [p["slug"] for p in plans["credit_packs"]] == ["credits-100"]
+        assert plans["model_credits"] == {"echo": 2.0}
+        quote = client.post("/api/v1/billing/quote", json={**STANDARD, "model": "echo"}, headers=me).json()
+        assert (quote["model"], quote["credits"], quote["balance"]) == ("echo", 2, 300)
+        assert client.post(GEN, json={**STANDARD, "model": "echo"}, headers=me).status_code == 202
+        assert client.get("/api/v1/billing", headers=me).json()["held"] == 2
+
+
+def test_a_broken_plans_file_or_an_unknown_default_plan_stops_the_start(
+    settings_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    path = tmp_path / "plans.json"
+    path.write_text('{"plans": [{"slug": "x"}]}')
+    with pytest.raises(InvalidInput) as broken, app_with(settings_factory, billing="quotas", billing_plans_file=path):
+        pass
+    assert broken.value.code == "invalid_plans_file" and "name" in broken.value.message
+    with pytest.raises(InvalidInput) as unknown, app_with(settings_factory, billing_default_plan="gold"):
+        pass
+    assert unknown.value.code == "invalid_default_plan"
+
+
+def test_every_billing_route_is_documented(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    billing = {p: ops for p, ops in paths.items() if "billing" in p or p.endswith(("/plan", "/credits", "/ledger"))}
+    assert len(billing) >= 14
+    for path, ops in billing.items():
+        for method, op in ops.items():
+            assert op.get("summary") and op.get("description"), (method, path)
+
+
+def test_the_daily_window_and_a_canceled_job_gives_its_images_back(billed: Billed) -> None:
+    plan = {"slug": "daily", "name": "Daily", "monthly_images": 100, "daily_images": 2, "monthly_credits": 100}
+    assert billed.client.post("/api/v1/admin/billing/plans", json=plan, headers=billed.admin).status_code == 201
+    _, me = billed.user("daily@example.com", "daily")
+    job = billed.client.post(GEN, json={**STANDARD, "n": 2}, headers=me).json()
+    day = error(billed.client.post(GEN, json=STANDARD, headers=me), 402, "quota_exceeded")["details"]
+    assert (day["window"], day["limit"], day["used"]) == ("day", 2, 2)
+    assert day["resets_at"].endswith("T00:00:00+00:00")
+    usage = billed.client.get("/api/v1/billing/usage", headers=me).json()
+    assert (usage["day"]["used"], usage["month"]["used"], usage["month"]["limit"]) == (2, 2, 100)
+
+    assert billed.client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=me).status_code == 200
+    assert billed.client.get("/api/v1/billing/usage", headers=me).json()["day"]["used"] == 0
+    assert billed.client.get("/api/v1/billing", headers=me).json()["balance"] == 100  # released
+    assert billed.client.post(GEN, json=STANDARD, headers=me).status_code == 202

@@ -121,6 +121,7 @@ def payments(services: ServicesDep, owner: OwnerId, limit: Limit = 50, cursor: C
 # --- the plan catalogue (administrators) --------------------------------------------------------------------------
 @admin_router.get("/billing/plans", response_model=PlanList, summary="Every plan, retired ones included")
 def admin_list_plans(services: ServicesDep, admin: AdminPrincipal) -> PlanList:
+    """The whole catalogue, each plan with ``retired``; with the credit packs and model factors."""
     return services.billing.list_plans(include_retired=True)
 
 
@@ -132,6 +133,7 @@ def admin_create_plan(body: PlanSpec, services: ServicesDep, admin: AdminPrincip
 
 @admin_router.get("/billing/plans/{slug}", response_model=PlanView, summary="One plan")
 def admin_get_plan(slug: Slug, services: ServicesDep, admin: AdminPrincipal) -> PlanView:
+    """A plan, retired or not (404 ``plan_not_found``)."""
     return services.billing.get_plan(slug)
 
 
@@ -161,6 +163,7 @@ def admin_retire_plan(slug: Slug, services: ServicesDep, admin: AdminPrincipal, 
 
 @admin_router.post("/billing/plans/{slug}/restore", response_model=PlanView, summary="Offer a retired plan again")
 def admin_restore_plan(slug: Slug, services: ServicesDep, admin: AdminPrincipal, origin: OriginDep) -> PlanView:
+    """The plan is listed and assignable again. Audited."""
     return services.billing.retire_plan(slug, retired=False, actor_id=admin.user_id, origin=origin)
 
 
@@ -210,6 +213,7 @@ def admin_adjust_credits(
 
 @admin_router.get("/users/{user_id}/billing", response_model=BillingSummary, summary="A user's billing summary")
 def admin_user_billing(user_id: UserId, services: ServicesDep, admin: AdminPrincipal) -> BillingSummary:
+    """What the user's own GET /billing shows (404 ``user_not_found``)."""
     services.admin.get_user(user_id)  # 404 user_not_found, before an account is made for nobody
     return services.billing.summary(user_id)
 
@@ -218,5 +222,6 @@ def admin_user_billing(user_id: UserId, services: ServicesDep, admin: AdminPrinc
 def admin_user_ledger(
     user_id: UserId, services: ServicesDep, admin: AdminPrincipal, limit: Limit = 50, cursor: Cursor = None
 ) -> LedgerPage:
+    """The user's credit transactions, newest first, as their own GET /billing/ledger (404 ``user_not_found``)."""
     services.admin.get_user(user_id)  # 404 user_not_found, as the other routes of a user
     return services.billing.ledger(user_id, limit=limit, cursor=cursor)
