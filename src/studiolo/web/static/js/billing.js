@@ -50,13 +50,13 @@ function ledgerRow(entry, kinds) {
     if (entry.reason) note.append(" · ");
   }
   note.append(entry.reason ?? "");
-  const amountClass = "num" + (entry.amount < 0 ? " minus" : entry.amount > 0 ? " plus" : "");
+  const amountClass = "num c-amount" + (entry.amount < 0 ? " minus" : entry.amount > 0 ? " plus" : "");
   return el("tr", {},
-    el("td", { class: "nowrap" }, el("time", { datetime: entry.created_at, title: entry.created_at, text: localTime(entry.created_at) })),
-    el("td", {}, el("span", { class: `badge badge-ledger-${entry.kind}`, text: kinds[entry.kind] ?? entry.kind })),
+    el("td", { class: "nowrap c-when" }, el("time", { datetime: entry.created_at, title: entry.created_at, text: localTime(entry.created_at) })),
+    el("td", { class: "c-what" }, el("span", { class: `badge badge-ledger-${entry.kind}`, text: kinds[entry.kind] ?? entry.kind })),
     el("td", { class: amountClass, text: signed(entry.amount) }),
     el("td", { class: "num muted col-held", text: entry.held ? signed(entry.held) : "" }),
-    el("td", { class: "num", text: number.format(entry.balance_after) }),
+    el("td", { class: "num c-balance", text: number.format(entry.balance_after) }),
     note);
 }
 
