@@ -59,7 +59,7 @@ export function createCost({ line, text, refusal, settings, kind, batches }) {
     if (quote.mode === "off") { off = true; line.hidden = true; clearRefusal(); return; }
     const jobs = Math.max(1, batches());
     const credits = quote.credits * jobs;
-    const cost = credits === 0 ? "No credits for you (administrator)" : `Costs ${plural(credits, "credit")}`;
+    const cost = credits === 0 ? "Not charged (administrator)" : `Costs ${plural(credits, "credit")}`;
     const each = jobs > 1 ? ` (${jobs} jobs)` : "";
     const left = quote.balance === null || quote.balance === undefined ? "" : ` · ${number.format(quote.balance)} left`;
     text.textContent = cost + each + left;
