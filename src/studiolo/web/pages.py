@@ -25,6 +25,7 @@ from studiolo.deps import OriginDep, ServicesDep, client_ip, current_principal
 from studiolo.domain.accounts.authn import Principal
 from studiolo.domain.accounts.redirects import safe_next
 from studiolo.domain.accounts.router import session_response
+from studiolo.domain.billing.service import FORMULA
 from studiolo.domain.generation.schemas import GenerationParams
 from studiolo.domain.generation.styles import style_name
 from studiolo.errors import Forbidden, NotFound, StudioloError, Unauthorized
@@ -91,6 +92,7 @@ def render(request: Request, template: str, viewer: Viewer | None, **context: An
         viewer=viewer,
         path=request.url.path,
         auth_required=services.settings.auth_mode != "none",
+        billing_on=services.billing.enabled,  # the nav's Billing and Pricing links (base.html)
         **context,
     )
     return html_response(html, request)
@@ -113,6 +115,7 @@ async def error_page(request: Request, status_code: int, code: str, message: str
         viewer=viewer,
         path=request.url.path,
         auth_required=services is None or services.settings.auth_mode != "none",
+        billing_on=services is not None and services.billing.enabled,
         status_code=status_code,
         code=code,
         message=message,
@@ -265,6 +268,7 @@ async def generate_page(request: Request, viewer: ViewerDep, services: ServicesD
         default_model=services.catalog.default_model_id(),
         limits=generation_limits(services.settings),
         cost_rate=services.settings.cost_per_megapixel_step,
+        billing_formula=FORMULA,
     )
 
 
@@ -438,6 +442,8 @@ _SHELL_ASSETS = [
     "js/gen-jobs.js",
     "js/gen-mask.js",
     "js/gen-history.js",
+    "js/gen-cost.js",
+    "js/billing.js",
     "js/queue.js",
     "js/auth.js",
     "js/account.js",
@@ -458,6 +464,7 @@ def install(app: FastAPI) -> None:
     """Add the pages (the admin pages and the API documentation too), and answer SignInRequired with a redirect."""
     from studiolo.web.admin_pages import router as admin_pages_router
     from studiolo.web.api_docs import router as api_docs_router
+    from studiolo.web.billing_pages import router as billing_pages_router
 
     async def _to_signin(request: Request, exc: Exception) -> Response:
         return signin_redirect(request)
@@ -465,4 +472,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(SignInRequired, _to_signin)
     app.include_router(router)
     app.include_router(admin_pages_router)
+    app.include_router(billing_pages_router)
     app.include_router(api_docs_router)

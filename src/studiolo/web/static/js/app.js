@@ -228,6 +228,13 @@ export function sameOriginPath(raw) {
   return url.pathname + url.search + url.hash;
 }
 
+const dateTime = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+/** "6 Dec 2026, 01:00" in the viewer's own time zone, from an ISO time (the text as given if it is not one). */
+export function localTime(iso) {
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? String(iso) : dateTime.format(d);
+}
+
 export function safeNext(fallback = "/generate") {
   return sameOriginPath(new URLSearchParams(location.search).get("next") ?? "") ?? fallback;
 }

@@ -197,7 +197,8 @@ export function createJobs({ box, empty, olderButton, clearButton, restoreButton
         if (view?.duration_seconds != null) parts.push(`Done in ${view.duration_seconds.toFixed(1)} s`);
         const n = view?.outputs?.length ?? 0;
         parts.push(n === 1 ? "1 image" : `${n} images`);
-        if (view?.cost) parts.push(`${credits.format(view.cost)} credits`);
+        // costRate 0: billing is on, and its credits (the Billing page) are not this usage measure.
+        if (view?.cost && costRate) parts.push(`${credits.format(view.cost)} credits`);
       } else if (type === "failed") {
         q(".job-error").textContent = error?.message ?? "The job failed.";
         parts.push("Failed");
@@ -207,7 +208,7 @@ export function createJobs({ box, empty, olderButton, clearButton, restoreButton
       if (view?.params?.width) parts.push(`${view.params.width}×${view.params.height}`);
       if (view?.seeds?.length) parts.push(`seed ${view.seeds[0]}`);
       meta.textContent = parts.join(" · ");
-      if (view?.cost) meta.title = `Credits: megapixels × steps × images × ${costRate}, the usage your dashboard counts.`;
+      if (view?.cost && costRate) meta.title = `Credits: megapixels × steps × images × ${costRate}, the usage your dashboard counts.`;
       meta.hidden = false;
       refreshChrome();
     };

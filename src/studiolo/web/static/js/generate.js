@@ -4,6 +4,7 @@
 // (POST /png-info) and from the gallery (?init=, ?vary=); the selected model's capabilities decide which
 // controls are on, and say why one is off.
 import { api, ApiError, apiPath, clearFieldErrors, isId, showFieldErrors, toast } from "./app.js";
+import { createCost } from "./gen-cost.js";
 import { createHistory } from "./gen-history.js";
 import { createJobs, quietGet } from "./gen-jobs.js";
 import { createMaskEditor } from "./gen-mask.js";
@@ -38,6 +39,12 @@ const jobs = createJobs({
   costRate: Number(form.dataset.costRate || 0),
 });
 const promptHistory = createHistory({ prompt, toggle: $("history-toggle"), panel: $("history-list"), user });
+// Billing on (the page carries the line): the cost of the job as set, and refusals by the plan next to the button.
+const cost = $("cost-line") ? createCost({
+  line: $("cost-line"), text: $("cost-text"), refusal: $("billing-refusal"),
+  settings: () => (mask.kind() ? { ...params(), strength: mask.strength() } : params()),
+  kind: () => mask.kind(), batches: () => Number(form.batch_count.value) || 1,
+}) : null;
 
 // --- checking fields (plain words, next to the field, once) ----------------------------------------------
 const whole = (min, max, label) => (v) => (/^\d+$/.test(v) && Number(v) >= min && Number(v) <= max ? null
@@ -133,6 +140,8 @@ function summarize() {
 }
 form.addEventListener("input", summarize);
 form.addEventListener("change", summarize);
+form.addEventListener("input", (e) => { if (e.target !== prompt && e.target.name !== "tags") cost?.update(); });
+form.addEventListener("change", (e) => { if (e.target !== prompt) cost?.update(); });
 $("variation_strength").addEventListener("input", () => { $("variation-out").textContent = form.variation_strength.value; });
 
 const tagList = () => form.tags.value.split(",").map((t) => t.trim()).filter(Boolean);
@@ -226,15 +235,18 @@ form.addEventListener("submit", async (event) => {
   }
   const button = $("generate");
   button.disabled = true;
+  cost?.clearRefusal();
   try {
     await submit(params(), Number(form.batch_count.value) || 1);
     say("");
     // A typed seed stays as typed (the next press repeats it): "random" only when the box is empty.
   } catch (error) {
     if (!(error instanceof ApiError)) throw error;
-    showError(error);
+    // A refusal by the plan is said by the button with its way out (gen-cost.js), not next to a field.
+    if (!cost?.showRefusal(error)) showError(error);
   } finally {
     button.disabled = false;
+    cost?.update(); // the balance moved (credits held), or the refusal may no longer hold
   }
 });
 
@@ -354,7 +366,7 @@ async function act(kind, imageId, button) {
     else if (kind === "img2img" || kind === "inpaint") await startFrom(imageId, kind);
     else await vary(imageId, kind === "vary-subtle" ? 0.35 : 0.7);
   } catch (error) {
-    toast(error.message, { kind: "error" });
+    if (!cost?.showRefusal(error)) toast(error.message, { kind: "error" });
   } finally {
     button.disabled = false;
   }
@@ -470,6 +482,7 @@ async function start() {
     if (typeof v === "string" && [...form.elements[name].options].some((o) => o.value === v)) form.elements[name].value = v;
   }
   summarize();
+  cost?.now();
   try { await jobs.loadPage(); } catch (error) { toast(error.message, { kind: "error" }); }
   promptHistory.setJobs(jobs.prompts());
   updateQueueLink();
