@@ -48,6 +48,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -59,10 +60,16 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from studiolo.domain.billing.ledger import add_months
 from tests.threaded_server import ThreadedServer
 
 API_VERSION = "2026-10-28.endive"
-MONTH = 30 * 24 * 3600
+
+
+def _plus_month(ts: int) -> int:
+    """One calendar month later, the day clamped (Jan 31 -> Feb 28), as Stripe bills a monthly price."""
+    return int(add_months(datetime.fromtimestamp(ts, UTC), 1).timestamp())
+
 
 Deliver = Callable[[str, bytes, dict[str, str]], tuple[int, str]]
 
@@ -379,7 +386,7 @@ class StripeServer:
                         "price": price,
                         "quantity": quantity,
                         "current_period_start": now,
-                        "current_period_end": now + MONTH,
+                        "current_period_end": _plus_month(now),
                     }
                 ],
             },
@@ -394,7 +401,7 @@ class StripeServer:
             sub = self.subscriptions[sub_id]
             item = sub["items"]["data"][0]
             item["current_period_start"] = item["current_period_end"]
-            item["current_period_end"] = item["current_period_start"] + MONTH
+            item["current_period_end"] = _plus_month(item["current_period_start"])
             sub["status"] = status
             return sub, self._invoice(sub, "subscription_cycle", status=invoice_status)
 

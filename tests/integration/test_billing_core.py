@@ -189,3 +189,18 @@ def test_usage_older_than_retention_is_rolled_up_and_the_ledger_kept(billed: Ser
         daily = session.get_one(UsageDaily, (user, old.strftime("%Y-%m-%d")))
         assert (daily.jobs, daily.images, daily.credits) == (2, 4, 4)
     assert len(billed.billing.ledger(user, limit=100).items) == ledger_before
+
+
+def test_switching_plans_within_one_paid_period_grants_each_plan_once(billed: Services) -> None:
+    """As Stripe switches plans (the portal): the period's start stays, so a user who moves away from a plan and
+    back within it does not get its grant twice."""
+    from studiolo.db.base import utcnow
+
+    user = _user(billed, "free")
+    anchor = utcnow()
+    for plan in ("basic", "free", "basic", "pro", "basic"):
+        with billed.db.session() as session:
+            billed.billing.set_plan(session, user, plan, now=utcnow(), anchor=anchor)
+    grants = sorted(e.amount for e in billed.billing.ledger(user, limit=100).items if e.kind == "grant")
+    assert grants == [50, 50, 1000, 10000]  # free's first grant, then free, basic and pro once in this period
+    assert billed.billing.summary(user).balance == 0  # basic's grant was spent by the moves (expired)

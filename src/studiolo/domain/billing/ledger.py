@@ -144,15 +144,12 @@ def roll_period(session: Session, account: BillingAccount, plan: Plan, now: date
     if account.granted_period_start is not None and account.granted_period_start >= start:
         return
     expire_grant(session, account, now, "Unspent plan credits of the last period expired.")
-    if plan.monthly_credits > 0:
-        grant = Entry(
-            "grant",
-            f"grant:{account.user_id}:{plan.slug}:{start.isoformat()}",
-            amount=plan.monthly_credits,
-            reason=f"{plan.name} plan: credits for the period from {start:%Y-%m-%d}.",
-        )
-        append(session, account, [grant], now)
-    account.grant_remaining = plan.monthly_credits
+    key = f"grant:{account.user_id}:{plan.slug}:{start.isoformat()}"
+    # Once per plan and period: a user moved off a plan and back within one period does not get its grant twice.
+    if plan.monthly_credits > 0 and not has_entry(session, key):
+        reason = f"{plan.name} plan: credits for the period from {start:%Y-%m-%d}."
+        append(session, account, [Entry("grant", key, amount=plan.monthly_credits, reason=reason)], now)
+        account.grant_remaining = plan.monthly_credits
     account.granted_period_start = start
 
 
@@ -162,5 +159,7 @@ def expire_grant(session: Session, account: BillingAccount, now: datetime, reaso
     expiring = min(account.grant_remaining, account.balance)
     if expiring > 0 and account.granted_period_start is not None:
         key = f"expiry:{account.user_id}:{account.plan_slug}:{account.granted_period_start.isoformat()}"
+        if has_entry(session, key):  # a second expiry in one period (the plan changed back and forth)
+            key = f"{key}:{now.isoformat()}"
         append(session, account, [Entry("expiry", key, amount=-expiring, reason=reason)], now)
     account.grant_remaining = 0

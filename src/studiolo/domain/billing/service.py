@@ -406,7 +406,14 @@ class BillingService:
         if plan.retired_at is not None and not allow_retired:
             raise Conflict(f"The plan '{slug}' is retired.", code="plan_retired", details={"plan": slug})
         account = lock_account(session, user_id, self.settings.billing_default_plan, now)
-        if account.plan_slug == slug and (anchor is None or anchor == account.anchor_at):
+        if account.plan_slug == slug:
+            # The same plan: at most its period moves (a Stripe renewal names the new period's start, which is the
+            # old anchor plus whole months). roll_period then grants the new period once, or nothing if the lazy
+            # roll-over at the account's last use already did (tests/integration/test_stripe_webhooks.py).
+            if anchor is not None and anchor != account.anchor_at:
+                account.anchor_at = anchor
+                if self.enabled:
+                    roll_period(session, account, plan, now)
             return account
         if self.enabled:
             roll_period(session, account, self._plan(session, account.plan_slug), now)
