@@ -41,15 +41,20 @@ class Charge:
 
 def used_images(session: Session, user_id: str, since: datetime) -> int:
     """Images held or made by the user's jobs submitted since ``since`` (released records count nothing)."""
+    return used_images_since(session, user_id, [since])[0]
+
+
+def used_images_since(session: Session, user_id: str, starts: Sequence[datetime]) -> list[int]:
+    """``used_images`` for each of ``starts``, in one statement: one range of ix_usage_records_user from the earliest
+    start, a sum per start (the submit's month and day windows: one round trip instead of two, bench/billing.py)."""
     counted = case(
         (USAGE.c.state == "held", USAGE.c.images),
         (USAGE.c.state == "captured", USAGE.c.images_used),
         else_=0,
     )
-    total = session.scalar(
-        select(func.coalesce(func.sum(counted), 0)).where(USAGE.c.user_id == user_id, USAGE.c.created_at >= since)
-    )
-    return int(total or 0)
+    sums = [func.coalesce(func.sum(case((USAGE.c.created_at >= start, counted), else_=0)), 0) for start in starts]
+    row = session.execute(select(*sums).where(USAGE.c.user_id == user_id, USAGE.c.created_at >= min(starts))).one()
+    return [int(value or 0) for value in row]
 
 
 def plan_refusals(plan: Plan, kind: str, params: Mapping[str, Any], model_id: str) -> list[tuple[str, str, Any]]:
@@ -113,10 +118,9 @@ class BillingGate:
             ("month", plan.monthly_images, month_window(account.anchor_at, now)),
             ("day", plan.daily_images, day_window(now)),
         )
-        for window, limit, (start, end) in windows:
-            if limit is None:
-                continue
-            used = used_images(session, account.user_id, start)
+        limited = [(window, limit, start, end) for window, limit, (start, end) in windows if limit is not None]
+        counts = used_images_since(session, account.user_id, [w[2] for w in limited]) if limited else []
+        for (window, limit, _, end), used in zip(limited, counts, strict=True):
             if used + images > limit:
                 left = max(0, limit - used)
                 raise PaymentRequired(
