@@ -264,6 +264,9 @@ _BATCH_CANDIDATES_PG = text(
     """
 ).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("never", type_=UTCDateTime()))
 _LOCK_OWNER_PG = text("SELECT pg_advisory_xact_lock(:key, hashtext(:owner_id))")
+# The owners' locks in one round trip, taken in the order of the (sorted) array: a function scan emits its rows, and
+# the projection takes each lock, in array order, so two batches never wait on each other crosswise.
+_LOCK_OWNERS_PG = text("SELECT pg_advisory_xact_lock(:key, hashtext(o)) FROM unnest(CAST(:owners AS text[])) AS o")
 _RUNNING_OF_PG = text(
     "SELECT owner_id, count(*) FROM jobs WHERE status = 'running' AND owner_id = ANY(CAST(:owners AS text[])) "
     "GROUP BY owner_id"
@@ -371,8 +374,7 @@ class JobQueue:
                 if limited:
                     # Their room again, counted after taking their owners' locks (in one order: no deadlock), so a
                     # worker claiming beside this one cannot fill the same places.
-                    for owner_id in limited:
-                        conn.execute(_LOCK_OWNER_PG, {"key": _OWNER_CLAIM_LOCK, "owner_id": owner_id})
+                    conn.execute(_LOCK_OWNERS_PG, {"key": _OWNER_CLAIM_LOCK, "owners": limited}).all()
                     running = {str(o): int(n) for o, n in conn.execute(_RUNNING_OF_PG, {"owners": limited})}
                     ids = _within_room(rows, running)
                     if not ids:
