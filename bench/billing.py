@@ -10,16 +10,16 @@
   ``claim`` (one job per claim) and ``claim_batch`` (16).
 
 Each mode has its own fresh database (SQLite in a temporary directory, and PostgreSQL from STUDIOLO_BENCH_PG when
-``--pg``). The rounds of each mode alternate, so drift on a shared machine falls on both.
+``--pg``, made as bench/queue.py makes its own). The rounds of each mode alternate, so drift on a shared machine
+falls on both.
 
-    python -m bench.billing [--submits 1000] [--clients 20] [--per-client 50] [--claims 2000] [--pg | --sqlite-only]
+    python -m bench.billing [--submits 1000] [--clients 20] [--per-client 50] [--claims 2000] [--pg]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import statistics
 import tempfile
 import threading
@@ -28,10 +28,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import create_engine, text, update
-from sqlalchemy.pool import NullPool
+from sqlalchemy import update
 
 from bench._server import percentile
+from bench.queue import fresh_database
 from studiolo.db import migrate
 from studiolo.db.base import utcnow
 from studiolo.domain.accounts.audit import Origin
@@ -42,7 +42,6 @@ from studiolo.domain.generation.schemas import GenerationParams
 from studiolo.services import Services, build_services
 from studiolo.settings import Settings
 
-PG = os.environ.get("STUDIOLO_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 PARAMS = GenerationParams(prompt="a lighthouse at dusk", size="64x64", steps=1)
 # Limits that every submit meets and none reaches: the reservation does all its work.
 PLAN = PlanSpec(
@@ -51,27 +50,11 @@ PLAN = PlanSpec(
 
 
 @contextlib.contextmanager
-def pg_database() -> Iterator[str]:
-    admin = create_engine(PG, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    name = f"studiolo_bench_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin.url.set(database=name).render_as_string(hide_password=False)
-    try:
-        migrate.upgrade(url)
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@contextlib.contextmanager
 def studio(billing: str, db: str) -> Iterator[Services]:
     """Services with ``billing`` on a fresh database (``db``: "sqlite" or "pg"), no workers."""
     with (
         tempfile.TemporaryDirectory(prefix="studiolo-bench-billing-") as tmp,
-        pg_database() if db == "pg" else contextlib.nullcontext("") as url,
+        fresh_database() if db == "pg" else contextlib.nullcontext("") as url,
     ):
         data = Path(tmp) / "data"
         data.mkdir(mode=0o700)
