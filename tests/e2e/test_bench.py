@@ -28,6 +28,16 @@ NUMBER = r"[\d,.]+"
 # script: (its smallest settings, the figure lines it must print). Sizes are the least that still exercise every
 # code path (bench.queue's gallery needs a second page of matches: 2,000 rows).
 SMOKE: dict[str, tuple[list[str], list[str]]] = {
+    "billing": (
+        ["--submits", "20", "--clients", "4", "--per-client", "3", "--claims", "20"],
+        [
+            rf"submit latency, billing off +p50 +{NUMBER} ms +p95 +{NUMBER} ms",
+            rf"submit latency, billing quotas +p50 +{NUMBER} ms +p95 +{NUMBER} ms",
+            rf"submit p50 added by billing: [+-]{NUMBER} ms",
+            rf"accepted jobs/s quotas / off = {NUMBER}",
+            rf"claim +20 jobs of 20 users: max_running 0 +{NUMBER} claims/s, limited +{NUMBER} claims/s",
+        ],
+    ),
     "api": (
         ["--jobs", "20", "--images", "120", "--concurrency", "4", "--gets", "20", "--starts", "3"],
         [

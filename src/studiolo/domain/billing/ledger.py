@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -25,8 +25,19 @@ LEDGER = cast(Table, CreditTransaction.__table__)
 
 # The first write of every billing transaction: it takes the account row's lock (PostgreSQL) and this process's
 # SQLite write slot (db/session.py) before anything is read, so two submits of one user are decided one after the
-# other, never both from the same balance (tests/integration/test_billing_concurrency.py).
-_TOUCH = update(ACCOUNTS).values(version=ACCOUNTS.c.version + 1)
+# other, never both from the same balance (tests/integration/test_billing_concurrency.py). It hands the locked row
+# back as the account (RETURNING): one round trip instead of an UPDATE and a SELECT on every submit
+# (bench/billing.py); ``populate_existing``: an account already in the session is refreshed from it.
+_TOUCH = (
+    update(BillingAccount)
+    .values(version=BillingAccount.version + 1)
+    .returning(BillingAccount)
+    .where(BillingAccount.user_id == bindparam("account_user_id"))
+    .execution_options(populate_existing=True, synchronize_session=False)
+)
+
+
+_APPEND = insert(LEDGER)  # built once: a statement built per call is keyed anew each time (bench/billing.py)
 
 
 def add_months(start: datetime, months: int) -> datetime:
@@ -90,12 +101,11 @@ def _insert_missing_account(session: Session, user_id: str, plan_slug: str, now:
 
 def lock_account(session: Session, user_id: str, default_plan: str, now: datetime) -> BillingAccount:
     """The user's billing account, made on first use, locked for the rest of the transaction and fresh."""
-    touched = cast(CursorResult[Any], session.execute(_TOUCH.where(ACCOUNTS.c.user_id == user_id)))
-    if touched.rowcount == 0:
+    params = {"account_user_id": user_id}
+    account = session.scalars(_TOUCH, params).one_or_none()
+    if account is None:
         _insert_missing_account(session, user_id, default_plan, now)
-        session.execute(_TOUCH.where(ACCOUNTS.c.user_id == user_id))
-    account = session.get(BillingAccount, user_id, populate_existing=True)
-    assert account is not None  # inserted above; the user row exists (a foreign key)
+        account = session.scalars(_TOUCH, params).one()  # inserted above; the user row exists (a foreign key)
     return account
 
 
@@ -127,7 +137,7 @@ def append(session: Session, account: BillingAccount, entries: list[Entry], now:
             }
         )
     if rows:
-        session.execute(insert(LEDGER), rows)
+        session.execute(_APPEND, rows)
         session.flush()
     return [str(r["id"]) for r in rows]
 

@@ -17,6 +17,13 @@ tiny model), where claiming one row per transaction cost more than the job itsel
 PostgreSQL it is one candidates query (each user's next ``limit`` jobs, through a LATERAL seek per user) and one
 ``UPDATE ... WHERE id IN (... FOR UPDATE SKIP LOCKED) RETURNING``; the batch keeps the turn order: every user's
 first job, then every user's second, and so on.
+
+A job's ``max_running`` (its owner's plan: issue 15; 0 = no limit) holds it back while its owner already has that
+many jobs running: the candidates leave out such a user's jobs (one count of their running jobs on
+ix_jobs_owner_queue, made only for a job with a limit), and a batch takes no more of a user's jobs than their room.
+Two workers claiming one user's jobs at once could each see the last free place, so the count is made again where
+the claim is decided: in the claiming UPDATE on SQLite (whose writes take turns), and after a transaction-scoped
+advisory lock on the owner on PostgreSQL (tests/integration/test_queue_max_running.py).
 """
 
 from __future__ import annotations
@@ -44,6 +51,22 @@ _CANDIDATES = 8
 _BATCH_READ_AHEAD = 4
 _BATCH_READ_MAX = 1024
 _NEVER = datetime(1970, 1, 1, tzinfo=UTC)
+# PostgreSQL: pg_advisory_xact_lock(_OWNER_CLAIM_LOCK, hashtext(owner_id)) serialises the claims of one owner's
+# limited jobs (the two-key space, apart from the one-key locks of dispatch/sweeper.py and the migrations).
+_OWNER_CLAIM_LOCK = 7_262_003
+
+
+def _has_room(job: Any) -> ColumnElement[bool]:
+    """``job`` (a jobs table or alias) may start now: it has no limit, or its owner runs fewer jobs than its limit.
+    The count (a range on ix_jobs_owner_queue) is in the CASE's ELSE, so a job without a limit never pays for it."""
+    running = JOBS.alias("running")
+    count = (
+        select(func.count())
+        .where(running.c.status == "running", running.c.owner_id == job.c.owner_id)
+        .correlate(job)
+        .scalar_subquery()
+    )
+    return case((job.c.max_running == 0, literal(True)), else_=count < job.c.max_running)
 
 
 def _count_up_to(*where: ColumnElement[bool]) -> Select[int]:
@@ -114,7 +137,7 @@ class ReapedJob:
     model_id: str = ""
 
 
-def _build_candidates_query(*, model_filter: bool = False) -> Select[tuple[str]]:
+def _build_candidates_query(*, model_filter: bool = False) -> Select[tuple[str, str, int]]:
     """Each user's next ready job, best first. Cost grows with the number of users waiting, not jobs.
 
     The distinct owners with queued jobs are enumerated by a recursive "loose index scan" (one index
@@ -160,9 +183,11 @@ def _build_candidates_query(*, model_filter: bool = False) -> Select[tuple[str]]
     turn = func.coalesce(turns.c.last_claimed_at, bindparam("never", type_=UTCDateTime()))
     affinity = case((jobs.c.model_id.in_(bindparam("loaded", expanding=True)), literal(0)), else_=literal(1))
     return (
-        select(jobs.c.id)
+        select(jobs.c.id, jobs.c.owner_id, jobs.c.max_running)
         .join(heads, jobs.c.id == heads.c.job_id)
         .outerjoin(turns, turns.c.owner_id == jobs.c.owner_id)
+        # A head whose owner has no room left is passed over (only their head: their other jobs wait behind it).
+        .where(_has_room(jobs))
         .order_by(jobs.c.system_priority.desc(), turn, affinity, jobs.c.id)
         .limit(bindparam("limit"))
     )
@@ -177,9 +202,11 @@ _LOCK = (
     .where(JOBS.c.id == bindparam("job_id"), JOBS.c.status == "queued")
     .with_for_update(skip_locked=True)
 )
+# The room is counted again here: on SQLite this UPDATE is where two claimers take turns; on PostgreSQL it runs after
+# the owner's advisory lock, in a statement that sees every claim committed before.
 _CLAIM = (
     update(JOBS)
-    .where(JOBS.c.id == bindparam("job_id"), JOBS.c.status == "queued")
+    .where(JOBS.c.id == bindparam("job_id"), JOBS.c.status == "queued", _has_room(JOBS))
     .values(
         status="running",
         lease_owner=bindparam("worker_id"),
@@ -196,7 +223,9 @@ _CLAIM = (
 # PostgreSQL batch candidates: the owners walk of _build_candidates_query, then each owner's next ``limit`` ready
 # jobs (a LATERAL seek on ix_jobs_owner_queue, in the owner's own priority order), in turn order: rank k of every
 # owner before rank k+1 of any, so an owner's own priority never wins them a second job before another's first.
-# Parameters: now, never, limit, loaded, models (arrays; models NULL: any model).
+# A job with a limit (max_running > 0) is left out past its owner's room: its place ``nth`` in the owner's order
+# beyond the limit less the owner's running jobs, counted once per owner that has such a job (``running``).
+# Rows: id, owner_id, max_running. Parameters: now, never, limit, loaded, models (arrays; models NULL: any model).
 _BATCH_CANDIDATES_PG = text(
     """
     WITH RECURSIVE owners(owner_id) AS (
@@ -206,24 +235,55 @@ _BATCH_CANDIDATES_PG = text(
         FROM owners o WHERE o.owner_id IS NOT NULL
     ),
     picked AS (
-        SELECT h.id, h.owner_id, h.system_priority, h.model_id,
-               row_number() OVER (PARTITION BY h.owner_id, h.system_priority ORDER BY h.priority DESC, h.id) AS rank
+        SELECT h.id, h.owner_id, h.system_priority, h.model_id, h.max_running,
+               row_number() OVER (PARTITION BY h.owner_id, h.system_priority ORDER BY h.priority DESC, h.id) AS rank,
+               row_number() OVER (PARTITION BY h.owner_id
+                                  ORDER BY h.system_priority DESC, h.priority DESC, h.id) AS nth
         FROM owners o
         CROSS JOIN LATERAL (
-            SELECT j.id, j.owner_id, j.system_priority, j.priority, j.model_id FROM jobs j
+            SELECT j.id, j.owner_id, j.system_priority, j.priority, j.model_id, j.max_running FROM jobs j
             WHERE j.status = 'queued' AND j.owner_id = o.owner_id AND j.run_after <= :now
               AND (CAST(:models AS text[]) IS NULL OR j.model_id = ANY(CAST(:models AS text[])))
             ORDER BY j.system_priority DESC, j.priority DESC, j.id
             LIMIT :limit
         ) h
         WHERE o.owner_id IS NOT NULL
+    ),
+    running AS (
+        SELECT l.owner_id,
+               (SELECT count(*) FROM jobs r WHERE r.status = 'running' AND r.owner_id = l.owner_id) AS jobs
+        FROM (SELECT DISTINCT owner_id FROM picked WHERE max_running > 0) l
     )
-    SELECT p.id FROM picked p LEFT JOIN queue_turns t ON t.owner_id = p.owner_id
+    SELECT p.id, p.owner_id, p.max_running FROM picked p
+    LEFT JOIN running r ON r.owner_id = p.owner_id
+    LEFT JOIN queue_turns t ON t.owner_id = p.owner_id
+    WHERE p.max_running = 0 OR p.nth <= p.max_running - r.jobs
     ORDER BY p.system_priority DESC, p.rank, coalesce(t.last_claimed_at, :never),
              CASE WHEN p.model_id = ANY(CAST(:loaded AS text[])) THEN 0 ELSE 1 END, p.id
     LIMIT :limit
     """
 ).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("never", type_=UTCDateTime()))
+_LOCK_OWNER_PG = text("SELECT pg_advisory_xact_lock(:key, hashtext(:owner_id))")
+# The owners' locks in one round trip, taken in the order of the (sorted) array: a function scan emits its rows, and
+# the projection takes each lock, in array order, so two batches never wait on each other crosswise.
+_LOCK_OWNERS_PG = text("SELECT pg_advisory_xact_lock(:key, hashtext(o)) FROM unnest(CAST(:owners AS text[])) AS o")
+_RUNNING_OF_PG = text(
+    "SELECT owner_id, count(*) FROM jobs WHERE status = 'running' AND owner_id = ANY(CAST(:owners AS text[])) "
+    "GROUP BY owner_id"
+)
+
+
+def _within_room(candidates: Sequence[Any], running: dict[str, int]) -> list[str]:
+    """The candidates' ids (rows of id, owner_id, max_running, in claim order) less each limited job beyond its
+    owner's room: its limit less the owner's ``running`` jobs less the owner's jobs already kept before it."""
+    kept: list[str] = []
+    taken: Counter[str] = Counter()
+    for job_id, owner_id, max_running in candidates:
+        if max_running and running.get(owner_id, 0) + taken[owner_id] >= max_running:
+            continue
+        taken[owner_id] += 1
+        kept.append(job_id)
+    return kept
 
 
 class JobQueue:
@@ -261,12 +321,15 @@ class JobQueue:
                 params["models"] = list(models) or [""]
             with self.db.session(relaxed=True) as session:
                 conn = session.connection()
-                candidates = list(conn.scalars(query, params))
+                candidates: Sequence[Any] = conn.execute(query, params).all()
                 if not candidates:
                     return None
-                for job_id in candidates:
-                    if not self.db.is_sqlite and conn.scalar(_LOCK, {"job_id": job_id}) is None:
-                        continue  # another worker holds it (or just took it): the next candidate, no waiting
+                for job_id, candidate_owner, max_running in candidates:
+                    if not self.db.is_sqlite:
+                        if conn.scalar(_LOCK, {"job_id": job_id}) is None:
+                            continue  # another worker holds it (or just took it): the next candidate, no waiting
+                        if max_running:  # its owner's room is decided by one claimer at a time (_CLAIM counts)
+                            conn.execute(_LOCK_OWNER_PG, {"key": _OWNER_CLAIM_LOCK, "owner_id": candidate_owner})
                     owner_id = conn.scalar(
                         _CLAIM, {"job_id": job_id, "worker_id": worker_id, "expires": now + self.lease, "now": now}
                     )
@@ -302,9 +365,20 @@ class JobQueue:
                 "models": list(models) if models is not None else None,
             }
             with self.db.session(relaxed=True) as session:
-                ids = list(session.connection().scalars(_BATCH_CANDIDATES_PG, params))
-                if not ids:
+                conn = session.connection()
+                rows = conn.execute(_BATCH_CANDIDATES_PG, params).all()
+                if not rows:
                     return []
+                ids = [row[0] for row in rows]
+                limited = sorted({owner_id for _, owner_id, max_running in rows if max_running})
+                if limited:
+                    # Their room again, counted after taking their owners' locks (in one order: no deadlock), so a
+                    # worker claiming beside this one cannot fill the same places.
+                    conn.execute(_LOCK_OWNERS_PG, {"key": _OWNER_CLAIM_LOCK, "owners": limited}).all()
+                    running = {str(o): int(n) for o, n in conn.execute(_RUNNING_OF_PG, {"owners": limited})}
+                    ids = _within_room(rows, running)
+                    if not ids:
+                        continue
                 # The best ``limit`` candidates no other worker is claiming right now (skipped, not waited for).
                 candidates = bindparam("candidates", ids, type_=ARRAY(String()))
                 lockable = (
