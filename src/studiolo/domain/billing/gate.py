@@ -205,7 +205,7 @@ class BillingGate:
             self.check(session, account, plan, charges, now)
         for c in charges:
             c.row["system_priority"] = max(int(c.row.get("system_priority") or 0), plan.queue_priority)
-            c.row["max_running"] = plan.max_running_jobs or 0
+            c.row["max_running"] = 0 if exempt else plan.max_running_jobs or 0  # exempt: never held back either
         session.execute(
             _INSERT_USAGE,
             [

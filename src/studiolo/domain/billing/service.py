@@ -363,27 +363,28 @@ class BillingService:
             **base,
         )
 
-    def ledger(self, user_id: str, *, limit: int = 50, cursor: str | None = None) -> LedgerPage:
+    def _newest_first(
+        self, model: type[CreditTransaction] | type[Payment], user_id: str, limit: int, cursor: str | None
+    ) -> tuple[list[Any], str | None]:
+        """A page of the user's ledger rows or payments, newest first (time-ordered ids), and the next cursor."""
         with self.db.session() as session:
-            stmt = select(CreditTransaction).where(CreditTransaction.user_id == user_id)
+            stmt = select(model).where(model.user_id == user_id)
             if cursor:
-                stmt = stmt.where(CreditTransaction.id < cursor)
-            rows = session.scalars(stmt.order_by(CreditTransaction.id.desc()).limit(limit + 1)).all()
-            items = [LedgerEntry.model_validate(r) for r in rows[:limit]]
-        return LedgerPage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
+                stmt = stmt.where(model.id < cursor)
+            rows: list[Any] = list(session.scalars(stmt.order_by(model.id.desc()).limit(limit + 1)).all())
+        return rows[:limit], str(rows[limit - 1].id) if len(rows) > limit else None
+
+    def ledger(self, user_id: str, *, limit: int = 50, cursor: str | None = None) -> LedgerPage:
+        rows, next_cursor = self._newest_first(CreditTransaction, user_id, limit, cursor)
+        return LedgerPage(items=[LedgerEntry.model_validate(r) for r in rows], next_cursor=next_cursor)
 
     def analytics(self, days: int) -> AdminBillingAnalytics:
         """Revenue and usage per UTC day over the last ``days`` (the admin analytics page; analytics.py)."""
         return BillingAnalytics(self.db, self.settings.billing_default_plan).admin(days)
 
     def payments(self, user_id: str, *, limit: int = 50, cursor: str | None = None) -> PaymentPage:
-        with self.db.session() as session:
-            stmt = select(Payment).where(Payment.user_id == user_id)
-            if cursor:
-                stmt = stmt.where(Payment.id < cursor)
-            rows = session.scalars(stmt.order_by(Payment.id.desc()).limit(limit + 1)).all()
-            items = [PaymentView.model_validate(r) for r in rows[:limit]]
-        return PaymentPage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
+        rows, next_cursor = self._newest_first(Payment, user_id, limit, cursor)
+        return PaymentPage(items=[PaymentView.model_validate(r) for r in rows], next_cursor=next_cursor)
 
     # -- what an administrator (or a payment) changes ------------------------------------------------------------
     def _user_exists(self, session: Session, user_id: str) -> None:
