@@ -16,13 +16,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, case, func, insert, select
+from sqlalchemy import Select, Table, bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from studiolo.db.base import UTCDateTime, new_id
 from studiolo.domain.accounts.models import User
 from studiolo.domain.billing import cost
-from studiolo.domain.billing.ledger import Entry, append, day_window, lock_account, month_window, roll_period
+from studiolo.domain.billing.ledger import (
+    ACCOUNTS,
+    Entry,
+    append,
+    day_window,
+    insert_entries,
+    lock_account,
+    month_window,
+    roll_period,
+)
 from studiolo.domain.billing.models import BillingAccount, Plan, UsageRecord
 from studiolo.errors import Forbidden, PaymentRequired
 
@@ -76,11 +85,36 @@ _INSERT_USAGE = insert(USAGE)
 # The owner's role, plan slug and plan in one statement (reserve): an outer join, so a user without an account yet,
 # or on a plan deleted from under them, reads NULL for what is missing.
 _PEEK = (
-    select(User.role, BillingAccount.plan_slug, Plan)
+    select(
+        User.role,
+        BillingAccount.plan_slug,
+        BillingAccount.version,
+        BillingAccount.anchor_at,
+        BillingAccount.granted_period_start,
+        Plan,
+    )
     .select_from(User)
     .outerjoin(BillingAccount, BillingAccount.user_id == User.id)
     .outerjoin(Plan, Plan.slug == BillingAccount.plan_slug)
     .where(User.id == bindparam("owner_id"))
+)
+
+
+# The reservation's fast path in one statement: lock the account and hold the credits, only if the account is as the
+# peek before it saw it (its version) and the balance covers them. No row: the full path decides (BillingGate.reserve).
+_DEBIT = (
+    update(ACCOUNTS)
+    .where(
+        ACCOUNTS.c.user_id == bindparam("owner_id"),
+        ACCOUNTS.c.version == bindparam("version"),
+        ACCOUNTS.c.balance >= bindparam("needed"),
+    )
+    .values(
+        balance=ACCOUNTS.c.balance - bindparam("needed"),
+        held=ACCOUNTS.c.held + bindparam("needed"),
+        version=ACCOUNTS.c.version + 1,
+    )
+    .returning(ACCOUNTS.c.balance)
 )
 
 
@@ -131,6 +165,23 @@ class BillingGate:
         self, session: Session, account: BillingAccount, plan: Plan, charges: Sequence[Charge], now: datetime
     ) -> None:
         """Raise the refusal a submission of ``charges`` meets, if any: plan first, then quotas, then credits."""
+        self.check_plan(plan, charges)
+        self.check_quotas(session, account.user_id, account.anchor_at, plan, sum(c.images for c in charges), now)
+        needed = sum(c.credits for c in charges)
+        if needed > account.balance:
+            raise PaymentRequired(
+                f"This costs {needed} credit{'s' * (needed != 1)} and you have {account.balance}.",
+                code="insufficient_credits",
+                details={
+                    "needed": needed,
+                    "balance": account.balance,
+                    "held": account.held,
+                    "upgrade_url": "/billing",
+                },
+            )
+
+    def check_plan(self, plan: Plan, charges: Sequence[Charge]) -> None:
+        """403 plan_forbids for the first job that asks what the plan does not include."""
         for charge in charges:
             broken = plan_refusals(plan, charge.row["kind"], charge.row["params"], charge.row["model_id"])
             if broken:
@@ -140,13 +191,18 @@ class BillingGate:
                     code="plan_forbids",
                     details={"plan": plan.slug, "field": field, "limit": limit, "upgrade_url": UPGRADE_URL},
                 )
-        images = sum(c.images for c in charges)
+
+    def check_quotas(
+        self, session: Session, user_id: str, anchor_at: datetime, plan: Plan, images: int, now: datetime
+    ) -> None:
+        """402 quota_exceeded when ``images`` more would pass the monthly or daily quota (run under the account's
+        lock: what it counts must not change before the job rows commit)."""
         windows = (
-            ("month", plan.monthly_images, month_window(account.anchor_at, now)),
+            ("month", plan.monthly_images, month_window(anchor_at, now)),
             ("day", plan.daily_images, day_window(now)),
         )
         limited = [(window, limit, start, end) for window, limit, (start, end) in windows if limit is not None]
-        counts = used_images_since(session, account.user_id, [w[2] for w in limited]) if limited else []
+        counts = used_images_since(session, user_id, [w[2] for w in limited]) if limited else []
         for (window, limit, _, end), used in zip(limited, counts, strict=True):
             if used + images > limit:
                 left = max(0, limit - used)
@@ -163,18 +219,6 @@ class BillingGate:
                         "upgrade_url": UPGRADE_URL,
                     },
                 )
-        needed = sum(c.credits for c in charges)
-        if needed > account.balance:
-            raise PaymentRequired(
-                f"This costs {needed} credit{'s' * (needed != 1)} and you have {account.balance}.",
-                code="insufficient_credits",
-                details={
-                    "needed": needed,
-                    "balance": account.balance,
-                    "held": account.held,
-                    "upgrade_url": "/billing",
-                },
-            )
 
     def reserve(
         self,
@@ -188,21 +232,90 @@ class BillingGate:
         """Check and hold what ``rows`` (queued job rows, not yet inserted) cost; sets each row's plan-given
         ``system_priority`` (at least the plan's queue priority) and ``max_running``. ``seq``: 1 for a new job, the
         next number for a retry of a finished one."""
-        # The owner's role and plan in one statement, before the account's lock: on SQLite that lock is the
-        # process's write slot, which every other submit waits for, so what need not be read under it is not
-        # (bench/billing.py). A plan changed in between is read again under the lock.
+        # The owner's role, plan and account state in one statement, before the account's lock: on SQLite that
+        # lock is the process's write slot, which every other submit waits for, so what need not be read under it
+        # is not (bench/billing.py).
         peek = session.execute(_PEEK, {"owner_id": owner_id}).one()
+        exempt = peek.role == "admin"
+        charges = self.charges(rows)
+        if exempt:  # administrators are never refused; their usage is recorded at no charge
+            charges = [Charge(c.row, c.images, 0) for c in charges]
+        if not self._reserve_fast(session, owner_id, peek, charges, exempt=exempt, now=now, seq=seq):
+            self._reserve_full(session, owner_id, peek, charges, exempt=exempt, now=now, seq=seq)
+
+    def _reserve_fast(
+        self,
+        session: Session,
+        owner_id: str,
+        peek: Any,
+        charges: Sequence[Charge],
+        *,
+        exempt: bool,
+        now: datetime,
+        seq: int,
+    ) -> bool:
+        """The usual reservation in as few statements as it can be: the plan checked from the peek, the account
+        locked and debited in one guarded UPDATE (_DEBIT), the quotas counted under that lock. False, having written
+        nothing, when the peek cannot be trusted (no account yet, a period to roll over, the account changed since,
+        credits short): the full path then decides, and says why it refuses."""
+        plan: Plan | None = peek.Plan
+        if plan is None or peek.granted_period_start is None:
+            return False
+        if peek.granted_period_start < month_window(peek.anchor_at, now)[0]:
+            return False  # a new period is due: its grant and expiry are the full path's
+        if not exempt:
+            self.check_plan(plan, charges)
+        needed = sum(c.credits for c in charges)
+        balance = session.execute(_DEBIT, {"owner_id": owner_id, "version": peek.version, "needed": needed}).scalar()
+        if balance is None:
+            return False
+        if not exempt:  # a refusal rolls the debit back with the transaction
+            self.check_quotas(session, owner_id, peek.anchor_at, plan, sum(c.images for c in charges), now)
+        self._hold(session, owner_id, plan, charges, exempt=exempt, now=now, seq=seq)
+        insert_entries(session, owner_id, balance + needed, self._reserve_entries(charges, seq), now)
+        return True
+
+    def _reserve_full(
+        self,
+        session: Session,
+        owner_id: str,
+        peek: Any,
+        charges: Sequence[Charge],
+        *,
+        exempt: bool,
+        now: datetime,
+        seq: int,
+    ) -> None:
         account = lock_account(session, owner_id, self.default_plan, now)
         plan = peek.Plan
         if plan is None or peek.plan_slug != account.plan_slug:
             plan = self.load_plan(session, account.plan_slug)
         roll_period(session, account, plan, now)
-        exempt = peek.role == "admin"
-        charges = self.charges(rows)
-        if exempt:  # administrators are never refused; their usage is recorded at no charge
-            charges = [Charge(c.row, c.images, 0) for c in charges]
-        else:
+        if not exempt:
             self.check(session, account, plan, charges, now)
+        self._hold(session, owner_id, plan, charges, exempt=exempt, now=now, seq=seq)
+        append(session, account, self._reserve_entries(charges, seq), now)
+
+    @staticmethod
+    def _reserve_entries(charges: Sequence[Charge], seq: int) -> list[Entry]:
+        return [
+            Entry("reserve", f"{c.row['id']}:{seq}:reserve", amount=-c.credits, held=c.credits, job_id=c.row["id"])
+            for c in charges
+            if c.credits
+        ]
+
+    @staticmethod
+    def _hold(
+        session: Session,
+        owner_id: str,
+        plan: Plan,
+        charges: Sequence[Charge],
+        *,
+        exempt: bool,
+        now: datetime,
+        seq: int,
+    ) -> None:
+        """The jobs' usage records (what quotas count), and what the plan sets on their rows."""
         for c in charges:
             c.row["system_priority"] = max(int(c.row.get("system_priority") or 0), plan.queue_priority)
             c.row["max_running"] = 0 if exempt else plan.max_running_jobs or 0  # exempt: never held back either
@@ -226,12 +339,6 @@ class BillingGate:
                 for c in charges
             ],
         )
-        entries = [
-            Entry("reserve", f"{c.row['id']}:{seq}:reserve", amount=-c.credits, held=c.credits, job_id=c.row["id"])
-            for c in charges
-            if c.credits
-        ]
-        append(session, account, entries, now)
 
     def settle(self, session: Session, outcomes: Mapping[str, int], now: datetime) -> None:
         """End the holds of these jobs: ``outcomes`` maps a job id to the images it made (0: failed or canceled).

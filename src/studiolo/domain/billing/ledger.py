@@ -9,6 +9,7 @@ and changes nothing (tests/integration/test_billing_ledger.py).
 from __future__ import annotations
 
 import calendar
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -114,20 +115,31 @@ def append(session: Session, account: BillingAccount, entries: list[Entry], now:
 
     Never below zero: the callers check first (reserve) or clamp (expiry, refunds, adjustments), and an entry that
     would make either figure negative is a bug, refused here rather than written."""
-    rows: list[dict[str, Any]] = []
     for e in entries:
         account.balance += e.amount
         account.held += e.held
         if account.balance < 0 or account.held < 0:
             raise AssertionError(f"ledger entry {e.key} would make the balance negative")
+    ids = insert_entries(session, account.user_id, account.balance - sum(e.amount for e in entries), entries, now)
+    if ids:
+        session.flush()
+    return ids
+
+
+def insert_entries(session: Session, user_id: str, balance: int, entries: Sequence[Entry], now: datetime) -> list[str]:
+    """Append ``entries`` to the ledger, the first applied to a spendable ``balance`` (each row records the balance
+    after it); the caller has changed the cached account by the same amounts, in this transaction."""
+    rows: list[dict[str, Any]] = []
+    for e in entries:
+        balance += e.amount
         rows.append(
             {
                 "id": new_id(),
-                "user_id": account.user_id,
+                "user_id": user_id,
                 "kind": e.kind,
                 "amount": e.amount,
                 "held": e.held,
-                "balance_after": account.balance,
+                "balance_after": balance,
                 "job_id": e.job_id,
                 "payment_id": e.payment_id,
                 "idempotency_key": e.key,
@@ -138,7 +150,6 @@ def append(session: Session, account: BillingAccount, entries: list[Entry], now:
         )
     if rows:
         session.execute(_APPEND, rows)
-        session.flush()
     return [str(r["id"]) for r in rows]
 
 
