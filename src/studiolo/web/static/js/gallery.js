@@ -222,19 +222,34 @@ export async function trashIds(ids) {
   const after = focusNext ? neighbour(tilesOf(ids.at(-1))[0]) : null;
   const removed = takeOut(ids);
   after?.querySelector("a.open")?.focus();
+  // Undoable at once: Ctrl+Z pressed while the request is still on its way waits for it, then restores
+  // (tests/e2e/test_web_gallery.py presses it as soon as the server has the image in the Trash).
+  const entry = { ids, removed, pending: trash(ids), undone: false };
+  lastTrashed = entry;
   let done;
-  try { done = await trash(ids); } catch (error) { putBack(removed); trashFailed(ids, error); return; }
+  try { done = await entry.pending; } catch (error) {
+    if (lastTrashed === entry) lastTrashed = null;
+    putBack(removed);
+    if (!entry.undone) trashFailed(ids, error);
+    return;
+  }
   const missing = ids.filter((id) => !done.includes(id));
   if (missing.length) putBack(removed.filter((r) => missing.includes(r.tile.dataset.id)));
-  if (!done.length) return;
-  const entry = { ids: done, removed: removed.filter((r) => done.includes(r.tile.dataset.id)) };
-  lastTrashed = entry;
+  entry.ids = done;
+  entry.removed = removed.filter((r) => done.includes(r.tile.dataset.id));
+  if (entry.undone) return; // undoTrash, waiting on the same request, restores what it trashed
+  if (!done.length) { if (lastTrashed === entry) lastTrashed = null; return; }
   entry.closeToast = toast(done.length === 1 ? "Image moved to the Trash." : `${done.length} images moved to the Trash.`, {
     timeout: 8000, action: { label: "Undo", run: () => undoTrash(entry) } });
 }
 async function undoTrash(entry) {
+  if (entry.undone) return;
+  entry.undone = true;
   if (lastTrashed === entry) lastTrashed = null;
   entry.closeToast?.(); // Ctrl+Z as well as the toast's button: the Undo offer is spent either way
+  // trashIds' own wait on this request runs first: by now entry.ids are the images it did trash.
+  try { await entry.pending; } catch { return; } // nothing was trashed; trashIds put the tiles back
+  if (!entry.ids.length) return;
   try {
     await restore(entry.ids);
     putBack(entry.removed);
