@@ -139,6 +139,20 @@ class Settings(BaseSettings):
     stripe_api_base: str = ""  # empty: Stripe's own; tests point it at a local server speaking Stripe's API
     stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1, le=86400)
 
+    # Film studio (issue 16, docs/film.md).
+    film_enabled: bool = True  # workers render films only where ffmpeg is found (engines/ffmpeg.py)
+    film_max_words: int = Field(default=500, ge=10, le=20000)  # seed 002's script limit
+    film_credits_per_minute: int = Field(default=6, ge=0, le=100000)  # the video part of a render's quote
+    film_ffmpeg: str = ""  # an ffmpeg binary; empty: the system's if newer, else imageio-ffmpeg's
+    film_piper_voices_dir: Path | None = None  # more Piper voices (*.onnx + *.onnx.json)
+    film_speech_api_base: str = ""  # an OpenAI-compatible /v1/audio/speech server for hosted voices; empty: none
+    film_speech_api_key: str = ""
+    film_chat_api_base: str = ""  # an OpenAI-compatible chat server that may rewrite scenes into prompts; empty: none
+    film_chat_api_key: str = ""
+    film_chat_model: str = "gpt-4o-mini"
+    film_soundfont: Path | None = None  # a General MIDI .sf2 for fluidsynth music; empty: the procedural synth
+    film_youtube_api_base: str = "https://www.googleapis.com"  # tests point it at a local server
+
     # Accounts. "accounts": every API call needs a session or an API key (the default). "none": a trusted
     # single-user machine where every request acts as the built-in local owner (no sign-in), as ComfyUI does.
     auth_mode: Literal["accounts", "none"] = "accounts"

@@ -3,6 +3,7 @@
 from studiolo.db.base import Base
 from studiolo.domain.accounts import models as _accounts  # noqa: F401
 from studiolo.domain.billing import models as _billing  # noqa: F401
+from studiolo.domain.film import models as _film  # noqa: F401
 from studiolo.domain.gallery import models as _gallery  # noqa: F401
 from studiolo.domain.generation import models as _generation  # noqa: F401
 

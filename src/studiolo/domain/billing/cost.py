@@ -24,12 +24,24 @@ def image_credits(width: int, height: int, steps: int, factor: float = 1.0) -> i
 
 
 def job_images(kind: str, params: Mapping[str, Any]) -> int:
-    """How many images a job makes (what quotas count)."""
+    """How many images a job makes (what quotas count). A film render makes none itself: its scene images are
+    generation jobs of their own, counted and charged as such."""
+    if kind == "film":
+        return 0
     return 1 if kind == "upscale" else int(params.get("n") or 1)
 
 
+def film_credits(seconds: float, per_minute: int) -> int:
+    """The credits of rendering ``seconds`` of film video (motion, narration, mix, encode): ``per_minute`` a minute,
+    rounded up, at least 1."""
+    return max(1, math.ceil(seconds * per_minute / 60 - 1e-9))
+
+
 def job_credits(kind: str, params: Mapping[str, Any], model_id: str, factors: Mapping[str, float]) -> int:
-    """The credits a queued job's row costs (its ``params``: width, height, steps, n)."""
+    """The credits a queued job's row costs (its ``params``: width, height, steps, n; a film render's: credits, the
+    video part of its quote, film/service.py)."""
+    if kind == "film":
+        return int(params["credits"])
     factor = factors.get(model_id, 1.0)
     per_image = image_credits(int(params["width"]), int(params["height"]), int(params["steps"]), factor)
     return per_image * job_images(kind, params)

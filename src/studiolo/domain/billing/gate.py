@@ -124,6 +124,8 @@ def plan_refusals(plan: Plan, kind: str, params: Mapping[str, Any], model_id: st
     feature = "upscale" if kind == "upscale" else kind
     if feature not in plan.features:
         broken.append(("kind", f"The {plan.name} plan does not include {feature}.", plan.features))
+    if kind == "film":  # a render: its scene images are jobs of their own, checked on their own
+        return broken
     if plan.models is not None and model_id not in plan.models:
         broken.append(("model", f"The {plan.name} plan does not include the model '{model_id}'.", plan.models))
     pixels = int(params["width"]) * int(params["height"])
@@ -362,8 +364,12 @@ class BillingGate:
                 session.refresh(record)
                 if record.state != "held":
                     continue
-                made = max(0, min(outcomes[record.job_id], record.images))
-                captured = record.credits * made // record.images if record.images else 0
+                if record.images:
+                    made = max(0, min(outcomes[record.job_id], record.images))
+                    captured = record.credits * made // record.images
+                else:  # a job that makes no images (a film render): all or nothing
+                    made = 1 if outcomes[record.job_id] > 0 else 0
+                    captured = record.credits * made
                 released = record.credits - captured
                 key = f"{record.job_id}:{record.seq}"
                 if captured:
@@ -374,7 +380,7 @@ class BillingGate:
                     )
                 account.grant_remaining = max(0, account.grant_remaining - captured)
                 record.state = "captured" if made else "released"
-                record.images_used = made
+                record.images_used = made if record.images else 0
                 record.credits_captured = captured
                 record.settled_at = now
             append(session, account, entries, now)

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from studiolo.dispatch.base import JobDispatch
 from studiolo.domain.gallery.service import GalleryService, StoredFiles
 from studiolo.domain.generation.catalog import ModelCatalog
 from studiolo.domain.generation.events import EventBus
+from studiolo.domain.generation.handlers import JobContext, KindHandler, Waiting
 from studiolo.domain.generation.models import Job
 from studiolo.domain.generation.outputs import Finished, commit_successes, write_outputs
 from studiolo.domain.generation.previews import PreviewGate
@@ -113,8 +115,11 @@ class JobRunner:
         store: ObjectStore,
         events: EventBus,
         dispatch: JobDispatch,
+        handlers: dict[str, KindHandler] | None = None,
     ):
         self.db = db
+        # Job kinds run by a handler rather than one engine call (handlers.py): "film" (issue 16).
+        self.handlers: dict[str, KindHandler] = dict(handlers or {})
         self.settings = settings
         self.queue = queue
         self.catalog = catalog
@@ -216,6 +221,10 @@ class JobRunner:
         log_token = bind_job(job.id, state.worker_id)
         try:
             self.events.publish(job.id, {"type": "started", "attempt": job.attempts})
+            handler = self.handlers.get(job.kind)
+            if handler is not None:
+                self._run_handled(handler, job, state, shutdown)
+                return None
             return self._run(job, state, shutdown, served)
         finally:
             unbind_job(log_token)
@@ -369,6 +378,57 @@ class JobRunner:
             return None
         return self._store(job, state, request, outputs)
 
+    def _run_handled(self, handler: KindHandler, job: Job, state: _RunState, shutdown: threading.Event) -> None:
+        """Run a job of a handled kind (handlers.py) to its end, or back to the queue when it waits."""
+
+        def timing(phase: str, seconds: float) -> None:
+            state.timings[phase] = round(state.timings.get(phase, 0.0) + seconds, 4)
+
+        ctx = JobContext(
+            worker_id=state.worker_id,
+            should_stop=lambda: self._should_stop(state, shutdown),
+            canceled=lambda: state.cancel,
+            publish=lambda event: self.events.publish(job.id, event),
+            timing=timing,
+        )
+        try:
+            outcome = handler.run(job, ctx)
+        except GenerationCanceled:
+            if state.cancel:
+                self._finish(job, state, "canceled", "canceled", "Canceled by its owner.")
+            else:
+                self._interrupted(job, state, state.stop_reason or "shutdown")
+            return
+        except EngineError as exc:
+            self._failed_attempt(job, state, exc.code, str(exc), retryable=exc.retryable)
+            return
+        except Exception as exc:
+            log.exception("job crashed", extra={"job_id": job.id})
+            self._failed_attempt(job, state, "internal_error", f"The job crashed: {exc}", retryable=True)
+            return
+        if isinstance(outcome, Waiting):
+            self._wait(job, state, outcome)
+        else:
+            self._finish(job, state, "succeeded", None, None, made=1)
+
+    def _wait(self, job: Job, state: _RunState, waiting: Waiting) -> None:
+        """Back to the queue for ``waiting.seconds``, keeping the attempt, the lease given up (handlers.Waiting)."""
+        with self.db.session() as session:
+            session.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.lease_owner == state.worker_id, Job.status == "running")
+                .values(
+                    status="queued",
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    attempts=Job.attempts - 1,
+                    run_after=utcnow() + timedelta(seconds=waiting.seconds),
+                    timings={**job.timings, **state.timings},
+                )
+            )
+        self.events.publish(job.id, {"type": "waiting", "reason": waiting.reason, "seconds": waiting.seconds})
+        self.dispatch.notify(job.id, job.model_id)
+
     def _interrupted(self, job: Job, state: _RunState, reason: str) -> None:
         if reason == "timeout":
             self._finish(
@@ -430,7 +490,10 @@ class JobRunner:
                 return
         self._finish(job, state, "failed", code, message)
 
-    def _finish(self, job: Job, state: _RunState, status: str, code: str | None, message: str | None) -> None:
+    def _finish(
+        self, job: Job, state: _RunState, status: str, code: str | None, message: str | None, *, made: int = 0
+    ) -> None:
+        """End the job; ``made``: what it made (its credits are captured for that, the rest released)."""
         now = utcnow()
         with self.db.session() as session:
             row = session.get(Job, job.id, with_for_update=True)
@@ -442,12 +505,23 @@ class JobRunner:
             row.lease_owner = row.lease_expires_at = None
             if row.started_at:
                 row.duration_seconds = (now - row.started_at).total_seconds()
+            if status == "succeeded":  # only a handled kind ends so here (images are committed by outputs.py)
+                row.timings = {**(row.timings or {}), **state.timings}
+                row.progress_step = row.progress_total
             if self.queue.gate is not None:  # failed or canceled: its credits go back (issue 15)
-                self.queue.gate.settle(session, {row.id: 0})
+                self.queue.gate.settle(session, {row.id: made})
         self.metrics.job_ended(job.model_id, status, code, time.monotonic() - state.started)
+        handler = self.handlers.get(job.kind)
+        if handler is not None and status != "succeeded":
+            try:
+                handler.ended(job.id, status, code, message)
+            except Exception:  # the job's own row is final; what the handler keeps beside it must not undo that
+                log.exception("a job handler failed to record the end of its job", extra={"job_id": job.id})
         event: dict[str, Any] = {"type": status}
         if status == "failed":
             event["error"] = {"code": code, "message": message}
+        elif status == "succeeded":
+            event["image_ids"] = []
         self.events.publish(job.id, event)
 
     def _store(
