@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001, E501 -- scripts in other languages, and one-line cases that read best unbroken
 """The film script: words, sentences, podcast lines, the storyboard split and its limits (domain/film/script.py)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001, RUF002 -- full-width punctuation and typographic quotes are what this module is about
 """A film's script as text: words, sentences, podcast lines, and the storyboard split into scenes (pure functions).
 
 The split is rule-based and language-aware enough for the scripts people write: sentences end at . ! ? … and the
@@ -26,7 +27,7 @@ _ABBREVIATIONS = frozenset(
         "e.g", "i.e", "vs", "cf", "approx", "no", "nos", "fig", "vol", "ch", "p", "pp", "ca", "al",
         "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec",
         # French, German, Spanish, Italian
-        "m", "mme", "mlle", "mm", "z.b", "d.h", "u.a", "bzw", "nr", "hr", "fr", "sr", "sra", "srta", "sig", "dott",
+        "m", "mme", "mlle", "mm", "z.b", "d.h", "u.a", "bzw", "nr", "hr", "fr", "sra", "srta", "sig", "dott",
     }
 )  # fmt: skip
 # Abbreviations that end a sentence when a capital letter follows ("..., pears etc. Then we left.").
