@@ -360,3 +360,41 @@ def validate_script(script: str, *, max_words: int) -> None:
             code="script_too_long",
             details={"field": "script", "words": words, "max_words": max_words},
         )
+
+
+def spoken_text(text: str, *, podcast: bool) -> str:
+    """A scene's words as spoken (podcast: without the "NAME:" prefixes), on one line."""
+    return " ".join(line.text for line in parse_lines(text, podcast=podcast))
+
+
+def scene_prompt(text: str, *, podcast: bool) -> str:
+    """The image prompt a scene's text gives: its spoken words, trimmed to 60 words."""
+    return trim_words(spoken_text(text, podcast=podcast), PROMPT_MAX_WORDS)
+
+
+def scene_seconds(text: str, *, podcast: bool, speed: float = 1.0) -> float:
+    """A scene's planned seconds until it is narrated: the estimate of its spoken words, at least 1 s."""
+    return round(max(1.0, estimate_seconds(spoken_text(text, podcast=podcast), speed=speed)), 2)
+
+
+def scene_sentences(text: str, *, podcast: bool) -> int:
+    """How many sentences a scene's text has (where split_text may cut it)."""
+    return len(_pieces(text, podcast=podcast, speed=1.0))
+
+
+def split_text(text: str, sentence: int, *, podcast: bool) -> tuple[str, str]:
+    """A scene's text cut before sentence ``sentence`` (0-based): the two scenes' texts, each speaker's lines kept
+    as "NAME: text". ValueError unless 1 <= sentence < the scene's sentences."""
+    pieces = _pieces(text, podcast=podcast, speed=1.0)
+    if not 1 <= sentence < len(pieces):
+        raise ValueError(f"sentence must be 1..{len(pieces) - 1}")
+    first, _ = _scene_text(pieces[:sentence], podcast=podcast)
+    rest = pieces[sentence:]
+    rest[0] = _Piece(rest[0].speaker, rest[0].text, rest[0].seconds, True)
+    second, _ = _scene_text(rest, podcast=podcast)
+    return first, second
+
+
+def join_texts(first: str, second: str, *, podcast: bool) -> str:
+    """Two neighbouring scenes' texts as one (a merge): podcast lines stay one per line."""
+    return f"{first}\n{second}" if podcast else f"{first} {second}"
