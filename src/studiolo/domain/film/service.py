@@ -255,7 +255,7 @@ class FilmService(SceneOps):
                     select(FilmScene.project_id, func.count(), func.sum(FilmScene.planned_seconds))
                     .where(FilmScene.project_id.in_([p.id for p in page]))
                     .group_by(FilmScene.project_id)
-                ).tuples()
+                )
             }
             items = [views.film_summary(session, p, [counts[p.id]] if p.id in counts else []) for p in page]
         return FilmPage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)

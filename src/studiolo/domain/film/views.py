@@ -126,10 +126,12 @@ def scene_images(
     jobs: dict[str, str] = {}
     made: dict[str, str] = {}
     if job_ids:
-        jobs = dict(session.execute(select(Job.id, Job.status).where(Job.id.in_(job_ids))).tuples().all())
+        jobs = {
+            job_id: status for job_id, status in session.execute(select(Job.id, Job.status).where(Job.id.in_(job_ids)))
+        }
         for job_id, made_id in session.execute(
             select(Image.job_id, Image.id).where(Image.job_id.in_(job_ids), Image.trashed_at.is_(None))
-        ).tuples():
+        ):
             if job_id is not None and job_id not in made:
                 made[job_id] = made_id
     out: dict[str, SceneImage] = {}
