@@ -1,16 +1,13 @@
 """A scene's image is an ordinary generation job (issue 16): queued like any image, made by whichever worker serves
 the model, charged through the billing gate, kept in the gallery and in the film's collection.
 
-Which image a scene needs is named by a hash of everything that decides its pixels (prompt, seed, style, model,
-size, character image): a scene whose hash differs from the one its image was made for needs a new one. The service
+Which image a scene needs is named by a hash of everything that decides its pixels (views.scene_image_hash: prompt,
+seed, style, model, aspect, character image): a scene whose hash differs from its image's needs a new one. The service
 (regenerate now) and the pipeline (images still missing at render time) both go through ``submit_scene_image``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -18,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from studiolo.db.base import utcnow
 from studiolo.domain.film.models import FilmCharacter, FilmProject, FilmScene
+from studiolo.domain.film.views import scene_image_hash
 from studiolo.domain.gallery.models import Image
 from studiolo.domain.generation.models import Job
 from studiolo.domain.generation.schemas import GenerationParams
@@ -26,27 +24,6 @@ from studiolo.storage.base import ObjectStore
 
 # The image tags of every scene image (the gallery's search finds them).
 FILM_TAG = "film"
-
-
-def named_character(scene: FilmScene, characters: list[FilmCharacter]) -> FilmCharacter | None:
-    """The first character whose name the scene's text says as a word (case-insensitive), if any."""
-    for character in sorted(characters, key=lambda c: (-len(c.name), c.name)):
-        if re.search(rf"(?<!\w){re.escape(character.name)}(?!\w)", scene.text, flags=re.IGNORECASE):
-            return character
-    return None
-
-
-def scene_image_hash(project: FilmProject, scene: FilmScene, character: FilmCharacter | None) -> str:
-    """What decides the scene's image; the image is stale when this differs from ``scene.image_hash``."""
-    decided = {
-        "prompt": scene.prompt,
-        "seed": scene.seed,
-        "style": project.style,
-        "model": project.model_id,
-        "aspect": project.aspect,
-        "character": character.image_key if character else None,
-    }
-    return hashlib.sha256(json.dumps(decided, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -118,13 +95,11 @@ def submit_scene_image(
     The submit is idempotent per scene and hash, so a render that crashed between queuing the image and recording
     it finds the same job again instead of paying for a second image. Billing refusals propagate (402/403)."""
     params = scene_params(project, scene)
-    wanted = scene_image_hash(project, scene, character)
+    wanted = scene_image_hash(project, scene, [character] if character else [])
     key = f"film-scene:{scene.id}:{wanted[:32]}"
     if character is not None:
         init = generation.validate_upload(store.get(character.image_key), field="image")
-        accepted, _ = generation.submit(
-            project.owner_id, params, kind="img2img", init_image=init, idempotency_key=key
-        )
+        accepted, _ = generation.submit(project.owner_id, params, kind="img2img", init_image=init, idempotency_key=key)
     else:
         accepted, _ = generation.submit(project.owner_id, params, idempotency_key=key)
     return accepted.id, wanted
