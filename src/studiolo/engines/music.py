@@ -104,7 +104,7 @@ class _Synth:
         self.ir_noise = rng.standard_normal((2, int(_REVERB_RATE * 6))).astype(np.float32)
         self.notes: dict[tuple[str, int, int], np.ndarray] = {}
 
-    # --- instruments: one note at velocity 1, kept for the next time it sounds ------------------------------------
+    # --- instruments: one note at velocity 1, kept for the next time it sounds -----------------------------------
     def note(self, role: str, pitch: int, length: int) -> np.ndarray:
         key = (role, pitch, length if role in ("pad", "bass") else 0)
         found = self.notes.get(key)
@@ -181,7 +181,7 @@ class _Synth:
             wave = np.sin(np.float32(2 * math.pi) * phase) * np.exp(-t / np.float32(0.3))
         return np.asarray(wave, dtype=np.float32)
 
-    # --- parts and the whole -----------------------------------------------------------------------------------------
+    # --- parts and the whole -------------------------------------------------------------------------------------
     def part(self, part: Part) -> np.ndarray:
         """One part as (n, 2) float32 from its unit's start, tails included."""
         placed = []
