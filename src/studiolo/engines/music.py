@@ -3,8 +3,8 @@
 ``ProceduralMusic`` synthesises the score of ``music_score.compose`` with numpy alone: pads (detuned, slow attack,
 low-passed by mood), an arpeggio (pluck, bell or soft), bass, drums made of noise and pitch sweeps, and a reverb.
 Each distinct part of the score is rendered once and laid out where it repeats, and the reverb runs at a quarter of
-the sample rate in one FFT convolution, so 300 s of 48 kHz stereo takes well under a second on two cores
-(bench figures in tests/unit/test_music.py's docstring). ``FluidsynthMusic`` plays the same score through a General
+the sample rate as one batched, partitioned FFT convolution, so 300 s of 48 kHz stereo costs about one CPU second
+(``python -m bench.media`` prints the figures per mood). ``FluidsynthMusic`` plays the same score through a General
 MIDI soundfont when one is configured (engines/music_fluidsynth.py).
 """
 
