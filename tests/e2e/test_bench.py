@@ -70,6 +70,14 @@ SMOKE: dict[str, tuple[list[str], list[str]]] = {
             *(rf"^{setting} " for setting in ("euler 1", "heun 1", "midpoint 1", "euler 3")),
         ],
     ),
+    "media": (
+        ["--seconds", "5", "--texts", "1"],
+        [
+            *(rf"music procedural {mood} +5 s at 48 kHz: wall {NUMBER} s, cpu {NUMBER} s" for mood in ("calm", "epic")),
+            rf"speech espeak:en-us: first call {NUMBER} s, {NUMBER} s of speech in {NUMBER} s, real-time factor",
+            rf"speech piper:en_US-joe-medium: first call {NUMBER} s, {NUMBER} s of speech",
+        ],
+    ),
     "overhead": (
         ["--tiny", "--size", "64", "--runs", "1"],
         [
