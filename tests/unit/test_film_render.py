@@ -215,8 +215,7 @@ def test_run_cancel_kills_ffmpeg(bundled: FFmpeg, tmp_path: Path) -> None:
     with pytest.raises(GenerationCanceled):
         run(bundled, args, should_stop=stop.is_set)
     assert time.monotonic() - started < 30
-    children = [c for c in psutil.Process().children(recursive=True) if c.is_running() and c.status() != "zombie"]
-    assert not [c for c in children if "ffmpeg" in " ".join(c.cmdline())]
+    assert not _live_children()
 
 
 def test_wav_round_trip(tmp_path: Path) -> None:
@@ -607,10 +606,19 @@ def test_outputs_are_complete_or_absent(bundled: FFmpeg, tmp_path: Path) -> None
     assert list(tmp_path.iterdir()) == []
 
 
+def _live_children() -> list[str]:
+    """Command lines of this process's running children (ffmpeg is the only program these tests start)."""
+    alive = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                alive.append(" ".join(child.cmdline()))
+        except psutil.NoSuchProcess:  # ended while we looked
+            continue
+    return alive
+
+
 @pytest.fixture(autouse=True)
 def _no_leftover_ffmpeg() -> Iterator[None]:
     yield
-    leftovers = [
-        c for c in psutil.Process().children(recursive=True) if c.is_running() and c.status() != psutil.STATUS_ZOMBIE
-    ]
-    assert not leftovers
+    assert not _live_children()
