@@ -190,6 +190,9 @@ def test_find_ffmpeg_uses_only_the_configured_binary(tmp_path: Path) -> None:
     assert configured.ffmpeg == imageio_ffmpeg.get_ffmpeg_exe()
     assert major_version(configured.version) == major_version(imageio_ffmpeg.get_ffmpeg_version())
     assert find_ffmpeg(str(tmp_path / "no-such-ffmpeg")) is None
+    if shutil.which("ffmpeg"):  # a bare name is looked up on PATH
+        by_name = find_ffmpeg("ffmpeg")
+        assert by_name is not None and by_name.ffmpeg == shutil.which("ffmpeg")
 
 
 def test_major_version() -> None:
@@ -310,6 +313,26 @@ def test_ass_document_keeps_cues_inside_the_slot_and_text_inert() -> None:
         "Dialogue: 0,0:00:00.50,0:00:02.00,Default,,0,0,0,,two\\Nlines",
     ]
     assert "PlayResX: 320" in document and "DejaVu Sans" in document
+
+
+def test_images_are_cropped_to_the_frame_never_stretched(tmp_path: Path) -> None:
+    from studiolo.domain.film.render import PRESCALE, _prescaled
+
+    y, x = np.mgrid[0:300, 0:300]
+    disc = ((np.hypot(x - 150, y - 150) < 60) * 255).astype(np.uint8)
+    square = tmp_path / "disc.png"
+    Image.fromarray(disc).save(square)
+    for frame in (FRAME, Frame(180, 320)):
+        raw = _prescaled(square, frame, tmp_path / "disc.rgb")
+        pixels = np.fromfile(raw, dtype=np.uint8).reshape(frame.height * PRESCALE, frame.width * PRESCALE, 3)
+        lit = pixels[..., 0] > 127
+        rows, cols = np.flatnonzero(lit.any(axis=1)), np.flatnonzero(lit.any(axis=0))
+        # the disc stays round: as wide as it is high (a stretch would make an ellipse)
+        assert abs((rows[-1] - rows[0]) - (cols[-1] - cols[0])) <= 2
+    transparent = Image.new("RGBA", (64, 64), (255, 255, 255, 0))
+    transparent.save(tmp_path / "clear.png")
+    raw = _prescaled(tmp_path / "clear.png", FRAME, tmp_path / "clear.rgb")
+    assert np.fromfile(raw, dtype=np.uint8).max() == 0  # transparency over black
 
 
 # --------------------------------------------------------------------------- motion
