@@ -8,6 +8,7 @@ answers: they ask GET /films/voices for ids and use the default voice for Englis
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -95,3 +96,12 @@ def give_voices(services: Services) -> None:
         import studiolo.engines.speech  # noqa: F401
     except ImportError:
         services.film.speech = ToneSpeech()
+
+
+def patch_voices(monkeypatch: Any) -> None:
+    """give_voices for services the code under test builds itself (the CLI): the real catalog when this build has
+    the speech engines, else the tone catalog."""
+    try:
+        import studiolo.engines.speech  # noqa: F401
+    except ImportError:
+        monkeypatch.setattr("studiolo.services._speech_catalog", lambda settings: ToneSpeech())
