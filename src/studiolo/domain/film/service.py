@@ -26,6 +26,7 @@ from studiolo.domain.film import script as sc
 from studiolo.domain.film import views
 from studiolo.domain.film.models import FILM_MODEL_ID, FilmProject, FilmScene
 from studiolo.domain.film.scenes import SceneOps
+from studiolo.domain.film.views import scene_character, scene_image_hash
 from studiolo.domain.film.schemas import (
     ASPECTS,
     RESOLUTIONS,
@@ -260,6 +261,10 @@ class FilmService(SceneOps):
             items = [views.film_summary(session, p, [counts[p.id]] if p.id in counts else []) for p in page]
         return FilmPage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
 
+    def status_of(self, session: Session, project: FilmProject) -> str:
+        """draft|rendering|rendered|failed|canceled, from the render job's row when there is one (views.status_of)."""
+        return views.status_of(session, project)
+
     def require(self, owner_id: str, film_id: str) -> None:
         """404 film_not_found unless the film is the owner's (checked before a route reads an upload)."""
         with self.db.session() as session:
@@ -292,6 +297,9 @@ class FilmService(SceneOps):
                 self._check_voices(project)
             if public is not None:
                 _set_public(project, public)
+            if not resplit and {"speed", "podcast"} & fields.keys():
+                for scene in views.load_scenes(session, project.id):  # their estimates follow the narration speed
+                    scene.planned_seconds = sc.scene_seconds(scene.text, podcast=project.podcast, speed=project.speed)
             if resplit:
                 self._storyboard(session, project)
             project.updated_at = utcnow()
@@ -543,3 +551,7 @@ def _set_public(project: FilmProject, public: bool) -> None:
 
 def _accepted(film_id: str, job_id: str, quote: FilmQuote) -> FilmRenderAccepted:
     return FilmRenderAccepted(film_id=film_id, job_id=job_id, quote=quote, events_url=f"/api/v1/jobs/{job_id}/events")
+
+
+# What the render pipeline (pipeline.py) uses besides FilmService: the scene image's hash and its character.
+__all__ = ["FilmFile", "FilmService", "scene_character", "scene_image_hash"]
