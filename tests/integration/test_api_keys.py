@@ -19,7 +19,6 @@ from studiolo.domain.accounts.models import LOCAL_USER_ID, ApiKey
 from studiolo.domain.accounts.schemas import ApiKeyCreate
 from studiolo.domain.generation.models import Job
 from studiolo.services import Services
-from tests.film_speech import give_voices
 from tests.helpers import (
     PUBLIC_AUTH_ROUTES,
     SHARE_ROUTES,
@@ -273,7 +272,6 @@ def test_every_route_holds_api_keys_to_their_scopes(api: TestClient, services: S
     of the schema with a read-only, a generate-only and a full key of a plain user: reads need ``read``, changes
     ``generate``, account management a session, admin routes the admin role; and nothing the keys tried ended the
     owner's session or changed the account."""
-    give_voices(services)  # the film studio's voices (engines/speech.py, or the tests' tone voices before it lands)
     scopes = {"read": ["read"], "generate": ["generate"], "full": ["read", "generate"]}
     keys = {kind: create_key(api, alice, name=kind, scopes=granted)["key"] for kind, granted in scopes.items()}
     routes = api_routes(api)

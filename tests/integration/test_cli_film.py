@@ -15,7 +15,6 @@ from studiolo.cli import app
 from studiolo.domain.accounts.models import LOCAL_USER_ID
 from studiolo.services import Services, build_services
 from studiolo.settings import Settings
-from tests.film_speech import give_voices, patch_voices
 
 Run = Callable[..., Result]
 
@@ -27,7 +26,6 @@ def install(
     for key in list(os.environ):
         if key.startswith("STUDIOLO_"):
             monkeypatch.delenv(key)
-    patch_voices(monkeypatch)
     settings = settings_factory()
     env = {
         "STUDIOLO_DATA_DIR": str(settings.data_dir),
@@ -39,7 +37,6 @@ def install(
         "COLUMNS": "200",
     }
     services = build_services(settings, upgrade_db=False)
-    give_voices(services)
     try:
         yield (lambda *args: CliRunner().invoke(app, list(args), env=env)), services
     finally:

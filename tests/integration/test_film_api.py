@@ -20,7 +20,6 @@ from studiolo.domain.film.models import FILM_MODEL_ID, FilmProject
 from studiolo.domain.generation.models import Job
 from studiolo.domain.generation.schemas import GenerationParams
 from studiolo.services import Services
-from tests.film_speech import give_voices
 from tests.helpers import app_with, auth_headers, create_user, drain, png_bytes
 
 FILMS = "/api/v1/films"
@@ -32,8 +31,8 @@ SCRIPT = (
 
 
 @pytest.fixture
-def films(client: TestClient, services: Services) -> TestClient:
-    give_voices(services)
+def films(client: TestClient) -> TestClient:
+    """The signed-in client; the voices are the real speech catalog's (espeak-ng)."""
     return client
 
 
@@ -110,7 +109,10 @@ def test_create_splits_the_storyboard_and_reads_back(films: TestClient) -> None:
 
     patched = films.patch(f"{FILMS}/{film['id']}", json={"title": "The Keeper", "speed": 1.5, "music": "none"}).json()
     assert (patched["title"], patched["speed"], patched["music"]) == ("The Keeper", 1.5, "none")
-    assert patched["scenes"] == scenes  # no resplit asked: the storyboard stays
+    # no resplit asked: the storyboard stays, its estimates following the faster narration
+    assert [(s["id"], s["text"]) for s in patched["scenes"]] == [(s["id"], s["text"]) for s in scenes]
+    for now, before in zip(patched["scenes"], scenes, strict=True):
+        assert now["planned_seconds"] == pytest.approx(max(1.0, before["planned_seconds"] / 1.5), abs=0.02)
     assert films.get(f"/api/v1/collections/{film['collection_id']}").json()["name"] == "Film: The Keeper"
     resplit = films.patch(f"{FILMS}/{film['id']}", json={"script": "One line only.", "resplit": True}).json()
     assert [s["text"] for s in resplit["scenes"]] == ["One line only."]
@@ -256,8 +258,9 @@ def test_characters(films: TestClient, services: Services) -> None:
     after = films.delete(f"{url}/{character['id']}").json()
     assert after["characters"] == []
     error(films.delete(f"{url}/{character['id']}"), 404, "character_not_found")
-    # the scene's image now comes from its prompt alone: its image is stale
-    assert after["scenes"][0]["image_state"] in ("queued", "stale")
+    # the scene's image now comes from its prompt alone: the queued img2img job no longer makes the image it needs
+    assert after["scenes"][0]["image_state"] == "none"
+    assert films.get(f"{FILMS}/{film['id']}/quote").json()["images"]["count"] == len(after["scenes"])
 
 
 def test_quote_and_render_request(films: TestClient, services: Services) -> None:
@@ -297,7 +300,6 @@ def test_quote_and_render_request(films: TestClient, services: Services) -> None
 
 def test_render_is_charged_and_plan_gated(settings_factory: Callable[..., Any]) -> None:
     with app_with(settings_factory, billing="quotas") as (services, client):
-        give_voices(services)
         admin = auth_headers(services, create_user(services, "boss@example.com", role="admin"))
         free = auth_headers(services, create_user(services, "free@example.com"))
         payer_id = create_user(services, "basic@example.com")

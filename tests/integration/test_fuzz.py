@@ -44,7 +44,6 @@ from studiolo.domain.gallery.schemas import CollectionCreate
 from studiolo.domain.generation.schemas import StyleCreate
 from studiolo.errors import Unauthorized
 from studiolo.services import Services, build_services
-from tests.film_speech import give_voices
 from tests.helpers import auth_headers, create_user, drain, submit
 
 ADMIN = "/api/v1/admin/"
@@ -78,7 +77,6 @@ def make_world(services: Services, role: str) -> World:
     services.gallery.add_to_collection(user, collection_id, [image_id])
     services.generation.create_style(user, StyleCreate(slug="house", name="House", prompt_template="{prompt}, teal"))
     key_id = services.keys.create(user, ApiKeyCreate(name="script"), Origin("127.0.0.1", "tests")).id
-    give_voices(services)  # the film studio's voices (engines/speech.py, or the tests' tone voices before it lands)
     film = services.film.create(user, FilmCreate(title="Harbour", script="Boats in the harbour. Gulls above."))
     ids = {
         "film_id": film.id,

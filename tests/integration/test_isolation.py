@@ -9,7 +9,6 @@ from studiolo.domain.accounts.audit import Origin
 from studiolo.domain.accounts.models import LOCAL_USER_ID
 from studiolo.domain.billing.models import Payment
 from studiolo.services import Services
-from tests.film_speech import give_voices
 from tests.helpers import auth_headers, create_user, drain, png_bytes
 
 BODIES: dict[str, object] = {
@@ -57,7 +56,6 @@ def test_every_route_denies_another_users_resources(client: TestClient, services
         and payment_id in client.get("/api/v1/billing/payments").text
     )
     # The film studio (issue 16): a film with a scene and a character, and a share link it no longer has.
-    give_voices(services)
     film = client.post("/api/v1/films", json={"title": "Secret film", "script": "A private story. It goes on."}).json()
     character = client.post(
         f"/api/v1/films/{film['id']}/characters",

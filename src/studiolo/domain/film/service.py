@@ -26,7 +26,6 @@ from studiolo.domain.film import script as sc
 from studiolo.domain.film import views
 from studiolo.domain.film.models import FILM_MODEL_ID, FilmProject, FilmScene
 from studiolo.domain.film.scenes import SceneOps
-from studiolo.domain.film.views import scene_character, scene_image_hash
 from studiolo.domain.film.schemas import (
     ASPECTS,
     RESOLUTIONS,
@@ -88,7 +87,7 @@ class FilmService(SceneOps):
         generation: GenerationService,
         gallery: GalleryService,
         queue: JobQueue,
-        speech: SpeechPort | None,
+        speech: SpeechPort,
         music_moods: Sequence[str],
         events: EventBus,
     ):
@@ -98,25 +97,17 @@ class FilmService(SceneOps):
         self.generation = generation
         self.gallery = gallery
         self.queue = queue
-        # None: no speech engine in this process (films then cannot be voiced: 503 no_voices).
         self.speech = speech
         self.music_moods = tuple(music_moods)
         self.events = events
 
     # -- catalogue -----------------------------------------------------------------------------
     def _speech(self) -> SpeechPort:
-        if self.speech is None:
-            raise ServiceUnavailable(
-                "No speech engine is installed here, so films cannot be narrated.", code="no_voices"
-            )
         return self.speech
 
     def voices(self) -> VoiceList:
-        speech = self.speech
-        voices = list(speech.voices()) if speech is not None else []
-        default = None
-        if voices and speech is not None:
-            default = speech.default_voice("en").id
+        voices = list(self.speech.voices())
+        default = self.speech.default_voice("en").id if voices else None
         return VoiceList(voices=[_voice_view(v) for v in voices], default=default)
 
     def options(self, owner_id: str) -> FilmOptions:
@@ -551,7 +542,3 @@ def _set_public(project: FilmProject, public: bool) -> None:
 
 def _accepted(film_id: str, job_id: str, quote: FilmQuote) -> FilmRenderAccepted:
     return FilmRenderAccepted(film_id=film_id, job_id=job_id, quote=quote, events_url=f"/api/v1/jobs/{job_id}/events")
-
-
-# What the render pipeline (pipeline.py) uses besides FilmService: the scene image's hash and its character.
-__all__ = ["FilmFile", "FilmService", "scene_character", "scene_image_hash"]
