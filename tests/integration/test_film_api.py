@@ -14,13 +14,13 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from studiolo.db.base import utcnow
 from studiolo.domain.accounts.models import LOCAL_USER_ID
 from studiolo.domain.billing import cost
 from studiolo.domain.film.models import FILM_MODEL_ID, FilmProject
 from studiolo.domain.generation.models import Job
 from studiolo.domain.generation.schemas import GenerationParams
 from studiolo.services import Services
-from tests.film_speech import give_voices
 from tests.helpers import app_with, auth_headers, create_user, drain, png_bytes
 
 FILMS = "/api/v1/films"
@@ -32,8 +32,8 @@ SCRIPT = (
 
 
 @pytest.fixture
-def films(client: TestClient, services: Services) -> TestClient:
-    give_voices(services)
+def films(client: TestClient) -> TestClient:
+    """The signed-in client; the voices are the real speech catalog's (espeak-ng)."""
     return client
 
 
@@ -110,7 +110,10 @@ def test_create_splits_the_storyboard_and_reads_back(films: TestClient) -> None:
 
     patched = films.patch(f"{FILMS}/{film['id']}", json={"title": "The Keeper", "speed": 1.5, "music": "none"}).json()
     assert (patched["title"], patched["speed"], patched["music"]) == ("The Keeper", 1.5, "none")
-    assert patched["scenes"] == scenes  # no resplit asked: the storyboard stays
+    # no resplit asked: the storyboard stays, its estimates following the faster narration
+    assert [(s["id"], s["text"]) for s in patched["scenes"]] == [(s["id"], s["text"]) for s in scenes]
+    for now, before in zip(patched["scenes"], scenes, strict=True):
+        assert now["planned_seconds"] == pytest.approx(max(1.0, before["planned_seconds"] / 1.5), abs=0.02)
     assert films.get(f"/api/v1/collections/{film['collection_id']}").json()["name"] == "Film: The Keeper"
     resplit = films.patch(f"{FILMS}/{film['id']}", json={"script": "One line only.", "resplit": True}).json()
     assert [s["text"] for s in resplit["scenes"]] == ["One line only."]
@@ -256,8 +259,9 @@ def test_characters(films: TestClient, services: Services) -> None:
     after = films.delete(f"{url}/{character['id']}").json()
     assert after["characters"] == []
     error(films.delete(f"{url}/{character['id']}"), 404, "character_not_found")
-    # the scene's image now comes from its prompt alone: its image is stale
-    assert after["scenes"][0]["image_state"] in ("queued", "stale")
+    # the scene's image now comes from its prompt alone: the queued img2img job no longer makes the image it needs
+    assert after["scenes"][0]["image_state"] == "none"
+    assert films.get(f"{FILMS}/{film['id']}/quote").json()["images"]["count"] == len(after["scenes"])
 
 
 def test_quote_and_render_request(films: TestClient, services: Services) -> None:
@@ -297,7 +301,6 @@ def test_quote_and_render_request(films: TestClient, services: Services) -> None
 
 def test_render_is_charged_and_plan_gated(settings_factory: Callable[..., Any]) -> None:
     with app_with(settings_factory, billing="quotas") as (services, client):
-        give_voices(services)
         admin = auth_headers(services, create_user(services, "boss@example.com", role="admin"))
         free = auth_headers(services, create_user(services, "free@example.com"))
         payer_id = create_user(services, "basic@example.com")
@@ -460,3 +463,40 @@ def test_another_users_film_is_not_found(films: TestClient, services: Services) 
     assert films.get(FILMS, headers=intruder).json()["items"] == []
     mine = films.get(f"{FILMS}/{fid}").json()
     assert mine == film  # nothing changed
+
+
+def test_a_re_render_is_quoted_for_what_it_redoes(films: TestClient, services: Services) -> None:
+    film = create(films, script="One boat. Two boats.", seed=3)
+    fid = film["id"]
+    after = film["scenes"][0]["id"]
+    film = films.post(f"{FILMS}/{fid}/scenes", json={"after": after, "text": "Three gulls. Four gulls."}).json()
+    assert len(film["scenes"]) == 2
+    for scene in film["scenes"]:
+        assert films.post(f"{FILMS}/{fid}/scenes/{scene['id']}/regenerate", json={"seed": 1}).status_code == 202
+    drain(services)
+    quote = films.get(f"{FILMS}/{fid}/quote").json()
+    assert quote["images"]["count"] == 0 and quote["video"]["seconds"] == pytest.approx(
+        film["planned_seconds"], abs=0.05
+    )
+    job_id = films.post(f"{FILMS}/{fid}/render").json()["job_id"]
+    with services.db.session() as session:  # what the worker's pipeline leaves after a successful render
+        job = session.get_one(Job, job_id)
+        job.status = "succeeded"
+        project = session.get_one(FilmProject, fid)
+        project.status, project.rendered_at = "rendered", utcnow()
+        project.outputs = {"mp4": f"films/{LOCAL_USER_ID}/{fid}/film.mp4"}
+    assert films.get(f"{FILMS}/{fid}").json()["status"] == "rendered"
+    assert films.get(f"{FILMS}/{fid}/quote").json() == {
+        "credits": 0,
+        "images": {"count": 0, "credits": 0},
+        "video": {"seconds": 0.0, "credits": 0},
+    }
+    second = film["scenes"][1]
+    edited = films.patch(f"{FILMS}/{fid}/scenes/{second['id']}", json={"text": "Five gulls. Six gulls."}).json()
+    quote = films.get(f"{FILMS}/{fid}/quote").json()
+    assert quote["images"]["count"] == 0  # the text changed, not the prompt: the image stays
+    assert quote["video"]["seconds"] == pytest.approx(edited["scenes"][1]["planned_seconds"])
+    films.patch(f"{FILMS}/{fid}", json={"music": "epic"})  # a film-wide change: every clip again
+    assert films.get(f"{FILMS}/{fid}/quote").json()["video"]["seconds"] == pytest.approx(
+        sum(s["planned_seconds"] for s in edited["scenes"])
+    )

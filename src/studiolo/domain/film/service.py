@@ -87,7 +87,7 @@ class FilmService(SceneOps):
         generation: GenerationService,
         gallery: GalleryService,
         queue: JobQueue,
-        speech: SpeechPort | None,
+        speech: SpeechPort,
         music_moods: Sequence[str],
         events: EventBus,
     ):
@@ -97,25 +97,17 @@ class FilmService(SceneOps):
         self.generation = generation
         self.gallery = gallery
         self.queue = queue
-        # None: no speech engine in this process (films then cannot be voiced: 503 no_voices).
         self.speech = speech
         self.music_moods = tuple(music_moods)
         self.events = events
 
     # -- catalogue -----------------------------------------------------------------------------
     def _speech(self) -> SpeechPort:
-        if self.speech is None:
-            raise ServiceUnavailable(
-                "No speech engine is installed here, so films cannot be narrated.", code="no_voices"
-            )
         return self.speech
 
     def voices(self) -> VoiceList:
-        speech = self.speech
-        voices = list(speech.voices()) if speech is not None else []
-        default = None
-        if voices and speech is not None:
-            default = speech.default_voice("en").id
+        voices = list(self.speech.voices())
+        default = self.speech.default_voice("en").id if voices else None
         return VoiceList(voices=[_voice_view(v) for v in voices], default=default)
 
     def options(self, owner_id: str) -> FilmOptions:
@@ -260,6 +252,10 @@ class FilmService(SceneOps):
             items = [views.film_summary(session, p, [counts[p.id]] if p.id in counts else []) for p in page]
         return FilmPage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
 
+    def status_of(self, session: Session, project: FilmProject) -> str:
+        """draft|rendering|rendered|failed|canceled, from the render job's row when there is one (views.status_of)."""
+        return views.status_of(session, project)
+
     def require(self, owner_id: str, film_id: str) -> None:
         """404 film_not_found unless the film is the owner's (checked before a route reads an upload)."""
         with self.db.session() as session:
@@ -292,6 +288,9 @@ class FilmService(SceneOps):
                 self._check_voices(project)
             if public is not None:
                 _set_public(project, public)
+            if not resplit and {"speed", "podcast"} & fields.keys():
+                for scene in views.load_scenes(session, project.id):  # their estimates follow the narration speed
+                    scene.planned_seconds = sc.scene_seconds(scene.text, podcast=project.podcast, speed=project.speed)
             if resplit:
                 self._storyboard(session, project)
             project.updated_at = utcnow()
@@ -319,9 +318,16 @@ class FilmService(SceneOps):
             factor = gate.factors.get(model_id, 1.0) if isinstance(gate, BillingGate) else 1.0
             each = cost.image_credits(int(params["width"]), int(params["height"]), int(params["steps"]), factor)
             image_credits = each * len(due)
-        rendered = project.rendered_at is not None and (project.outputs or {}).get("mp4")
-        same = (project.render_state or {}).get("settings") == _settings_fingerprint(project)
-        if rendered and same:
+        # The last finished render's settings are on its job row (params["settings"]): the same, and only what was
+        # edited since or needs its image redoes its clip; else (or never rendered) every clip does.
+        last = session.get(Job, project.render_job_id) if project.render_job_id else None
+        same = (
+            last is not None
+            and last.status == "succeeded"
+            and (last.params or {}).get("settings") == _settings_fingerprint(project)
+            and project.rendered_at is not None
+        )
+        if same:
             at = project.rendered_at
             redo = [s for s in scenes if s in due or (at is not None and s.updated_at > at)]
         else:
@@ -386,6 +392,7 @@ class FilmService(SceneOps):
                 "tags": [],
                 "seed": int(project.seed),
                 "credits": quote.video.credits,
+                "settings": _settings_fingerprint(project),  # what the next quote compares with (_quote)
             }
             row = queued_row(
                 owner_id,
@@ -403,7 +410,7 @@ class FilmService(SceneOps):
             # Claimed first, under the row lock, so a second render request meets film_rendering (not a second job).
             project.render_job_id = row["id"]
             project.status = "rendering"
-            project.render_state = {"stage": None, "stages": {}, "settings": _settings_fingerprint(project)}
+            project.render_state = {"job_id": row["id"], "stage": None, "stages": {}}
             project.error_code = project.error_message = None
         try:
             accepted, created = gen.insert_queued(owner_id, [row])
