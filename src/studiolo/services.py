@@ -21,6 +21,7 @@ from studiolo.domain.accounts.ratelimit import RateLimiter
 from studiolo.domain.accounts.service import AccountService
 from studiolo.domain.accounts.tokens import TokenCodec, load_secret_key
 from studiolo.domain.billing.service import BillingService
+from studiolo.domain.film.youtube import YouTubeService
 from studiolo.domain.gallery.service import GalleryService
 from studiolo.domain.generation.admin import JobAdminService
 from studiolo.domain.generation.analytics import AnalyticsService
@@ -106,6 +107,7 @@ class Services:
     analytics: AnalyticsService
     upscale: UpscaleService
     billing: BillingService
+    youtube: YouTubeService
     event_relay: RedisEventRelay | None = None  # set when STUDIOLO_REDIS_URL is
     pools: list[WorkerPool] = field(default_factory=list)
 
@@ -127,6 +129,7 @@ class Services:
         for pool in self.pools:
             pool.stop(timeout)
         self.pools.clear()
+        self.youtube.close()
         self.runner.close()
         self.dispatch.close()
         if self.event_relay is not None:
@@ -237,6 +240,7 @@ def build_services(
         keys=ApiKeyService(db, on_revoked=authenticator.forget_key),
         admin=admin,
         oauth=OAuthService(settings, db=db, accounts=accounts, codec=codec),
+        youtube=YouTubeService(db=db, settings=settings, store=store, secret_key=codec.key),
         job_admin=JobAdminService(db, generation),
         analytics=AnalyticsService(db),
         upscale=UpscaleService(generation),
