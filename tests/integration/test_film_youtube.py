@@ -124,7 +124,7 @@ def connect(web: TestClient, next_path: str = "/films/abc") -> tuple[dict[str, s
     at_provider = httpx.get(start.headers["location"], follow_redirects=False)
     assert at_provider.status_code == 302, at_provider.text
     back = at_provider.headers["location"]
-    assert back.startswith("http://testserver/api/v1/auth/google/youtube/callback?")
+    assert back.startswith("http://testserver/api/v1/auth/oauth/google/youtube/callback?")
     done = web.get(back)
     assert done.status_code == 302, done.text
     return query, done.headers["location"]
@@ -168,14 +168,14 @@ def error(response: Any) -> dict[str, Any]:
 def test_connect_asks_for_the_youtube_scopes_with_incremental_consent_and_keeps_the_tokens_encrypted(
     services: Services, web: TestClient, idp: LocalProvider
 ) -> None:
-    assert web.get(CONNECTION).json() == {"connected": False, "scopes": []}
+    assert web.get(CONNECTION).json() == {"available": True, "connected": False, "scopes": []}
     query, landed = connect(web, "/films/abc")
     assert landed == "/films/abc?youtube=connected"
     assert set(query["scope"].split()) == {UPLOAD_SCOPE, CAPTIONS_SCOPE}
     assert query["include_granted_scopes"] == "true"
     assert query["access_type"] == "offline" and query["prompt"] == "consent"
     assert query["code_challenge_method"] == "S256" and len(query["code_challenge"]) == 43
-    assert query["redirect_uri"] == "http://testserver/api/v1/auth/google/youtube/callback"
+    assert query["redirect_uri"] == "http://testserver/api/v1/auth/oauth/google/youtube/callback"
     assert len(query["state"]) >= 32
     exchange = idp.token_requests[-1]
     assert exchange["grant_type"] == "authorization_code" and exchange["code_verifier"]
@@ -194,7 +194,7 @@ def test_connect_asks_for_the_youtube_scopes_with_incremental_consent_and_keeps_
 
     assert web.delete(CONNECTION).status_code == 204
     assert idp.revoked == [refresh]
-    assert web.get(CONNECTION).json() == {"connected": False, "scopes": []}
+    assert web.get(CONNECTION).json() == {"available": True, "connected": False, "scopes": []}
 
 
 def test_a_callback_without_its_state_cookie_is_refused(services: Services, idp: LocalProvider) -> None:
@@ -206,9 +206,24 @@ def test_a_callback_without_its_state_cookie_is_refused(services: Services, idp:
         assert other.get(CONNECTION).json()["connected"] is False
 
 
-def test_the_connect_route_needs_a_signed_in_user(services: Services) -> None:
+def test_the_connect_route_needs_a_signed_in_session(services: Services, web: TestClient) -> None:
     with TestClient(create_app(services=services, start_workers=False), follow_redirects=False) as anonymous:
         assert anonymous.get(CONNECT).status_code == 401
+        key = web.post("/api/v1/api-keys", json={"name": "cli", "scopes": ["read", "generate"]})
+        assert key.status_code == 201, key.text
+        by_key = anonymous.get(CONNECT, headers={"Authorization": f"Bearer {key.json()['key']}"})
+        assert by_key.status_code == 403 and error(by_key)["code"] == "session_required"
+
+
+def test_without_a_google_client_youtube_is_not_offered(settings_factory: Any) -> None:
+    svc = build_services(settings_factory(), upgrade_db=False)
+    try:
+        with browser(svc) as web:
+            assert web.get(CONNECTION).json() == {"available": False, "connected": False, "scopes": []}
+            r = web.get(CONNECT)
+            assert r.status_code == 404 and error(r)["code"] == "youtube_not_configured"
+    finally:
+        svc.close()
 
 
 # --- uploads ----------------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ from studiolo.db.base import utcnow
 from studiolo.db.session import Database
 from studiolo.domain.accounts.redirects import safe_next
 from studiolo.domain.film.models import FilmProject, FilmPublication, ProviderToken
-from studiolo.errors import Conflict, NotFound, ServiceUnavailable, StudioloError
+from studiolo.errors import Conflict, NotFound, StudioloError
 from studiolo.settings import Settings
 from studiolo.storage.base import ObjectStore
 
@@ -60,7 +60,8 @@ UPLOAD_SCOPE = "https://www.googleapis.com/auth/youtube.upload"
 CAPTIONS_SCOPE = "https://www.googleapis.com/auth/youtube.force-ssl"
 SCOPES = (UPLOAD_SCOPE, CAPTIONS_SCOPE)
 CONNECT_PATH = "/api/v1/auth/google/youtube"
-CALLBACK_PATH = "/api/v1/auth/google/youtube/callback"
+# Under /auth/oauth like the sign-in callbacks: a browser-only, cookie-checked round trip.
+CALLBACK_PATH = "/api/v1/auth/oauth/google/youtube/callback"
 STATE_COOKIE = "studiolo_youtube"
 STATE_MINUTES = 10
 _STATE_AUDIENCE = "studiolo:youtube-connect"
@@ -157,6 +158,7 @@ class PublicationView(BaseModel):
 
 
 class ConnectionView(BaseModel):
+    available: bool  # this server has a Google OAuth client: the "Connect YouTube" button can work
     connected: bool
     scopes: list[str]
 
@@ -297,7 +299,7 @@ class YouTubeService:
 
     def _require_configured(self) -> None:
         if not self.configured():
-            raise ServiceUnavailable(
+            raise NotFound(
                 "Publishing to YouTube needs a Google OAuth client (STUDIOLO_GOOGLE_CLIENT_ID and _SECRET).",
                 code="youtube_not_configured",
             )
@@ -401,8 +403,8 @@ class YouTubeService:
         with self.db.session() as session:
             row = session.get(ProviderToken, (user_id, PROVIDER))
             if row is None or UPLOAD_SCOPE not in row.scopes.split():
-                return ConnectionView(connected=False, scopes=[])
-            return ConnectionView(connected=True, scopes=row.scopes.split())
+                return ConnectionView(available=self.configured(), connected=False, scopes=[])
+            return ConnectionView(available=self.configured(), connected=True, scopes=row.scopes.split())
 
     def disconnect(self, user_id: str) -> None:
         """Forget the tokens; Google is asked to revoke them too, best effort (a failure there is only logged)."""

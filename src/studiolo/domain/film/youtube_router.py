@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse
 
-from studiolo.deps import OwnerId, ServicesDep, current_owner_id, current_principal
+from studiolo.deps import OwnerId, ServicesDep, current_owner_id, current_principal, session_principal
+from studiolo.domain.accounts.authn import Principal
 from studiolo.domain.accounts.router import cookies_secure
 from studiolo.domain.film.youtube import (
     CALLBACK_PATH,
@@ -22,12 +23,14 @@ from studiolo.domain.film.youtube import (
 from studiolo.errors import Unauthorized
 from studiolo.services import Services
 
-# The consent round trip: /api/v1/auth/google/youtube and its callback.
-connect_router = APIRouter(prefix="/auth/google/youtube", tags=["films"])
+# The consent round trip: /api/v1/auth/google/youtube (a signed-in session, not an API key: it is a browser's
+# redirect) and its callback, /api/v1/auth/oauth/google/youtube/callback.
+connect_router = APIRouter(tags=["films"])
 # The rest, under the films API.
 router = APIRouter(prefix="/films", tags=["films"], dependencies=[Depends(current_owner_id)])
 
 _Param = Annotated[str | None, Query(max_length=2048)]
+SessionPrincipal = Annotated[Principal, Depends(session_principal)]
 
 
 def _redirect_uri(request: Request, services: Services) -> str:
@@ -36,17 +39,17 @@ def _redirect_uri(request: Request, services: Services) -> str:
     return f"{base.rstrip('/')}{CALLBACK_PATH}"
 
 
-@connect_router.get("", status_code=302, response_class=RedirectResponse)
+@connect_router.get("/auth/google/youtube", status_code=302, response_class=RedirectResponse)
 async def connect(
     request: Request,
     services: ServicesDep,
-    owner: OwnerId,
+    principal: SessionPrincipal,
     next_path: Annotated[str, Query(alias="next", max_length=2048)] = "/films",
 ) -> Response:
     """Send the signed-in browser to Google to grant the YouTube upload (and captions) scopes; it comes back to
     ``next`` (a path on this site, the film page)."""
     authorization = await run_in_threadpool(
-        services.youtube.start_connect, owner, next_path, _redirect_uri(request, services)
+        services.youtube.start_connect, principal.user_id, next_path, _redirect_uri(request, services)
     )
     response = RedirectResponse(authorization.url, status_code=302)
     response.set_cookie(
@@ -61,7 +64,7 @@ async def connect(
     return response
 
 
-@connect_router.get("/callback", status_code=302, response_class=RedirectResponse)
+@connect_router.get("/auth/oauth/google/youtube/callback", status_code=302, response_class=RedirectResponse)
 async def callback(
     request: Request,
     services: ServicesDep,
