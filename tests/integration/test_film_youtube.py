@@ -187,10 +187,19 @@ def test_connect_asks_for_the_youtube_scopes_with_incremental_consent_and_keeps_
     with services.db.session() as session:
         row = session.get_one(ProviderToken, (LOCAL_USER_ID, "google"))
         raw = (row.access_token, row.refresh_token or "")
+        scopes = row.scopes
     assert access not in raw[0] and refresh not in raw[1]
     assert raw[0].startswith("v1.") and raw[1].startswith("v1.")
     tokens = services.youtube._tokens(LOCAL_USER_ID)
     assert tokens is not None and (tokens.access, tokens.refresh) == (access, refresh)
+    # The ciphertexts are bound to their row: copied to another account, they do not open.
+    stranger = create_user(services, "copycat@example.com")
+    with services.db.session() as session:
+        session.add(
+            ProviderToken(user_id=stranger, provider="google", scopes=scopes, access_token=raw[0], refresh_token=raw[1])
+        )
+    assert services.youtube.connection(stranger).connected is False
+    assert services.youtube._tokens(stranger) is None
 
     assert web.delete(CONNECTION).status_code == 204
     assert idp.revoked == [refresh]
@@ -343,6 +352,31 @@ def test_an_upload_left_by_a_stopped_process_is_picked_up_at_start(
         )
     second = make_services()
     with browser(second) as web:  # its start-up sweep takes the upload back
+        done = wait_settled(second, web, film)
+    assert done["status"] == "done", done
+    assert youtube_api.videos[done["video_id"]].data == mp4 and len(youtube_api.sessions) == 1
+
+
+def test_a_shutdown_mid_upload_hands_it_to_the_next_start(
+    make_services: Callable[[], Services], youtube_api: YouTubeServer, mp4: bytes
+) -> None:
+    first = make_services()
+    first.youtube.backoff_seconds = 30.0  # the 503 below leaves the upload waiting to retry when the server stops
+    youtube_api.fail_put = {2: 503}
+    with browser(first) as web:
+        connect(web)
+        film = make_film(first, mp4=mp4)
+        publication = web.post(f"/api/v1/films/{film}/youtube", json={}).json()
+        deadline = time.monotonic() + 30
+        while youtube_api.chunk_puts < 2:
+            assert time.monotonic() < deadline, "the upload never reached its second chunk"
+            time.sleep(0.02)
+    first.close()  # stops the upload thread in its backoff
+    with first.db.session() as session:
+        row = session.get_one(FilmPublication, publication["id"])
+        assert (row.status, row.bytes_sent, row.error_code) == ("uploading", CHUNK_UNIT, None)
+    second = make_services()
+    with browser(second) as web:
         done = wait_settled(second, web, film)
     assert done["status"] == "done", done
     assert youtube_api.videos[done["video_id"]].data == mp4 and len(youtube_api.sessions) == 1

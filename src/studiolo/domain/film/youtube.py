@@ -93,6 +93,12 @@ class YouTubeProviderUnavailable(StudioloError):
     code = "youtube_provider_unavailable"
 
 
+class TokenRefused(YouTubeProviderUnavailable):
+    """Google's token endpoint refused the code or the refresh token (as the sign-in's, a 502 to the browser)."""
+
+    code = "oauth_token_exchange_failed"
+
+
 class _UploadError(Exception):
     """Ends an upload attempt: the row is marked failed with this code (the session kept when retryable)."""
 
@@ -272,7 +278,7 @@ class YouTubeService:
         store: ObjectStore,
         secret_key: str,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-        lease_seconds: float = 60.0,
+        lease_seconds: float = 180.0,
         max_retries: int = 6,
         backoff_seconds: float | None = None,
     ) -> None:
@@ -402,7 +408,8 @@ class YouTubeService:
     def connection(self, user_id: str) -> ConnectionView:
         with self.db.session() as session:
             row = session.get(ProviderToken, (user_id, PROVIDER))
-            if row is None or UPLOAD_SCOPE not in row.scopes.split():
+            # Tokens sealed under another secret key cannot be used: not connected, the user connects again.
+            if row is None or UPLOAD_SCOPE not in row.scopes.split() or self._decrypt_row(row) is None:
                 return ConnectionView(available=self.configured(), connected=False, scopes=[])
             return ConnectionView(available=self.configured(), connected=True, scopes=row.scopes.split())
 
@@ -495,7 +502,7 @@ class YouTubeService:
             body = self._token_request(
                 self._endpoints().token, {"grant_type": "refresh_token", "refresh_token": tokens.refresh}
             )
-        except YouTubeConnectFailed as exc:
+        except TokenRefused as exc:
             raise _UploadError(
                 "youtube_not_connected", "Google no longer accepts this connection; connect again.", retryable=False
             ) from exc
@@ -554,9 +561,8 @@ class YouTubeService:
         if response.status_code != 200 or not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
             error = body.get("error") if isinstance(body, dict) else None
             log.warning("Google token request refused: %s %s", response.status_code, error)
-            raise YouTubeConnectFailed(
+            raise TokenRefused(
                 "Google did not accept the request for a YouTube token.",
-                code="oauth_token_exchange_failed",
                 details={"error": str(error or "")[:100]},
             )
         return body
@@ -732,7 +738,10 @@ class YouTubeService:
         try:
             self._upload(publication_id)
         except _Stopped:
+            # Left as it is, but with its heartbeat put back past the lease: the next process's start-up sweep
+            # takes it at once instead of waiting for the lease to run out.
             log.info("YouTube upload %s paused by shutdown; it goes on after the restart", publication_id)
+            self._release(publication_id)
         except _UploadError as exc:
             self._fail(publication_id, exc.code, exc.message)
         except Exception as exc:
@@ -750,6 +759,15 @@ class YouTubeService:
                 update(FilmPublication)
                 .where(FilmPublication.id == publication_id)
                 .values(updated_at=utcnow(), **values)
+                .execution_options(synchronize_session=False)
+            )
+
+    def _release(self, publication_id: str) -> None:
+        with self.db.session() as session:
+            session.execute(
+                update(FilmPublication)
+                .where(FilmPublication.id == publication_id, FilmPublication.status.in_(ACTIVE_STATUSES))
+                .values(updated_at=utcnow() - timedelta(seconds=self.lease_seconds + 1))
                 .execution_options(synchronize_session=False)
             )
 
@@ -865,8 +883,9 @@ class _Uploader:
         self._last_beat = time.monotonic()
 
     def _sleep(self, attempt: int) -> None:
-        """Backoff before retry ``attempt`` (1, 2, ...), capped at a minute, with jitter; stops at shutdown."""
-        delay = min(60.0, self.service.backoff_seconds * (2 ** (attempt - 1))) * (0.75 + secrets.randbelow(500) / 1000)
+        """Backoff before retry ``attempt`` (1, 2, ...), capped at 30 s (well inside the lease), with jitter; stops
+        at shutdown."""
+        delay = min(30.0, self.service.backoff_seconds * (2 ** (attempt - 1))) * (0.75 + secrets.randbelow(500) / 1000)
         if self.service._stop.wait(delay):
             raise _Stopped
         self._beat()
