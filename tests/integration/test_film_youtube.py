@@ -382,6 +382,26 @@ def test_a_shutdown_mid_upload_hands_it_to_the_next_start(
     assert youtube_api.videos[done["video_id"]].data == mp4 and len(youtube_api.sessions) == 1
 
 
+def test_a_second_publish_while_one_uploads_is_409(
+    services: Services, web: TestClient, youtube_api: YouTubeServer, mp4: bytes
+) -> None:
+    services.youtube.backoff_seconds = 30.0  # the first upload waits after its 503 while we click again
+    youtube_api.fail_put = {1: 503}
+    connect(web)
+    film = make_film(services, mp4=mp4)
+    first = web.post(f"/api/v1/films/{film}/youtube", json={}).json()
+    deadline = time.monotonic() + 30
+    while youtube_api.chunk_puts < 1:
+        assert time.monotonic() < deadline, "the upload never sent its first chunk"
+        time.sleep(0.02)
+    twice = web.post(f"/api/v1/films/{film}/youtube", json={})
+    assert twice.status_code == 409 and error(twice)["code"] == "upload_in_progress"
+    assert error(twice)["details"] == {"publication": first["id"]}
+    resume = web.post(f"/api/v1/films/{film}/youtube/{first['id']}/resume")
+    assert resume.status_code == 409 and error(resume)["code"] == "upload_in_progress"
+    assert len(youtube_api.sessions) == 1
+
+
 def test_an_expired_access_token_is_refreshed_once(
     services: Services, web: TestClient, idp: LocalProvider, youtube_api: YouTubeServer, mp4: bytes
 ) -> None:

@@ -588,6 +588,15 @@ class YouTubeService:
                 raise Conflict("Render the film before publishing it.", code="no_render")
             if not connected:
                 raise YouTubeNotConnected("Connect your YouTube account first.", details={"connect_url": CONNECT_PATH})
+            active = session.scalar(
+                select(FilmPublication.id).where(
+                    FilmPublication.project_id == project.id, FilmPublication.status.in_(ACTIVE_STATUSES)
+                )
+            )
+            if active is not None:  # a double click must not put the film on the channel twice
+                raise Conflict(
+                    "This film is being uploaded already.", code="upload_in_progress", details={"publication": active}
+                )
             total = self._size(media_key)
             row = FilmPublication(
                 project_id=project.id,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse
 
-from studiolo.deps import OwnerId, ServicesDep, current_owner_id, current_principal, session_principal
+from studiolo.deps import OwnerId, ServicesDep, client_ip, current_owner_id, current_principal, session_principal
 from studiolo.domain.accounts.authn import Principal
 from studiolo.domain.accounts.router import cookies_secure
 from studiolo.domain.film.youtube import (
@@ -73,6 +73,8 @@ async def callback(
     error: _Param = None,
 ) -> Response:
     """Where Google sends the browser back: keeps the tokens (encrypted), then redirects to the film page."""
+    # Each callback makes us call Google: limited like the sign-in callbacks, per address.
+    services.limiter.hit("login", f"ip:{client_ip(request)}")
     try:
         user_id: str | None = (await current_principal(request)).user_id
     except Unauthorized:
