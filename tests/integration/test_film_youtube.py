@@ -21,7 +21,8 @@ from studiolo.app import create_app
 from studiolo.db.base import utcnow
 from studiolo.domain.accounts.models import LOCAL_USER_ID
 from studiolo.domain.film.models import FilmProject, FilmPublication, ProviderToken
-from studiolo.domain.film.youtube import CAPTIONS_SCOPE, CHUNK_UNIT, UPLOAD_SCOPE
+from studiolo.domain.film.youtube import CHUNK_UNIT
+from studiolo.domain.film.youtube_google import CAPTIONS_SCOPE, UPLOAD_SCOPE
 from studiolo.services import Services, build_services
 from tests.helpers import auth_headers, create_user
 from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, LocalProvider
@@ -190,7 +191,7 @@ def test_connect_asks_for_the_youtube_scopes_with_incremental_consent_and_keeps_
         scopes = row.scopes
     assert access not in raw[0] and refresh not in raw[1]
     assert raw[0].startswith("v1.") and raw[1].startswith("v1.")
-    tokens = services.youtube._tokens(LOCAL_USER_ID)
+    tokens = services.youtube.google.tokens(LOCAL_USER_ID)
     assert tokens is not None and (tokens.access, tokens.refresh) == (access, refresh)
     # The ciphertexts are bound to their row: copied to another account, they do not open.
     stranger = create_user(services, "copycat@example.com")
@@ -198,8 +199,8 @@ def test_connect_asks_for_the_youtube_scopes_with_incremental_consent_and_keeps_
         session.add(
             ProviderToken(user_id=stranger, provider="google", scopes=scopes, access_token=raw[0], refresh_token=raw[1])
         )
-    assert services.youtube.connection(stranger).connected is False
-    assert services.youtube._tokens(stranger) is None
+    assert services.youtube.google.connection(stranger).connected is False
+    assert services.youtube.google.tokens(stranger) is None
 
     assert web.delete(CONNECTION).status_code == 204
     assert idp.revoked == [refresh]
@@ -406,7 +407,7 @@ def test_an_expired_access_token_is_refreshed_once(
     services: Services, web: TestClient, idp: LocalProvider, youtube_api: YouTubeServer, mp4: bytes
 ) -> None:
     connect(web)
-    before = services.youtube._tokens(LOCAL_USER_ID)
+    before = services.youtube.google.tokens(LOCAL_USER_ID)
     idp.expire_access_tokens()  # Google forgot it: the next API call is a 401
     film = make_film(services, mp4=mp4)
     assert web.post(f"/api/v1/films/{film}/youtube", json={}).status_code == 202
@@ -414,7 +415,7 @@ def test_an_expired_access_token_is_refreshed_once(
     assert done["status"] == "done", done
     assert youtube_api.unauthorized == 1
     assert [r["grant_type"] for r in idp.token_requests] == ["authorization_code", "refresh_token"]
-    after = services.youtube._tokens(LOCAL_USER_ID)
+    after = services.youtube.google.tokens(LOCAL_USER_ID)
     assert before is not None and after is not None
     assert after.access != before.access and after.refresh == before.refresh
 

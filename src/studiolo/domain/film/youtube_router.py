@@ -12,14 +12,8 @@ from fastapi.responses import RedirectResponse
 from studiolo.deps import OwnerId, ServicesDep, client_ip, current_owner_id, current_principal, session_principal
 from studiolo.domain.accounts.authn import Principal
 from studiolo.domain.accounts.router import cookies_secure
-from studiolo.domain.film.youtube import (
-    CALLBACK_PATH,
-    STATE_COOKIE,
-    STATE_MINUTES,
-    ConnectionView,
-    PublicationView,
-    PublishRequest,
-)
+from studiolo.domain.film.youtube_google import CALLBACK_PATH, STATE_COOKIE, STATE_MINUTES
+from studiolo.domain.film.youtube_schemas import ConnectionView, PublicationView, PublishRequest
 from studiolo.errors import Unauthorized
 from studiolo.services import Services
 
@@ -49,7 +43,7 @@ async def connect(
     """Send the signed-in browser to Google to grant the YouTube upload (and captions) scopes; it comes back to
     ``next`` (a path on this site, the film page)."""
     authorization = await run_in_threadpool(
-        services.youtube.start_connect, principal.user_id, next_path, _redirect_uri(request, services)
+        services.youtube.google.start_connect, principal.user_id, next_path, _redirect_uri(request, services)
     )
     response = RedirectResponse(authorization.url, status_code=302)
     response.set_cookie(
@@ -80,7 +74,7 @@ async def callback(
     except Unauthorized:
         user_id = None  # the session may have lapsed during the consent: the signed state cookie names the user
     next_path = await run_in_threadpool(
-        lambda: services.youtube.finish_connect(
+        lambda: services.youtube.google.finish_connect(
             cookie=request.cookies.get(STATE_COOKIE),
             state=state,
             code=code,
@@ -99,13 +93,13 @@ async def callback(
 @router.get("/youtube/connection", response_model=ConnectionView)
 def connection(services: ServicesDep, owner: OwnerId) -> ConnectionView:
     """Whether the caller's Google account is connected for YouTube uploads, and the scopes granted."""
-    return services.youtube.connection(owner)
+    return services.youtube.google.connection(owner)
 
 
 @router.delete("/youtube/connection", status_code=204)
 def disconnect(services: ServicesDep, owner: OwnerId) -> Response:
     """Forget the YouTube connection (and ask Google to revoke its tokens)."""
-    services.youtube.disconnect(owner)
+    services.youtube.google.disconnect(owner)
     return Response(status_code=204)
 
 
