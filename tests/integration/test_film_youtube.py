@@ -449,6 +449,11 @@ def test_publishing_a_film_never_rendered_is_409(services: Services, web: TestCl
     film = make_film(services)
     r = web.post(f"/api/v1/films/{film}/youtube", json={})
     assert r.status_code == 409 and error(r)["code"] == "no_render"
+    with services.db.session() as session:  # the render's MP4 is named but no longer in the store
+        session.get_one(FilmProject, film).outputs = {"mp4": f"films/{LOCAL_USER_ID}/{film}/film.mp4"}
+    r = web.post(f"/api/v1/films/{film}/youtube", json={})
+    assert r.status_code == 409 and error(r)["code"] == "no_render"
+    assert web.get(f"/api/v1/films/{film}/youtube").json() == []
 
 
 def test_another_users_film_is_not_found(services: Services, web: TestClient, mp4: bytes) -> None:

@@ -97,6 +97,8 @@ class YouTubeService:
                     "This film is being uploaded already.", code="upload_in_progress", details={"publication": active}
                 )
             total = self._size(media_key)
+            if total == 0:
+                raise Conflict("The film's rendered video is empty; render it again.", code="no_render")
             row = FilmPublication(
                 project_id=project.id,
                 owner_id=owner_id,
