@@ -216,6 +216,18 @@ def test_a_callback_without_its_state_cookie_is_refused(services: Services, idp:
         assert other.get(CONNECTION).json()["connected"] is False
 
 
+def test_declining_at_google_keeps_the_account_unconnected(
+    services: Services, web: TestClient, idp: LocalProvider
+) -> None:
+    idp.behaviour.deny = True
+    start = web.get(CONNECT)
+    back = httpx.get(start.headers["location"], follow_redirects=False).headers["location"]
+    declined = web.get(back)
+    assert declined.status_code == 400 and error(declined)["code"] == "oauth_access_denied"
+    assert web.get(CONNECTION).json()["connected"] is False
+    assert idp.token_requests == []
+
+
 def test_the_connect_route_needs_a_signed_in_session(services: Services, web: TestClient) -> None:
     with TestClient(create_app(services=services, start_workers=False), follow_redirects=False) as anonymous:
         assert anonymous.get(CONNECT).status_code == 401
