@@ -23,6 +23,7 @@ from studiolo.domain.accounts.tokens import TokenCodec, load_secret_key
 from studiolo.domain.billing.service import BillingService
 from studiolo.domain.film.pipeline import FilmRenderer
 from studiolo.domain.film.service import FilmService
+from studiolo.domain.film.youtube import YouTubeService
 from studiolo.domain.gallery.service import GalleryService
 from studiolo.domain.generation.admin import JobAdminService
 from studiolo.domain.generation.analytics import AnalyticsService
@@ -112,6 +113,7 @@ class Services:
     upscale: UpscaleService
     billing: BillingService
     film: FilmService
+    youtube: YouTubeService
     event_relay: RedisEventRelay | None = None  # set when STUDIOLO_REDIS_URL is
     pools: list[WorkerPool] = field(default_factory=list)
 
@@ -133,6 +135,7 @@ class Services:
         for pool in self.pools:
             pool.stop(timeout)
         self.pools.clear()
+        self.youtube.close()
         self.runner.close()
         self.dispatch.close()
         if self.event_relay is not None:
@@ -265,6 +268,7 @@ def build_services(
         keys=ApiKeyService(db, on_revoked=authenticator.forget_key),
         admin=admin,
         oauth=OAuthService(settings, db=db, accounts=accounts, codec=codec),
+        youtube=YouTubeService(db=db, settings=settings, store=store, secret_key=codec.key),
         job_admin=JobAdminService(db, generation),
         analytics=AnalyticsService(db),
         upscale=UpscaleService(generation),
