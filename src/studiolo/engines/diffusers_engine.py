@@ -47,6 +47,7 @@ from studiolo.engines.latent_preview import is_sdxl, latent_preview
 from studiolo.engines.model_files import (
     CONFIGS_DIR,
     IMPORT_HINT,
+    MOTION_PIPELINES,
     ModelFileError,
     clip_vocab_and_merges,
     inspect_model_path,
@@ -140,6 +141,8 @@ class DiffusersEngine:
                 pipeline_class = inspect_model_path(model.path).pipeline_class
         if pipeline_class in UPSCALE_PIPELINES:
             return upscaler_capabilities()
+        if pipeline_class in MOTION_PIPELINES:  # animates images for films (image_to_video.py), draws none
+            return Capabilities(txt2img=False, img2img=False, inpaint=False)
         return diffusers_capabilities(*pipeline_tasks(pipeline_class))
 
     def load(self, model: ModelRef) -> None:
