@@ -132,7 +132,9 @@ def test_svd_stops_between_denoising_steps_when_canceled(svd_folder: Path) -> No
         return len(asked) > 2  # the check before starting, the end of step 1, then the end of step 2: stop
 
     with pytest.raises(GenerationCanceled):
-        engine.frames(model, _picture(), width=32, height=32, count=4, fps=30, seed=1, should_stop=stop_after_first_step)
+        engine.frames(
+            model, _picture(), width=32, height=32, count=4, fps=30, seed=1, should_stop=stop_after_first_step
+        )
     assert len(asked) == 3  # stopped at the second step, not after the third
     with pytest.raises(GenerationCanceled):
         engine.frames(model, _picture(), width=32, height=32, count=4, fps=30, seed=1, should_stop=lambda: True)
@@ -146,7 +148,9 @@ def test_svd_refuses_a_model_that_is_not_image_to_video(tmp_path: Path, engine: 
     with pytest.raises(ModelLoadError, match="not an image-to-video model"):
         engine.frames(MotionModel("sd", "sd", sd), _picture(), width=32, height=32, count=2, fps=30, seed=1)
     with pytest.raises(ModelLoadError):
-        engine.frames(MotionModel("gone", "gone", tmp_path / "gone"), _picture(), width=32, height=32, count=2, fps=30, seed=1)
+        engine.frames(
+            MotionModel("gone", "gone", tmp_path / "gone"), _picture(), width=32, height=32, count=2, fps=30, seed=1
+        )
     with pytest.raises(EngineError) as bad:
         engine.frames(MotionModel("sd", "sd", sd), _picture(), width=32, height=32, count=0, fps=30, seed=1)
     assert bad.value.code == "invalid_request"

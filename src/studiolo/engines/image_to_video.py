@@ -81,7 +81,8 @@ def motion_models(catalog: ModelCatalog) -> list[MotionModel]:
 
 
 def fit_frame(image: Image.Image, width: int, height: int) -> Image.Image:
-    """``image`` as RGB, cropped (centred) to the aspect of ``width`` x ``height`` and resized to it: never stretched."""
+    """``image`` as RGB, cropped (centred) to the aspect of ``width`` x ``height`` and resized to it (never
+    stretched)."""
     rgb = image.convert("RGB")
     if rgb.size == (width, height):
         return rgb
@@ -119,7 +120,7 @@ def time_stretch(frames: Sequence[Image.Image], count: int) -> list[Image.Image]
     out: list[Image.Image] = []
     for i in range(count):
         position = i * (n - 1) / (count - 1)
-        left = min(int(math.floor(position)), n - 2)
+        left = min(math.floor(position), n - 2)
         weight = position - left
         if weight <= 1e-9:
             out.append(frames[left].copy())
@@ -262,7 +263,8 @@ class SVDImageToVideo:
 
         unet_config = pipe.unet.config
         num_frames = int(unet_config.num_frames)
-        multiple = int(pipe.vae_scale_factor) * 2 ** (len(unet_config.block_out_channels) - 1)
+        # The pipeline takes sides divisible by 8; the UNet halves the latents once per block after the first.
+        multiple = math.lcm(8, int(pipe.vae_scale_factor) * 2 ** (len(unet_config.block_out_channels) - 1))
         native = int(unet_config.sample_size) * int(pipe.vae_scale_factor)
         w, h = model_size(native, multiple, width, height)
         source = fit_frame(image, w, h)
