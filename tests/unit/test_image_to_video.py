@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from studiolo.engines.base import EngineError, GenerationCanceled, ModelLoadError
+from studiolo.engines.base import EngineError, GenerationCanceled, ModelLoadError, ModelRef
+from studiolo.engines.diffusers_engine import DiffusersEngine
 from studiolo.engines.image_to_video import (
     ImageToVideo,
     MotionModel,
@@ -98,6 +99,13 @@ def test_an_svd_folder_is_arch_svd_and_draws_nothing(svd_folder: Path) -> None:
     info = inspect_model_path(svd_folder)
     assert (info.format, info.arch, info.pipeline_class) == ("folder", "svd", "StableVideoDiffusionPipeline")
     assert pipeline_tasks(info.pipeline_class) == (False, False, False)
+    # The image engine agrees, before and after loading it: nothing to draw with.
+    engine = DiffusersEngine(device="cpu")
+    ref = ModelRef(id="tiny-svd", engine="diffusers", source="folder", path=svd_folder, arch="svd")
+    before = engine.capabilities(ref)
+    engine.load(ref)
+    assert engine.capabilities(ref) == before
+    assert not any(before.supports(kind) for kind in ("txt2img", "img2img", "inpaint", "upscale"))
 
 
 def test_svd_makes_count_frames_of_the_asked_size_deterministic_per_seed(

@@ -378,6 +378,8 @@ class DiffusersEngine:
             ) from exc
         if is_upscaler(base):  # enlarges images and draws none (diffusers_upscale.py)
             return _Loaded(base, {"upscale": base}, upscaler_capabilities(), _pipeline_bytes(base))
+        if type(base).__name__ in MOTION_PIPELINES:  # image-to-video: run by image_to_video.py, draws none here
+            return _Loaded(base, {}, Capabilities(txt2img=False, img2img=False, inpaint=False), _pipeline_bytes(base))
         pipes: dict[JobKind, Any] = {}
         unet = getattr(base, "unet", None)
         inpaint_only = int(getattr(getattr(unet, "config", None), "in_channels", 4) or 4) == 9
