@@ -4,6 +4,7 @@ SVDImageToVideo on the CPU; plus the frame timing and geometry it is built on.""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -162,3 +163,16 @@ def test_svd_refuses_a_model_that_is_not_image_to_video(tmp_path: Path, engine: 
     with pytest.raises(EngineError) as bad:
         engine.frames(MotionModel("sd", "sd", sd), _picture(), width=32, height=32, count=0, fps=30, seed=1)
     assert bad.value.code == "invalid_request"
+
+
+def test_svd_serves_threads_at_once_with_one_loaded_pipeline(svd_folder: Path) -> None:
+    engine = SVDImageToVideo(device="cpu", steps=2, threads=1)
+    model = MotionModel(id="tiny-svd", name="tiny-svd", path=svd_folder)
+
+    def run(seed: int) -> np.ndarray:
+        return _arrays(engine.frames(model, _picture(), width=32, height=32, count=6, fps=30, seed=seed))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first, second = pool.map(run, (1, 2))  # re-raises a thread's exception here
+    assert np.array_equal(first, run(1)) and not np.array_equal(first, second)
+    assert engine.is_loaded("tiny-svd") and engine.unload("tiny-svd") and not engine.is_loaded("tiny-svd")
