@@ -70,7 +70,6 @@ SMOKE: dict[str, tuple[list[str], list[str]]] = {
             *(rf"^{setting} " for setting in ("euler 1", "heun 1", "midpoint 1", "euler 3")),
         ],
     ),
-<<<<<<< HEAD
     "media": (
         ["--seconds", "5", "--texts", "1"],
         [

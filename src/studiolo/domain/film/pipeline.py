@@ -38,8 +38,13 @@ from studiolo.db.base import utcnow
 from studiolo.db.session import Database
 from studiolo.domain.film import render, script, subtitles
 from studiolo.domain.film.models import FilmCharacter, FilmProject, FilmScene
-from studiolo.domain.film.scene_images import image_state, record_scene_job, submit_scene_image
-from studiolo.domain.film.views import scene_character, scene_image_hash
+from studiolo.domain.film.scene_images import (
+    image_state,
+    named_character,
+    record_scene_job,
+    scene_image_hash,
+    submit_scene_image,
+)
 from studiolo.domain.gallery.models import Image
 from studiolo.domain.generation.handlers import JobContext, Waiting
 from studiolo.domain.generation.models import Job
@@ -295,8 +300,8 @@ class FilmRenderer:
             todo: list[tuple[FilmScene, FilmCharacter | None]] = []
             ready: list[str] = []
             for scene in scenes:
-                character = scene_character(scene, characters)
-                state = image_state(session, project, scene, scene_image_hash(project, scene, characters))
+                character = named_character(scene, characters)
+                state = image_state(session, project, scene, scene_image_hash(project, scene, character))
                 if state.state == "ready" and state.image_id:
                     ready.append(state.image_id)
                 elif state.state == "failed":

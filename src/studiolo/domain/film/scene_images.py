@@ -8,6 +8,9 @@ seed, style, model, aspect, character image): a scene whose hash differs from it
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -15,7 +18,6 @@ from sqlalchemy.orm import Session
 
 from studiolo.db.base import utcnow
 from studiolo.domain.film.models import FilmCharacter, FilmProject, FilmScene
-from studiolo.domain.film.views import scene_image_hash
 from studiolo.domain.gallery.models import Image
 from studiolo.domain.generation.models import Job
 from studiolo.domain.generation.schemas import GenerationParams
@@ -24,6 +26,29 @@ from studiolo.storage.base import ObjectStore
 
 # The image tags of every scene image (the gallery's search finds them).
 FILM_TAG = "film"
+
+
+def named_character(scene: FilmScene, characters: list[FilmCharacter]) -> FilmCharacter | None:
+    """The character the scene's text names first (whole words, any case), if any."""
+    best: tuple[int, FilmCharacter] | None = None
+    for character in characters:
+        match = re.search(rf"(?<!\w){re.escape(character.name)}(?!\w)", scene.text, flags=re.IGNORECASE)
+        if match and (best is None or match.start() < best[0]):
+            best = (match.start(), character)
+    return best[1] if best else None
+
+
+def scene_image_hash(project: FilmProject, scene: FilmScene, character: FilmCharacter | None) -> str:
+    """What decides the scene's image; the image is stale when this differs from ``scene.image_hash``."""
+    decided = {
+        "prompt": scene.prompt,
+        "seed": int(scene.seed),
+        "style": project.style,
+        "model": project.model_id,
+        "aspect": project.aspect,
+        "character": character.image_key if character else None,
+    }
+    return hashlib.sha256(json.dumps(decided, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -95,7 +120,7 @@ def submit_scene_image(
     The submit is idempotent per scene and hash, so a render that crashed between queuing the image and recording
     it finds the same job again instead of paying for a second image. Billing refusals propagate (402/403)."""
     params = scene_params(project, scene)
-    wanted = scene_image_hash(project, scene, [character] if character else [])
+    wanted = scene_image_hash(project, scene, character)
     key = f"film-scene:{scene.id}:{wanted[:32]}"
     if character is not None:
         init = generation.validate_upload(store.get(character.image_key), field="image")
