@@ -242,7 +242,8 @@ def worker(
     if metrics is not None:
         metrics.bind(services)
     models = [m.strip() for m in queues.split(",") if m.strip()] if queues else None
-    served = ServedModels(services.catalog, models)
+    # A worker renders films (issue 16) where it found ffmpeg: it serves the film jobs' pseudo-model like a model.
+    served = ServedModels(services.catalog, models, builtin=services.film_job_models())
     device = getattr(services.engines.get("diffusers"), "device", None)
     if device is not None:
         # Say where real models will run: a worker that cannot see its GPU would otherwise crawl on the CPU.

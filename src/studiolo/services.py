@@ -21,6 +21,7 @@ from studiolo.domain.accounts.ratelimit import RateLimiter
 from studiolo.domain.accounts.service import AccountService
 from studiolo.domain.accounts.tokens import TokenCodec, load_secret_key
 from studiolo.domain.billing.service import BillingService
+from studiolo.domain.film.models import FILM_MODEL_ID
 from studiolo.domain.film.pipeline import FilmRenderer
 from studiolo.domain.film.service import FilmService
 from studiolo.domain.film.youtube import YouTubeService
@@ -130,6 +131,11 @@ class Services:
         pool.start(count, claim_loops=claim_loops)
         self.pools.append(pool)
         return pool
+
+    def film_job_models(self) -> list[str]:
+        """The film render's pseudo-model where this process can render films (ffmpeg found), else none."""
+        renderer = self.runner.handlers.get("film")
+        return [FILM_MODEL_ID] if isinstance(renderer, FilmRenderer) and renderer.ffmpeg is not None else []
 
     def close(self, timeout: float = 30.0) -> None:
         for pool in self.pools:

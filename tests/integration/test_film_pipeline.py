@@ -74,7 +74,7 @@ def test_a_three_scene_script_becomes_the_planned_film(film_services: Services, 
 
     view = svc.film.get(LOCAL_USER_ID, film_id)
     assert view.status == "rendered"
-    assert [s["state"] for s in view.render.stages.values()] == ["done"] * 9  # type: ignore[union-attr]
+    assert [s.state for s in view.render.stages.values()] == ["done"] * 9  # type: ignore[union-attr]
     with svc.db.session() as session:
         project = session.get(FilmProject, film_id)
         assert project is not None
@@ -118,7 +118,7 @@ def test_a_three_scene_script_becomes_the_planned_film(film_services: Services, 
     for placed in timeline["scenes"]:
         for cue in placed["cues"]:
             assert (
-                placed["start"] + pipeline.LEAD - 0.01
+                placed["start"] + timeline.LEAD - 0.01
                 <= cue["start"]
                 < cue["end"]
                 <= placed["start"] + placed["seconds"]
@@ -153,7 +153,7 @@ def test_a_one_scene_edit_redoes_only_that_scene(film_services: Services, monkey
     assert speech.calls == 0  # nothing re-narrated: the text did not change
     assert clips.calls == 2  # the edited last scene's clip and the one that crossfades into it
     stages = svc.film.get(LOCAL_USER_ID, film_id).render.stages  # type: ignore[union-attr]
-    assert stages["narration"]["state"] == "done" and stages["music"]["state"] == "skipped"
+    assert stages["narration"].state == "done" and stages["music"].state == "skipped"
 
 
 def test_canceling_a_render_midway_gives_its_credits_back(settings_factory: Any) -> None:

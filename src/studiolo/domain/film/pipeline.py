@@ -24,10 +24,9 @@ import json
 import logging
 import shutil
 import tempfile
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,17 @@ from studiolo.domain.film.scene_images import (
     scene_image_hash,
     submit_scene_image,
 )
+from studiolo.domain.film.stages import Stages
+from studiolo.domain.film.timeline import (
+    LEAD,
+    SAMPLE_RATE,
+    SENTENCE_PAUSE,
+    SPEAKER_PAUSE,
+    NarratedScene,
+    Timeline,
+    plan_timeline,
+    resample,
+)
 from studiolo.domain.gallery.models import Image
 from studiolo.domain.generation.handlers import JobContext, Waiting
 from studiolo.domain.generation.models import Job
@@ -59,15 +69,7 @@ from studiolo.storage.base import ObjectStore
 
 log = logging.getLogger(__name__)
 
-STAGES: tuple[str, ...] = ("images", "narration", "music", "mix", "motion", "subtitles", "encode", "thumbnail", "check")
-
-SAMPLE_RATE = 48000
-LEAD = 0.4  # seconds of picture before a scene's narration starts
-SENTENCE_PAUSE = 0.25  # between two sentences of one speaker
-SPEAKER_PAUSE = 0.45  # between two speakers (podcast mode)
 CROSSFADE = 0.5
-TAIL = 0.7  # after a scene's narration: the crossfade into the next scene happens in here
-MIN_SLOT = 2.0
 THUMBNAIL_AT = 3.0
 IMAGE_POLL_SECONDS = 1.0  # how soon a render waiting for its scene images looks again
 # Bumped when the pipeline's own output for the same inputs changes, so old cached artefacts are not reused.
@@ -76,122 +78,6 @@ PIPELINE_VERSION = "1"
 
 def _sha(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _frames(seconds: float, fps: int) -> int:
-    return max(1, round(seconds * fps))
-
-
-@dataclass
-class NarratedScene:
-    """A scene's narration: its samples (SAMPLE_RATE, mono) and its cues relative to the narration's start."""
-
-    samples: np.ndarray
-    cues: list[subtitles.Cue]
-
-    @property
-    def seconds(self) -> float:
-        return len(self.samples) / SAMPLE_RATE
-
-
-@dataclass
-class Timeline:
-    """Where each scene sits in the film (seconds) and its subtitle cues on the film's clock."""
-
-    fps: int
-    starts: list[float] = field(default_factory=list)
-    slots: list[float] = field(default_factory=list)
-    cues: list[list[subtitles.Cue]] = field(default_factory=list)  # per scene, on the film's clock
-
-    @property
-    def seconds(self) -> float:
-        return sum(self.slots)
-
-    def as_dict(self, scene_ids: Sequence[str]) -> dict[str, Any]:
-        return {
-            "seconds": round(self.seconds, 3),
-            "fps": self.fps,
-            "scenes": [
-                {
-                    "id": sid,
-                    "start": round(start, 3),
-                    "seconds": round(slot, 3),
-                    "cues": [{"start": round(c.start, 3), "end": round(c.end, 3), "text": c.text} for c in cues],
-                }
-                for sid, start, slot, cues in zip(scene_ids, self.starts, self.slots, self.cues, strict=True)
-            ],
-        }
-
-
-def plan_timeline(narrations: Sequence[NarratedScene], fps: int) -> Timeline:
-    """Slots of whole frames: LEAD + narration + TAIL, at least MIN_SLOT."""
-    timeline = Timeline(fps=fps)
-    t = 0.0
-    for narrated in narrations:
-        slot = _frames(max(MIN_SLOT, LEAD + narrated.seconds + TAIL), fps) / fps
-        timeline.starts.append(t)
-        timeline.slots.append(slot)
-        timeline.cues.append([subtitles.Cue(t + LEAD + c.start, t + LEAD + c.end, c.text) for c in narrated.cues])
-        t += slot
-    return timeline
-
-
-def _resample(samples: np.ndarray, rate: int) -> np.ndarray:
-    """Mono float32 at SAMPLE_RATE (linear interpolation: speech engines give 16-24 kHz)."""
-    mono: np.ndarray = np.asarray(samples, dtype=np.float32)
-    if rate == SAMPLE_RATE or len(mono) == 0:
-        return mono
-    n = max(1, round(len(mono) * SAMPLE_RATE / rate))
-    x = np.linspace(0, len(mono) - 1, n)
-    resampled: np.ndarray = np.interp(x, np.arange(len(mono)), mono).astype(np.float32)
-    return resampled
-
-
-class _Stages:
-    """The render's progress: published on the job's stream and kept on the project (so a reload shows it)."""
-
-    def __init__(self, db: Database, project_id: str, job_id: str, ctx: JobContext, previous: dict[str, Any]):
-        self.db, self.project_id, self.job_id, self.ctx = db, project_id, job_id, ctx
-        kept = previous.get("stages", {}) if previous.get("job_id") == job_id else {}
-        self.stages: dict[str, dict[str, Any]] = {
-            name: dict(kept.get(name) or {"state": "pending", "done": 0, "total": 0}) for name in STAGES
-        }
-        self.current: str | None = None
-        self._started = 0.0
-        self._last_write = 0.0
-
-    def begin(self, name: str, total: int) -> None:
-        self.current = name
-        self._started = time.monotonic()
-        self.stages[name].update(state="running", done=0, total=total)
-        self._emit(name, force=True)
-
-    def step(self, name: str, done: int) -> None:
-        self.stages[name]["done"] = done
-        self._emit(name)
-
-    def end(self, name: str, state: str = "done") -> None:
-        seconds = round(time.monotonic() - self._started, 3)
-        entry = self.stages[name]
-        entry.update(state=state, done=entry["total"], seconds=seconds)
-        self.ctx.timing(name, seconds)
-        self._emit(name, force=True)
-
-    def _emit(self, name: str, *, force: bool = False) -> None:
-        entry = self.stages[name]
-        self.ctx.publish(
-            {"type": "stage", "stage": name, "state": entry["state"], "done": entry["done"], "total": entry["total"]}
-        )
-        now = time.monotonic()
-        if force or now - self._last_write >= 1.0:
-            self._last_write = now
-            self.save()
-
-    def save(self) -> None:
-        with self.db.session() as session:
-            project = session.get(FilmProject, self.project_id)
-            if project is not None and project.render_job_id == self.job_id:
-                project.render_state = {"job_id": self.job_id, "stage": self.current, "stages": self.stages}
 
 
 class FilmRenderer:
@@ -229,7 +115,7 @@ class FilmRenderer:
         # SQLite a write held open across those would wait on itself.
         with self.db.session() as session:
             previous = dict(self._project(session, job).render_state or {})
-        stages = _Stages(self.db, job.params["film_id"], job.id, ctx, previous)
+        stages = Stages(self.db, job.params["film_id"], job.id, ctx, previous)
         waiting = self._images(job, stages, ctx)
         if waiting is not None:
             return waiting
@@ -290,7 +176,7 @@ class FilmRenderer:
 
     # -- stage 1: images -------------------------------------------------------------------------------------
 
-    def _images(self, job: Job, stages: _Stages, ctx: JobContext) -> Waiting | None:
+    def _images(self, job: Job, stages: Stages, ctx: JobContext) -> Waiting | None:
         """Make sure every scene has its image: record those made, queue those missing or stale; Waiting while any
         is still being made."""
         with self.db.session() as session:
@@ -373,7 +259,7 @@ class FilmRenderer:
         self.store.put(key, path.read_bytes(), content_type)
 
     def _narrate(
-        self, project: FilmProject, scenes: list[FilmScene], stages: _Stages, ctx: JobContext, work: Path
+        self, project: FilmProject, scenes: list[FilmScene], stages: Stages, ctx: JobContext, work: Path
     ) -> list[NarratedScene]:
         stages.begin("narration", len(scenes))
         voices = dict(project.speaker_voices or {})
@@ -409,9 +295,9 @@ class FilmRenderer:
         key = self._cache_key(project, "tts", _sha(PIPELINE_VERSION, voice, project.speed, sentence), "wav")
         if self.store.exists(key):
             samples, rate = ff_engine.read_wav(self._fetch(key, work, "tts.wav"))
-            return _resample(samples, rate)
+            return resample(samples, rate)
         speech = self.speech.synthesize(sentence, voice, speed=project.speed)
-        samples = _resample(speech.samples, speech.sample_rate)
+        samples = resample(speech.samples, speech.sample_rate)
         path = work / "tts-new.wav"
         ff_engine.write_wav(path, samples, SAMPLE_RATE)
         self._put_file(key, path, "audio/wav")
@@ -422,7 +308,7 @@ class FilmRenderer:
         project: FilmProject,
         scenes: list[FilmScene],
         images: dict[str, str],
-        stages: _Stages,
+        stages: Stages,
         ctx: JobContext,
         work: Path,
     ) -> _Result:
@@ -571,9 +457,7 @@ class FilmRenderer:
 
     # -- the end ----------------------------------------------------------------------------------------------
 
-    def _commit(
-        self, job: Job, project: FilmProject, scenes: list[FilmScene], result: _Result, stages: _Stages
-    ) -> None:
+    def _commit(self, job: Job, project: FilmProject, scenes: list[FilmScene], result: _Result, stages: Stages) -> None:
         with self.db.session() as session:
             row = session.get(FilmProject, project.id)
             if row is None or row.render_job_id != job.id:

@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -31,8 +30,8 @@ from studiolo.domain.generation.events import EventBus
 from studiolo.domain.generation.handlers import JobContext, KindHandler, Waiting
 from studiolo.domain.generation.models import Job
 from studiolo.domain.generation.outputs import Finished, commit_successes, write_outputs
-from studiolo.domain.generation.previews import PreviewGate
 from studiolo.domain.generation.queue import JobQueue
+from studiolo.domain.generation.run_state import FinishedRun, RunState, Stop
 from studiolo.domain.generation.served import ServedModels, served_elsewhere
 from studiolo.domain.generation.upscale_jobs import upscale_request, write_upscale_outputs
 from studiolo.engines.base import (
@@ -58,42 +57,6 @@ log = logging.getLogger(__name__)
 _PROGRESS_WRITE_INTERVAL = 0.25
 # A running job's cancel flag in the row is re-read at most this often (in-process cancels are instant).
 _CANCEL_POLL_INTERVAL = 0.5
-
-
-class _Stop(Exception):
-    """Why a running generation was interrupted, when it was not the owner's cancel."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason  # "lease_lost" | "timeout" | "shutdown"
-
-
-@dataclass
-class _RunState:
-    job_id: str
-    worker_id: str
-    started: float = field(default_factory=time.monotonic)
-    # Seconds spent per phase (load, generate, store): where a job's time went, shown on the job.
-    timings: dict[str, float] = field(default_factory=dict)
-    cancel: bool = False
-    stop_reason: str | None = None
-    last_progress_write: float = 0.0
-    last_cancel_poll: float = field(default_factory=time.monotonic)
-    previews: PreviewGate = field(default_factory=PreviewGate)
-    images: int = 1  # in the job
-    image: int = 0  # the one the engine said it was making at its last step (0: all in one call)
-
-
-@dataclass
-class _Finished:
-    """A generated job waiting for the success commit, with its run's state."""
-
-    state: _RunState
-    outputs: Finished
-
-    @property
-    def job(self) -> Job:
-        return self.outputs.job
 
 
 class JobRunner:
@@ -131,7 +94,7 @@ class JobRunner:
         self.metrics = WorkerMetrics()
         self._loaded: set[tuple[str, str]] = set()
         self._loaded_lock = threading.Lock()
-        self._active: dict[str, _RunState] = {}
+        self._active: dict[str, RunState] = {}
         self._active_lock = threading.Lock()
         self._beat_thread: threading.Thread | None = None
         self._closed = threading.Event()
@@ -176,14 +139,14 @@ class JobRunner:
         """Run claimed ``jobs`` in order and commit their successes together. Every job's lease is heartbeated from
         the start; jobs not started when ``shutdown`` is set go back to the queue uncharged. ``on_job``: told which
         job runs (None at the end)."""
-        states = [_RunState(job.id, worker_id, images=len(job.seeds)) for job in jobs]
+        states = [RunState(job.id, worker_id, images=len(job.seeds)) for job in jobs]
         with self._active_lock:
             for state in states:
                 self._active[state.job_id] = state
             if self._beat_thread is None:
                 self._beat_thread = threading.Thread(target=self._heartbeat_loop, daemon=True, name="job-heartbeats")
                 self._beat_thread.start()
-        done: list[_Finished] = []
+        done: list[FinishedRun] = []
         ran: list[tuple[str, float]] = []  # (model, seconds) of each job run
         try:
             for i, (job, state) in enumerate(zip(jobs, states, strict=True)):
@@ -214,8 +177,8 @@ class JobRunner:
                         self._active.pop(state.job_id, None)
 
     def _run_one(
-        self, job: Job, state: _RunState, shutdown: threading.Event, served: ServedModels | None
-    ) -> _Finished | None:
+        self, job: Job, state: RunState, shutdown: threading.Event, served: ServedModels | None
+    ) -> FinishedRun | None:
         # Only cancel requests: a listener taking every event would make previews look wanted.
         unsubscribe = self.events.subscribe(job.id, lambda ev: self._on_event(state, ev), types=("cancel_requested",))
         log_token = bind_job(job.id, state.worker_id)
@@ -230,7 +193,7 @@ class JobRunner:
             unbind_job(log_token)
             unsubscribe()
 
-    def _on_event(self, state: _RunState, event: dict[str, Any]) -> None:
+    def _on_event(self, state: RunState, event: dict[str, Any]) -> None:
         if event.get("type") == "cancel_requested":
             state.cancel = True
 
@@ -254,7 +217,7 @@ class JobRunner:
         """Stop the heartbeat thread (call after the workers using this runner have stopped)."""
         self._closed.set()
 
-    def _should_stop(self, state: _RunState, shutdown: threading.Event) -> bool:
+    def _should_stop(self, state: RunState, shutdown: threading.Event) -> bool:
         now = time.monotonic()
         if not state.cancel and now - state.last_cancel_poll >= _CANCEL_POLL_INTERVAL:
             state.last_cancel_poll = now
@@ -268,7 +231,7 @@ class JobRunner:
             state.stop_reason = "shutdown"
         return state.stop_reason is not None
 
-    def _on_step(self, state: _RunState, step: int, total: int, preview: Preview | None = None, image: int = 0) -> None:
+    def _on_step(self, state: RunState, step: int, total: int, preview: Preview | None = None, image: int = 0) -> None:
         # The engine's own terms (CONTRACTS.md "Progress"): steps of the current call, and which image it makes.
         progress = {"step": step, "total": total, "image": image, "images": state.images}
         self.events.publish(state.job_id, {"type": "progress", **progress})
@@ -281,7 +244,7 @@ class JobRunner:
             state.last_progress_write = now
             self.queue.set_progress(state.job_id, state.worker_id, step, total, image)
 
-    def _publish_preview(self, state: _RunState, progress: dict[str, int], preview: Preview) -> None:
+    def _publish_preview(self, state: RunState, progress: dict[str, int], preview: Preview) -> None:
         if not self.settings.previews or not self.events.may_have_listeners(state.job_id, "preview"):
             return
         try:
@@ -324,8 +287,8 @@ class JobRunner:
         )
 
     def _run(
-        self, job: Job, state: _RunState, shutdown: threading.Event, served: ServedModels | None
-    ) -> _Finished | None:
+        self, job: Job, state: RunState, shutdown: threading.Event, served: ServedModels | None
+    ) -> FinishedRun | None:
         """Generate ``job`` and write its files; the outputs waiting for their commit, or None when the job ended
         otherwise (failed, canceled, retried, handed back)."""
         model: ModelRef | None = None
@@ -350,14 +313,14 @@ class JobRunner:
             outputs = engine.generate(request, on_step, should_cancel)
             state.timings["generate"] = round(time.monotonic() - t, 4)
             if state.stop_reason and not state.cancel:
-                raise _Stop(state.stop_reason)
+                raise Stop(state.stop_reason)
         except GenerationCanceled:
             if state.cancel:
                 self._finish(job, state, "canceled", "canceled", "Canceled by its owner.")
             else:
                 self._interrupted(job, state, state.stop_reason or "shutdown")
             return None
-        except _Stop as stop:
+        except Stop as stop:
             self._interrupted(job, state, stop.reason)
             return None
         except ModelUnavailable as exc:
@@ -378,7 +341,7 @@ class JobRunner:
             return None
         return self._store(job, state, request, outputs)
 
-    def _run_handled(self, handler: KindHandler, job: Job, state: _RunState, shutdown: threading.Event) -> None:
+    def _run_handled(self, handler: KindHandler, job: Job, state: RunState, shutdown: threading.Event) -> None:
         """Run a job of a handled kind (handlers.py) to its end, or back to the queue when it waits."""
 
         def timing(phase: str, seconds: float) -> None:
@@ -411,7 +374,7 @@ class JobRunner:
         else:
             self._finish(job, state, "succeeded", None, None, made=1)
 
-    def _wait(self, job: Job, state: _RunState, waiting: Waiting) -> None:
+    def _wait(self, job: Job, state: RunState, waiting: Waiting) -> None:
         """Back to the queue for ``waiting.seconds``, keeping the attempt, the lease given up (handlers.Waiting)."""
         with self.db.session() as session:
             session.execute(
@@ -429,7 +392,7 @@ class JobRunner:
         self.events.publish(job.id, {"type": "waiting", "reason": waiting.reason, "seconds": waiting.seconds})
         self.dispatch.notify(job.id, job.model_id)
 
-    def _interrupted(self, job: Job, state: _RunState, reason: str) -> None:
+    def _interrupted(self, job: Job, state: RunState, reason: str) -> None:
         if reason == "timeout":
             self._finish(
                 job, state, "failed", "timeout", f"The job ran longer than {self.settings.job_timeout_seconds:.0f} s."
@@ -452,7 +415,7 @@ class JobRunner:
             self.dispatch.notify(job.id, job.model_id)
         # lease_lost: another worker owns the job now; leave it alone.
 
-    def _missing_here(self, job: Job, state: _RunState, served: ServedModels | None, path: str, message: str) -> None:
+    def _missing_here(self, job: Job, state: RunState, served: ServedModels | None, path: str, message: str) -> None:
         """The job's model has no files on this machine. The job goes back to the queue while a worker of another
         process may have them (charging the attempt, so it cannot bounce forever), and fails otherwise
         (tests/integration/test_served_models.py)."""
@@ -478,7 +441,7 @@ class JobRunner:
             lead = f"No other running worker has the files of model '{job.model_id}'."
         self._finish(job, state, "failed", "model_unavailable", f"{lead} {message}")
 
-    def _failed_attempt(self, job: Job, state: _RunState, code: str, message: str, *, retryable: bool) -> None:
+    def _failed_attempt(self, job: Job, state: RunState, code: str, message: str, *, retryable: bool) -> None:
         with self.db.session() as session:
             row = session.get(Job, job.id, with_for_update=True)
             if row is None or row.status != "running" or row.lease_owner != state.worker_id:
@@ -491,7 +454,7 @@ class JobRunner:
         self._finish(job, state, "failed", code, message)
 
     def _finish(
-        self, job: Job, state: _RunState, status: str, code: str | None, message: str | None, *, made: int = 0
+        self, job: Job, state: RunState, status: str, code: str | None, message: str | None, *, made: int = 0
     ) -> None:
         """End the job; ``made``: what it made (its credits are captured for that, the rest released)."""
         now = utcnow()
@@ -525,8 +488,8 @@ class JobRunner:
         self.events.publish(job.id, event)
 
     def _store(
-        self, job: Job, state: _RunState, request: GenerationRequest, outputs: list[GeneratedImage]
-    ) -> _Finished | None:
+        self, job: Job, state: RunState, request: GenerationRequest, outputs: list[GeneratedImage]
+    ) -> FinishedRun | None:
         """Write the outputs' files and make their rows (committed by ``_commit_outputs``)."""
         store_started = time.monotonic()
         try:
@@ -541,9 +504,9 @@ class JobRunner:
             log.exception("storing outputs failed", extra={"job_id": job.id})
             self._failed_attempt(job, state, "storage_error", f"Storing the images failed: {exc}", retryable=True)
             return None
-        return _Finished(state, Finished(job, state.worker_id, state.timings, rows, written, state.image))
+        return FinishedRun(state, Finished(job, state.worker_id, state.timings, rows, written, state.image))
 
-    def _commit_outputs(self, done: list[_Finished]) -> None:
+    def _commit_outputs(self, done: list[FinishedRun]) -> None:
         """Commit the successes of ``done`` together, then announce them. A batch that cannot be committed is
         committed job by job, so one bad job fails alone."""
         try:
