@@ -162,7 +162,7 @@ function sceneCard(scene, index, count, edit) {
   if (scene.image_url) {
     img.src = scene.image_url;
     img.alt = `Scene ${n}: ${scene.prompt}`;
-    caption.textContent = scene.image_state === "stale" ? "This picture is from an older prompt or seed: the render draws a new one." : "";
+    caption.textContent = scene.image_state === "stale" ? "Outdated: redrawn at the next render" : "";
     caption.hidden = scene.image_state !== "stale";
   } else {
     img.remove();

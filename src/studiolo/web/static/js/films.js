@@ -49,12 +49,13 @@ export function duration(seconds) {
   return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
 }
 
-/** What a voice is called in a list: "English (US), male — espeak" is the server's name; gender/age it adds only
- * when the name does not say them already. */
+/** What a voice is called in a list: the server's name ("English (US), male — espeak"), with its gender and age
+ * where the name does not say them already. */
 export function voiceLabel(voice) {
-  const extra = [voice.gender, voice.age].filter((v) => v && !voice.name.toLowerCase().includes(v));
-  const quality = voice.quality === "robotic" ? " (robotic)" : "";
-  return voice.name + (extra.length ? ` · ${extra.join(", ")}` : "") + quality;
+  // "adult" is what most voices are: said only for a child's or a senior's voice, and only where the name does not.
+  const age = voice.age && voice.age !== "adult" && !voice.name.toLowerCase().includes(voice.age) ? `, ${voice.age}` : "";
+  const gender = voice.gender && !voice.name.toLowerCase().includes(voice.gender) ? `, ${voice.gender}` : "";
+  return voice.name + gender + age;
 }
 
 export function languageName(code) {
