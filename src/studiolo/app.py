@@ -20,6 +20,8 @@ from studiolo.domain.accounts.router import router as accounts_router
 from studiolo.domain.billing.router import admin_router as billing_admin_router
 from studiolo.domain.billing.router import router as billing_router
 from studiolo.domain.billing.stripe_router import router as stripe_router
+from studiolo.domain.film.router import public_router as film_public_router
+from studiolo.domain.film.router import router as film_router
 from studiolo.domain.gallery.router import router as gallery_router
 from studiolo.domain.generation.router import admin_router as generation_admin_router
 from studiolo.domain.generation.router import router as generation_router
@@ -177,6 +179,8 @@ def create_app(
     app.include_router(billing_router, prefix="/api/v1")
     app.include_router(billing_admin_router, prefix="/api/v1")
     app.include_router(stripe_router, prefix="/api/v1")
+    app.include_router(film_router, prefix="/api/v1")
+    app.include_router(film_public_router, prefix="/api/v1")
     app.include_router(ops_router)
     install_pages(app)
 

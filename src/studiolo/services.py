@@ -21,6 +21,8 @@ from studiolo.domain.accounts.ratelimit import RateLimiter
 from studiolo.domain.accounts.service import AccountService
 from studiolo.domain.accounts.tokens import TokenCodec, load_secret_key
 from studiolo.domain.billing.service import BillingService
+from studiolo.domain.film.service import FilmService
+from studiolo.domain.film.speech_port import SpeechPort
 from studiolo.domain.gallery.service import GalleryService
 from studiolo.domain.generation.admin import JobAdminService
 from studiolo.domain.generation.analytics import AnalyticsService
@@ -106,6 +108,7 @@ class Services:
     analytics: AnalyticsService
     upscale: UpscaleService
     billing: BillingService
+    film: FilmService
     event_relay: RedisEventRelay | None = None  # set when STUDIOLO_REDIS_URL is
     pools: list[WorkerPool] = field(default_factory=list)
 
@@ -217,6 +220,17 @@ def build_services(
         store=store,
         on_user_changed=authenticator.forget,
     )
+    film = FilmService(
+        db=db,
+        settings=settings,
+        store=store,
+        generation=generation,
+        gallery=gallery,
+        queue=queue,
+        speech=_speech_catalog(settings),
+        music_moods=_music_moods(),
+        events=events,
+    )
     return Services(
         settings=settings,
         db=db,
@@ -241,5 +255,25 @@ def build_services(
         analytics=AnalyticsService(db),
         upscale=UpscaleService(generation),
         billing=billing,
+        film=film,
         event_relay=event_relay,
     )
+
+
+def _speech_catalog(settings: Settings) -> SpeechPort | None:
+    """The narration voices (engines/speech.py); None until that module is part of this build."""
+    try:
+        from studiolo.engines.speech import build_speech_catalog  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # the media engines land separately (issue 16): films then answer 503 no_voices
+        return None
+    catalog: SpeechPort = build_speech_catalog(settings)
+    return catalog
+
+
+def _music_moods() -> tuple[str, ...]:
+    """The music engine's moods (engines/music.py MOODS)."""
+    try:
+        from studiolo.engines.music import MOODS  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # the contract's moods (CONTRACTS.md section 1) until the music engine lands
+        return ("calm", "uplifting", "dramatic", "mysterious", "playful", "melancholic", "epic")
+    return tuple(MOODS)
