@@ -293,7 +293,11 @@ function wireForm(form) {
   Promise.all([api("films/voices"), api("films/options")]).then(([v, options]) => {
     voices = v.voices ?? [];
     fillVoices(voice, voices, draft.voice ?? v.default);
-    if (!voices.length) { voice.replaceChildren(el("option", { value: "", text: "No voices on this server" })); note.textContent = "No voice is installed: ask the administrator to install espeak-ng."; }
+    if (!voices.length) {
+      voice.replaceChildren(el("option", { value: "", text: "No voices on this server" }));
+      note.textContent = "No voice is installed: ask the administrator to install espeak-ng.";
+      form.querySelector("#voice-sample").disabled = true;
+    }
     for (const mood of options.moods ?? []) music.append(el("option", { value: mood, text: mood[0].toUpperCase() + mood.slice(1) }));
     if (draft.music) music.value = draft.music;
     else if ((options.moods ?? []).includes("calm")) music.value = "calm";
