@@ -224,7 +224,19 @@ def test_films_list_trash_restore_and_a_refused_script(browser: Browser, film_st
     assert urlsplit_path(page.url) == "/films"
     assert api_json(page, "/api/v1/films")["items"] == []
 
-    film_id = new_film(page, "Harbour at night", "Boats sleep in the harbour. The water is still.")
+    # Podcast mode: each "NAME:" in the script gets a voice of its own ("10:30" is no speaker).
+    page.fill("#film-script", "ANNA: Hello there.\nBEN: Hi Anna.\n10:30 we met.\nANNA: Good.")
+    page.check("#film-podcast")
+    expect(page.locator("#speaker-list label")).to_have_text(["ANNA", "BEN"])
+    page.uncheck("#film-podcast")
+
+    film_id = new_film(page, "Harbour", "Boats sleep in the harbour. The water is still.")
+    # The film's settings: a new title, saved.
+    page.click("#film-settings summary")
+    page.fill("#set-title", "Harbour at night")
+    page.click("#settings-form [type=submit]")
+    expect(page.locator("#film-title-h")).to_have_text("Harbour at night")
+    assert api_json(page, f"/api/v1/films/{film_id}")["title"] == "Harbour at night"
     page.goto("/films")
     item = page.locator(f"#film-list .film-item[data-id='{film_id}']")
     expect(item.locator(".film-item-title")).to_have_text("Harbour at night")
