@@ -54,7 +54,9 @@ RENDER_TIMEOUT_MS = 6 * JOB_TIMEOUT_MS
 
 @pytest.fixture(scope="module")
 def film_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
-    yield from studio_server(tmp_path_factory.mktemp("web-films"), rate_limit_generate="1000/minute")
+    # A Google OAuth client (never called here): the YouTube button is offered, and says to connect first.
+    google = {"google_client_id": "browser-test.apps.googleusercontent.com", "google_client_secret": "browser-test"}
+    yield from studio_server(tmp_path_factory.mktemp("web-films"), rate_limit_generate="1000/minute", **google)
 
 
 def shoot(page: Page, name: str) -> None:
@@ -202,7 +204,9 @@ def test_write_edit_render_play_and_download_a_film(browser: Browser, film_studi
     # -- YouTube without a connected account: said cleanly, with the way to connect ---------------------------------
     page.click("#youtube-button")
     result = page.locator("#youtube-result")
-    expect(result.get_by_role("link", name="Connect YouTube")).to_be_visible()
+    connect = result.get_by_role("link", name="Connect YouTube")
+    expect(connect).to_be_visible()
+    assert (connect.get_attribute("href") or "").endswith(f"next=%2Ffilms%2F{film_id}")
     assert problems.seen == [], problems.seen
     context.close()
 

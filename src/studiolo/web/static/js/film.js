@@ -485,6 +485,7 @@ function showOutput(view) {
     ["WebVTT subtitles", out.vtt_url, "film.vtt"], ["Thumbnail", out.thumbnail_url, "thumbnail.jpg"]];
   $("downloads").replaceChildren(...downloads.filter(([, url]) => url).map(([label, url, name]) =>
     el("li", {}, el("a", { class: "btn btn-sm", href: url, download: true, "data-file": name, text: label }))));
+  if (!box.dataset.checked) { box.dataset.checked = "1"; checkUploads(); }
   const toggle = $("share-toggle");
   toggle.checked = Boolean(view.public);
   $("share-row").hidden = !view.public || !view.share_url;
@@ -506,27 +507,73 @@ async function setPublic() {
   }
 }
 
+const YOUTUBE_STATUS = { pending: "Waiting to upload…", uploading: "Uploading", processing: "YouTube is processing the video…",
+  done: "On YouTube.", failed: "The upload failed." };
+let youtubeTimer = null;
+
+/** Say how an upload stands (PublicationView of the YouTube routes), and look again while it goes on. */
+function showPublication(pub) {
+  const result = $("youtube-result");
+  result.classList.toggle("error", pub.status === "failed");
+  let text = YOUTUBE_STATUS[pub.status] ?? pub.status;
+  if (pub.status === "uploading" && pub.total_bytes) text += ` ${Math.floor((100 * pub.bytes_sent) / pub.total_bytes)}%…`;
+  result.replaceChildren(el("span", { text: text + " " }));
+  if (pub.url && /^https:\/\//.test(pub.url)) result.append(el("a", { href: pub.url, rel: "noopener", target: "_blank", text: "Watch it on YouTube" }));
+  if (pub.status === "failed") {
+    if (pub.error?.message) result.append(el("span", { text: pub.error.message + " " }));
+    if (pub.error?.code === "youtube_not_connected") result.append(connectLink());
+    else result.append(el("button", { class: "btn btn-sm", type: "button", text: "Try again", onclick: () => resumeUpload(pub.id) }));
+  }
+  clearTimeout(youtubeTimer);
+  if (["pending", "uploading", "processing"].includes(pub.status)) youtubeTimer = setTimeout(checkUploads, 2000);
+  $("youtube-button").disabled = ["pending", "uploading", "processing"].includes(pub.status);
+}
+
+function connectLink(url) {
+  const base = sameOriginPath(typeof url === "string" ? url : "") ?? "/auth/google/youtube";
+  const href = `${base}${base.includes("?") ? "&" : "?"}next=${encodeURIComponent(location.pathname)}`;
+  return el("a", { class: "btn btn-sm btn-primary", href, text: "Connect YouTube" });
+}
+
+async function checkUploads() {
+  // A server without a Google OAuth client cannot publish: said instead of a button that could only fail.
+  const connection = await api("films/youtube/connection", { retry: false }).catch(() => null);
+  if (connection && !connection.available) {
+    $("youtube-row").hidden = true;
+    $("youtube-result").textContent = "Uploading to YouTube needs this server’s Google sign-in set up (STUDIOLO_GOOGLE_CLIENT_ID). Ask its administrator.";
+    return;
+  }
+  try {
+    const [latest] = await api(apiPath`films/${filmId}/youtube`, { retry: false });
+    if (latest) showPublication(latest);
+  } catch { /* no upload yet, or this server publishes nowhere */ }
+}
+
+async function resumeUpload(publicationId) {
+  try { showPublication(await api(apiPath`films/${filmId}/youtube/${publicationId}/resume`, { method: "POST" })); }
+  catch (error) { youtubeError(error); }
+}
+
+function youtubeError(error) {
+  if (!(error instanceof ApiError)) throw error;
+  const result = $("youtube-result");
+  result.classList.add("error");
+  result.replaceChildren(el("span", { text: error.message + " " }));
+  if (error.code === "youtube_not_connected") result.append(connectLink(error.details?.connect_url));
+}
+
 async function uploadToYouTube() {
   const button = $("youtube-button");
   const result = $("youtube-result");
   button.disabled = true;
-  result.replaceChildren("Starting the upload…");
   result.classList.remove("error");
+  result.replaceChildren("Starting the upload…");
   try {
-    const answer = await api(apiPath`films/${filmId}/youtube`, { method: "POST", body: {} });
-    const link = answer?.url ?? answer?.watch_url ?? (answer?.video_id ? `https://www.youtube.com/watch?v=${encodeURIComponent(answer.video_id)}` : null);
-    result.replaceChildren(answer?.status === "uploaded" || link ? "Uploaded to YouTube. " : "The upload has started; it goes on in the background. ");
-    if (link && /^https:\/\//.test(link)) result.append(el("a", { href: link, rel: "noopener", target: "_blank", text: "Watch it on YouTube" }));
+    const body = { title: film?.title?.slice(0, 100).replace(/[<>]/g, ""), privacy: $("youtube-privacy").value };
+    showPublication(await api(apiPath`films/${filmId}/youtube`, { method: "POST", body }));
   } catch (error) {
-    if (!(error instanceof ApiError)) throw error;
-    result.classList.add("error");
-    result.replaceChildren(el("span", { text: error.message + " " }));
-    if (error.code === "youtube_not_connected") {
-      const href = sameOriginPath(typeof error.details?.connect_url === "string" ? error.details.connect_url : "") ?? "/auth/google/youtube";
-      result.append(el("a", { class: "btn btn-sm btn-primary", href, text: "Connect YouTube" }));
-    }
-  } finally {
     button.disabled = false;
+    youtubeError(error);
   }
 }
 
@@ -608,6 +655,11 @@ if (root && isId(filmId)) {
   $("share-toggle").addEventListener("change", setPublic);
   $("share-copy").addEventListener("click", () => copyText($("share-url").value, "Link copied"));
   $("youtube-button").addEventListener("click", uploadToYouTube);
+  // Back from Google's consent page: said once, and the query dropped so a reload does not say it again.
+  if (new URLSearchParams(location.search).get("youtube") === "connected") {
+    toast("YouTube is connected: you can upload the film now.");
+    history.replaceState(null, "", location.pathname + location.hash);
+  }
   $("film-delete").addEventListener("click", async () => {
     if (!(await confirmDialog(`Move “${film?.title ?? "this film"}” to the Trash?`, { ok: "Move to the Trash" }))) return;
     try { await api(apiPath`films/${filmId}`, { method: "DELETE" }); location.assign("/films"); }
