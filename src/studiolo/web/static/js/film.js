@@ -4,7 +4,7 @@
 // with its subtitle track, the downloads, the public link and the YouTube upload. Everything goes through the JSON
 // API (/api/v1/films/{id}..., CONTRACTS.md §3). A scene's unsaved edits are kept in sessionStorage until saved.
 import { api, apiPath, ApiError, clearFieldErrors, confirmDialog, copyText, el, formJson, isId, refreshSession,
-  sameOriginPath, showFieldErrors, toast } from "./app.js";
+  sameOriginPath, shortcuts, showFieldErrors, toast } from "./app.js";
 import { createCost } from "./gen-cost.js";
 import { countWords, duration, fillVoices, playSample, STATUS_TEXT } from "./films.js";
 
@@ -127,6 +127,8 @@ function showScenes(view) {
   const active = document.activeElement;
   const activeScene = active?.closest?.(".scene")?.dataset.id;
   const activeRole = active ? [...(active.classList ?? [])].find((c) => c.startsWith("scene-")) ?? active.getAttribute?.("name") : null;
+  // Where the caret was: a refresh while the user types (the render's images arriving) must not move it.
+  const caret = active && typeof active.selectionStart === "number" ? [active.selectionStart, active.selectionEnd] : null;
   const edits = readEdits();
   const ids = new Set(view.scenes.map((s) => s.id));
   for (const id of Object.keys(edits)) if (!ids.has(id)) delete edits[id];
@@ -136,8 +138,10 @@ function showScenes(view) {
   if (activeScene && activeRole) {
     const card = list.querySelector(`.scene[data-id="${CSS.escape(activeScene)}"]`);
     const target = card?.querySelector(`.${CSS.escape(activeRole)}`) ?? card?.querySelector(`[name="${CSS.escape(activeRole)}"]`);
-    if (target && !target.disabled) target.focus();
-    else card?.querySelector(".scene-title")?.focus();
+    if (target && !target.disabled) {
+      target.focus();
+      if (caret && typeof target.setSelectionRange === "function") target.setSelectionRange(...caret);
+    } else card?.querySelector(".scene-title")?.focus();
   }
 }
 
@@ -196,6 +200,9 @@ function sceneCard(scene, index, count, edit) {
   };
   mark();
   form.addEventListener("input", mark);
+  form.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); if (!save.disabled) form.requestSubmit(save); }
+  });
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const c = current();
@@ -650,6 +657,7 @@ function wireSettings() {
 
 // --- wiring --------------------------------------------------------------------------------------------------
 if (root && isId(filmId)) {
+  shortcuts.register("Film storyboard", "Ctrl+Enter", "Save the scene you are editing");
   $("render-button").addEventListener("click", startRender);
   $("cancel-button").addEventListener("click", cancelRender);
   $("share-toggle").addEventListener("change", setPublic);

@@ -205,6 +205,21 @@ async function loadList() {
   };
   more.addEventListener("click", load);
   await load();
+  // Films rendering now: their state and thumbnail follow without a reload (the first page, every few seconds).
+  const follow = async () => {
+    if (!list.querySelector(".badge-film-rendering")) return;
+    try {
+      const page = await api(`films?limit=${PAGE}${trashed ? "&trashed=true" : ""}`, { retry: false });
+      for (const film of page.items) {
+        const old = list.querySelector(`.film-item[data-id="${CSS.escape(film.id)}"]`);
+        if (old && old.querySelector(".film-status").textContent !== (STATUS_TEXT[film.status] ?? film.status)) {
+          old.replaceWith(filmItem(film, trashed));
+        }
+      }
+    } catch { /* offline for a moment: try again */ }
+    setTimeout(follow, 4000);
+  };
+  setTimeout(follow, 4000);
 }
 
 // --- the new-film form -------------------------------------------------------------------------------------
