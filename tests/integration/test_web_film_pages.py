@@ -13,8 +13,10 @@ from typing import Any
 from sqlalchemy import select
 
 from studiolo.domain.accounts.models import User
+from studiolo.domain.film.models import FilmProject
+from tests.helpers import create_user
 from tests.integration.test_web_billing_pages import ORIGIN, get, studio, text
-from tests.integration.test_web_pages import HTML
+from tests.integration.test_web_pages import HTML, Page
 
 __all__ = ["studio"]
 STAGES = ["images", "narration", "music", "mix", "motion", "subtitles", "encode", "thumbnail", "check"]
@@ -57,6 +59,7 @@ def test_films_trash_view_and_film_page_shell(studio: Any) -> None:
     assert page.all("template", id="scene-template")
     # Not an id: the 404 page, never a request to the API with it.
     get(user, "/films/..%2Fadmin", status=404)
+    get(user, "/films/not-a-film", status=404)
     signed_out = browser()
     r = signed_out.get("/films", headers=HTML, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/signin?next=%2Ffilms"
@@ -77,3 +80,35 @@ def test_a_plan_without_the_film_studio_is_said_with_the_upgrade_link(studio: An
     assert not get(user, "/films").all("div", id="film-refusal")
     admin = browser("root@example.com", role="admin")
     assert not get(admin, "/films").all("div", id="film-refusal")
+
+
+def test_watch_page_plays_a_public_film_for_anyone_and_nothing_else(studio: Any) -> None:
+    services, browser = studio("off")
+    owner = create_user(services, "ivy@example.com")
+    keys = {"mp4": "film.mp4", "srt": "film.srt", "vtt": "film.vtt", "thumb": "thumbnail.jpg"}
+    outputs: dict[str, Any] = {k: f"films/x/{v}" for k, v in keys.items()}
+    outputs.update(duration=62.4, width=1280, height=720, bytes=1000)
+    with services.db.session() as session:
+        film = FilmProject(owner_id=owner, title="Harbour <at> night", script="Boats sleep.", voice="espeak:en",
+                           public=True, share_token="tok_public-1", outputs=outputs, status="rendered")  # fmt: skip
+        session.add(film)
+        session.flush()
+        film_id = film.id
+    visitor = browser()  # nobody signed in
+    r = visitor.get("/watch/tok_public-1", headers=HTML)
+    assert r.status_code == 200 and r.headers["referrer-policy"] == "no-referrer"
+    page = Page(r.text)
+    assert page.headings == ["Harbour <at> night"]
+    base = "/api/v1/films/shared/tok_public-1/files"
+    [video] = page.all("video")
+    assert video["src"] == f"{base}/film.mp4" and video["poster"] == f"{base}/thumbnail.jpg"
+    [track] = page.all("track")
+    assert track["kind"] == "subtitles" and track["src"] == f"{base}/film.vtt" and "default" in track
+    assert page.all("a", href=f"{base}/film.srt?download=true")
+    assert "1:02" in text(page)
+    # Private again, in the Trash, or a token that never was: the same 404 page.
+    with services.db.session() as session:
+        session.get_one(FilmProject, film_id).public = False
+    get(visitor, "/watch/tok_public-1", status=404)
+    get(visitor, "/watch/no-such-token", status=404)
+    get(visitor, "/watch/bad%20token", status=404)

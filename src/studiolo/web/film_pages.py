@@ -1,5 +1,6 @@
-"""The film studio's pages (issue 16): /films (the list, the Trash and the new-film form) and /films/{id} (the
-storyboard editor, the render with its progress per stage, the player, downloads, sharing and YouTube).
+"""The film studio's pages (issue 16): /films (the list, the Trash and the new-film form), /films/{id} (the
+storyboard editor, the render with its progress per stage, the player, downloads, sharing and YouTube), and
+/watch/{token}, a public film's page for anyone with its share link.
 
 The pages are shells rendered on the server with what the server knows without the film API (the styles, the
 limits, whether the plan includes the film studio); static/js/films.js and film.js then read and change the films
@@ -8,13 +9,15 @@ through the JSON API (/api/v1/films..., CONTRACTS.md §3), as the queue page doe
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
 from studiolo.deps import ServicesDep
-from studiolo.web.pages import ViewerDep, call, render
+from studiolo.errors import NotFound
+from studiolo.web.pages import MaybeViewer, ViewerDep, call, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -33,7 +36,8 @@ STAGES = (
     ("thumbnail", "Thumbnail"),
     ("check", "Quality check"),
 )
-FILM_ID = r"^[0-9a-fA-F-]{36}$"
+FILM_ID = r"[0-9a-fA-F-]{36}"
+SHARE_TOKEN = r"[A-Za-z0-9_-]{1,64}"  # secrets.token_urlsafe
 
 
 async def _plan_refusal(services: Any, viewer: Any) -> dict[str, str] | None:
@@ -84,8 +88,10 @@ async def film_page(
     request: Request,
     viewer: ViewerDep,
     services: ServicesDep,
-    film_id: Annotated[str, Path(pattern=FILM_ID)],
+    film_id: Annotated[str, Path(max_length=64)],
 ) -> Response:
+    if not re.fullmatch(FILM_ID, film_id):
+        raise NotFound("No such film.", code="film_not_found")  # the 404 page, as for another user's film
     catalog = await call(services.generation.style_catalog, viewer.user_id)
     return render(
         request,
@@ -96,3 +102,21 @@ async def film_page(
         styles=catalog.styles,
         refusal=await _plan_refusal(services, viewer),
     )
+
+
+@router.get("/watch/{token}")
+async def watch_page(
+    request: Request,
+    viewer: MaybeViewer,
+    services: ServicesDep,
+    token: Annotated[str, Path(max_length=64)],
+) -> Response:
+    """A public film, for anyone with its share link (no account needed): the player with its subtitles and the
+    downloads. Only while its owner keeps it public: otherwise the 404 page, as for a link that never existed."""
+    if not re.fullmatch(SHARE_TOKEN, token):
+        raise NotFound("No public film at this link.", code="film_not_found")
+    film = await call(services.film.shared, token)
+    page = render(request, "watch.html", viewer, film=film)
+    # The token is the secret of the link: kept out of Referer headers the page's links would send.
+    page.headers["Referrer-Policy"] = "no-referrer"
+    return page

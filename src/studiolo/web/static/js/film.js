@@ -491,12 +491,15 @@ function showOutput(view) {
   const downloads = [["MP4 video", out.video_url, "film.mp4"], ["SRT subtitles", out.srt_url, "film.srt"],
     ["WebVTT subtitles", out.vtt_url, "film.vtt"], ["Thumbnail", out.thumbnail_url, "thumbnail.jpg"]];
   $("downloads").replaceChildren(...downloads.filter(([, url]) => url).map(([label, url, name]) =>
-    el("li", {}, el("a", { class: "btn btn-sm", href: url, download: true, "data-file": name, text: label }))));
+    el("li", {}, el("a", { class: "btn btn-sm", href: `${url}${url.includes("?") ? "&" : "?"}download=true`, download: true,
+      "data-file": name, text: label }))));
   if (!box.dataset.checked) { box.dataset.checked = "1"; checkUploads(); }
   const toggle = $("share-toggle");
   toggle.checked = Boolean(view.public);
   $("share-row").hidden = !view.public || !view.share_url;
-  $("share-url").value = view.share_url ? new URL(view.share_url, location.origin).href : "";
+  // The link people open is the watch page (/watch/<token>), not the API's JSON at share_url.
+  const token = view.share_url ? view.share_url.split("/").filter(Boolean).at(-1) : "";
+  $("share-url").value = token ? new URL(`/watch/${encodeURIComponent(token)}`, location.origin).href : "";
 }
 
 async function setPublic() {
