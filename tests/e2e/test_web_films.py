@@ -201,6 +201,21 @@ def test_write_edit_render_play_and_download_a_film(browser: Browser, film_studi
     shoot(page, "rendered")
     assert_accessible(page, axe, "film rendered")
 
+    # -- share it: the link opens the public watch page for someone signed out ---------------------------------
+    page.check("#share-toggle")
+    share = page.locator("#share-url")
+    expect(share).to_have_value(re.compile(r"/watch/[A-Za-z0-9_-]+$"))
+    visitor_context, _ = new_context(browser, film_studio)
+    visitor = visitor_context.new_page()
+    visitor.goto(share.input_value())
+    expect(visitor.get_by_role("heading", level=1)).to_have_text("The lighthouse keeper")
+    expect(visitor.locator("video track[kind=subtitles]")).to_have_count(1)
+    shoot(visitor, "watch")
+    page.uncheck("#share-toggle")
+    expect(share).to_be_hidden()
+    assert visitor.goto(share.input_value() or visitor.url).status == 404  # private again: the link is dead
+    visitor_context.close()
+
     # -- YouTube without a connected account: said cleanly, with the way to connect ---------------------------------
     page.click("#youtube-button")
     result = page.locator("#youtube-result")
