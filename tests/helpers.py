@@ -38,6 +38,8 @@ PUBLIC_AUTH_ROUTES = (
 )
 # Routes authenticated by a signature instead of a credential (Stripe's webhook: its Stripe-Signature header).
 SIGNED_ROUTES = ("/api/v1/billing/stripe/webhook",)
+# A public film's share link: the token is the credential, and only while its owner keeps the film public.
+SHARE_ROUTES = ("/api/v1/films/shared/{token}", "/api/v1/films/shared/{token}/files/{name}")
 
 
 @contextmanager

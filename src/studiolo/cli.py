@@ -1,4 +1,5 @@
-"""The ``studiolo`` command line: serve, backup, restore, worker, generate, upscale, models, images, db, users, billing.
+"""The ``studiolo`` command line: serve, backup, restore, worker, generate, upscale, models, images, db, users, billing,
+film.
 Same services as the HTTP API."""
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from rich.progress import (
 from rich.table import Table
 
 from studiolo.cli_billing import build_billing_app
+from studiolo.cli_film import build_film_app
 from studiolo.cli_images import build_images_app
 from studiolo.cli_options import SuggestingGroup
 from studiolo.cli_upscale import upscale
@@ -106,6 +108,14 @@ def _command_services() -> Iterator[Any]:
 app.add_typer(build_images_app(_command_services, out, console), name="images")
 app.add_typer(build_users_app(_command_services, out), name="users")
 app.add_typer(build_billing_app(_command_services, out), name="billing")
+
+
+def _render_services() -> Any:
+    """Services for `film render`: its own in-process workers, started once the render is queued."""
+    return _services(_settings().model_copy(update={"inline_workers": 0}))
+
+
+app.add_typer(build_film_app(_command_services, _render_services, out, console, _fail), name="film")
 
 
 @app.command()

@@ -22,7 +22,6 @@ from studiolo.domain.accounts.service import AccountService
 from studiolo.domain.accounts.tokens import TokenCodec, load_secret_key
 from studiolo.domain.billing.service import BillingService
 from studiolo.domain.film.service import FilmService
-from studiolo.domain.film.speech_port import SpeechPort
 from studiolo.domain.gallery.service import GalleryService
 from studiolo.domain.generation.admin import JobAdminService
 from studiolo.domain.generation.analytics import AnalyticsService
@@ -35,6 +34,8 @@ from studiolo.domain.generation.service import GenerationService
 from studiolo.domain.generation.upscale import UpscaleService
 from studiolo.domain.generation.worker import JobRunner
 from studiolo.engines.base import Engine
+from studiolo.engines.music import MOODS
+from studiolo.engines.speech import build_speech_catalog
 from studiolo.settings import Settings
 from studiolo.storage.base import ObjectStore
 from studiolo.storage.factory import build_object_store
@@ -227,8 +228,8 @@ def build_services(
         generation=generation,
         gallery=gallery,
         queue=queue,
-        speech=_speech_catalog(settings),
-        music_moods=_music_moods(),
+        speech=build_speech_catalog(settings),
+        music_moods=MOODS,
         events=events,
     )
     return Services(
@@ -258,22 +259,3 @@ def build_services(
         film=film,
         event_relay=event_relay,
     )
-
-
-def _speech_catalog(settings: Settings) -> SpeechPort | None:
-    """The narration voices (engines/speech.py); None until that module is part of this build."""
-    try:
-        from studiolo.engines.speech import build_speech_catalog  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # the media engines land separately (issue 16): films then answer 503 no_voices
-        return None
-    catalog: SpeechPort = build_speech_catalog(settings)
-    return catalog
-
-
-def _music_moods() -> tuple[str, ...]:
-    """The music engine's moods (engines/music.py MOODS)."""
-    try:
-        from studiolo.engines.music import MOODS  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # the contract's moods (CONTRACTS.md section 1) until the music engine lands
-        return ("calm", "uplifting", "dramatic", "mysterious", "playful", "melancholic", "epic")
-    return tuple(MOODS)

@@ -19,7 +19,15 @@ from studiolo.domain.accounts.models import LOCAL_USER_ID, ApiKey
 from studiolo.domain.accounts.schemas import ApiKeyCreate
 from studiolo.domain.generation.models import Job
 from studiolo.services import Services
-from tests.helpers import PUBLIC_AUTH_ROUTES, SIGNED_ROUTES, auth_headers, create_user, in_threads, writes_meet
+from tests.helpers import (
+    PUBLIC_AUTH_ROUTES,
+    SHARE_ROUTES,
+    SIGNED_ROUTES,
+    auth_headers,
+    create_user,
+    in_threads,
+    writes_meet,
+)
 
 if TYPE_CHECKING:  # the TestClient's responses (Starlette's test client runs on httpx2)
     from httpx2 import Response
@@ -238,7 +246,7 @@ def test_live_keys_per_user_are_capped(api: TestClient, alice: dict[str, str]) -
 
 # --- every route, every kind of key (issue 13, item 2) --------------------------------------------------------------
 # Routes anyone may call, and routes outside the API: no credential is involved.
-OPEN_ROUTES = {*PUBLIC_AUTH_ROUTES, *SIGNED_ROUTES, "/api/v1/auth/oauth/providers"}
+OPEN_ROUTES = {*PUBLIC_AUTH_ROUTES, *SIGNED_ROUTES, *SHARE_ROUTES, "/api/v1/auth/oauth/providers"}
 ANY_ID = "00000000-0000-7000-8000-00000000dead"
 
 

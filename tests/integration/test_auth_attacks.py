@@ -19,7 +19,7 @@ from studiolo.domain.accounts.models import LOCAL_USER_ID, User
 from studiolo.domain.accounts.tokens import ISSUER
 from studiolo.domain.generation.models import Job
 from studiolo.services import Services
-from tests.helpers import PUBLIC_AUTH_ROUTES, SIGNED_ROUTES, app_with, auth_headers, create_user
+from tests.helpers import PUBLIC_AUTH_ROUTES, SHARE_ROUTES, SIGNED_ROUTES, app_with, auth_headers, create_user
 
 if TYPE_CHECKING:  # the TestClient's responses (Starlette's test client runs on httpx2)
     from httpx2 import Response
@@ -189,7 +189,7 @@ def test_every_protected_route_needs_credentials(api: TestClient) -> None:
     families: set[str] = set()
     checked = 0
     for path, operations in schema["paths"].items():
-        if not path.startswith("/api/v1/") or path in (*PUBLIC_AUTH_ROUTES, *SIGNED_ROUTES):
+        if not path.startswith("/api/v1/") or path in (*PUBLIC_AUTH_ROUTES, *SIGNED_ROUTES, *SHARE_ROUTES):
             continue
         if path.startswith("/api/v1/auth/oauth/"):
             continue
@@ -206,6 +206,9 @@ def test_every_protected_route_needs_credentials(api: TestClient) -> None:
 
 def test_public_routes_answer_without_credentials(api: TestClient) -> None:
     assert api.get("/api/v1/setup").status_code == 200
+    # A share link that names no public film is not found, whoever asks (test_film_api.py shares a real one).
+    for path in SHARE_ROUTES:
+        assert_error(api.get(_fill(path)), 404, "film_not_found")
     assert api.get("/health").status_code == 200
     r = api.post("/api/v1/auth/login", json={"email": "nobody@example.com", "password": STRONG})
     assert_error(r, 401, "invalid_credentials")

@@ -39,6 +39,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from studiolo.app import create_app
 from studiolo.domain.accounts.audit import Origin
 from studiolo.domain.accounts.schemas import ApiKeyCreate
+from studiolo.domain.film.schemas import FilmCreate
 from studiolo.domain.gallery.schemas import CollectionCreate
 from studiolo.domain.generation.schemas import StyleCreate
 from studiolo.errors import Unauthorized
@@ -76,7 +77,10 @@ def make_world(services: Services, role: str) -> World:
     services.gallery.add_to_collection(user, collection_id, [image_id])
     services.generation.create_style(user, StyleCreate(slug="house", name="House", prompt_template="{prompt}, teal"))
     key_id = services.keys.create(user, ApiKeyCreate(name="script"), Origin("127.0.0.1", "tests")).id
+    film = services.film.create(user, FilmCreate(title="Harbour", script="Boats in the harbour. Gulls above."))
     ids = {
+        "film_id": film.id,
+        "scene_id": film.scenes[0].id,
         "job_id": job_id,
         "image_id": image_id,
         "collection_id": collection_id,

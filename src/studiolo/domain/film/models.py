@@ -44,6 +44,9 @@ class FilmProject(Base):
     podcast: Mapped[bool] = mapped_column(Boolean, default=False)  # "NAME: text" lines, one voice per speaker
     speaker_voices: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)  # podcast: speaker -> voice id
     burn_subtitles: Mapped[bool] = mapped_column(Boolean, default=False)
+    # How still images move: "kenburns" (pan and zoom, ffmpeg), or the id of an installed image-to-video model
+    # (Stable Video Diffusion, engines/image_to_video.py).
+    motion: Mapped[str] = mapped_column(String(200), default="kenburns")
     seed: Mapped[int] = mapped_column(BigInteger, default=0)  # music and motion; scene images have their own
     public: Mapped[bool] = mapped_column(Boolean, default=False)
     share_token: Mapped[str | None] = mapped_column(String(64), nullable=True)

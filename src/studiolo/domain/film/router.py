@@ -44,7 +44,7 @@ Limit = Annotated[int, Query(ge=1, le=100, description="Films per page")]
 Cursor = Annotated[str | None, Query(max_length=64, description="The `next_cursor` of the previous page")]
 FilmId = Annotated[str, Path(max_length=64, description="The film's id")]
 SceneId = Annotated[str, Path(max_length=64, description="The scene's id")]
-FileName = Annotated[str, Path(max_length=32, description="film.mp4, film.srt, film.vtt or thumbnail.jpg")]
+FileName = Annotated[str, Path(max_length=64, description="film.mp4, film.srt, film.vtt or thumbnail.jpg")]
 
 _CHARACTER_BODY = {
     "requestBody": {

@@ -15,10 +15,9 @@ from studiolo.db.session import Database
 from studiolo.domain.film import script as sc
 from studiolo.domain.film import views
 from studiolo.domain.film.models import FilmCharacter, FilmProject, FilmScene
+from studiolo.domain.film.scene_images import named_character, record_scene_job, submit_scene_image
 from studiolo.domain.film.schemas import FilmView, SceneCreate, ScenePatch, SceneRegenerate, SceneSplit
-from studiolo.domain.generation.schemas import GenerationParams
-from studiolo.domain.generation.service import GenerationService, Upload
-from studiolo.engines.base import JobKind
+from studiolo.domain.generation.service import GenerationService
 from studiolo.errors import Conflict, InvalidInput, NotFound
 from studiolo.settings import Settings
 from studiolo.storage.base import ObjectNotFound, ObjectStore
@@ -192,46 +191,13 @@ class SceneOps:
         with self.db.session() as session:
             project = self._owned(session, owner_id, film_id)
             scene = self._scene(session, project, scene_id)
-            self.submit_scene_image(owner_id, project, scene, session)
+            character = named_character(scene, views.load_characters(session, project.id))
+            session.expunge_all()  # read only: the submit below commits its job in a transaction of its own
+        job_id, wanted = submit_scene_image(self.generation, self.store, project, scene, character)
+        with self.db.session() as session:
+            record_scene_job(session, scene_id, job_id, wanted)
         with self.db.session() as session:
             return self._view(session, self._owned(session, owner_id, film_id))
-
-    def submit_scene_image(
-        self, owner_id: str, project: FilmProject, scene: FilmScene, session: Session | None = None
-    ) -> str:
-        """Queue the generation job of a scene's image; returns its job id and records it (``image_job_id``,
-        ``image_hash``) on ``scene`` in ``session`` (the caller commits), or in a session of its own.
-
-        txt2img of the scene's prompt in the film's style, model and aspect at the scene's seed, tagged "film"; when
-        the scene's text names a character, img2img from that character's image. The job is charged like any image
-        (billing gate). With SQLite, pass a session that has not written yet: the job commits in its own."""
-        if session is None:
-            with self.db.session() as own:
-                own_scene = self._scene(own, self._owned(own, owner_id, project.id), scene.id)
-                return self.submit_scene_image(owner_id, project, own_scene, own)
-        characters = views.load_characters(session, project.id)
-        character = views.scene_character(scene, characters)
-        params = GenerationParams(
-            prompt=scene.prompt,
-            style=project.style,
-            model=project.model_id,
-            aspect_ratio=project.aspect,
-            seed=int(scene.seed),
-            tags=["film"],
-        )
-        kind: JobKind = "txt2img"
-        init = None
-        if character is not None:
-            try:
-                init = Upload(self.store.get(character.image_key))
-                kind = "img2img"
-            except ObjectNotFound:
-                init = None  # its image is gone (purged): the scene is drawn from its prompt alone
-        accepted, _ = self.generation.submit(owner_id, params, kind=kind, init_image=init)
-        scene.image_job_id = accepted.id
-        scene.image_hash = views.scene_image_hash(project, scene, characters)
-        scene.updated_at = utcnow()
-        return accepted.id
 
     # -- characters ----------------------------------------------------------------------------
     def add_character(self, owner_id: str, film_id: str, name: str, data: bytes) -> FilmView:

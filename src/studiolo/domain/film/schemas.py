@@ -15,6 +15,8 @@ TARGET_SECONDS_MIN = 60
 TARGET_SECONDS_MAX = 300
 SCRIPT_MAX_CHARS = 200_000  # a body bound; the word limit (STUDIOLO_FILM_MAX_WORDS) is the real one
 FILE_NAMES: tuple[str, ...] = ("film.mp4", "film.srt", "film.vtt", "thumbnail.jpg")
+# The render's stages, in order (CONTRACTS.md section 3): the names of its "stage" events and of FilmView.render.
+STAGES: tuple[str, ...] = ("images", "narration", "music", "mix", "motion", "subtitles", "encode", "thumbnail", "check")
 ImageState = Literal["none", "queued", "running", "ready", "stale", "failed"]
 FilmStatus = Literal["draft", "rendering", "rendered", "failed", "canceled"]
 SceneSeed = int

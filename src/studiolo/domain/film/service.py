@@ -87,7 +87,7 @@ class FilmService(SceneOps):
         generation: GenerationService,
         gallery: GalleryService,
         queue: JobQueue,
-        speech: SpeechPort | None,
+        speech: SpeechPort,
         music_moods: Sequence[str],
         events: EventBus,
     ):
@@ -97,25 +97,17 @@ class FilmService(SceneOps):
         self.generation = generation
         self.gallery = gallery
         self.queue = queue
-        # None: no speech engine in this process (films then cannot be voiced: 503 no_voices).
         self.speech = speech
         self.music_moods = tuple(music_moods)
         self.events = events
 
     # -- catalogue -----------------------------------------------------------------------------
     def _speech(self) -> SpeechPort:
-        if self.speech is None:
-            raise ServiceUnavailable(
-                "No speech engine is installed here, so films cannot be narrated.", code="no_voices"
-            )
         return self.speech
 
     def voices(self) -> VoiceList:
-        speech = self.speech
-        voices = list(speech.voices()) if speech is not None else []
-        default = None
-        if voices and speech is not None:
-            default = speech.default_voice("en").id
+        voices = list(self.speech.voices())
+        default = self.speech.default_voice("en").id if voices else None
         return VoiceList(voices=[_voice_view(v) for v in voices], default=default)
 
     def options(self, owner_id: str) -> FilmOptions:
@@ -255,10 +247,14 @@ class FilmService(SceneOps):
                     select(FilmScene.project_id, func.count(), func.sum(FilmScene.planned_seconds))
                     .where(FilmScene.project_id.in_([p.id for p in page]))
                     .group_by(FilmScene.project_id)
-                ).tuples()
+                )
             }
             items = [views.film_summary(session, p, [counts[p.id]] if p.id in counts else []) for p in page]
         return FilmPage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
+
+    def status_of(self, session: Session, project: FilmProject) -> str:
+        """draft|rendering|rendered|failed|canceled, from the render job's row when there is one (views.status_of)."""
+        return views.status_of(session, project)
 
     def require(self, owner_id: str, film_id: str) -> None:
         """404 film_not_found unless the film is the owner's (checked before a route reads an upload)."""
@@ -292,6 +288,9 @@ class FilmService(SceneOps):
                 self._check_voices(project)
             if public is not None:
                 _set_public(project, public)
+            if not resplit and {"speed", "podcast"} & fields.keys():
+                for scene in views.load_scenes(session, project.id):  # their estimates follow the narration speed
+                    scene.planned_seconds = sc.scene_seconds(scene.text, podcast=project.podcast, speed=project.speed)
             if resplit:
                 self._storyboard(session, project)
             project.updated_at = utcnow()

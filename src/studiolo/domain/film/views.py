@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from studiolo.domain.film.models import FilmCharacter, FilmProject, FilmScene
+from studiolo.domain.film.scene_images import named_character, scene_image_hash
 from studiolo.domain.film.schemas import (
     CharacterView,
     FilmError,
@@ -59,31 +57,6 @@ def share_url(token: str | None) -> str | None:
     return f"{API}/films/shared/{token}" if token else None
 
 
-def scene_character(scene: FilmScene, characters: Sequence[FilmCharacter]) -> FilmCharacter | None:
-    """The character a scene names (the first named in its text, whole words, any case), or None."""
-    best: tuple[int, FilmCharacter] | None = None
-    for character in characters:
-        match = re.search(rf"(?<!\w){re.escape(character.name)}(?!\w)", scene.text, re.IGNORECASE)
-        if match and (best is None or match.start() < best[0]):
-            best = (match.start(), character)
-    return best[1] if best else None
-
-
-def scene_image_hash(project: FilmProject, scene: FilmScene, characters: Sequence[FilmCharacter] = ()) -> str:
-    """The hash of what a scene's image is made from: prompt, seed, style, model, aspect and the character image it
-    starts from. A scene whose ``image_hash`` differs needs a new image (the quote counts it, the pipeline makes it)."""
-    character = scene_character(scene, characters)
-    what = {
-        "prompt": scene.prompt,
-        "seed": int(scene.seed),
-        "style": project.style,
-        "model": project.model_id,
-        "aspect": project.aspect,
-        "character": character.image_key if character else None,
-    }
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
-
-
 def status_of(session: Session, project: FilmProject) -> str:
     """draft|rendering|rendered|failed|canceled: the render job's row decides when there is one (a dead-lettered or
     canceled job shows so without anyone updating the project)."""
@@ -119,33 +92,55 @@ class SceneImage:
 def scene_images(
     session: Session, project: FilmProject, scenes: Sequence[FilmScene], characters: Sequence[FilmCharacter]
 ) -> dict[str, SceneImage]:
-    """Each scene's image and state: the image its job made (or the one the pipeline recorded), ``ready`` when made
-    for the scene's current prompt/seed/style/model/character, ``stale`` when not, ``queued``/``running`` while its
-    job is, ``failed`` when the job ended without one, ``none`` before any."""
+    """Each scene's image and state, as scene_images.image_state reads them but without writing anything (a GET
+    changes nothing): ``stale`` when the scene's prompt/seed/style/model/aspect/character changed since its image
+    (``none`` if it has none), else ``ready`` with its image (or the one its finished job made), ``queued`` or
+    ``running`` while its job is, ``failed`` when the job ended without one, ``none`` before any."""
     job_ids = [s.image_job_id for s in scenes if s.image_job_id]
     jobs: dict[str, str] = {}
     made: dict[str, str] = {}
     if job_ids:
-        jobs = dict(session.execute(select(Job.id, Job.status).where(Job.id.in_(job_ids))).tuples().all())
+        jobs = {
+            job_id: status for job_id, status in session.execute(select(Job.id, Job.status).where(Job.id.in_(job_ids)))
+        }
         for job_id, made_id in session.execute(
-            select(Image.job_id, Image.id).where(Image.job_id.in_(job_ids), Image.trashed_at.is_(None))
-        ).tuples():
+            select(Image.job_id, Image.id)
+            .where(Image.job_id.in_(job_ids), Image.owner_id == project.owner_id, Image.trashed_at.is_(None))
+            .order_by(Image.id)
+        ):
             if job_id is not None and job_id not in made:
                 made[job_id] = made_id
+    shown = [s.image_id for s in scenes if s.image_id]
+    alive = (
+        set(
+            session.scalars(
+                select(Image.id).where(
+                    Image.id.in_(shown), Image.owner_id == project.owner_id, Image.trashed_at.is_(None)
+                )
+            )
+        )
+        if shown
+        else set()
+    )
     out: dict[str, SceneImage] = {}
     for scene in scenes:
+        wanted = scene_image_hash(project, scene, named_character(scene, list(characters)))
+        own = scene.image_id if scene.image_id in alive else None
         job_status = jobs.get(scene.image_job_id) if scene.image_job_id else None
-        image_id: str | None = made.get(scene.image_job_id or "") or scene.image_id
-        current = scene.image_hash == scene_image_hash(project, scene, characters)
-        if job_status in ("queued", "running"):
-            state = job_status
-        elif image_id is not None:
-            state = "ready" if current else "stale"
-        elif job_status in ("failed", "canceled"):
-            state = "failed"
+        job_image = made.get(scene.image_job_id) if scene.image_job_id and job_status == "succeeded" else None
+        if scene.image_hash != wanted:
+            image_id = own or job_image
+            out[scene.id] = SceneImage(image_id, "stale" if image_id else "none")
+        elif own is not None:
+            out[scene.id] = SceneImage(own, "ready")
+        elif scene.image_id is not None or job_status is None:
+            out[scene.id] = SceneImage(None, "none")  # its image went to the Trash, or nothing was asked yet
+        elif job_status in ("queued", "running"):
+            out[scene.id] = SceneImage(None, job_status)
+        elif job_image is not None:
+            out[scene.id] = SceneImage(job_image, "ready")
         else:
-            state = "none"
-        out[scene.id] = SceneImage(image_id, state)
+            out[scene.id] = SceneImage(None, "failed" if job_status in ("failed", "canceled") else "none")
     return out
 
 

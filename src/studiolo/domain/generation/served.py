@@ -41,8 +41,13 @@ ChangeListener = Callable[[set[str], set[str]], None]
 class ServedModels:
     """The models this process claims: ``requested`` (None: every installed model) that have their files here."""
 
-    def __init__(self, catalog: ModelCatalog, requested: Sequence[str] | None = None):
+    def __init__(
+        self, catalog: ModelCatalog, requested: Sequence[str] | None = None, *, builtin: Sequence[str] = ()
+    ):
         self.catalog = catalog
+        # Job "models" this process serves without files, beside the built-in upscalers: the film renderer's
+        # pseudo-model where this machine can render films (ffmpeg found; services.py).
+        self.builtin = list(builtin)
         self.requested = list(dict.fromkeys(requested)) if requested is not None else None
         self._lock = threading.Lock()
         self._current: list[str] = []
@@ -66,7 +71,7 @@ class ServedModels:
     def refresh(self) -> tuple[set[str], set[str]]:
         """Re-read the installed models and check their files; returns (added, removed) model ids."""
         installed = {m.id: m for m in self.catalog.models(fresh=True)}
-        builtin = self.catalog.builtin_upscaler_ids()  # no files: every machine has them
+        builtin = [*self.catalog.builtin_upscaler_ids(), *self.builtin]  # no files: every machine has them
         wanted = self.requested if self.requested is not None else [*sorted(installed), *builtin]
         available: list[str] = []
         problems: dict[str, str] = {}

@@ -50,6 +50,7 @@ def upgrade() -> None:
         sa.Column("podcast", sa.Boolean(), nullable=False),
         sa.Column("speaker_voices", sa.JSON(), nullable=False),
         sa.Column("burn_subtitles", sa.Boolean(), nullable=False),
+        sa.Column("motion", sa.String(200), nullable=False),
         sa.Column("seed", sa.BigInteger(), nullable=False),
         sa.Column("public", sa.Boolean(), nullable=False),
         sa.Column("share_token", sa.String(64), nullable=True),
