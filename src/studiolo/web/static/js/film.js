@@ -426,8 +426,13 @@ function showRender(view) {
       if (running) setStage(running, { state: view.status });
     }
     const active = STAGES.find((s) => render.stages?.[s]?.state === "running") ?? render.stage;
+    // Once rendered, the list of finished stages is only in the way: a line says how long it took.
+    $("stages").hidden = view.status === "rendered";
     if (rendering) summarize(active);
-    else $("progress-summary").textContent = { rendered: "Rendered.", failed: "The render failed.", canceled: "The render was canceled." }[view.status] ?? "";
+    else if (view.status === "rendered") {
+      const seconds = STAGES.reduce((sum, s) => sum + (Number(render.stages?.[s]?.seconds) || 0), 0);
+      $("progress-summary").textContent = seconds ? `Rendered in ${seconds < 60 ? `${Math.round(seconds)} s` : duration(seconds)}.` : "Rendered.";
+    } else $("progress-summary").textContent = { failed: "The render failed.", canceled: "The render was canceled." }[view.status] ?? "";
   }
   const error = $("render-error");
   error.textContent = view.error && view.status !== "rendering" ? `${view.error.message}` : "";
