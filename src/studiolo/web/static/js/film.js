@@ -552,7 +552,7 @@ function connectLink(url) {
 
 async function checkUploads() {
   // A server without a Google OAuth client cannot publish: said instead of a button that could only fail.
-  const connection = await api("films/youtube/connection", { retry: false }).catch(() => null);
+  const connection = await api("films/youtube/connection", { retry: false }).catch((error) => (error.status === 404 ? { available: false } : null));
   if (connection && !connection.available) {
     $("youtube-row").hidden = true;
     $("youtube-result").textContent = "Uploading to YouTube needs this server’s Google sign-in set up (STUDIOLO_GOOGLE_CLIENT_ID). Ask its administrator.";
