@@ -11,11 +11,12 @@ screenshots (desktop light and dark, phone) go to test-artifacts/screenshots/fil
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image as PILImage
 from playwright.sync_api import Browser, Page, expect
 
 from tests.e2e.test_web_billing import assert_accessible, at
@@ -77,12 +78,15 @@ def shoot(page: Page, name: str) -> None:
     page.emulate_media(color_scheme="light")
 
 
-def new_film(page: Page, title: str, script: str) -> str:
-    """Fill the new-film form with defaults, create it, and return the film's id (from its page's URL)."""
+def new_film(page: Page, title: str, script: str, characters: Sequence[Path] = ()) -> str:
+    """Fill the new-film form with defaults (and character pictures), create it, and return the film's id."""
     page.goto("/films")
     expect(page.locator("#film-form")).to_have_attribute("data-ready", "true")
     page.fill("#film-title", title)
     page.fill("#film-script", script)
+    if characters:
+        page.set_input_files("#film-characters", [str(c) for c in characters])
+        expect(page.locator("#character-picks li")).to_have_count(len(characters))
     page.click("#film-create")
     page.wait_for_url(re.compile(r"/films/[0-9a-f-]{36}$"))
     return page.url.rsplit("/", 1)[1]
@@ -227,7 +231,7 @@ def test_write_edit_render_play_and_download_a_film(browser: Browser, film_studi
 
 
 # --- the list, the Trash, and a refused script ------------------------------------------------------------------
-def test_films_list_trash_restore_and_a_refused_script(browser: Browser, film_studio: Studio) -> None:
+def test_films_list_trash_restore_and_a_refused_script(browser: Browser, film_studio: Studio, tmp_path: Path) -> None:
     context, problems = new_context(browser, film_studio)
     page = context.new_page()
     sign_in(page, film_studio.register("gil"), PASSWORD, "/films")
@@ -249,7 +253,20 @@ def test_films_list_trash_restore_and_a_refused_script(browser: Browser, film_st
     expect(page.locator("#speaker-list label")).to_have_text(["ANNA", "BEN"])
     page.uncheck("#film-podcast")
 
-    film_id = new_film(page, "Harbour", "Boats sleep in the harbour. The water is still.")
+    # A character picture, named after its file, goes with the new film.
+    picture = tmp_path / "Old_Mara.png"
+    PILImage.new("RGB", (64, 64), (200, 120, 40)).save(picture)
+    film_id = new_film(page, "Harbour", "Old Mara watches the harbour. The water is still.", [picture])
+    assert [c["name"] for c in api_json(page, f"/api/v1/films/{film_id}")["characters"]] == ["Old Mara"]
+    expect(page.locator("#characters .character-name")).to_have_text(["Old Mara"])
+    page.get_by_role("button", name="Remove Old Mara").click()
+    expect(page.locator("#characters .character")).to_have_count(0)
+    # Not a picture: the upload's error, next to the field.
+    not_image = tmp_path / "Notes.png"
+    not_image.write_text("not a picture")
+    page.set_input_files("#character-file", str(not_image))
+    expect(page.locator("#character-error")).not_to_be_empty()
+    assert api_json(page, f"/api/v1/films/{film_id}")["characters"] == []
     # The film's settings: a new title, saved.
     page.click("#film-settings summary")
     page.fill("#set-title", "Harbour at night")

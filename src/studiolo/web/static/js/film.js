@@ -6,7 +6,7 @@
 import { api, apiPath, ApiError, clearFieldErrors, confirmDialog, copyText, el, formJson, isId, refreshSession,
   sameOriginPath, shortcuts, showFieldErrors, toast } from "./app.js";
 import { createCost } from "./gen-cost.js";
-import { countWords, duration, fillVoices, playSample, STATUS_TEXT } from "./films.js";
+import { characterName, countWords, duration, fillVoices, playSample, STATUS_TEXT } from "./films.js";
 
 const root = document.getElementById("film");
 const filmId = root?.dataset.film ?? "";
@@ -90,6 +90,7 @@ function show(view) {
   showScenes(view);
   showRender(view);
   showOutput(view);
+  showCharacters(view);
   fillSettings(view);
   scheduleQuote();
   // Scene images on their way (a new image, or the render's images stage): look again in a moment.
@@ -592,6 +593,39 @@ async function uploadToYouTube() {
   }
 }
 
+// --- characters -------------------------------------------------------------------------------------------
+function showCharacters(view) {
+  const list = $("characters");
+  list.replaceChildren(...view.characters.map((c) => el("li", { class: "character" },
+    el("img", { src: c.image_url, alt: "", width: 48, height: 48, loading: "lazy" }),
+    el("span", { class: "character-name", text: c.name }),
+    el("button", { class: "btn btn-sm btn-ghost", type: "button", text: "Remove", "aria-label": `Remove ${c.name}`,
+      onclick: async () => {
+        try { show(await api(apiPath`films/${filmId}/characters/${c.id}`, { method: "DELETE" })); $("storyboard-live").textContent = `${c.name} removed.`; }
+        catch (error) { $("character-error").textContent = error.message; }
+      } }))));
+  if (!view.characters.length) list.append(el("li", { class: "muted small", text: "No characters yet." }));
+}
+
+async function addCharacter(input) {
+  const file = input.files?.[0];
+  if (!file) return;
+  $("character-error").textContent = "";
+  const data = new FormData();
+  data.append("name", characterName(file.name));
+  data.append("image", file);
+  input.disabled = true;
+  try {
+    show(await api(apiPath`films/${filmId}/characters`, { method: "POST", body: data }));
+    $("storyboard-live").textContent = `${characterName(file.name)} added.`;
+    input.value = "";
+  } catch (error) {
+    $("character-error").textContent = error.message;
+  } finally {
+    input.disabled = false;
+  }
+}
+
 // --- settings ------------------------------------------------------------------------------------------------
 function fillSettings(view) {
   const form = $("settings-form");
@@ -697,6 +731,7 @@ if (root && isId(filmId)) {
     }
   });
   wireSettings();
+  $("character-file").addEventListener("change", (e) => addCharacter(e.currentTarget));
   const pending = sessionStorage.getItem("studiolo-film-notice");
   if (pending) { sessionStorage.removeItem("studiolo-film-notice"); toast(pending, { kind: "error", timeout: 10000 }); }
   load();
