@@ -217,7 +217,8 @@ def test_write_edit_render_play_and_download_a_film(browser: Browser, film_studi
     shoot(visitor, "watch")
     page.uncheck("#share-toggle")
     expect(share).to_be_hidden()
-    assert visitor.goto(share.input_value() or visitor.url).status == 404  # private again: the link is dead
+    dead = visitor.goto(share.input_value() or visitor.url)
+    assert dead is not None and dead.status == 404  # private again: the link is dead
     visitor_context.close()
 
     # -- YouTube without a connected account: said cleanly, with the way to connect ---------------------------------
