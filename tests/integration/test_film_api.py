@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from studiolo.db.base import utcnow
 from studiolo.domain.accounts.models import LOCAL_USER_ID
 from studiolo.domain.billing import cost
 from studiolo.domain.film.models import FILM_MODEL_ID, FilmProject
@@ -462,3 +463,40 @@ def test_another_users_film_is_not_found(films: TestClient, services: Services) 
     assert films.get(FILMS, headers=intruder).json()["items"] == []
     mine = films.get(f"{FILMS}/{fid}").json()
     assert mine == film  # nothing changed
+
+
+def test_a_re_render_is_quoted_for_what_it_redoes(films: TestClient, services: Services) -> None:
+    film = create(films, script="One boat. Two boats.", seed=3)
+    fid = film["id"]
+    after = film["scenes"][0]["id"]
+    film = films.post(f"{FILMS}/{fid}/scenes", json={"after": after, "text": "Three gulls. Four gulls."}).json()
+    assert len(film["scenes"]) == 2
+    for scene in film["scenes"]:
+        assert films.post(f"{FILMS}/{fid}/scenes/{scene['id']}/regenerate", json={"seed": 1}).status_code == 202
+    drain(services)
+    quote = films.get(f"{FILMS}/{fid}/quote").json()
+    assert quote["images"]["count"] == 0 and quote["video"]["seconds"] == pytest.approx(
+        film["planned_seconds"], abs=0.05
+    )
+    job_id = films.post(f"{FILMS}/{fid}/render").json()["job_id"]
+    with services.db.session() as session:  # what the worker's pipeline leaves after a successful render
+        job = session.get_one(Job, job_id)
+        job.status = "succeeded"
+        project = session.get_one(FilmProject, fid)
+        project.status, project.rendered_at = "rendered", utcnow()
+        project.outputs = {"mp4": f"films/{LOCAL_USER_ID}/{fid}/film.mp4"}
+    assert films.get(f"{FILMS}/{fid}").json()["status"] == "rendered"
+    assert films.get(f"{FILMS}/{fid}/quote").json() == {
+        "credits": 0,
+        "images": {"count": 0, "credits": 0},
+        "video": {"seconds": 0.0, "credits": 0},
+    }
+    second = film["scenes"][1]
+    edited = films.patch(f"{FILMS}/{fid}/scenes/{second['id']}", json={"text": "Five gulls. Six gulls."}).json()
+    quote = films.get(f"{FILMS}/{fid}/quote").json()
+    assert quote["images"]["count"] == 0  # the text changed, not the prompt: the image stays
+    assert quote["video"]["seconds"] == pytest.approx(edited["scenes"][1]["planned_seconds"])
+    films.patch(f"{FILMS}/{fid}", json={"music": "epic"})  # a film-wide change: every clip again
+    assert films.get(f"{FILMS}/{fid}/quote").json()["video"]["seconds"] == pytest.approx(
+        sum(s["planned_seconds"] for s in edited["scenes"])
+    )

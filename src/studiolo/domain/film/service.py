@@ -318,9 +318,16 @@ class FilmService(SceneOps):
             factor = gate.factors.get(model_id, 1.0) if isinstance(gate, BillingGate) else 1.0
             each = cost.image_credits(int(params["width"]), int(params["height"]), int(params["steps"]), factor)
             image_credits = each * len(due)
-        rendered = project.rendered_at is not None and (project.outputs or {}).get("mp4")
-        same = (project.render_state or {}).get("settings") == _settings_fingerprint(project)
-        if rendered and same:
+        # The last finished render's settings are on its job row (params["settings"]): the same, and only what was
+        # edited since or needs its image redoes its clip; else (or never rendered) every clip does.
+        last = session.get(Job, project.render_job_id) if project.render_job_id else None
+        same = (
+            last is not None
+            and last.status == "succeeded"
+            and (last.params or {}).get("settings") == _settings_fingerprint(project)
+            and project.rendered_at is not None
+        )
+        if same:
             at = project.rendered_at
             redo = [s for s in scenes if s in due or (at is not None and s.updated_at > at)]
         else:
@@ -385,6 +392,7 @@ class FilmService(SceneOps):
                 "tags": [],
                 "seed": int(project.seed),
                 "credits": quote.video.credits,
+                "settings": _settings_fingerprint(project),  # what the next quote compares with (_quote)
             }
             row = queued_row(
                 owner_id,
@@ -402,7 +410,7 @@ class FilmService(SceneOps):
             # Claimed first, under the row lock, so a second render request meets film_rendering (not a second job).
             project.render_job_id = row["id"]
             project.status = "rendering"
-            project.render_state = {"stage": None, "stages": {}, "settings": _settings_fingerprint(project)}
+            project.render_state = {"job_id": row["id"], "stage": None, "stages": {}}
             project.error_code = project.error_message = None
         try:
             accepted, created = gen.insert_queued(owner_id, [row])
