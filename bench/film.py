@@ -100,7 +100,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.scenes, args.seconds = 3, 60
-    pipeline.IMAGE_POLL_SECONDS = 0.0  # the in-thread loop runs the scene images at once
+    pipeline.IMAGE_POLL_SECONDS = 0.05  # the in-thread loop runs the scene images meanwhile
     with tempfile.TemporaryDirectory() as tmp:
         use_demo = weights_available() and not args.smoke
         settings = Settings(

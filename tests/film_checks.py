@@ -62,8 +62,22 @@ def ffmpeg() -> FFmpeg:
 def frame_at(path: Path, seconds: float) -> PILImage.Image:
     """The video's frame at ``seconds``, decoded by ffmpeg."""
     out = subprocess.run(
-        [ffmpeg().ffmpeg, "-v", "error", "-ss", f"{seconds:.3f}", "-i", str(path), "-frames:v", "1", "-f", "image2",
-         "-c:v", "png", "-"],
+        [
+            ffmpeg().ffmpeg,
+            "-v",
+            "error",
+            "-ss",
+            f"{seconds:.3f}",
+            "-i",
+            str(path),
+            "-frames:v",
+            "1",
+            "-f",
+            "image2",
+            "-c:v",
+            "png",
+            "-",
+        ],
         capture_output=True,
         check=True,
     ).stdout

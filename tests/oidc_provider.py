@@ -73,6 +73,7 @@ class _Grant:
     redirect_uri: str
     challenge: str
     nonce: str | None
+    scope: str = ""
 
 
 def _pkce_challenge(verifier: str) -> str:
@@ -95,6 +96,10 @@ class LocalProvider:
         self.github_tokens: set[str] = set()
         self.authorize_requests: list[dict[str, str]] = []
         self.token_requests: list[dict[str, str]] = []
+        # OAuth 2 tokens for APIs (YouTube): access token -> its scopes; refresh token -> its scopes; revoked ones
+        self.access_tokens: dict[str, set[str]] = {}
+        self.refresh_tokens: dict[str, set[str]] = {}
+        self.revoked: list[str] = []
         self.url = ""
         self._http = ThreadedServer(self._app(), "test OpenID provider")
 
@@ -105,6 +110,27 @@ class LocalProvider:
             self.github_tokens.clear()
             self.authorize_requests.clear()
             self.token_requests.clear()
+            self.access_tokens.clear()
+            self.refresh_tokens.clear()
+            self.revoked.clear()
+
+    # --- API tokens (tests/youtube_server.py checks its Bearer tokens here) --------------------------------
+    def token_scopes(self, token: str) -> set[str] | None:
+        """The scopes of a live access token, or None (unknown, expired or revoked)."""
+        with self._lock:
+            scopes = self.access_tokens.get(token)
+            return set(scopes) if scopes is not None else None
+
+    def expire_access_tokens(self) -> None:
+        """Every access token given so far stops working (as after its hour): APIs answer 401 to them."""
+        with self._lock:
+            self.access_tokens.clear()
+
+    def _issue(self, scopes: set[str]) -> str:
+        access = secrets.token_urlsafe(24)
+        with self._lock:
+            self.access_tokens[access] = set(scopes)
+        return access
 
     # --- lifecycle --------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -121,6 +147,7 @@ class LocalProvider:
                 Route("/authorize", self._authorize),
                 Route("/token", self._token, methods=["POST"]),
                 Route("/jwks", self._jwks),
+                Route("/revoke", self._revoke, methods=["POST"]),
                 Route("/login/oauth/authorize", self._authorize),
                 Route("/login/oauth/access_token", self._github_token, methods=["POST"]),
                 Route("/user", self._github_user),
@@ -135,6 +162,7 @@ class LocalProvider:
                 "authorization_endpoint": f"{self.url}/authorize",
                 "token_endpoint": f"{self.url}/token",
                 "jwks_uri": f"{self.url}/jwks",
+                "revocation_endpoint": f"{self.url}/revoke",
                 "response_types_supported": ["code"],
                 "subject_types_supported": ["public"],
                 "id_token_signing_alg_values_supported": ["RS256"],
@@ -163,7 +191,9 @@ class LocalProvider:
         else:
             code = secrets.token_urlsafe(24)
             with self._lock:
-                self.grants[code] = _Grant(CLIENT_ID, redirect_uri, q["code_challenge"], q.get("nonce"))
+                self.grants[code] = _Grant(
+                    CLIENT_ID, redirect_uri, q["code_challenge"], q.get("nonce"), q.get("scope", "")
+                )
             back["code"] = code
         return RedirectResponse(f"{redirect_uri}?{urlencode(back)}", status_code=302)
 
@@ -177,6 +207,12 @@ class LocalProvider:
             client_id, _, secret = base64.b64decode(basic[6:]).decode().partition(":")
         if client_id != CLIENT_ID or secret != CLIENT_SECRET:
             return None, "invalid_client"
+        if form.get("grant_type") == "refresh_token":
+            with self._lock:
+                scopes = self.refresh_tokens.get(form.get("refresh_token", ""))
+            if scopes is None:
+                return None, "invalid_grant"
+            return _Grant(CLIENT_ID, "", "", None, " ".join(sorted(scopes))), ""
         with self._lock:
             grant = self.grants.pop(form.get("code", ""), None)  # single use
         if form.get("grant_type") != "authorization_code" or grant is None:
@@ -191,6 +227,24 @@ class LocalProvider:
         grant, error = await self._redeem(request)
         if grant is None:
             return JSONResponse({"error": error}, status_code=401 if error == "invalid_client" else 400)
+        scopes = set(grant.scope.split())
+        if not grant.redirect_uri:  # a refresh: a new access token, no new refresh or ID token
+            body = {"access_token": self._issue(scopes), "token_type": "Bearer", "expires_in": 3599}
+            return JSONResponse({**body, "scope": " ".join(sorted(scopes))}, headers={"Cache-Control": "no-store"})
+        if scopes - {"openid", "email", "profile"}:
+            # An API scope (YouTube), asked for with access_type=offline: Google-style, the granted scopes are
+            # listed and a refresh token comes with the access token.
+            refresh = secrets.token_urlsafe(32)
+            with self._lock:
+                self.refresh_tokens[refresh] = scopes
+            body = {
+                "access_token": self._issue(scopes),
+                "refresh_token": refresh,
+                "token_type": "Bearer",
+                "expires_in": 3599,
+                "scope": " ".join(sorted(scopes)),
+            }
+            return JSONResponse(body, headers={"Cache-Control": "no-store"})
         b, user, now = self.behaviour, self.behaviour.google, int(time.time())
         claims = {
             "iss": b.issuer or self.url,
@@ -211,6 +265,14 @@ class LocalProvider:
             {"access_token": access, "token_type": "Bearer", "expires_in": 3599, "id_token": id_token},
             headers={"Cache-Control": "no-store"},
         )
+
+    async def _revoke(self, request: Request) -> Response:
+        token = str((await request.form()).get("token", ""))
+        with self._lock:
+            found = self.refresh_tokens.pop(token, None) is not None or self.access_tokens.pop(token, None) is not None
+            if found:
+                self.revoked.append(token)
+        return Response(status_code=200 if found else 400)
 
     async def _github_token(self, request: Request) -> Response:
         # GitHub answers errors with 200, and form-encoded unless the client asks for JSON.

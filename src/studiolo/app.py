@@ -22,6 +22,8 @@ from studiolo.domain.billing.router import router as billing_router
 from studiolo.domain.billing.stripe_router import router as stripe_router
 from studiolo.domain.film.router import public_router as film_public_router
 from studiolo.domain.film.router import router as film_router
+from studiolo.domain.film.youtube_router import connect_router as youtube_connect_router
+from studiolo.domain.film.youtube_router import router as youtube_router
 from studiolo.domain.gallery.router import router as gallery_router
 from studiolo.domain.generation.router import admin_router as generation_admin_router
 from studiolo.domain.generation.router import router as generation_router
@@ -136,10 +138,12 @@ def create_app(
             svc.start_workers(settings.inline_workers)
         if svc.event_relay is not None:
             svc.event_relay.start()  # events from workers in other processes reach this process's streams
+        svc.youtube.start()  # goes on with YouTube uploads a stopped process left
         _announce_setup(svc)
         try:
             yield
         finally:
+            svc.youtube.close()
             if services is None:
                 svc.close()
             else:
@@ -179,6 +183,8 @@ def create_app(
     app.include_router(billing_router, prefix="/api/v1")
     app.include_router(billing_admin_router, prefix="/api/v1")
     app.include_router(stripe_router, prefix="/api/v1")
+    app.include_router(youtube_connect_router, prefix="/api/v1")
+    app.include_router(youtube_router, prefix="/api/v1")  # before the films router: /films/youtube/... first
     app.include_router(film_router, prefix="/api/v1")
     app.include_router(film_public_router, prefix="/api/v1")
     app.include_router(ops_router)

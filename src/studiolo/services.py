@@ -21,7 +21,9 @@ from studiolo.domain.accounts.ratelimit import RateLimiter
 from studiolo.domain.accounts.service import AccountService
 from studiolo.domain.accounts.tokens import TokenCodec, load_secret_key
 from studiolo.domain.billing.service import BillingService
+from studiolo.domain.film.pipeline import FilmRenderer
 from studiolo.domain.film.service import FilmService
+from studiolo.domain.film.youtube import YouTubeService
 from studiolo.domain.gallery.service import GalleryService
 from studiolo.domain.generation.admin import JobAdminService
 from studiolo.domain.generation.analytics import AnalyticsService
@@ -34,7 +36,8 @@ from studiolo.domain.generation.service import GenerationService
 from studiolo.domain.generation.upscale import UpscaleService
 from studiolo.domain.generation.worker import JobRunner
 from studiolo.engines.base import Engine
-from studiolo.engines.music import MOODS
+from studiolo.engines.ffmpeg import find_ffmpeg
+from studiolo.engines.music import MOODS, build_music_engine
 from studiolo.engines.speech import build_speech_catalog
 from studiolo.settings import Settings
 from studiolo.storage.base import ObjectStore
@@ -110,6 +113,7 @@ class Services:
     upscale: UpscaleService
     billing: BillingService
     film: FilmService
+    youtube: YouTubeService
     event_relay: RedisEventRelay | None = None  # set when STUDIOLO_REDIS_URL is
     pools: list[WorkerPool] = field(default_factory=list)
 
@@ -131,6 +135,7 @@ class Services:
         for pool in self.pools:
             pool.stop(timeout)
         self.pools.clear()
+        self.youtube.close()
         self.runner.close()
         self.dispatch.close()
         if self.event_relay is not None:
@@ -221,6 +226,7 @@ def build_services(
         store=store,
         on_user_changed=authenticator.forget,
     )
+    speech = build_speech_catalog(settings)
     film = FilmService(
         db=db,
         settings=settings,
@@ -228,9 +234,19 @@ def build_services(
         generation=generation,
         gallery=gallery,
         queue=queue,
-        speech=build_speech_catalog(settings),
+        speech=speech,
         music_moods=MOODS,
         events=events,
+    )
+    # The film renderer (issue 16): a "film" job is run by it in the same workers as images, where ffmpeg is found.
+    runner.handlers["film"] = FilmRenderer(
+        db=db,
+        settings=settings,
+        store=store,
+        generation=generation,
+        speech=speech,
+        music=build_music_engine(settings),
+        ffmpeg=find_ffmpeg(settings.film_ffmpeg) if settings.film_enabled else None,
     )
     return Services(
         settings=settings,
@@ -252,6 +268,7 @@ def build_services(
         keys=ApiKeyService(db, on_revoked=authenticator.forget_key),
         admin=admin,
         oauth=OAuthService(settings, db=db, accounts=accounts, codec=codec),
+        youtube=YouTubeService(db=db, settings=settings, store=store, secret_key=codec.key),
         job_admin=JobAdminService(db, generation),
         analytics=AnalyticsService(db),
         upscale=UpscaleService(generation),

@@ -70,6 +70,23 @@ SMOKE: dict[str, tuple[list[str], list[str]]] = {
             *(rf"^{setting} " for setting in ("euler 1", "heun 1", "midpoint 1", "euler 3")),
         ],
     ),
+    "media": (
+        ["--seconds", "5", "--texts", "1"],
+        [
+            *(rf"music procedural {mood} +5 s at 48 kHz: wall {NUMBER} s, cpu {NUMBER} s" for mood in ("calm", "epic")),
+            rf"speech espeak:en-us: first call {NUMBER} s, {NUMBER} s of speech in {NUMBER} s, real-time factor",
+            rf"speech piper:en_US-joe-medium: first call {NUMBER} s, {NUMBER} s of speech",
+        ],
+    ),
+    "film_media": (
+        ["--seconds", "1", "--resolutions", "720p", "--ffmpeg", "found", "--stills", "textured"],
+        [
+            rf"^found 720p 1280x720 render_clip 1.0 s clip +{NUMBER} s  cpu +{NUMBER} s  real-time ratio +{NUMBER}x",
+            rf"^found 720p 1280x720 render_clip, subtitles burned +{NUMBER} s",
+            rf"^found 720p 1280x720 mix 2 s \(ducking, loudnorm, AAC\) +{NUMBER} s",
+            rf"^found 720p 1280x720 quality_check +{NUMBER} s",
+        ],
+    ),
     "overhead": (
         ["--tiny", "--size", "64", "--runs", "1"],
         [

@@ -33,8 +33,9 @@ pytestmark = pytest.mark.usefixtures("fast_image_polls")
 
 @pytest.fixture
 def fast_image_polls(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A render waiting for its scene images looks again at once: drain() runs everything in this thread.
-    monkeypatch.setattr(pipeline, "IMAGE_POLL_SECONDS", 0.0)
+    # A render waiting for its scene images looks again soon (not at once: it would stay ahead of them in its
+    # owner's queue): drain() runs everything in this thread.
+    monkeypatch.setattr(pipeline, "IMAGE_POLL_SECONDS", 0.05)
 
 
 class Counting:
@@ -81,12 +82,12 @@ def test_a_three_scene_script_becomes_the_planned_film(film_services: Services, 
         scenes = session.scalars(
             select(FilmScene).where(FilmScene.project_id == film_id).order_by(FilmScene.position)
         ).all()
-        image_keys = [
-            session.scalar(select(Image.original_key).where(Image.id == scene.image_id)) for scene in scenes
-        ]
+        image_keys = [session.scalar(select(Image.original_key).where(Image.id == scene.image_id)) for scene in scenes]
         # The scene images are gallery images, in the film's collection.
         in_collection = session.scalar(
-            select(func.count()).select_from(CollectionItem).where(CollectionItem.collection_id == project.collection_id)
+            select(func.count())
+            .select_from(CollectionItem)
+            .where(CollectionItem.collection_id == project.collection_id)
         )
     assert len(scenes) == 3 and in_collection == 3
     assert all(s.narration_seconds and s.narration_seconds > 1.0 for s in scenes)
@@ -116,7 +117,12 @@ def test_a_three_scene_script_becomes_the_planned_film(film_services: Services, 
     assert starts == sorted(starts) and all(c.end > c.start for c in srt)
     for placed in timeline["scenes"]:
         for cue in placed["cues"]:
-            assert placed["start"] + pipeline.LEAD - 0.01 <= cue["start"] < cue["end"] <= placed["start"] + placed["seconds"]
+            assert (
+                placed["start"] + pipeline.LEAD - 0.01
+                <= cue["start"]
+                < cue["end"]
+                <= placed["start"] + placed["seconds"]
+            )
     said = " ".join(c.text.replace("\n", " ") for c in srt)
     assert said.split() == " ".join(s.text for s in scenes).split()
     last_cue = timeline["scenes"][-1]["cues"][-1]

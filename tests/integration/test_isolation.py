@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from studiolo.domain.accounts.audit import Origin
 from studiolo.domain.accounts.models import LOCAL_USER_ID
 from studiolo.domain.billing.models import Payment
+from studiolo.domain.film.models import FilmPublication
 from studiolo.services import Services
 from tests.helpers import auth_headers, create_user, drain, png_bytes
 
@@ -22,9 +23,12 @@ BODIES: dict[str, object] = {
     "/api/v1/films/{film_id}/scenes/{scene_id}": {"text": "Mine now."},
     "/api/v1/films/{film_id}/scenes/reorder": {"scene_ids": ["x"]},
     "/api/v1/films/{film_id}/scenes/{scene_id}/split": {"sentence": 1},
+    "/api/v1/films/{film_id}/youtube": {"privacy": "private"},
 }
 # Routes with a path parameter that names nobody's resource: the same answer for every user (a voice's sample).
 NOBODYS = ("/api/v1/films/voices/{voice_id}/sample",)
+# Routes that need a Google OAuth client, which this install has none of: 404 youtube_not_configured.
+NOT_CONFIGURED = ("/api/v1/auth/google/youtube", "/api/v1/auth/oauth/google/youtube/callback")
 
 
 def test_every_route_denies_another_users_resources(client: TestClient, services: Services) -> None:
@@ -64,8 +68,16 @@ def test_every_route_denies_another_users_resources(client: TestClient, services
     ).json()["characters"][0]
     old_link = client.patch(f"/api/v1/films/{film['id']}", json={"public": True}).json()["share_url"]
     client.patch(f"/api/v1/films/{film['id']}", json={"public": False})
+    with services.db.session() as session:  # and its YouTube publication
+        publication = FilmPublication(
+            project_id=film["id"], owner_id=LOCAL_USER_ID, title="Secret film", media_key="films/x/film.mp4"
+        )
+        session.add(publication)
+        session.flush()
+        publication_id = publication.id
     owned = {
         "film_id": film["id"],
+        "publication_id": publication_id,
         "scene_id": film["scenes"][0]["id"],
         "character_id": character["id"],
         "name": "film.mp4",
@@ -112,6 +124,9 @@ def test_every_route_denies_another_users_resources(client: TestClient, services
                 r = client.get(path)
                 if path.startswith("/api/v1/admin/"):
                     assert r.status_code == 403, (path, r.status_code)
+                    continue
+                if path in NOT_CONFIGURED:
+                    assert r.status_code == 404 and r.json()["error"]["code"] == "youtube_not_configured"
                     continue
                 assert r.status_code in (200, 503), (path, r.status_code)
                 for value in owned.values():

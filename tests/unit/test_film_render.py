@@ -190,6 +190,9 @@ def test_find_ffmpeg_uses_only_the_configured_binary(tmp_path: Path) -> None:
     assert configured.ffmpeg == imageio_ffmpeg.get_ffmpeg_exe()
     assert major_version(configured.version) == major_version(imageio_ffmpeg.get_ffmpeg_version())
     assert find_ffmpeg(str(tmp_path / "no-such-ffmpeg")) is None
+    if shutil.which("ffmpeg"):  # a bare name is looked up on PATH
+        by_name = find_ffmpeg("ffmpeg")
+        assert by_name is not None and by_name.ffmpeg == shutil.which("ffmpeg")
 
 
 def test_major_version() -> None:
@@ -215,8 +218,7 @@ def test_run_cancel_kills_ffmpeg(bundled: FFmpeg, tmp_path: Path) -> None:
     with pytest.raises(GenerationCanceled):
         run(bundled, args, should_stop=stop.is_set)
     assert time.monotonic() - started < 30
-    children = [c for c in psutil.Process().children(recursive=True) if c.is_running() and c.status() != "zombie"]
-    assert not [c for c in children if "ffmpeg" in " ".join(c.cmdline())]
+    assert not _live_children()
 
 
 def test_wav_round_trip(tmp_path: Path) -> None:
@@ -313,16 +315,39 @@ def test_ass_document_keeps_cues_inside_the_slot_and_text_inert() -> None:
     assert "PlayResX: 320" in document and "DejaVu Sans" in document
 
 
+def test_images_are_cropped_to_the_frame_never_stretched(tmp_path: Path) -> None:
+    from studiolo.domain.film.render import PRESCALE, _prescaled
+
+    y, x = np.mgrid[0:300, 0:300]
+    disc = ((np.hypot(x - 150, y - 150) < 60) * 255).astype(np.uint8)
+    square = tmp_path / "disc.png"
+    Image.fromarray(disc).save(square)
+    for frame in (FRAME, Frame(180, 320)):
+        raw = _prescaled(square, frame, tmp_path / "disc.rgb")
+        pixels = np.fromfile(raw, dtype=np.uint8).reshape(frame.height * PRESCALE, frame.width * PRESCALE, 3)
+        lit = pixels[..., 0] > 127
+        rows, cols = np.flatnonzero(lit.any(axis=1)), np.flatnonzero(lit.any(axis=0))
+        # the disc stays round: as wide as it is high (a stretch would make an ellipse)
+        assert abs((rows[-1] - rows[0]) - (cols[-1] - cols[0])) <= 2
+    transparent = Image.new("RGBA", (64, 64), (255, 255, 255, 0))
+    transparent.save(tmp_path / "clear.png")
+    raw = _prescaled(tmp_path / "clear.png", FRAME, tmp_path / "clear.rgb")
+    assert np.fromfile(raw, dtype=np.uint8).max() == 0  # transparency over black
+
+
 # --------------------------------------------------------------------------- motion
 
 
-def _raw_motion(ff: FFmpeg, image: Path, total: int, offset: int, count: int, out: Path) -> np.ndarray:
+def _raw_motion(
+    ff: FFmpeg, image: Path, total: int, offset: int, count: int, out: Path, *, seed: int = 5
+) -> np.ndarray:
+    """Frames ``offset .. offset+count-1`` of a move, straight from the filter (no encoder in between)."""
     from studiolo.domain.film.render import _prescaled, _raw_input
 
     raw = _prescaled(image, FRAME, out.with_suffix(".rgb"))
-    graph = f"[0:v]format=yuv420p,{motion_filter(5, total, offset, count, FRAME)},format=rgb24[out]"
+    graph = f"[0:v]format=yuv420p,{motion_filter(seed, total, offset, count, FRAME)},format=rgb24[out]"
     run(ff, [*_raw_input(raw, FRAME), "-filter_complex", graph, "-map", "[out]", "-f", "rawvideo", str(out)])
-    return np.fromfile(out, dtype=np.uint8).reshape(-1, FRAME.height, FRAME.width, 3)
+    return np.fromfile(out, dtype=np.uint8).reshape(-1, FRAME.height, FRAME.width, 3).astype(np.float32)
 
 
 def test_motion_frames_are_the_same_in_both_clips(ff: FFmpeg, images: list[Path], tmp_path: Path) -> None:
@@ -333,7 +358,7 @@ def test_motion_frames_are_the_same_in_both_clips(ff: FFmpeg, images: list[Path]
     assert whole.shape[0] == 40 and head.shape[0] == 15 and tail.shape[0] == 25
     assert np.array_equal(np.concatenate([head, tail]), whole)
     # and it moves
-    assert np.abs(whole[0].astype(int) - whole[-1].astype(int)).mean() > 2
+    assert np.abs(whole[0] - whole[-1]).mean() > 2
 
 
 # --------------------------------------------------------------------------- clips and film
@@ -402,6 +427,34 @@ def test_crossfade_is_continuous_across_clips(ff: FFmpeg, film: tuple[list[Path]
         assert np.abs(last - first).mean() < 0.2 * np.abs(own - first).mean()
 
 
+def test_crossfade_shows_the_next_moves_first_frames_and_the_next_clip_goes_on(ff: FFmpeg, tmp_path: Path) -> None:
+    """Clip k's last frame blends frame C-1 of shot k+1's move, clip k+1 starts at frame C: no frame skipped or
+    shown twice. Odd timings (31 and 47 frames, an 11-frame crossfade) so that no offset is a round number."""
+    grids = []
+    for k, colour in enumerate(((220, 60, 40), (40, 200, 90))):
+        pixels = np.zeros((360, 640, 3), dtype=np.uint8) + np.array(colour, dtype=np.uint8)
+        pixels[:: 14 + 4 * k] = 255  # fine lines: one frame of motion changes many pixels
+        pixels[:, :: 18 + 4 * k] = 0
+        Image.fromarray(pixels).save(tmp_path / f"grid{k}.png")
+        grids.append(tmp_path / f"grid{k}.png")
+    shots = [Shot(grids[0], "g0", 31 / 30, 0), Shot(grids[1], "g1", 47 / 30, 1)]
+    first_clip, second_clip = plan_clips(shots, FRAME, crossfade=0.37)
+    fade = first_clip.fade_frames
+    assert (fade, second_clip.offset_frames) == (11, 11)
+    render_clip(ff, first_clip, tmp_path / "c0.mp4")
+    render_clip(ff, second_clip, tmp_path / "c1.mp4")
+    assert _count_decoded(ff, tmp_path / "c0.mp4") == 31
+    assert _count_decoded(ff, tmp_path / "c1.mp4") == 47
+    own = _raw_motion(ff, grids[0], 31, 0, 31, tmp_path / "own.raw", seed=0)
+    following = _raw_motion(ff, grids[1], fade + 47, 0, fade + 2, tmp_path / "next.raw", seed=1)
+    last = _frame_number(ff, tmp_path / "c0.mp4", 30, tmp_path / "last.png")
+    first = _frame_number(ff, tmp_path / "c1.mp4", 0, tmp_path / "first.png")
+    # xfade's last frame: 1/fade of the outgoing shot, the rest the incoming one
+    blends = {j: own[30] / fade + following[j] * (fade - 1) / fade for j in (fade - 2, fade - 1, fade)}
+    assert min(blends, key=lambda j: float(np.abs(last - blends[j]).mean())) == fade - 1
+    assert min((fade - 1, fade, fade + 1), key=lambda j: float(np.abs(first - following[j]).mean())) == fade
+
+
 def test_burned_subtitles_change_only_the_bottom_third(ff: FFmpeg, images: list[Path], tmp_path: Path) -> None:
     spec = plan_clips(_shots(images, cues=True), FRAME)[0]
     plain, burned = tmp_path / "plain.mp4", tmp_path / "burned.mp4"
@@ -422,10 +475,14 @@ def test_render_clip_cancel_leaves_no_file(bundled: FFmpeg, images: list[Path], 
 
     def stop() -> bool:
         calls.append(1)
-        return len(calls) > 1
+        return len(calls) > 2
 
     with pytest.raises(GenerationCanceled):
         render_clip(bundled, spec, out, should_stop=stop)
+    assert len(calls) >= 3  # asked before starting, then while ffmpeg ran
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(GenerationCanceled):
+        render_clip(bundled, spec, out, should_stop=lambda: True)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -607,10 +664,19 @@ def test_outputs_are_complete_or_absent(bundled: FFmpeg, tmp_path: Path) -> None
     assert list(tmp_path.iterdir()) == []
 
 
+def _live_children() -> list[str]:
+    """Command lines of this process's running children (ffmpeg is the only program these tests start)."""
+    alive = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                alive.append(" ".join(child.cmdline()))
+        except psutil.NoSuchProcess:  # ended while we looked
+            continue
+    return alive
+
+
 @pytest.fixture(autouse=True)
 def _no_leftover_ffmpeg() -> Iterator[None]:
     yield
-    leftovers = [
-        c for c in psutil.Process().children(recursive=True) if c.is_running() and c.status() != psutil.STATUS_ZOMBIE
-    ]
-    assert not leftovers
+    assert not _live_children()

@@ -47,6 +47,7 @@ from studiolo.engines.latent_preview import is_sdxl, latent_preview
 from studiolo.engines.model_files import (
     CONFIGS_DIR,
     IMPORT_HINT,
+    MOTION_PIPELINES,
     ModelFileError,
     clip_vocab_and_merges,
     inspect_model_path,
@@ -140,6 +141,8 @@ class DiffusersEngine:
                 pipeline_class = inspect_model_path(model.path).pipeline_class
         if pipeline_class in UPSCALE_PIPELINES:
             return upscaler_capabilities()
+        if pipeline_class in MOTION_PIPELINES:  # animates images for films (image_to_video.py), draws none
+            return Capabilities(txt2img=False, img2img=False, inpaint=False)
         return diffusers_capabilities(*pipeline_tasks(pipeline_class))
 
     def load(self, model: ModelRef) -> None:
@@ -375,6 +378,8 @@ class DiffusersEngine:
             ) from exc
         if is_upscaler(base):  # enlarges images and draws none (diffusers_upscale.py)
             return _Loaded(base, {"upscale": base}, upscaler_capabilities(), _pipeline_bytes(base))
+        if type(base).__name__ in MOTION_PIPELINES:  # image-to-video: run by image_to_video.py, draws none here
+            return _Loaded(base, {}, Capabilities(txt2img=False, img2img=False, inpaint=False), _pipeline_bytes(base))
         pipes: dict[JobKind, Any] = {}
         unet = getattr(base, "unet", None)
         inpaint_only = int(getattr(getattr(unet, "config", None), "in_channels", 4) or 4) == 9

@@ -101,6 +101,7 @@ def find_ffmpeg(configured: str = "") -> FFmpeg | None:
     broken path should show as "ffmpeg missing", not be papered over by another build.
     """
     if configured:
+        configured = shutil.which(configured) or configured  # a bare name ("ffmpeg7") is looked up on PATH
         version = _version_of(configured)
         if version is None:
             log.warning("the configured ffmpeg %r does not run", configured)

@@ -83,12 +83,17 @@ UPSCALE_PIPELINES: dict[str, tuple[str, tuple[int, ...]]] = {
 }
 UPSCALER_FACTORS: dict[str, tuple[int, ...]] = dict(UPSCALE_PIPELINES.values())
 
+# Image-to-video pipelines and the arch label the catalog stores for them: they animate an image (the film studio's
+# motion, engines/image_to_video.py) and draw none, so like upscalers they are never a generator's model.
+MOTION_PIPELINES: dict[str, str] = {"StableVideoDiffusionPipeline": "svd"}
+MOTION_ARCHS: frozenset[str] = frozenset(MOTION_PIPELINES.values())
+
 
 def pipeline_tasks(pipeline_class: str | None) -> tuple[bool, bool, bool]:
     """(txt2img, img2img, inpaint) support of a diffusers pipeline class, judged by name only."""
     if pipeline_class is None:
         return (True, False, False)
-    if pipeline_class in UPSCALE_PIPELINES:
+    if pipeline_class in UPSCALE_PIPELINES or pipeline_class in MOTION_PIPELINES:
         return (False, False, False)
     if "Inpaint" in pipeline_class:
         # Dedicated inpainting checkpoints have a 9-channel UNet that cannot run txt2img or img2img.
@@ -172,6 +177,8 @@ def _inspect_folder(path: Path) -> ModelInspection:
 def _folder_arch(path: Path, pipeline_class: str) -> str | None:
     if pipeline_class in UPSCALE_PIPELINES:
         return UPSCALE_PIPELINES[pipeline_class][0]
+    if pipeline_class in MOTION_PIPELINES:
+        return MOTION_PIPELINES[pipeline_class]
     if pipeline_class.startswith("StableDiffusionXL"):
         return "sdxl"
     if not pipeline_class.startswith("StableDiffusion") or pipeline_class.startswith("StableDiffusion3"):

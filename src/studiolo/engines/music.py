@@ -3,8 +3,8 @@
 ``ProceduralMusic`` synthesises the score of ``music_score.compose`` with numpy alone: pads (detuned, slow attack,
 low-passed by mood), an arpeggio (pluck, bell or soft), bass, drums made of noise and pitch sweeps, and a reverb.
 Each distinct part of the score is rendered once and laid out where it repeats, and the reverb runs at a quarter of
-the sample rate in one FFT convolution, so 300 s of 48 kHz stereo takes well under a second on two cores
-(bench figures in tests/unit/test_music.py's docstring). ``FluidsynthMusic`` plays the same score through a General
+the sample rate as one batched, partitioned FFT convolution, so 300 s of 48 kHz stereo costs about one CPU second
+(``python -m bench.media`` prints the figures per mood). ``FluidsynthMusic`` plays the same score through a General
 MIDI soundfont when one is configured (engines/music_fluidsynth.py).
 """
 
@@ -104,7 +104,7 @@ class _Synth:
         self.ir_noise = rng.standard_normal((2, int(_REVERB_RATE * 6))).astype(np.float32)
         self.notes: dict[tuple[str, int, int], np.ndarray] = {}
 
-    # --- instruments: one note at velocity 1, kept for the next time it sounds ------------------------------------
+    # --- instruments: one note at velocity 1, kept for the next time it sounds -----------------------------------
     def note(self, role: str, pitch: int, length: int) -> np.ndarray:
         key = (role, pitch, length if role in ("pad", "bass") else 0)
         found = self.notes.get(key)
@@ -181,7 +181,7 @@ class _Synth:
             wave = np.sin(np.float32(2 * math.pi) * phase) * np.exp(-t / np.float32(0.3))
         return np.asarray(wave, dtype=np.float32)
 
-    # --- parts and the whole -----------------------------------------------------------------------------------------
+    # --- parts and the whole -------------------------------------------------------------------------------------
     def part(self, part: Part) -> np.ndarray:
         """One part as (n, 2) float32 from its unit's start, tails included."""
         placed = []

@@ -178,7 +178,7 @@ def _drums(style: Style, fill: bool, rng: np.random.Generator) -> Part:
     level = _DRUM_LEVELS[style.drums]
     notes = []
     for bar in range(style.beats // 4):
-        last = fill and bar == style.beats // 4 - 1
+        last = fill and bar == style.beats // 4 - 1 and style.drums not in ("tick", "soft")  # quiet beds: no fills
         for drum, beats in pattern.items():
             for b in beats:
                 if last and b >= 3.0 and drum != HAT:

@@ -80,6 +80,7 @@ def bcp47(code: str) -> str:
     "cmn" -> "zh", "yue" -> "zh-yue" (the first part stays an ISO 639 code, two letters where there is one)."""
     parts = code.replace("_", "-").split("-")
     first = parts[0].lower()
+    first = {"piqd": "tlh"}.get(first, first)  # espeak names Klingon by its script (pIqaD)
     rest: list[str] = []
     if first in ("cmn", "yue", "hak"):
         rest.append("" if first == "cmn" else first)
@@ -157,9 +158,7 @@ class SpeechCatalog:
         if not voices:
             raise ServiceUnavailable("No text-to-speech voice is installed.", code="no_voices")
         want = language.replace("_", "-").lower()
-        primary = want.split("-")[0]
-        preferred = _DEFAULT_REGION.get(want, want) if "-" not in want else want
-        for lang in (primary, "en"):
+        for lang, preferred in ((want.split("-")[0], _DEFAULT_REGION.get(want, want)), ("en", "en-us")):
             candidates = [v for v in voices if v.language.lower().split("-")[0] == lang]
             if candidates:
                 return min(

@@ -114,6 +114,36 @@ def _models_of(model: Path, config_path: Path) -> list[_Model]:
     ]
 
 
+# Loaded voices, per process (every catalog built in it shares them): model path -> PiperVoice.
+_LOADED: dict[tuple[Path, Path], Any] = {}
+_LOADED_LOCK = threading.Lock()
+_LOADING: dict[tuple[Path, Path], threading.Lock] = {}
+
+
+def load_voice(model: Path, config: Path, voice_id: str) -> Any:
+    """The PiperVoice of ``model``, loaded once per process even when several threads ask at once."""
+    key = (model, config)
+    with _LOADED_LOCK:
+        loaded = _LOADED.get(key)
+        if loaded is not None:
+            return loaded
+        gate = _LOADING.setdefault(key, threading.Lock())
+    with gate:  # one thread loads; the others wait for it instead of loading the same model again
+        with _LOADED_LOCK:
+            loaded = _LOADED.get(key)
+        if loaded is not None:
+            return loaded
+        from piper import PiperVoice
+
+        try:
+            loaded = PiperVoice.load(model, config_path=config)
+        except Exception as exc:  # onnxruntime raises its own types for a broken model file
+            raise EngineError(f"The Piper voice {voice_id} does not load: {exc}", code="speech_failed") from exc
+        with _LOADED_LOCK:
+            _LOADED[key] = loaded
+        return loaded
+
+
 class PiperSpeech:
     name = "piper"
 
@@ -122,8 +152,6 @@ class PiperSpeech:
         self.include_package = include_package
         self._lock = threading.Lock()
         self._models: dict[str, _Model] | None = None
-        self._loaded: dict[Path, Any] = {}
-        self._loading: dict[Path, threading.Lock] = {}
 
     def _catalog(self) -> dict[str, _Model]:
         with self._lock:
@@ -143,28 +171,7 @@ class PiperSpeech:
         return [m.voice for m in self._catalog().values()] if piper_importable() else []
 
     def _voice(self, model: _Model) -> Any:
-        """The loaded PiperVoice, loaded once per process even when several threads ask at once."""
-        with self._lock:
-            loaded = self._loaded.get(model.model)
-            if loaded is not None:
-                return loaded
-            gate = self._loading.setdefault(model.model, threading.Lock())
-        with gate:
-            with self._lock:
-                loaded = self._loaded.get(model.model)
-            if loaded is not None:
-                return loaded
-            from piper import PiperVoice
-
-            try:
-                loaded = PiperVoice.load(model.model, config_path=model.config)
-            except Exception as exc:  # onnxruntime raises its own types for a broken model file
-                raise EngineError(
-                    f"The Piper voice {model.voice.id} does not load: {exc}", code="speech_failed"
-                ) from exc
-            with self._lock:
-                self._loaded[model.model] = loaded
-            return loaded
+        return load_voice(model.model, model.config, model.voice.id)
 
     def synthesize(self, text: str, voice_id: str, *, speed: float = 1.0) -> Speech:
         model = self._catalog().get(voice_id)

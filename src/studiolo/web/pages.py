@@ -26,6 +26,7 @@ from studiolo.domain.accounts.authn import Principal
 from studiolo.domain.accounts.redirects import safe_next
 from studiolo.domain.accounts.router import session_response
 from studiolo.domain.billing.service import FORMULA
+from studiolo.domain.generation.catalog import draws_images
 from studiolo.domain.generation.schemas import GenerationParams
 from studiolo.domain.generation.styles import style_name
 from studiolo.errors import Forbidden, NotFound, StudioloError, Unauthorized
@@ -257,7 +258,8 @@ async def generate_page(request: Request, viewer: ViewerDep, services: ServicesD
     groups: dict[str, list[Any]] = {}
     for style in catalog.styles:
         groups.setdefault(style.category, []).append(style)
-    models = services.catalog.models()
+    # Upscalers and image-to-video models draw nothing: not offered to draw with (GET /upscalers, films' motion).
+    models = [m for m in services.catalog.models() if draws_images(m.arch)]
     return render(
         request,
         "generate.html",

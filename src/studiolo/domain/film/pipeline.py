@@ -18,6 +18,7 @@ least MIN_SLOT. The film lasts exactly the sum of the slots, which the final che
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -130,21 +131,20 @@ def plan_timeline(narrations: Sequence[NarratedScene], fps: int) -> Timeline:
         slot = _frames(max(MIN_SLOT, LEAD + narrated.seconds + TAIL), fps) / fps
         timeline.starts.append(t)
         timeline.slots.append(slot)
-        timeline.cues.append(
-            [subtitles.Cue(t + LEAD + c.start, t + LEAD + c.end, c.text) for c in narrated.cues]
-        )
+        timeline.cues.append([subtitles.Cue(t + LEAD + c.start, t + LEAD + c.end, c.text) for c in narrated.cues])
         t += slot
     return timeline
 
 
 def _resample(samples: np.ndarray, rate: int) -> np.ndarray:
     """Mono float32 at SAMPLE_RATE (linear interpolation: speech engines give 16-24 kHz)."""
-    samples = np.asarray(samples, dtype=np.float32)
-    if rate == SAMPLE_RATE or len(samples) == 0:
-        return samples
-    n = max(1, round(len(samples) * SAMPLE_RATE / rate))
-    x = np.linspace(0, len(samples) - 1, n)
-    return np.interp(x, np.arange(len(samples)), samples).astype(np.float32)
+    mono: np.ndarray = np.asarray(samples, dtype=np.float32)
+    if rate == SAMPLE_RATE or len(mono) == 0:
+        return mono
+    n = max(1, round(len(mono) * SAMPLE_RATE / rate))
+    x = np.linspace(0, len(mono) - 1, n)
+    resampled: np.ndarray = np.interp(x, np.arange(len(mono)), mono).astype(np.float32)
+    return resampled
 
 
 class _Stages:
@@ -259,15 +259,13 @@ class FilmRenderer:
             ).all()
         if status == "canceled":
             for image_job in pending:
-                try:
+                with contextlib.suppress(StudioloError):  # it ended meanwhile
                     self.generation.cancel(owner_id, image_job)
-                except StudioloError:  # ended meanwhile
-                    pass
 
     # -- reading the project ----------------------------------------------------------------------------------
 
     def _project(self, session: Any, job: Job) -> FilmProject:
-        project = session.get(FilmProject, job.params["film_id"])
+        project: FilmProject | None = session.get(FilmProject, job.params["film_id"])
         if project is None or project.owner_id != job.owner_id or project.deleted_at is not None:
             raise EngineError("The film was deleted before it was rendered.", code="film_not_found", retryable=False)
         return project
@@ -451,15 +449,15 @@ class FilmRenderer:
         music_digest = "none"
         if project.music != "none":
             stages.begin("music", 1)
-            spec = MusicSpec(mood=project.music, seconds=seconds, seed=project.seed)
-            music_digest = _sha(PIPELINE_VERSION, self.music.name, spec.mood, round(seconds, 3), spec.seed)
+            music = MusicSpec(mood=project.music, seconds=seconds, seed=project.seed)
+            music_digest = _sha(PIPELINE_VERSION, self.music.name, music.mood, round(seconds, 3), music.seed)
             key = self._cache_key(project, "music", music_digest, "wav")
             if self.store.exists(key):
                 music_path = self._fetch(key, work, "music.wav")
                 stages.end("music", "cached")
             else:
                 music_path = work / "music.wav"
-                ff_engine.write_wav(music_path, self.music.render(spec, SAMPLE_RATE), SAMPLE_RATE)
+                ff_engine.write_wav(music_path, self.music.render(music, SAMPLE_RATE), SAMPLE_RATE)
                 self._put_file(key, music_path, "audio/wav")
                 stages.end("music")
         else:
@@ -573,7 +571,9 @@ class FilmRenderer:
 
     # -- the end ----------------------------------------------------------------------------------------------
 
-    def _commit(self, job: Job, project: FilmProject, scenes: list[FilmScene], result: _Result, stages: _Stages) -> None:
+    def _commit(
+        self, job: Job, project: FilmProject, scenes: list[FilmScene], result: _Result, stages: _Stages
+    ) -> None:
         with self.db.session() as session:
             row = session.get(FilmProject, project.id)
             if row is None or row.render_job_id != job.id:
@@ -620,4 +620,3 @@ class _Result:
     narration_seconds: list[float]
     outputs: dict[str, Any]
     keep: set[str]
-

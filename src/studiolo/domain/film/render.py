@@ -29,7 +29,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from studiolo.domain.film.subtitles import Cue
-from studiolo.engines.base import EngineError
+from studiolo.engines.base import EngineError, GenerationCanceled
 from studiolo.engines.ffmpeg import FFmpeg, Probe, probe, run
 
 # Bump when a change here alters the pixels of a clip: every cached clip key changes with it.
@@ -357,6 +357,8 @@ def render_clip(ff: FFmpeg, spec: ClipSpec, out: Path, *, should_stop: ShouldSto
     next shot's motion; the shot's cues burned in when ``spec.burn``."""
     frame = spec.frame
     count, fade, offset = spec.frame_count, spec.fade_frames, spec.offset_frames
+    if should_stop is not None and should_stop():  # before the prescaling, which ffmpeg's polling does not cover
+        raise GenerationCanceled()
     with _workdir() as work, _atomic(out) as partial:
         args = _raw_input(_prescaled(spec.shot.image, frame, work / "shot.rgb"), frame)
         graph = [f"[0:v]format=yuv420p,{motion_filter(spec.shot.motion_seed, offset + count, offset, count, frame)}[a]"]

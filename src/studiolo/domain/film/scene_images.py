@@ -1,8 +1,8 @@
 """A scene's image is an ordinary generation job (issue 16): queued like any image, made by whichever worker serves
 the model, charged through the billing gate, kept in the gallery and in the film's collection.
 
-Which image a scene needs is named by a hash of everything that decides its pixels (prompt, seed, style, model,
-size, character image): a scene whose hash differs from the one its image was made for needs a new one. The service
+Which image a scene needs is named by a hash of everything that decides its pixels (views.scene_image_hash: prompt,
+seed, style, model, aspect, character image): a scene whose hash differs from its image's needs a new one. The service
 (regenerate now) and the pipeline (images still missing at render time) both go through ``submit_scene_image``.
 """
 
@@ -29,18 +29,20 @@ FILM_TAG = "film"
 
 
 def named_character(scene: FilmScene, characters: list[FilmCharacter]) -> FilmCharacter | None:
-    """The first character whose name the scene's text says as a word (case-insensitive), if any."""
-    for character in sorted(characters, key=lambda c: (-len(c.name), c.name)):
-        if re.search(rf"(?<!\w){re.escape(character.name)}(?!\w)", scene.text, flags=re.IGNORECASE):
-            return character
-    return None
+    """The character the scene's text names first (whole words, any case), if any."""
+    best: tuple[int, FilmCharacter] | None = None
+    for character in characters:
+        match = re.search(rf"(?<!\w){re.escape(character.name)}(?!\w)", scene.text, flags=re.IGNORECASE)
+        if match and (best is None or match.start() < best[0]):
+            best = (match.start(), character)
+    return best[1] if best else None
 
 
 def scene_image_hash(project: FilmProject, scene: FilmScene, character: FilmCharacter | None) -> str:
     """What decides the scene's image; the image is stale when this differs from ``scene.image_hash``."""
     decided = {
         "prompt": scene.prompt,
-        "seed": scene.seed,
+        "seed": int(scene.seed),
         "style": project.style,
         "model": project.model_id,
         "aspect": project.aspect,
@@ -122,9 +124,7 @@ def submit_scene_image(
     key = f"film-scene:{scene.id}:{wanted[:32]}"
     if character is not None:
         init = generation.validate_upload(store.get(character.image_key), field="image")
-        accepted, _ = generation.submit(
-            project.owner_id, params, kind="img2img", init_image=init, idempotency_key=key
-        )
+        accepted, _ = generation.submit(project.owner_id, params, kind="img2img", init_image=init, idempotency_key=key)
     else:
         accepted, _ = generation.submit(project.owner_id, params, idempotency_key=key)
     return accepted.id, wanted

@@ -22,7 +22,7 @@ from studiolo.db.session import Database
 from studiolo.domain.generation.models import InstalledModel, Job
 from studiolo.engines.base import Capabilities, Engine, ModelRef
 from studiolo.engines.demo.engine import DEMO_MODEL_ID, DemoEngine
-from studiolo.engines.model_files import UPSCALER_FACTORS
+from studiolo.engines.model_files import MOTION_ARCHS, UPSCALER_FACTORS
 from studiolo.engines.upscale import LANCZOS_UPSCALER_ID, LANCZOS_UPSCALER_NAME, UPSCALE_FACTORS
 from studiolo.errors import Conflict, InvalidInput, ModelUnavailable, NotFound, ServiceUnavailable, StudioloError
 from studiolo.settings import Settings
@@ -99,8 +99,22 @@ def _model_file_error(exc: Exception) -> StudioloError:
     return InvalidInput(str(exc), code=code)
 
 
+def draws_images(arch: str | None) -> bool:
+    """False for the models that draw nothing: upscalers (they enlarge an image) and image-to-video models (they
+    animate one, engines/image_to_video.py). Those are never the default model nor a generator's model."""
+    return arch not in UPSCALER_FACTORS and arch not in MOTION_ARCHS
+
+
 def _refuse_upscaler_default(model_id: str, arch: str | None) -> None:
-    """An upscaler model draws nothing, so it cannot be the model a request without one uses (409)."""
+    """An upscaler or image-to-video model draws nothing, so it cannot be the model a request without one uses
+    (409)."""
+    if arch in MOTION_ARCHS:
+        raise Conflict(
+            f"'{model_id}' is an image-to-video model: it animates the scenes of films (their motion) and draws no "
+            "image, so it cannot be the default model.",
+            code="model_is_motion",
+            details={"model": model_id},
+        )
     if arch in UPSCALER_FACTORS:
         raise Conflict(
             f"'{model_id}' is an upscaler: it enlarges images (POST /api/v1/images/{{id}}/upscale, `studiolo "
@@ -174,8 +188,9 @@ class ModelCatalog:
         return refs
 
     def default_model_id(self) -> str:
-        # Upscaler models draw nothing: never the default, and installing one keeps the demo model the fallback.
-        rows = {k: r for k, r in self._rows().items() if r.arch not in UPSCALER_FACTORS}
+        # Upscaler and image-to-video models draw nothing: never the default, and installing one keeps the demo
+        # model the fallback.
+        rows = {k: r for k, r in self._rows().items() if draws_images(r.arch)}
         chosen = next((r.id for r in rows.values() if r.is_default), None)
         if chosen:
             return chosen

@@ -41,9 +41,7 @@ ChangeListener = Callable[[set[str], set[str]], None]
 class ServedModels:
     """The models this process claims: ``requested`` (None: every installed model) that have their files here."""
 
-    def __init__(
-        self, catalog: ModelCatalog, requested: Sequence[str] | None = None, *, builtin: Sequence[str] = ()
-    ):
+    def __init__(self, catalog: ModelCatalog, requested: Sequence[str] | None = None, *, builtin: Sequence[str] = ()):
         self.catalog = catalog
         # Job "models" this process serves without files, beside the built-in upscalers: the film renderer's
         # pseudo-model where this machine can render films (ffmpeg found; services.py).
