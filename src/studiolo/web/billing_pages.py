@@ -27,11 +27,8 @@ FEATURE_NAMES = {
     "img2img": "Image to image",
     "inpaint": "Inpaint",
     "upscale": "Upscale",
-    "film": "Film studio (not built yet)",
+    "film": "Film studio",
 }
-# What the pricing cards list: the film studio is a feature a plan can already unlock, but it does not exist yet, and a
-# page promises only what works (test_web_billing_pages.py).
-OFFERED_FEATURES = tuple(f for f in FEATURES if f != "film")
 LEDGER_KINDS = {
     "grant": "Monthly grant",
     "purchase": "Purchase",
@@ -73,7 +70,7 @@ def priority_name(value: int) -> str:
 
 def plan_facts(plan: PlanView) -> list[tuple[str, str]]:
     """What a plan gives, in the order the pricing cards and the admin table list it."""
-    features = [FEATURE_NAMES.get(f, f) for f in OFFERED_FEATURES if f in plan.features]
+    features = [FEATURE_NAMES.get(f, f) for f in FEATURES if f in plan.features]
     return [
         ("Images per month", limit(plan.monthly_images)),
         ("Images per day", limit(plan.daily_images)),

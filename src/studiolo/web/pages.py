@@ -446,6 +446,8 @@ _SHELL_ASSETS = [
     "js/gen-history.js",
     "js/gen-cost.js",
     "js/billing.js",
+    "js/films.js",
+    "js/film.js",
     "js/queue.js",
     "js/auth.js",
     "js/account.js",
@@ -467,6 +469,7 @@ def install(app: FastAPI) -> None:
     from studiolo.web.admin_pages import router as admin_pages_router
     from studiolo.web.api_docs import router as api_docs_router
     from studiolo.web.billing_pages import router as billing_pages_router
+    from studiolo.web.film_pages import router as film_pages_router
 
     async def _to_signin(request: Request, exc: Exception) -> Response:
         return signin_redirect(request)
@@ -475,4 +478,5 @@ def install(app: FastAPI) -> None:
     app.include_router(router)
     app.include_router(admin_pages_router)
     app.include_router(billing_pages_router)
+    app.include_router(film_pages_router)
     app.include_router(api_docs_router)

@@ -21,9 +21,11 @@ WEB_DIR = Path(__file__).parent
 STATIC_DIR = WEB_DIR / "static"
 
 # Pages only ever load their own scripts, styles and fonts; images may come from an S3 endpoint through
-# presigned redirects (any https origin), previews arrive as data: URLs and the mask editor draws blobs.
+# presigned redirects (any https origin), previews arrive as data: URLs and the mask editor draws blobs. Films play
+# from the API or a presigned S3 URL; a voice sample plays from a blob the page fetched.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob: https:; "
+    "media-src 'self' blob: https:; "
     "connect-src 'self'; worker-src 'self'; manifest-src 'self'; frame-ancestors 'none'; base-uri 'self'; "
     "form-action 'self'; object-src 'none'"
 )
