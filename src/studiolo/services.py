@@ -38,6 +38,7 @@ from studiolo.domain.generation.upscale import UpscaleService
 from studiolo.domain.generation.worker import JobRunner
 from studiolo.engines.base import Engine
 from studiolo.engines.ffmpeg import find_ffmpeg
+from studiolo.engines.image_to_video import SVDImageToVideo
 from studiolo.engines.music import MOODS, build_music_engine
 from studiolo.engines.speech import build_speech_catalog
 from studiolo.settings import Settings
@@ -253,6 +254,9 @@ def build_services(
         speech=speech,
         music=build_music_engine(settings),
         ffmpeg=find_ffmpeg(settings.film_ffmpeg) if settings.film_enabled else None,
+        catalog=catalog,
+        # Constructing it loads nothing: a model's pipeline is loaded by the first film that moves with it.
+        motion=SVDImageToVideo(device=settings.device, memory_budget_bytes=settings.model_memory_budget_mb * 2**20),
     )
     return Services(
         settings=settings,

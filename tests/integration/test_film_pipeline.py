@@ -21,12 +21,16 @@ from studiolo.domain.film import pipeline, render
 from studiolo.domain.film.models import FilmProject, FilmScene
 from studiolo.domain.film.schemas import ScenePatch
 from studiolo.domain.film.subtitles import parse_srt, parse_vtt
+from studiolo.domain.film.timeline import LEAD
 from studiolo.domain.gallery.models import CollectionItem, Image
 from studiolo.domain.generation.models import Job
 from studiolo.engines.ffmpeg import probe
+from studiolo.engines.image_to_video import SVDImageToVideo
+from studiolo.errors import InvalidInput
 from studiolo.services import Services, build_services
 from tests.film_checks import cover, distance, ffmpeg, frame_at, make_film, run_until_done
 from tests.helpers import create_user
+from tests.tiny_svd import make_tiny_svd_pipeline
 
 pytestmark = pytest.mark.usefixtures("fast_image_polls")
 
@@ -117,12 +121,7 @@ def test_a_three_scene_script_becomes_the_planned_film(film_services: Services, 
     assert starts == sorted(starts) and all(c.end > c.start for c in srt)
     for placed in timeline["scenes"]:
         for cue in placed["cues"]:
-            assert (
-                placed["start"] + timeline.LEAD - 0.01
-                <= cue["start"]
-                < cue["end"]
-                <= placed["start"] + placed["seconds"]
-            )
+            assert placed["start"] + LEAD - 0.01 <= cue["start"] < cue["end"] <= placed["start"] + placed["seconds"]
     said = " ".join(c.text.replace("\n", " ") for c in srt)
     assert said.split() == " ".join(s.text for s in scenes).split()
     last_cue = timeline["scenes"][-1]["cues"][-1]
@@ -190,3 +189,35 @@ def test_canceling_a_render_midway_gives_its_credits_back(settings_factory: Any)
         assert svc.film.get(user, film_id).status == "canceled"
     finally:
         svc.close(timeout=10)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
+def test_a_film_can_move_with_an_image_to_video_model(
+    film_services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = film_services
+    with pytest.raises(InvalidInput) as refused:
+        make_film(svc, motion="no-such-model")
+    assert refused.value.code == "unknown_motion"
+
+    svc.catalog.import_path(make_tiny_svd_pipeline(tmp_path / "tiny-svd"), model_id="tiny-svd")
+    assert svc.film.options(LOCAL_USER_ID).motions == ["kenburns", "tiny-svd"]
+    renderer = svc.runner.handlers["film"]
+    engine, made = SVDImageToVideo(device="cpu", steps=2, threads=1), Counting()  # a quick run
+    monkeypatch.setattr(engine, "frames", made.wrap(engine.frames))
+    monkeypatch.setattr(renderer, "motion", engine)
+    film_id = make_film(svc, music="none", motion="tiny-svd", script="The sea. The storm came in at night.")
+    job = run_until_done(svc, svc.film.render(LOCAL_USER_ID, film_id).job_id)
+    assert job.status == "succeeded", job.error
+    with svc.db.session() as session:
+        project = session.get(FilmProject, film_id)
+        assert project is not None
+        outputs, timeline = dict(project.outputs), dict(project.timeline)
+    assert made.calls == len(timeline["scenes"])  # each scene's motion made once, shared by the clips showing it
+    mp4 = _stored(svc, outputs["mp4"], tmp_path, "moving.mp4")
+    info = probe(ffmpeg(), mp4)
+    assert info.has_video and info.has_audio and abs(info.duration - timeline["seconds"]) <= 0.5
+    first = timeline["scenes"][0]
+    early, late = frame_at(mp4, first["start"] + 0.2), frame_at(mp4, first["start"] + first["seconds"] * 0.6)
+    assert distance(early, late, (32, 18)) > 0.5  # the picture moves: the model's frames, not a still

@@ -37,6 +37,7 @@ from studiolo.db.base import utcnow
 from studiolo.db.session import Database
 from studiolo.domain.film import render, script, subtitles
 from studiolo.domain.film.models import FilmCharacter, FilmProject, FilmScene
+from studiolo.domain.film.motion import KEN_BURNS, Motion
 from studiolo.domain.film.scene_images import (
     image_state,
     named_character,
@@ -56,11 +57,13 @@ from studiolo.domain.film.timeline import (
     resample,
 )
 from studiolo.domain.gallery.models import Image
+from studiolo.domain.generation.catalog import ModelCatalog
 from studiolo.domain.generation.handlers import JobContext, Waiting
 from studiolo.domain.generation.models import Job
 from studiolo.domain.generation.service import GenerationService
 from studiolo.engines import ffmpeg as ff_engine
 from studiolo.engines.base import EngineError, GenerationCanceled
+from studiolo.engines.image_to_video import ImageToVideo, MotionModel, motion_models
 from studiolo.engines.music import MusicEngine, MusicSpec
 from studiolo.engines.speech import SpeechCatalog
 from studiolo.errors import StudioloError
@@ -93,6 +96,8 @@ class FilmRenderer:
         speech: SpeechCatalog,
         music: MusicEngine,
         ffmpeg: ff_engine.FFmpeg | None,
+        catalog: ModelCatalog,
+        motion: ImageToVideo | None = None,
     ):
         self.db = db
         self.settings = settings
@@ -101,6 +106,8 @@ class FilmRenderer:
         self.speech = speech
         self.music = music
         self.ffmpeg = ffmpeg
+        self.catalog = catalog
+        self.motion = motion  # image-to-video for films whose motion names a model (motion.py)
 
     # -- the handler --------------------------------------------------------------------------------------------
 
@@ -377,7 +384,8 @@ class FilmRenderer:
                     cues=tuple(subtitles.Cue(c.start - start, c.end - start, c.text) for c in cues),
                 )
             )
-        specs = render.plan_clips(shots, frame, crossfade=CROSSFADE, burn=project.burn_subtitles)
+        motion = Motion(ff, frame, work, engine=self.motion, model=self._motion_model(project), should_stop=stop)
+        specs = motion.plan(shots, crossfade=CROSSFADE, burn=project.burn_subtitles)
         stages.begin("motion", len(specs))
         clip_keys: list[str] = []
         made = 0
@@ -387,7 +395,7 @@ class FilmRenderer:
             key = self._cache_key(project, "clip", _sha(PIPELINE_VERSION, spec.key()), "mp4")
             if not self.store.exists(key):
                 out = work / f"clip-{i}.mp4"
-                render.render_clip(ff, spec, out, should_stop=stop)
+                motion.render_clip(spec, out)
                 self._put_file(key, out, "video/mp4")
                 made += 1
             clip_keys.append(key)
@@ -454,6 +462,20 @@ class FilmRenderer:
             },
             keep={*clip_keys, mix_key, srt_key, vtt_key, mp4_key, thumb_key},
         )
+
+    def _motion_model(self, project: FilmProject) -> MotionModel | None:
+        """The image-to-video model the film's motion names; None for Ken Burns."""
+        if project.motion == KEN_BURNS:
+            return None
+        found = {m.id: m for m in motion_models(self.catalog)}.get(project.motion)
+        if found is None or self.motion is None:
+            raise EngineError(
+                f"The motion model '{project.motion}' is not installed on this worker; choose another motion or "
+                "Ken Burns.",
+                code="motion_model_unavailable",
+                retryable=False,
+            )
+        return found
 
     # -- the end ----------------------------------------------------------------------------------------------
 

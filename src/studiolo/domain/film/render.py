@@ -96,6 +96,11 @@ class Shot:  # one scene on the film's timeline
     seconds: float  # its slot: the crossfade into the next scene takes the slot's last `crossfade` seconds
     motion_seed: int  # Ken Burns direction and zoom (deterministic)
     cues: tuple[Cue, ...] = ()  # its subtitles, times relative to the slot start (burned in only if burn=True)
+    # An image-to-video model's motion for the shot in place of Ken Burns: a video of the frame's size and fps whose
+    # frames cover the shot's whole span (the part shown in the previous clip's crossfade, then its slot), named
+    # in clip keys by ``video_hash`` (what made it). Made only when a clip needing it is rendered (pipeline.py).
+    video: Path | None = None
+    video_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,8 @@ class ClipSpec:  # clip k of the film: shot k's slot, including the crossfade in
                 "frames": frames(s.seconds, self.frame.fps),
                 "motion": s.motion_seed,
             }
+            if s.video_hash is not None:
+                fields["video"] = s.video_hash
             if cues:
                 fields["cues"] = [[round(c.start, 3), round(c.end, 3), c.text] for c in s.cues]
             return fields
@@ -241,8 +248,8 @@ def _prescaled(image: Path, frame: Frame, out: Path) -> Path:
     return out
 
 
-def _raw_input(path: Path, frame: Frame) -> list[str]:
-    size = f"{frame.width * PRESCALE}x{frame.height * PRESCALE}"
+def _raw_input(path: Path, frame: Frame, *, prescale: int = PRESCALE) -> list[str]:
+    size = f"{frame.width * prescale}x{frame.height * prescale}"
     return ["-f", "rawvideo", "-pix_fmt", "rgb24", "-video_size", size, "-framerate", str(frame.fps), "-i", str(path)]
 
 
@@ -360,15 +367,14 @@ def render_clip(ff: FFmpeg, spec: ClipSpec, out: Path, *, should_stop: ShouldSto
     if should_stop is not None and should_stop():  # before the prescaling, which ffmpeg's polling does not cover
         raise GenerationCanceled()
     with _workdir() as work, _atomic(out) as partial:
-        args = _raw_input(_prescaled(spec.shot.image, frame, work / "shot.rgb"), frame)
-        graph = [f"[0:v]format=yuv420p,{motion_filter(spec.shot.motion_seed, offset + count, offset, count, frame)}[a]"]
+        args, moving = _shot_input(spec.shot, frame, work / "shot.rgb", offset, count, offset + count)
+        graph = [f"[0:v]{moving}[a]"]
         label = "a"
         if spec.next_shot is not None and fade > 0:
             next_total = fade + frames(spec.next_shot.seconds, frame.fps)
-            args += _raw_input(_prescaled(spec.next_shot.image, frame, work / "next.rgb"), frame)
-            graph.append(
-                f"[1:v]format=yuv420p,{motion_filter(spec.next_shot.motion_seed, next_total, 0, fade, frame)}[b]"
-            )
+            more, next_moving = _shot_input(spec.next_shot, frame, work / "next.rgb", 0, fade, next_total)
+            args += more
+            graph.append(f"[1:v]{next_moving}[b]")
             timing = f"duration={fade / frame.fps:.6f}:offset={(count - fade) / frame.fps:.6f}"
             graph.append(f"[a][b]xfade=transition=fade:{timing}[x]")
             label = "x"
@@ -389,6 +395,25 @@ def render_clip(ff: FFmpeg, spec: ClipSpec, out: Path, *, should_stop: ShouldSto
         args += ["-filter_complex", ";".join(graph), "-map", "[out]", "-frames:v", str(count), "-an"]
         args += [*_video_codec_args(frame), "-f", "mp4", str(partial)]
         run(ff, args, should_stop=should_stop)
+
+
+def _shot_input(shot: Shot, frame: Frame, scratch: Path, offset: int, count: int, total: int) -> tuple[list[str], str]:
+    """The ffmpeg input of a shot and the filter giving frames [offset, offset + count) of its ``total``-frame
+    motion: its image under Ken Burns, or those frames of its image-to-video motion."""
+    if shot.video is not None:
+        cut = f"trim=start_frame={offset}:end_frame={offset + count},setpts=PTS-STARTPTS"
+        return ["-i", str(shot.video)], f"{cut},fps={frame.fps},format=yuv420p"
+    zoompan = motion_filter(shot.motion_seed, total, offset, count, frame)
+    return _raw_input(_prescaled(shot.image, frame, scratch), frame), f"format=yuv420p,{zoompan}"
+
+
+def encode_frames(ff: FFmpeg, raw: Path, frame: Frame, count: int, out: Path) -> None:
+    """``count`` raw RGB frames of the frame's size (an image-to-video model's) as a near-lossless intermediate
+    video, the input of the clips that show them."""
+    with _atomic(out) as partial:
+        args = [*_raw_input(raw, frame, prescale=1), "-frames:v", str(count), "-an", "-c:v", "libx264"]
+        args += ["-preset", "ultrafast", "-crf", "8", "-pix_fmt", "yuv444p", "-f", "mp4", str(partial)]
+        run(ff, args)
 
 
 def _concat_line(path: Path) -> str:

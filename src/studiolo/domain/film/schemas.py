@@ -41,6 +41,12 @@ class FilmCreate(BaseModel):
     podcast: bool = Field(default=False, description='Lines written "NAME: text" are spoken by a voice per speaker')
     speaker_voices: dict[str, str] = Field(default_factory=dict, max_length=20)
     burn_subtitles: bool = False
+    motion: str = Field(
+        default="kenburns",
+        max_length=200,
+        description='How stills move: "kenburns" (pan and zoom), or an installed image-to-video model id '
+        "(GET /films/options)",
+    )
     seed: int | None = _SEED
 
 
@@ -62,6 +68,7 @@ class FilmPatch(BaseModel):
     podcast: bool | None = None
     speaker_voices: dict[str, str] | None = _SPEAKERS
     burn_subtitles: bool | None = None
+    motion: str | None = Field(default=None, max_length=200)
     seed: int | None = _SEED
     public: bool | None = None
     resplit: bool = False
@@ -168,6 +175,7 @@ class FilmView(BaseModel):
     podcast: bool
     speaker_voices: dict[str, str]
     burn_subtitles: bool
+    motion: str
     seed: int
     public: bool
     share_url: str | None
@@ -254,6 +262,7 @@ class TargetRange(BaseModel):
 
 class FilmOptions(BaseModel):
     moods: list[str] = Field(description='Music moods; "none" (no music) is always accepted too')
+    motions: list[str] = Field(description='"kenburns", then the installed image-to-video (SVD) model ids')
     aspects: list[str]
     resolutions: list[str]
     styles: list[str]

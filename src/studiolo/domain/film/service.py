@@ -25,6 +25,7 @@ from studiolo.domain.billing.gate import BillingGate
 from studiolo.domain.film import script as sc
 from studiolo.domain.film import views
 from studiolo.domain.film.models import FILM_MODEL_ID, FilmProject, FilmScene
+from studiolo.domain.film.motion import KEN_BURNS
 from studiolo.domain.film.scenes import SceneOps
 from studiolo.domain.film.schemas import (
     ASPECTS,
@@ -55,6 +56,7 @@ from studiolo.domain.generation.schemas import GenerationParams
 from studiolo.domain.generation.service import GenerationService
 from studiolo.domain.generation.submission import check_idempotency_key, queued_row, submit_hash
 from studiolo.domain.ownership import get_owned
+from studiolo.engines.image_to_video import motion_models
 from studiolo.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from studiolo.settings import Settings
 from studiolo.storage.base import ObjectNotFound, ObjectStore
@@ -73,7 +75,8 @@ class FilmFile:
 
 def _settings_fingerprint(p: FilmProject) -> str:
     """What, changed, makes every clip of a film render again (the quote's whole-film case)."""
-    what = [p.aspect, p.resolution, p.voice, p.speed, p.music, p.podcast, p.speaker_voices, p.burn_subtitles, p.seed]
+    what = [p.aspect, p.resolution, p.voice, p.speed, p.music, p.podcast, p.speaker_voices, p.burn_subtitles]
+    what += [p.seed, p.motion]
     return hashlib.sha256(repr(what).encode()).hexdigest()[:32]
 
 
@@ -114,6 +117,7 @@ class FilmService(SceneOps):
         styles = [s.slug for s in self.generation.style_catalog(owner_id).styles]
         return FilmOptions(
             moods=list(self.music_moods),
+            motions=[KEN_BURNS, *(m.id for m in motion_models(self.generation.catalog))],
             aspects=list(ASPECTS),
             resolutions=list(RESOLUTIONS),
             styles=styles,
@@ -145,6 +149,16 @@ class FilmService(SceneOps):
                 f"Unknown music '{music}': use one of {', '.join(self.music_moods)} or none.",
                 code="unknown_music",
                 details={"music": music, "moods": list(self.music_moods), "field": "music"},
+            )
+
+    def _check_motion(self, motion: str) -> None:
+        """Ken Burns, or an image-to-video model installed here (422 unknown_motion)."""
+        models = [m.id for m in motion_models(self.generation.catalog)]
+        if motion != KEN_BURNS and motion not in models:
+            raise InvalidInput(
+                f"Unknown motion '{motion}': use kenburns or an installed image-to-video model.",
+                code="unknown_motion",
+                details={"motion": motion, "motions": [KEN_BURNS, *models], "field": "motion"},
             )
 
     def _check_look(self, owner_id: str, style: str | None, model: str | None, aspect: str) -> None:
@@ -180,6 +194,7 @@ class FilmService(SceneOps):
     def create(self, owner_id: str, data: FilmCreate) -> FilmView:
         sc.validate_script(data.script, max_words=self.settings.film_max_words)
         self._check_music(data.music)
+        self._check_motion(data.motion)
         self._check_look(owner_id, data.style, data.model, data.aspect)
         voice = data.voice or self._speech().default_voice(guess_language(data.script)).id
         project = FilmProject(
@@ -197,6 +212,7 @@ class FilmService(SceneOps):
             podcast=data.podcast,
             speaker_voices=dict(data.speaker_voices),
             burn_subtitles=data.burn_subtitles,
+            motion=data.motion,
             seed=data.seed if data.seed is not None else secrets.randbelow(2**32),
             status="draft",
             render_state={},
@@ -273,6 +289,8 @@ class FilmService(SceneOps):
             sc.validate_script(fields["script"], max_words=self.settings.film_max_words)
         if fields.get("music") is not None:
             self._check_music(fields["music"])
+        if fields.get("motion") is not None:
+            self._check_motion(fields["motion"])
         with self.db.session() as session:
             project = self._owned(session, owner_id, film_id, for_update=True)
             renamed = "title" in fields and fields["title"] is not None and fields["title"] != project.title

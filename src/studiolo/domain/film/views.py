@@ -213,6 +213,7 @@ def film_view(session: Session, project: FilmProject, *, max_words: int) -> Film
         podcast=project.podcast,
         speaker_voices=dict(project.speaker_voices or {}),
         burn_subtitles=project.burn_subtitles,
+        motion=project.motion,
         seed=int(project.seed),
         public=project.public,
         share_url=share_url(project.share_token) if project.public else None,
