@@ -23,7 +23,7 @@ from typing import Any
 
 from studiolo.domain.accounts.models import LOCAL_USER_ID
 from studiolo.domain.film import pipeline
-from studiolo.domain.film.schemas import FilmCreate, FilmPatch, ScenePatch
+from studiolo.domain.film.schemas import STAGES, FilmCreate, FilmPatch, ScenePatch
 from studiolo.domain.generation.worker import Worker
 from studiolo.engines.demo import DEMO_MODEL_ID, weights_available
 from studiolo.services import Services, build_services
@@ -83,11 +83,11 @@ def run_render(svc: Services, film_id: str) -> tuple[float, dict[str, Any]]:
 def report(label: str, wall: float, result: dict[str, Any]) -> None:
     stages = result["stages"]
     duration = result["duration"]
-    video = sum(float(stages[s].get("seconds") or 0.0) for s in ("motion", "encode"))
+    video = sum(float(stages[s].seconds or 0.0) for s in ("motion", "encode"))
     print(f"\n{label}: {duration:.1f} s of film in {wall:.1f} s wall")
-    for name in pipeline.STAGES:
+    for name in STAGES:
         entry = stages[name]
-        print(f"  {name:<10} {float(entry.get('seconds') or 0.0):7.2f} s  {entry['state']}")
+        print(f"  {name:<10} {float(entry.seconds or 0.0):7.2f} s  {entry.state}")
     if video:
         print(f"  video real-time ratio (film seconds / (motion + encode) seconds): {duration / video:.2f}x")
 
@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="3 scenes, echo images (tests/e2e/test_bench.py)")
     args = parser.parse_args()
     if args.smoke:
-        args.scenes, args.seconds = 3, 60
+        args.scenes, args.seconds = 3, 20
     pipeline.IMAGE_POLL_SECONDS = 0.05  # the in-thread loop runs the scene images meanwhile
     with tempfile.TemporaryDirectory() as tmp:
         use_demo = weights_available() and not args.smoke

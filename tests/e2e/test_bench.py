@@ -78,6 +78,15 @@ SMOKE: dict[str, tuple[list[str], list[str]]] = {
             rf"speech piper:en_US-joe-medium: first call {NUMBER} s, {NUMBER} s of speech",
         ],
     ),
+    "film": (
+        ["--smoke"],
+        [
+            rf"^720p full render: {NUMBER} s of film in {NUMBER} s wall",
+            rf"video real-time ratio \(film seconds / \(motion \+ encode\) seconds\): {NUMBER}x",
+            rf"one-scene edit / full render: {NUMBER}%",
+            rf"^1080p \(images and narration reused\): {NUMBER} s of film in {NUMBER} s wall",
+        ],
+    ),
     "film_media": (
         ["--seconds", "1", "--resolutions", "720p", "--ffmpeg", "found", "--stills", "textured"],
         [

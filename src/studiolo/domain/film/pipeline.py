@@ -308,7 +308,10 @@ class FilmRenderer:
         path = work / "tts-new.wav"
         ff_engine.write_wav(path, samples, SAMPLE_RATE)
         self._put_file(key, path, "audio/wav")
-        return samples
+        # What a later render reads from the cache (16-bit), not the float samples: the narration track, and so the
+        # mix's cache key, must come out the same whether the sentence was spoken now or before.
+        stored, _ = ff_engine.read_wav(path)
+        return stored
 
     def _render(
         self,

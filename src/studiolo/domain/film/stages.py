@@ -22,13 +22,16 @@ class Stages:
             name: dict(kept.get(name) or {"state": "pending", "done": 0, "total": 0}) for name in STAGES
         }
         self.current: str | None = None
-        self._started = 0.0
         self._last_write = 0.0
 
     def begin(self, name: str, total: int) -> None:
+        """Start stage ``name``. A stage already running in this job (the images stage, begun again each time the
+        render comes back from waiting for its images) keeps its start, so its seconds count the whole wait."""
         self.current = name
-        self._started = time.monotonic()
-        self.stages[name].update(state="running", done=0, total=total)
+        entry = self.stages[name]
+        if entry.get("state") != "running" or "started" not in entry:
+            entry["started"] = time.time()
+        entry.update(state="running", done=0, total=total)
         self._emit(name, force=True)
 
     def step(self, name: str, done: int) -> None:
@@ -36,8 +39,8 @@ class Stages:
         self._emit(name)
 
     def end(self, name: str, state: str = "done") -> None:
-        seconds = round(time.monotonic() - self._started, 3)
         entry = self.stages[name]
+        seconds = round(max(0.0, time.time() - float(entry.pop("started", time.time()))), 3)
         entry.update(state=state, done=entry["total"], seconds=seconds)
         self.ctx.timing(name, seconds)
         self._emit(name, force=True)

@@ -316,6 +316,12 @@ function wireForm(form) {
     for (const mood of options.moods ?? []) music.append(el("option", { value: mood, text: mood[0].toUpperCase() + mood.slice(1) }));
     if (draft.music) music.value = draft.music;
     else if ((options.moods ?? []).includes("calm")) music.value = "calm";
+    // Image-to-video models (SVD), when the server has any: the choice appears only then.
+    const motions = (options.motions ?? []).filter((m) => m !== "kenburns");
+    const motion = form.querySelector("#film-motion");
+    for (const id of motions) motion.append(el("option", { value: id, text: `Animated by ${id}` }));
+    form.querySelector("#motion-field").hidden = motions.length === 0;
+    if (draft.motion && [...motion.options].some((o) => o.value === draft.motion)) motion.value = draft.motion;
     if (options.max_words) form.dataset.maxWords = String(options.max_words);
     speakers();
     form.dataset.ready = "true";
