@@ -4,12 +4,15 @@ resplit; with the provider failing, the film is still made, with the rule-based 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from studiolo.domain.accounts.models import LOCAL_USER_ID
+from studiolo.domain.film.schemas import FilmCreate, FilmPatch
 from studiolo.domain.film.script import scene_prompt
 from studiolo.services import Services
 from tests.chat_server import ChatServer, provider_prompt, scenes_of
@@ -124,3 +127,41 @@ def test_without_a_provider_nothing_is_asked(client: TestClient, chat: ChatServe
     film = create(client)
     assert [s["prompt"] for s in film["scenes"]] == rule_based(film)
     assert chat.requests == []
+
+
+class _WritingPrompter:
+    """A prompter that, while it is asked, writes to the same database from another thread (another user of the
+    server): it finishes only if no transaction of the storyboard is held across the provider's call."""
+
+    def __init__(self, write: Callable[[], object]) -> None:
+        self.write = write
+        self.wrote = False
+
+    def rewrite(self, scenes: Sequence[str], *, style: str | None, title: str) -> list[str]:
+        def run() -> None:
+            self.write()
+            self.wrote = True
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        thread.join(timeout=30)  # a deadlock guard, not a timing: a held lock would keep the write waiting
+        assert self.wrote, "the write waited on the storyboard's transaction"
+        return [f"provider {i}" for i in range(len(scenes))]
+
+
+def test_the_provider_is_asked_outside_any_transaction(services: Services) -> None:
+    film = services.film
+    other = film.create(LOCAL_USER_ID, FilmCreate(title="Other", script=SCRIPT))
+    renamed = _WritingPrompter(lambda: film.update(LOCAL_USER_ID, other.id, FilmPatch(title="Renamed")))
+    film.prompter = renamed
+    made = film.create(LOCAL_USER_ID, FilmCreate(title="Keeper", script=SCRIPT))
+    assert renamed.wrote and film.get(LOCAL_USER_ID, other.id).title == "Renamed"
+    assert [s.prompt for s in made.scenes] == [f"provider {i}" for i in range(len(made.scenes))]
+
+    # a resplit: while the provider is asked, the same film's script changes; the storyboard is of the script as
+    # written last, and its prompts are the rule-based ones (the provider was asked about other scenes)
+    changed = "A fox crossed the frozen river at night."
+    film.prompter = _WritingPrompter(lambda: film.update(LOCAL_USER_ID, made.id, FilmPatch(script=changed)))
+    after = film.update(LOCAL_USER_ID, made.id, FilmPatch(resplit=True))
+    assert [s.text for s in after.scenes] == [changed]
+    assert [s.prompt for s in after.scenes] == [scene_prompt(changed, podcast=False)]
