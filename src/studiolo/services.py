@@ -23,6 +23,7 @@ from studiolo.domain.accounts.tokens import TokenCodec, load_secret_key
 from studiolo.domain.billing.service import BillingService
 from studiolo.domain.film.models import FILM_MODEL_ID
 from studiolo.domain.film.pipeline import FilmRenderer
+from studiolo.domain.film.prompter import build_scene_prompter
 from studiolo.domain.film.service import FilmService
 from studiolo.domain.film.youtube import YouTubeService
 from studiolo.domain.gallery.service import GalleryService
@@ -244,6 +245,7 @@ def build_services(
         speech=speech,
         music_moods=MOODS,
         events=events,
+        prompter=build_scene_prompter(settings),
     )
     # The film renderer (issue 16): a "film" job is run by it in the same workers as images, where ffmpeg is found.
     runner.handlers["film"] = FilmRenderer(

@@ -150,6 +150,7 @@ class Settings(BaseSettings):
     film_chat_api_base: str = ""  # an OpenAI-compatible chat server that may rewrite scenes into prompts; empty: none
     film_chat_api_key: str = ""
     film_chat_model: str = "gpt-4o-mini"
+    film_chat_timeout_seconds: float = Field(default=60.0, gt=0, le=600)  # a create/resplit waits at most this
     film_soundfont: Path | None = None  # a General MIDI .sf2 for fluidsynth music; empty: the procedural synth
     film_youtube_api_base: str = "https://www.googleapis.com"  # tests point it at a local server
 

@@ -26,6 +26,7 @@ from studiolo.domain.film import script as sc
 from studiolo.domain.film import views
 from studiolo.domain.film.models import FILM_MODEL_ID, FilmProject, FilmScene
 from studiolo.domain.film.motion import KEN_BURNS
+from studiolo.domain.film.prompter import ScenePrompter, storyboard_prompts
 from studiolo.domain.film.scenes import SceneOps
 from studiolo.domain.film.schemas import (
     ASPECTS,
@@ -80,6 +81,10 @@ def _settings_fingerprint(p: FilmProject) -> str:
     return hashlib.sha256(repr(what).encode()).hexdigest()[:32]
 
 
+def _split(p: FilmProject) -> list[sc.SceneDraft]:
+    return sc.split_script(p.script, target_seconds=p.target_seconds, podcast=p.podcast, speed=p.speed)
+
+
 class FilmService(SceneOps):
     def __init__(
         self,
@@ -93,6 +98,7 @@ class FilmService(SceneOps):
         speech: SpeechPort,
         music_moods: Sequence[str],
         events: EventBus,
+        prompter: ScenePrompter | None = None,
     ):
         self.db = db
         self.settings = settings
@@ -103,6 +109,7 @@ class FilmService(SceneOps):
         self.speech = speech
         self.music_moods = tuple(music_moods)
         self.events = events
+        self.prompter = prompter  # an optional chat provider for the storyboard's image prompts (prompter.py)
 
     # -- catalogue -----------------------------------------------------------------------------
     def _speech(self) -> SpeechPort:
@@ -220,30 +227,38 @@ class FilmService(SceneOps):
             timeline={},
         )
         self._check_voices(project)
+        asked = self._ask_prompts(project)
         collection = self.gallery.create_collection(owner_id, CollectionCreate(name=f"Film: {project.title}"[:120]))
         project.collection_id = collection.id
         with self.db.session() as session:
             session.add(project)
             session.flush()
-            self._storyboard(session, project)
+            self._storyboard(session, project, asked)
             return self._view(session, project)
 
-    def _storyboard(self, session: Session, project: FilmProject) -> None:
-        """The scenes split from the script (replacing any), their seeds following the film's seed."""
+    def _ask_prompts(self, project: FilmProject) -> tuple[list[str], list[str]] | None:
+        """(scene texts, the chat provider's prompts for them), or None: asked outside any transaction (an HTTP
+        call must not hold a write lock), never failing (prompter.storyboard_prompts)."""
+        texts = [d.text for d in _split(project)]
+        prompts = storyboard_prompts(self.prompter, texts, style=project.style, title=project.title)
+        return (texts, prompts) if prompts is not None else None
+
+    def _storyboard(self, session: Session, project: FilmProject, asked: tuple[list[str], list[str]] | None) -> None:
+        """The scenes split from the script (replacing any), their seeds following the film's seed; their prompts
+        the provider's when it was asked about these very scene texts, else the rule-based ones."""
         for old in views.load_scenes(session, project.id):
             session.delete(old)
         session.flush()
-        drafts = sc.split_script(
-            project.script, target_seconds=project.target_seconds, podcast=project.podcast, speed=project.speed
-        )
-        for i, draft in enumerate(drafts):
+        drafts = _split(project)
+        prompts = asked[1] if asked and asked[0] == [d.text for d in drafts] else [d.prompt for d in drafts]
+        for i, (draft, prompt) in enumerate(zip(drafts, prompts, strict=True)):
             session.add(
                 FilmScene(
                     project_id=project.id,
                     owner_id=project.owner_id,
                     position=i,
                     text=draft.text,
-                    prompt=draft.prompt,
+                    prompt=prompt,
                     seed=(int(project.seed) + 1 + i) % 2**32,
                     planned_seconds=draft.planned_seconds,
                 )
@@ -291,6 +306,14 @@ class FilmService(SceneOps):
             self._check_music(fields["music"])
         if fields.get("motion") is not None:
             self._check_motion(fields["motion"])
+        asked = None
+        if resplit:  # the storyboard's inputs as the patch leaves them, read (no lock) to ask the provider first
+            with self.db.session() as session:
+                current = self._owned(session, owner_id, film_id)
+                keys = ("script", "target_seconds", "podcast", "speed", "title")
+                probe = FilmProject(**{k: v if (v := fields.get(k)) is not None else getattr(current, k) for k in keys})
+                probe.style = fields.get("style", current.style)  # null: the default style
+            asked = self._ask_prompts(probe)
         with self.db.session() as session:
             project = self._owned(session, owner_id, film_id, for_update=True)
             renamed = "title" in fields and fields["title"] is not None and fields["title"] != project.title
@@ -310,7 +333,7 @@ class FilmService(SceneOps):
                 for scene in views.load_scenes(session, project.id):  # their estimates follow the narration speed
                     scene.planned_seconds = sc.scene_seconds(scene.text, podcast=project.podcast, speed=project.speed)
             if resplit:
-                self._storyboard(session, project)
+                self._storyboard(session, project, asked)
             project.updated_at = utcnow()
             view = self._view(session, project)
             collection_id, title = project.collection_id, project.title
