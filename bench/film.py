@@ -46,9 +46,9 @@ SENTENCES = [
 
 
 def script_for(scenes: int, seconds: int) -> str:
-    """``scenes`` paragraphs of about ``seconds / scenes`` seconds of narration each (espeak-ng speaks ~2.6 words
-    a second at speed 1)."""
-    words_per_scene = max(4, round(seconds / scenes * 2.4))
+    """``scenes`` paragraphs making a film of about ``seconds``: each scene's slot is its narration plus 1.1 s of
+    picture around it (timeline.py), and espeak-ng speaks about 2 words a second at speed 1, pauses included."""
+    words_per_scene = max(4, round((seconds / scenes - 1.1) * 2.0))
     paragraphs = []
     k = 0
     for _ in range(scenes):
