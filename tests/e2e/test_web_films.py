@@ -19,6 +19,7 @@ import pytest
 from PIL import Image as PILImage
 from playwright.sync_api import Browser, Page, expect
 
+from studiolo.domain.film.schemas import STAGES
 from tests.e2e.test_web_billing import assert_accessible, at
 from tests.e2e.test_web_studio import (
     DESKTOP,
@@ -42,7 +43,6 @@ __all__ = ["axe", "browser"]  # fixtures shared with test_web_studio.py
 SHOTS = [REPO / "test-artifacts" / "screenshots" / "films"]
 if Path("/tmp/shots").is_dir():
     SHOTS.append(Path("/tmp/shots"))
-STAGES = ["images", "narration", "music", "mix", "motion", "subtitles", "encode", "thumbnail", "check"]
 SCRIPT = (
     "The lighthouse keeper climbs the stairs at dusk. Far below, the sea is calm.\n\n"
     "She lights the great lamp, and its beam sweeps across the dark water.\n\n"

@@ -11,7 +11,6 @@ them. Loaded models live in an LRU cache bounded by a byte budget.
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import threading
 from collections import OrderedDict
@@ -44,6 +43,7 @@ from studiolo.engines.diffusers_sampling import (
 from studiolo.engines.diffusers_upscale import UPSCALE_PIPELINES, is_upscaler, upscale_kwargs, upscaler_capabilities
 from studiolo.engines.hf_libraries import quiet_hf_libraries
 from studiolo.engines.latent_preview import is_sdxl, latent_preview
+from studiolo.engines.model_cache import evict_least_recent, free_device_memory
 from studiolo.engines.model_files import (
     CONFIGS_DIR,
     IMPORT_HINT,
@@ -335,26 +335,10 @@ class DiffusersEngine:
 
     def _evict_locked(self, keep: str, budget: int | None = None) -> list[_Loaded]:
         """Drop least recently used idle models until the cache fits ``budget``; returns what was dropped."""
-        limit = self.memory_budget_bytes if budget is None else budget
-        total = sum(e.size_bytes for e in self._cache.values())
-        evicted: list[_Loaded] = []
-        for model_id in list(self._cache):  # least recently used first
-            if total <= limit:
-                break
-            entry = self._cache[model_id]
-            if model_id == keep or entry.in_use:
-                continue
-            del self._cache[model_id]
-            total -= entry.size_bytes
-            evicted.append(entry)
-        return evicted
+        return evict_least_recent(self._cache, self.memory_budget_bytes if budget is None else budget, keep=keep)
 
     def _free_memory(self) -> None:
-        gc.collect()
-        if self._device is not None and self._device.startswith("cuda"):
-            import torch
-
-            torch.cuda.empty_cache()
+        free_device_memory(self._device)
 
     # -- loading ----------------------------------------------------------------------------------------------
 

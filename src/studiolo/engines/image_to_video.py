@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from PIL import Image, ImageOps
 
 from studiolo.engines.base import EngineError, GenerationCanceled, ModelLoadError
+from studiolo.engines.model_cache import evict_least_recent, free_device_memory
 from studiolo.engines.model_files import MOTION_ARCHS, MOTION_PIPELINES, ModelFileError, inspect_model_path
 from studiolo.engines.threads import torch_threads
 
@@ -326,27 +327,10 @@ class SVDImageToVideo:
             entry.in_use -= 1
 
     def _evict_locked(self, keep: str) -> list[_Loaded]:
-        total = sum(e.size_bytes for e in self._cache.values())
-        evicted: list[_Loaded] = []
-        for model_id in list(self._cache):
-            if total <= self.memory_budget_bytes:
-                break
-            entry = self._cache[model_id]
-            if model_id == keep or entry.in_use:
-                continue
-            del self._cache[model_id]
-            total -= entry.size_bytes
-            evicted.append(entry)
-        return evicted
+        return evict_least_recent(self._cache, self.memory_budget_bytes, keep=keep)
 
     def _free_memory(self) -> None:
-        import gc
-
-        gc.collect()
-        if self._device is not None and self._device.startswith("cuda"):
-            import torch
-
-            torch.cuda.empty_cache()
+        free_device_memory(self._device)
 
     def _load(self, model: MotionModel) -> _Loaded:
         from studiolo.engines.diffusers_engine import (
