@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 from sqlalchemy import func, select
@@ -23,19 +24,21 @@ from studiolo.settings import Settings
 from studiolo.storage.base import ObjectNotFound, ObjectStore
 
 
-class SceneOps:
-    """Scene and character operations of FilmService."""
+class SceneOps(ABC):
+    """Scene and character operations of FilmService, which gives them its owner check and its view."""
 
     db: Database
     settings: Settings
     store: ObjectStore
     generation: GenerationService
 
+    @abstractmethod
     def _owned(self, session: Session, owner_id: str, film_id: str, *, for_update: bool = False) -> FilmProject:
-        raise NotImplementedError
+        """The owner's film (404 film_not_found otherwise)."""
 
+    @abstractmethod
     def _view(self, session: Session, project: FilmProject) -> FilmView:
-        raise NotImplementedError
+        """The film as the API shows it."""
 
     # -- scenes --------------------------------------------------------------------------------
     def _scene(self, session: Session, project: FilmProject, scene_id: str) -> FilmScene:
