@@ -10,7 +10,8 @@ import wave
 import numpy as np
 import pytest
 
-from studiolo.domain.film.speech_port import guess_language, sample_text, wav_bytes
+from studiolo.domain.film.speech_port import guess_language, sample_text
+from studiolo.engines.wavcodec import encode_wav
 
 
 @pytest.mark.parametrize(
@@ -35,12 +36,12 @@ def test_sample_text_by_language() -> None:
     assert sample_text("en-US") == sample_text("xx")  # English where there is no sentence of the language
 
 
-def test_wav_bytes_mono_and_stereo() -> None:
+def test_voice_samples_are_16_bit_wav_mono_and_stereo() -> None:
     mono = np.array([0.0, 0.5, -0.5, 1.5, -2.0], dtype=np.float32)
-    with wave.open(io.BytesIO(wav_bytes(mono, 16000))) as w:
+    with wave.open(io.BytesIO(encode_wav(mono, 16000))) as w:
         assert (w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()) == (1, 2, 16000, 5)
         frames = np.frombuffer(w.readframes(5), dtype="<i2")
     assert frames.tolist() == [0, 16384, -16384, 32767, -32767]  # clipped to [-1, 1]
     stereo = np.zeros((48, 2), dtype=np.float32)
-    with wave.open(io.BytesIO(wav_bytes(stereo, 48000))) as w:
+    with wave.open(io.BytesIO(encode_wav(stereo, 48000))) as w:
         assert (w.getnchannels(), w.getnframes()) == (2, 48)

@@ -11,10 +11,8 @@ import json
 import logging
 import re
 import shutil
-import struct
 import subprocess
 import tempfile
-import wave
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from studiolo.engines.base import EngineError, GenerationCanceled
+from studiolo.engines.wavcodec import decode_wav, encode_wav
 
 log = logging.getLogger(__name__)
 
@@ -296,67 +295,15 @@ def probe(ff: FFmpeg, path: Path) -> Probe:
 
 
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
-    """Float samples in [-1, 1], mono (N,) or multichannel (N, channels), as 16-bit PCM."""
+    """Float samples in [-1, 1], mono (N,) or multichannel (N, channels), as 16-bit PCM (wavcodec.py)."""
     data = np.asarray(samples, dtype=np.float32)
-    if data.ndim == 1:
-        data = data[:, None]
-    if data.ndim != 2 or data.shape[1] < 1:
-        raise ValueError(f"samples must be (N,) or (N, channels), not {samples.shape}")
-    pcm = np.round(np.clip(np.nan_to_num(data), -1.0, 1.0) * 32767.0).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(data.shape[1])
-        out.setsampwidth(2)
-        out.setframerate(int(sample_rate))
-        out.writeframes(pcm.tobytes())
-
-
-_PCM, _FLOAT, _EXTENSIBLE = 0x0001, 0x0003, 0xFFFE
+    if data.ndim not in (1, 2) or (data.ndim == 2 and data.shape[1] < 1):
+        raise ValueError(f"samples must be (N,) or (N, channels), not {data.shape}")
+    path.write_bytes(encode_wav(np.nan_to_num(data), int(sample_rate)))
 
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    """WAV -> float32 in [-1, 1]: 1-D for mono, (N, channels) otherwise; and the sample rate.
-
-    Reads PCM (8/16/24/32-bit) and IEEE float (32/64-bit), plain or WAVE_FORMAT_EXTENSIBLE (what ffmpeg writes
-    for 24/32-bit): the RIFF chunks are walked here because Python 3.11's ``wave`` only knows 16-bit-style PCM.
-    """
-    data = path.read_bytes()
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise ValueError(f"{path.name} is not a WAV file")
-    fmt: tuple[int, int, int, int] | None = None
-    payload: bytes | None = None
-    position = 12
-    while position + 8 <= len(data):
-        chunk, size = data[position : position + 4], struct.unpack("<I", data[position + 4 : position + 8])[0]
-        body = data[position + 8 : position + 8 + size]
-        if chunk == b"fmt " and len(body) >= 16:
-            tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
-            if tag == _EXTENSIBLE and len(body) >= 26:
-                tag = struct.unpack("<H", body[24:26])[0]  # the sub-format GUID starts with the format tag
-            fmt = (tag, channels, rate, bits)
-        elif chunk == b"data":
-            payload = body
-            break
-        position += 8 + size + (size & 1)  # chunks are word aligned
-    if fmt is None or payload is None:
-        raise ValueError(f"{path.name}: no fmt or data chunk")
-    tag, channels, rate, bits = fmt
-    width = bits // 8
-    payload = payload[: len(payload) - len(payload) % max(1, width * channels)]
-    if tag == _PCM and width == 1:
-        samples = (np.frombuffer(payload, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
-    elif tag == _PCM and width == 2:
-        samples = np.frombuffer(payload, dtype="<i2").astype(np.float32) / 32768.0
-    elif tag == _PCM and width == 3:
-        bytes3 = np.frombuffer(payload, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
-        values = bytes3[:, 0] | (bytes3[:, 1] << 8) | (bytes3[:, 2] << 16)
-        values = np.where(values >= 1 << 23, values - (1 << 24), values)
-        samples = values.astype(np.float32) / float(1 << 23)
-    elif tag == _PCM and width == 4:
-        samples = (np.frombuffer(payload, dtype="<i4").astype(np.float64) / float(1 << 31)).astype(np.float32)
-    elif tag == _FLOAT and width in (4, 8):
-        samples = np.frombuffer(payload, dtype="<f4" if width == 4 else "<f8").astype(np.float32)
-    else:
-        raise ValueError(f"{path.name}: unsupported WAV format {tag:#06x} with {bits}-bit samples")
-    if channels > 1:
-        samples = samples.reshape(-1, channels)
-    return samples, rate
+    """WAV -> float32 in [-1, 1]: 1-D for mono, (N, channels) otherwise; and the sample rate. PCM 8/16/24/32-bit
+    and float 32/64-bit, plain or WAVE_FORMAT_EXTENSIBLE (what ffmpeg writes for 24/32-bit): wavcodec.py."""
+    samples, rate = decode_wav(path.read_bytes())
+    return (samples[:, 0] if samples.shape[1] == 1 else samples), rate

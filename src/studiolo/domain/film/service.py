@@ -47,7 +47,7 @@ from studiolo.domain.film.schemas import (
     VoiceList,
     VoiceView,
 )
-from studiolo.domain.film.speech_port import SpeechPort, VoiceInfo, guess_language, sample_text, wav_bytes
+from studiolo.domain.film.speech_port import SpeechPort, VoiceInfo, guess_language, sample_text
 from studiolo.domain.gallery.schemas import CollectionCreate, CollectionPatch
 from studiolo.domain.gallery.service import GalleryService
 from studiolo.domain.generation.events import EventBus
@@ -58,6 +58,7 @@ from studiolo.domain.generation.service import GenerationService
 from studiolo.domain.generation.submission import check_idempotency_key, queued_row, submit_hash
 from studiolo.domain.ownership import get_owned
 from studiolo.engines.image_to_video import motion_models
+from studiolo.engines.wavcodec import encode_wav
 from studiolo.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from studiolo.settings import Settings
 from studiolo.storage.base import ObjectNotFound, ObjectStore
@@ -145,7 +146,7 @@ class FilmService(SceneOps):
         except ObjectNotFound:
             pass
         spoken = speech.synthesize(words, voice.id)
-        data = wav_bytes(spoken.samples, spoken.sample_rate)
+        data = encode_wav(spoken.samples, spoken.sample_rate)
         self.store.put(key, data, "audio/wav", durable=False)  # made again when missing
         return data
 

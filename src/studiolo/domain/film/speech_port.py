@@ -1,14 +1,13 @@
-"""The speech engines as the film service sees them (engines/speech.py, CONTRACTS.md section 1), and what it does
-with their output: voice samples as WAV files, and the default voice's language guessed from a script."""
+"""The speech engines as the film service sees them (engines/speech.py), the sentence a voice sample speaks, and
+the default voice's language guessed from a script's writing system (engines/scripts.py)."""
 
 from __future__ import annotations
 
-import io
-import wave
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-import numpy as np
+from studiolo.engines.scripts import scripts_in
 
 # A sentence per language that voice samples speak when no text is given (GET /films/voices/{id}/sample).
 _SAMPLES = {
@@ -62,51 +61,26 @@ class SpeechPort(Protocol):
     def synthesize(self, text: str, voice_id: str, *, speed: float = 1.0) -> SpeechOut: ...
 
 
-def wav_bytes(samples: Any, sample_rate: int) -> bytes:
-    """Float samples in [-1, 1] (mono, or (n, 2) stereo) as a 16-bit PCM WAV file."""
-    data = np.asarray(samples, dtype=np.float32)
-    channels = 1 if data.ndim == 1 else int(data.shape[1])
-    pcm = (np.clip(data, -1.0, 1.0) * 32767.0).round().astype("<i2")
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(2)
-        w.setframerate(int(sample_rate))
-        w.writeframes(pcm.tobytes())
-    return out.getvalue()
+# The language a script's writing system suggests (engines/scripts.py names the scripts); others count as English.
+_SCRIPT_LANGUAGE = {
+    "Kana": "ja",
+    "CJK": "zh",
+    "Hangul": "ko",
+    "Cyrillic": "ru",
+    "Greek": "el",
+    "Arabic": "ar",
+    "Hebrew": "he",
+    "Devanagari": "hi",
+    "Thai": "th",
+}
 
 
 def guess_language(text: str) -> str:
     """The ISO 639-1 code the script's writing system suggests, for the default voice: ja (kana), zh (Han), ko,
     ru (Cyrillic), el, ar, he, hi (Devanagari), th; anything else en."""
-    counts: dict[str, int] = {}
-    for ch in text:
-        code = ord(ch)
-        lang = (
-            "ja"
-            if 0x3040 <= code <= 0x30FF
-            else "zh"
-            if 0x4E00 <= code <= 0x9FFF
-            else "ko"
-            if 0xAC00 <= code <= 0xD7AF
-            else "ru"
-            if 0x0400 <= code <= 0x04FF
-            else "el"
-            if 0x0370 <= code <= 0x03FF
-            else "ar"
-            if 0x0600 <= code <= 0x06FF
-            else "he"
-            if 0x0590 <= code <= 0x05FF
-            else "hi"
-            if 0x0900 <= code <= 0x097F
-            else "th"
-            if 0x0E00 <= code <= 0x0E7F
-            else "en"
-            if ch.isalpha()
-            else ""
-        )
-        if lang:
-            counts[lang] = counts.get(lang, 0) + 1
+    counts: Counter[str] = Counter()
+    for script, letters in scripts_in(text).items():
+        counts[_SCRIPT_LANGUAGE.get(script, "en")] += letters
     if counts.get("ja"):
         return "ja"  # Japanese mixes kana with Han characters
     return max(counts, key=lambda k: counts[k]) if counts else "en"
