@@ -255,7 +255,7 @@ def build_services(
         generation=generation,
         speech=speech,
         music=build_music_engine(settings),
-        ffmpeg=find_ffmpeg(settings.film_ffmpeg) if settings.film_enabled else None,
+        find_ffmpeg=(lambda: find_ffmpeg(settings.film_ffmpeg)) if settings.film_enabled else (lambda: None),
         catalog=catalog,
         # Constructing it loads nothing: a model's pipeline is loaded by the first film that moves with it.
         motion=SVDImageToVideo(device=settings.device, memory_budget_bytes=settings.model_memory_budget_mb * 2**20),

@@ -24,9 +24,10 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,7 @@ class FilmRenderer:
         generation: GenerationService,
         speech: SpeechCatalog,
         music: MusicEngine,
-        ffmpeg: ff_engine.FFmpeg | None,
+        find_ffmpeg: Callable[[], ff_engine.FFmpeg | None],
         catalog: ModelCatalog,
         motion: ImageToVideo | None = None,
     ):
@@ -105,9 +106,16 @@ class FilmRenderer:
         self.generation = generation
         self.speech = speech
         self.music = music
-        self.ffmpeg = ffmpeg
+        # Looked for on first use, not when the services are built: every process (API, CLI, tests) builds them,
+        # and only workers that render a film need ffmpeg (the search runs it once or twice).
+        self._find_ffmpeg = find_ffmpeg
         self.catalog = catalog
         self.motion = motion  # image-to-video for films whose motion names a model (motion.py)
+
+    @cached_property
+    def ffmpeg(self) -> ff_engine.FFmpeg | None:
+        """The ffmpeg this worker renders with; None where none runs (or films are disabled)."""
+        return self._find_ffmpeg()
 
     # -- the handler --------------------------------------------------------------------------------------------
 
