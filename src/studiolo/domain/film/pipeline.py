@@ -67,7 +67,7 @@ from studiolo.engines.base import EngineError, GenerationCanceled
 from studiolo.engines.image_to_video import ImageToVideo, MotionModel, motion_models
 from studiolo.engines.music import MusicEngine, MusicSpec
 from studiolo.engines.speech import SpeechCatalog
-from studiolo.errors import StudioloError
+from studiolo.errors import NotFound, StudioloError
 from studiolo.settings import Settings
 from studiolo.storage.base import ObjectStore
 
@@ -234,27 +234,11 @@ class FilmRenderer:
             return Waiting(IMAGE_POLL_SECONDS, f"scene images: {len(ready)} of {len(scenes)} ready")
         stages.end("images")
         if project.collection_id:
-            with self.db.session() as session:
-                self._collect(session, project, ready)
+            # The owner may have deleted the film's collection (or trashed an image just now): the images stay in
+            # the gallery either way.
+            with contextlib.suppress(NotFound):
+                self.generation.gallery.add_to_collection(project.owner_id, project.collection_id, ready)
         return None
-
-    @staticmethod
-    def _collect(session: Any, project: FilmProject, image_ids: list[str]) -> None:
-        """Put the scene images in the film's gallery collection (those not in it yet)."""
-        from studiolo.domain.gallery.models import Collection, CollectionItem
-
-        if session.get(Collection, project.collection_id) is None:
-            return  # the owner deleted the collection: the images stay in the gallery
-        present = set(
-            session.scalars(
-                select(CollectionItem.image_id).where(
-                    CollectionItem.collection_id == project.collection_id, CollectionItem.image_id.in_(image_ids)
-                )
-            )
-        )
-        for image_id in dict.fromkeys(image_ids):
-            if image_id not in present:
-                session.add(CollectionItem(collection_id=project.collection_id, image_id=image_id))
 
     # -- the media stages -------------------------------------------------------------------------------------
 
