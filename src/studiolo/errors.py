@@ -43,6 +43,20 @@ class InvalidInput(StudioloError):
     code = "invalid_input"
 
 
+class ContentRejected(InvalidInput):
+    """A prompt or an upload that moderation refused (issue 17). ``details.category`` names why; the matched words
+    are never echoed (they would teach the list to whoever probes it)."""
+
+    code = "content_rejected"
+
+
+class UnderReview(StudioloError):
+    """An image held back by the output check until an administrator approves it (issue 17)."""
+
+    status_code = 403
+    code = "under_review"
+
+
 class NotFound(StudioloError):
     status_code = 404
     code = "not_found"

@@ -37,6 +37,10 @@ from studiolo.domain.generation.served import ServedModels
 from studiolo.domain.generation.service import GenerationService
 from studiolo.domain.generation.upscale import UpscaleService
 from studiolo.domain.generation.worker import JobRunner
+from studiolo.domain.safety import invisible
+from studiolo.domain.safety.outputs import OutputGuard
+from studiolo.domain.safety.terms import owner_terms
+from studiolo.domain.safety.visible import visible_mark
 from studiolo.engines.base import Engine
 from studiolo.engines.ffmpeg import find_ffmpeg
 from studiolo.engines.image_to_video import SVDImageToVideo
@@ -259,6 +263,16 @@ def build_services(
         catalog=catalog,
         # Constructing it loads nothing: a model's pipeline is loaded by the first film that moves with it.
         motion=SVDImageToVideo(device=settings.device, memory_budget_bytes=settings.model_memory_budget_mb * 2**20),
+    )
+    # The output check every generated image passes before it is stored (issue 17, safety/outputs.py).
+    invisible_on = settings.watermark_invisible
+    runner.guard = OutputGuard(
+        classifier=None,
+        threshold=settings.nsfw_threshold,
+        credentials=None,
+        mark=None if settings.watermark_visible == "never" else visible_mark(settings),
+        payload=invisible.payload_for(settings.watermark_payload, codec.key.encode()) if invisible_on else None,
+        terms=owner_terms(db, settings),
     )
     return Services(
         settings=settings,

@@ -154,6 +154,51 @@ class Settings(BaseSettings):
     film_soundfont: Path | None = None  # a General MIDI .sf2 for fluidsynth music; empty: the procedural synth
     film_youtube_api_base: str = "https://www.googleapis.com"  # tests point it at a local server
 
+    # Photo to character (issue 17, docs/safety.md#describe). "offline": the attribute extractor that needs no weights
+    # (understanding/offline.py); "openai": any OpenAI-compatible chat server with image input (OpenAI, Ollama, vLLM,
+    # LM Studio); "gemini": Google's generateContent API.
+    describer: Literal["offline", "openai", "gemini"] = "offline"
+    describe_api_base: str = ""  # openai: e.g. https://api.openai.com/v1 or http://localhost:11434/v1; gemini: empty
+    describe_api_key: str = ""
+    describe_model: str = ""  # empty: gpt-4o-mini (openai), gemini-2.5-flash (gemini)
+    describe_timeout_seconds: float = Field(default=60.0, gt=0, le=600)
+    describe_retries: int = Field(default=2, ge=0, le=10)  # more tries after a 429, a 5xx or a timeout
+    describe_credits: int = Field(default=0, ge=0, le=100000)  # billing on: what one description costs
+    gemini_api_base: str = "https://generativelanguage.googleapis.com"  # tests point it at a local server
+
+    # Moderation (issue 17, docs/safety.md#moderation). Prompts: a per-install blocklist (one word or /regex/ a line),
+    # the packaged alt-profanity-check classifier above a threshold (1.0: off), an optional OpenAI-compatible
+    # /moderations endpoint. Outputs: the packaged open_nsfw classifier, and what happens above its threshold.
+    moderation_blocklist_file: Path | None = None
+    moderation_profanity_threshold: float = Field(default=0.9, ge=0.0, le=1.0)
+    moderation_api_base: str = ""  # e.g. https://api.openai.com/v1; empty: no hosted check
+    moderation_api_key: str = ""
+    moderation_api_model: str = "omni-moderation-latest"
+    nsfw_check: bool = True
+    nsfw_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
+    # allow: keep it, score stored; blur: blurred thumbnails, original private until an admin approves; block: not
+    # stored. A plan's nsfw_policy, when set, overrides this for its subscribers.
+    nsfw_policy: Literal["allow", "blur", "block"] = "blur"
+
+    # Watermarks (issue 17). Visible: "plan" follows the plan's watermark flag (billing on), "always" / "never".
+    watermark_visible: Literal["plan", "always", "never"] = "plan"
+    watermark_text: str = Field(default="Made with Studiolo", max_length=80)
+    watermark_logo: Path | None = None  # a PNG with alpha drawn instead of the text
+    watermark_position: Literal["bottom-right", "bottom-left", "top-right", "top-left", "center"] = "bottom-right"
+    watermark_opacity: float = Field(default=0.6, gt=0.0, le=1.0)
+    watermark_scale: float = Field(default=0.25, gt=0.0, le=1.0)  # the mark's width as a share of the image's
+    # Invisible (DWT-DCT, safety/invisible.py): on every image of at least 256x256; empty payload: a per-install one.
+    watermark_invisible: bool = True
+    watermark_payload: str = Field(default="", max_length=8)
+
+    # C2PA Content Credentials (issue 17, safety/provenance.py). Without a certificate and key, a self-signed
+    # per-install pair is made on first use under the data directory ("untrusted until you configure a real one").
+    c2pa_enabled: bool = True
+    c2pa_cert_file: Path | None = None  # PEM chain: signing certificate first
+    c2pa_key_file: Path | None = None  # PEM private key (PKCS#8)
+    c2pa_tsa_url: str = ""  # an RFC 3161 time-stamp authority; empty: none
+    c2pa_trust_anchors_file: Path | None = None  # PEM roots the verifier trusts besides this install's own
+
     # Accounts. "accounts": every API call needs a session or an API key (the default). "none": a trusted
     # single-user machine where every request acts as the built-in local owner (no sign-in), as ComfyUI does.
     auth_mode: Literal["accounts", "none"] = "accounts"

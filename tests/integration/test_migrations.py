@@ -19,7 +19,10 @@ EXPRESSION_INDEXES = {"ix_jobs_owner_queue", "ix_images_search"}
 UNMAPPED_COLUMNS = {("images", "search_vector")}
 # Foreign keys SQLite holds as a column constraint (ALTER TABLE ADD COLUMN ... REFERENCES: rebuilding images would
 # drop its full-text triggers), whose name and ON DELETE SQLAlchemy cannot reflect; checked with PRAGMA instead.
-SQLITE_COLUMN_FKS = {("images", "parent_id", "images", "id", "SET NULL")}
+SQLITE_COLUMN_FKS = {
+    ("images", "parent_id", "images", "id", "SET NULL"),
+    ("images", "description_id", "descriptions", "id", "SET NULL"),
+}
 
 
 def _fk_columns(diff: object) -> tuple[str, str] | None:

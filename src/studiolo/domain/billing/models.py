@@ -41,6 +41,8 @@ class Plan(Base):
     queue_priority: Mapped[int] = mapped_column(Integer, default=0)
     max_running_jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)
     watermark: Mapped[bool] = mapped_column(Boolean, default=False)
+    # allow / blur / block above the NSFW threshold for this plan's subscribers; None: the install's setting (issue 17).
+    nsfw_policy: Mapped[str | None] = mapped_column(String(8), nullable=True, default=None)
     # Job kinds and features it unlocks: txt2img, img2img, inpaint, upscale, film.
     features: Mapped[list[str]] = mapped_column(JSON, default=list)
     # Model ids it may use; NULL: every installed model.

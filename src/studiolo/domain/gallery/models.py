@@ -26,6 +26,8 @@ class Image(Base):
         Index("ix_images_owner_trashed", "owner_id", "trashed_at", "id"),
         Index("ix_images_trashed_at", "trashed_at"),
         Index("ix_images_parent_id", "parent_id"),
+        Index("ix_images_review_state", "review_state", "id"),  # the admin review queue (issue 17)
+        Index("ix_images_description_id", "description_id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -62,6 +64,14 @@ class Image(Base):
     # Set when the image was moved to the Trash (DELETE /images/{id}); None for a gallery image. The row and its files
     # stay until it is purged: by the owner, or by housekeeping STUDIOLO_TRASH_DAYS later (gallery/trash.py).
     trashed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
+    # The output check (issue 17, safety/outputs.py): the NSFW classifier's score (None: not checked), and for an
+    # image held back, its review: "pending" (blurred thumbnails, original private), "approved" or "rejected".
+    nsfw_score: Mapped[float | None] = mapped_column(Float, nullable=True, default=None)
+    review_state: Mapped[str | None] = mapped_column(String(16), nullable=True, default=None)
+    # The photo description it was rendered from (understanding/), if any.
+    description_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("descriptions.id", ondelete="SET NULL"), nullable=True, default=None
+    )
 
 
 class Collection(Base):

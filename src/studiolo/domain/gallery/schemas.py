@@ -39,6 +39,17 @@ class ImageView(BaseModel):
     purge_at: datetime | None = Field(
         description="When housekeeping deletes the trashed image for good (trashed_at + STUDIOLO_TRASH_DAYS)"
     )
+    nsfw_score: float | None = Field(
+        default=None, description="The output check's NSFW score, 0 to 1; null when the image was not checked"
+    )
+    review_state: str | None = Field(
+        default=None,
+        description="pending: held back by the output check (blurred thumbnails, original private) until an "
+        "administrator approves or rejects it; approved; rejected; null: never held",
+    )
+    description_id: str | None = Field(
+        default=None, description="The photo description it was rendered from (POST /api/v1/describe), if any"
+    )
     urls: ImageUrls
 
 

@@ -84,6 +84,9 @@ def to_view(img: Image, trash_days: int) -> ImageView:
         created_at=img.created_at,
         trashed_at=img.trashed_at,
         purge_at=trash.purge_at(img.trashed_at, trash_days),
+        nsfw_score=img.nsfw_score,
+        review_state=img.review_state,
+        description_id=img.description_id,
         urls=image_urls(img.id),
     )
 

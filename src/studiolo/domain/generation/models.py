@@ -62,6 +62,8 @@ class Job(Base):
     progress_step: Mapped[int] = mapped_column(Integer, default=0)
     progress_total: Mapped[int] = mapped_column(Integer, default=0)
     progress_image: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # Outputs the output check refused to store (issue 17: NSFW policy "block").
+    blocked_outputs: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     lease_owner: Mapped[str | None] = mapped_column(String(120), nullable=True)

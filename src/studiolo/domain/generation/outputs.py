@@ -23,6 +23,8 @@ from studiolo.domain.gallery.models import Image
 from studiolo.domain.gallery.service import GalleryService, StoredFiles, search_text
 from studiolo.domain.generation.charges import ChargeGate
 from studiolo.domain.generation.models import JOBS, Job
+from studiolo.domain.safety.outputs import OutputGuard
+from studiolo.domain.safety.ports import Claim
 from studiolo.engines.base import GeneratedImage, GenerationRequest
 from studiolo.engines.schedules import A1111_LABELS
 from studiolo.settings import Settings
@@ -44,6 +46,7 @@ _SUCCEED = (
         duration_seconds=bindparam("duration"),
         timings=bindparam("timings", type_=JSON()),
         cost=bindparam("cost"),
+        blocked_outputs=bindparam("blocked"),
     )
     .returning(JOBS.c.id)
 )
@@ -54,11 +57,12 @@ _SUCCEED_MANY_PG = text(
     """
     UPDATE jobs SET status = 'succeeded', finished_at = :now, lease_owner = NULL, lease_expires_at = NULL,
         error_code = NULL, error_message = NULL, progress_step = v.steps, progress_total = v.steps,
-        progress_image = v.image, duration_seconds = v.duration, timings = CAST(v.timings AS json), cost = v.cost
+        progress_image = v.image, duration_seconds = v.duration, timings = CAST(v.timings AS json), cost = v.cost,
+        blocked_outputs = v.blocked
     FROM unnest(CAST(:ids AS text[]), CAST(:workers AS text[]), CAST(:steps AS integer[]),
                 CAST(:durations AS float8[]), CAST(:timings AS text[]), CAST(:costs AS float8[]),
-                CAST(:images AS integer[]))
-        AS v(id, worker_id, steps, duration, timings, cost, image)
+                CAST(:images AS integer[]), CAST(:blocked AS integer[]))
+        AS v(id, worker_id, steps, duration, timings, cost, image, blocked)
     WHERE jobs.id = v.id AND jobs.status = 'running' AND jobs.lease_owner = v.worker_id
     RETURNING jobs.id
     """
@@ -73,6 +77,7 @@ _SUCCEED_MANY_COLUMNS = (
     ("durations", "duration"),
     ("costs", "cost"),
     ("images", "image"),
+    ("blocked", "blocked"),
 )
 
 
@@ -87,6 +92,7 @@ class Finished:
     written: list[StoredFiles]
     # The engine's last progress_image: the last image when it made them one by one (the progress ends there).
     image: int = 0
+    blocked: int = 0  # outputs the output check refused to store (issue 17)
 
 
 def write_outputs(
@@ -95,11 +101,16 @@ def write_outputs(
     request: GenerationRequest,
     outputs: list[GeneratedImage],
     written: list[StoredFiles],
+    guard: OutputGuard | None = None,
 ) -> list[dict[str, Any]]:
     """Encode and store each output (PNG with its parameters, thumbnails); appends the files to ``written`` before
-    they are stored (the caller discards them if anything fails) and returns the image rows to insert."""
+    they are stored (the caller discards them if anything fails) and returns the image rows to insert. ``guard``:
+    the output check (issue 17); an output it blocks gets no row."""
     p = job.params
     rows: list[dict[str, Any]] = []
+    # img2img / inpaint: the user's upload is the edit's parent in the Content Credentials.
+    init_key = (job.input_keys or {}).get("init") if guard is not None and guard.credentials is not None else None
+    parent = gallery.read(init_key) if init_key else None
     for k, out in enumerate(outputs):
         sampler = out.sampler or request.sampler or "default"
         meta = {
@@ -137,22 +148,24 @@ def write_outputs(
             model=job.model_id,
             extra=a1111_extras(meta),
         )
-        rows.append(
-            store_image(
-                gallery,
-                job,
-                k,
-                out.image,
-                parameters,
-                meta,
-                written,
-                model_id=job.model_id,
-                seed=out.seed,
-                steps=p["steps"],
-                guidance=p["guidance"],
-                sampler=sampler,
-            )
+        row = store_image(
+            gallery,
+            job,
+            k,
+            out.image,
+            parameters,
+            meta,
+            written,
+            model_id=job.model_id,
+            seed=out.seed,
+            steps=p["steps"],
+            guidance=p["guidance"],
+            sampler=sampler,
+            guard=guard,
+            parent=parent,
         )
+        if row is not None:
+            rows.append(row)
     return rows
 
 
@@ -171,12 +184,38 @@ def store_image(
     guidance: float,
     sampler: str | None,
     parent_id: str | None = None,
-) -> dict[str, Any]:
+    guard: OutputGuard | None = None,
+    parent: bytes | None = None,
+) -> dict[str, Any] | None:
     """Encode ``image`` as PNG (A1111 ``parameters``, our ``meta``) with thumbnails, store the files (appended to
-    ``written`` first) and return its image row: the job's prompt, style and tags, the settings given."""
+    ``written`` first) and return its image row: the job's prompt, style and tags, the settings given.
+
+    ``guard`` (issue 17) checks and marks the image first and signs the PNG: None is returned, and nothing stored,
+    for an image the owner's NSFW policy blocks. ``parent``: the image this one was made from (Content Credentials)."""
     p = job.params
+    thumbnail_source = image
+    nsfw_score: float | None = None
+    review_state: str | None = None
+    if guard is not None:
+        guarded = guard.inspect(job.owner_id, image)
+        if guarded is None:
+            return None
+        image, thumbnail_source = guarded.image, guarded.thumbnail_source
+        nsfw_score, review_state = guarded.nsfw_score, guarded.review_state
+        meta = {**meta, "safety": guarded.safety}
     png = imaging.encode_png(image, parameters=parameters, metadata=meta)
-    files = gallery.write_files(png, imaging.make_thumbnails(image), written)
+    if guard is not None:
+        claim = Claim(
+            title=f"{job.id}-{index}.png",
+            model=model_id,
+            kind=job.kind,
+            photo_input=job.kind in ("img2img", "inpaint"),
+            parent=parent,
+            generation={k: meta.get(k) for k in _CLAIMED if meta.get(k) is not None},
+        )
+        png, signed = guard.seal(png, claim)
+        meta["safety"] = {**meta["safety"], "c2pa": signed}
+    files = gallery.write_files(png, imaging.make_thumbnails(thumbnail_source), written)
     return {
         "id": new_id(),
         "owner_id": job.owner_id,
@@ -203,7 +242,14 @@ def store_image(
         "starred": False,
         "public": False,
         "created_at": utcnow(),
+        "nsfw_score": nsfw_score,
+        "review_state": review_state,
+        "description_id": p.get("description_id"),
     }
+
+
+# What the org.studiolo.generation assertion of a signed image says (from its metadata).
+_CLAIMED = ("prompt", "negative_prompt", "style", "model", "seed", "steps", "guidance", "sampler", "width", "height")
 
 
 def a1111_extras(meta: dict[str, Any]) -> dict[str, imaging.ParamValue]:
@@ -229,6 +275,7 @@ def _success_values(settings: Settings, finished: Finished, now: datetime) -> di
         "now": now,
         "steps": p["steps"],
         "image": finished.image,
+        "blocked": finished.blocked,
         "duration": (now - started).total_seconds() if started else None,
         "timings": {
             "queue_wait": round((started - job.created_at).total_seconds(), 4) if started else None,

@@ -19,7 +19,8 @@ from studiolo.domain.gallery import imaging
 from studiolo.domain.gallery.models import Image
 from studiolo.domain.gallery.service import GalleryService, StoredFiles
 from studiolo.domain.generation.models import Job
-from studiolo.domain.generation.outputs import store_image
+from studiolo.domain.generation.outputs import store_image, write_outputs
+from studiolo.domain.safety.outputs import OutputGuard
 from studiolo.engines.base import EngineError, GeneratedImage, GenerationRequest, ModelRef
 from studiolo.storage.base import ObjectNotFound, ObjectStore
 
@@ -63,11 +64,27 @@ def upscale_request(db: Database, store: ObjectStore, job: Job, model: ModelRef)
     )
 
 
+def write_job_outputs(
+    gallery: GalleryService,
+    job: Job,
+    request: GenerationRequest,
+    outputs: list[GeneratedImage],
+    written: list[StoredFiles],
+    guard: OutputGuard | None = None,
+) -> list[dict[str, Any]]:
+    """The rows of a finished image job: an upscale's (new images linked to their source, with its settings) or any
+    other kind's (outputs.write_outputs)."""
+    if job.kind == "upscale":
+        return write_upscale_outputs(gallery, job, outputs, written, guard)
+    return write_outputs(gallery, job, request, outputs, written, guard)
+
+
 def write_upscale_outputs(
     gallery: GalleryService,
     job: Job,
     outputs: list[GeneratedImage],
     written: list[StoredFiles],
+    guard: OutputGuard | None = None,
 ) -> list[dict[str, Any]]:
     """Store each output as an image whose prompt, model, seed and settings are its source's, with its own size, kind
     "upscale", ``parent_id`` the source, and the upscaler and factor in its metadata and PNG parameters (as A1111
@@ -76,6 +93,11 @@ def write_upscale_outputs(
     p = job.params
     src = p["source"]
     rows: list[dict[str, Any]] = []
+    parent = None  # the source's stored file: the parent ingredient of the upscale's Content Credentials
+    if guard is not None and guard.credentials is not None:
+        with gallery.db.session() as session:
+            key = session.scalar(select(Image.original_key).where(Image.id == p["source_image_id"]))
+        parent = gallery.read(key) if key else None
     for k, out in enumerate(outputs):
         width, height = out.image.width, out.image.height
         meta = {
@@ -103,21 +125,23 @@ def write_upscale_outputs(
             model=src["model"],
             extra={A1111_UPSCALER_KEY: p["upscaler_name"], A1111_FACTOR_KEY: p["factor"]},
         )
-        rows.append(
-            store_image(
-                gallery,
-                job,
-                k,
-                out.image,
-                parameters,
-                meta,
-                written,
-                model_id=src["model"],
-                seed=src["seed"],
-                steps=src["steps"],
-                guidance=src["guidance"],
-                sampler=src["sampler"],
-                parent_id=p["source_image_id"],
-            )
+        row = store_image(
+            gallery,
+            job,
+            k,
+            out.image,
+            parameters,
+            meta,
+            written,
+            model_id=src["model"],
+            seed=src["seed"],
+            steps=src["steps"],
+            guidance=src["guidance"],
+            sampler=src["sampler"],
+            parent_id=p["source_image_id"],
+            guard=guard,
+            parent=parent,
         )
+        if row is not None:
+            rows.append(row)
     return rows

@@ -1,9 +1,8 @@
 """Workers: claim a job, run its engine with heartbeats, progress and cancel, store the outputs.
 
 A worker is a thread; ``WorkerPool`` (pool.py) runs N of them inside ``studiolo serve`` or ``studiolo worker``
-(many processes may share one database). Exactly-once outputs: the final transaction re-checks that
-this worker still holds the lease before inserting image rows, and discards its files otherwise
-(``tests/e2e/test_worker_crash.py``,
+(many processes may share one database). Exactly-once outputs: the final transaction re-checks that this worker
+still holds the lease before inserting image rows, and discards its files otherwise (``tests/e2e/test_worker_crash.py``,
 ``tests/integration/test_queue.py::test_worker_that_lost_its_lease_does_not_store_outputs``).
 """
 
@@ -29,11 +28,12 @@ from studiolo.domain.generation.catalog import ModelCatalog
 from studiolo.domain.generation.events import EventBus
 from studiolo.domain.generation.handlers import JobContext, KindHandler, Waiting
 from studiolo.domain.generation.models import Job
-from studiolo.domain.generation.outputs import Finished, commit_successes, write_outputs
+from studiolo.domain.generation.outputs import Finished, commit_successes
 from studiolo.domain.generation.queue import JobQueue
 from studiolo.domain.generation.run_state import FinishedRun, RunState, Stop
 from studiolo.domain.generation.served import ServedModels, served_elsewhere
-from studiolo.domain.generation.upscale_jobs import upscale_request, write_upscale_outputs
+from studiolo.domain.generation.upscale_jobs import upscale_request, write_job_outputs
+from studiolo.domain.safety.outputs import OutputGuard
 from studiolo.engines.base import (
     Engine,
     EngineError,
@@ -65,6 +65,8 @@ class JobRunner:
     A batch (``run_batch``) runs its jobs one after another and stores the successes in one transaction with one
     insert of all their image rows: for jobs of milliseconds, the per-job commit was most of the cost.
     """
+
+    guard: OutputGuard | None = None  # the output check every image passes before it is stored (issue 17)
 
     def __init__(
         self,
@@ -494,17 +496,15 @@ class JobRunner:
         store_started = time.monotonic()
         try:
             written: list[StoredFiles] = []
-            if job.kind == "upscale":  # a new image linked to its source, with the source's settings
-                rows = write_upscale_outputs(self.gallery, job, outputs, written)
-            else:
-                rows = write_outputs(self.gallery, job, request, outputs, written)
+            rows = write_job_outputs(self.gallery, job, request, outputs, written, self.guard)
             state.timings["store"] = round(time.monotonic() - store_started, 4)
         except Exception as exc:
             self.gallery.discard_files(written)
             log.exception("storing outputs failed", extra={"job_id": job.id})
             self._failed_attempt(job, state, "storage_error", f"Storing the images failed: {exc}", retryable=True)
             return None
-        return FinishedRun(state, Finished(job, state.worker_id, state.timings, rows, written, state.image))
+        blocked = len(outputs) - len(rows)  # refused by the output check (issue 17)
+        return FinishedRun(state, Finished(job, state.worker_id, state.timings, rows, written, state.image, blocked))
 
     def _commit_outputs(self, done: list[FinishedRun]) -> None:
         """Commit the successes of ``done`` together, then announce them. A batch that cannot be committed is
@@ -532,7 +532,8 @@ class JobRunner:
             rows = finished.outputs.rows
             for row in rows:
                 self.events.publish(job.id, {"type": "output", "image_id": row["id"], "seed": row["seed"]})
-            self.events.publish(job.id, {"type": "succeeded", "image_ids": [r["id"] for r in rows]})
+            ids, blocked = [r["id"] for r in rows], finished.outputs.blocked
+            self.events.publish(job.id, {"type": "succeeded", "image_ids": ids, "blocked": blocked})
 
 
 class Worker:
