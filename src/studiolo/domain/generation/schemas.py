@@ -253,6 +253,9 @@ class JobView(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     outputs: list[JobOutput]
+    blocked_outputs: int = Field(
+        default=0, description="Images the output check refused to store (NSFW policy 'block'); not charged"
+    )
     urls: JobUrls
 
 

@@ -454,6 +454,7 @@ class GenerationService:
                 for image_id, seed in outputs
                 for urls in (image_urls(image_id),)
             ],
+            blocked_outputs=job.blocked_outputs or 0,
             urls=job_urls(job.id),
         )
 
