@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from studiolo.services import Services
-from tests.helpers import auth_headers, create_user, drain, png_bytes
+from tests.helpers import app_with, auth_headers, create_user, drain, png_bytes
 from tests.unit.test_provenance import CLAIM, generated_png
 from tests.unit.test_provenance import credentials as other_install
 
@@ -78,6 +78,19 @@ def test_check_refuses_what_it_cannot_read_with_clear_codes(client: TestClient) 
         assert (r.status_code, r.json()["error"]["code"]) == (status, code), r.text
     r = client.post("/api/v1/provenance/check", json={"file": "x"})
     assert (r.status_code, r.json()["error"]["code"]) == (415, "unsupported_content_type")
+
+
+def test_check_keeps_to_the_upload_limits(settings_factory: Any) -> None:
+    with app_with(settings_factory, max_upload_bytes=2048) as (services, api):
+        api.headers.update(auth_headers(services))
+        big = png_bytes((300, 300))  # a flat picture compresses to ~1 KB: give it texture
+        noisy = io.BytesIO()
+        Image.effect_noise((64, 64), 60).convert("RGB").save(noisy, "PNG")
+        assert len(noisy.getvalue()) > 2048 >= len(big)
+        r = api.post("/api/v1/provenance/check", files={"file": ("x.png", noisy.getvalue(), "image/png")})
+        assert (r.status_code, r.json()["error"]["code"]) == (413, "upload_too_large"), r.text
+        assert r.json()["error"]["details"]["limit"] == 2048
+        assert api.post("/api/v1/provenance/check", files={"file": ("x.png", big, "image/png")}).status_code == 200
 
 
 def test_an_images_provenance_is_its_owners_alone(client: TestClient, services: Services, api: TestClient) -> None:
