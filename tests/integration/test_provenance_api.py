@@ -52,6 +52,17 @@ def test_a_generated_image_reads_valid_with_this_installs_watermark(client: Test
     assert jpeg["metadata"] == {"parameters": None, "studiolo": None}
 
 
+def test_an_upscale_is_signed_as_an_edit_of_its_source(client: TestClient, services: Services) -> None:
+    source_id, _ = generate(client, services)
+    r = client.post(f"/api/v1/images/{source_id}/upscale", json={"factor": 2})
+    assert r.status_code == 202, r.text
+    drain(services)
+    child_id = client.get(r.json()["urls"]["get"]).json()["outputs"][0]["image_id"]
+    c2pa = client.get(f"/api/v1/images/{child_id}/provenance").json()["c2pa"]
+    assert c2pa["state"] == "valid" and c2pa["actions"] == ["c2pa.opened", "c2pa.edited"]
+    assert c2pa["generation"]["kind"] == "upscale"
+
+
 def test_check_reads_other_installs_and_plain_files(client: TestClient, tmp_path: Any) -> None:
     theirs = other_install(tmp_path, "theirs").sign(generated_png(), "image/png", CLAIM)
     body = check(client, theirs)
