@@ -39,6 +39,7 @@ from studiolo.domain.generation.upscale import UpscaleService
 from studiolo.domain.generation.worker import JobRunner
 from studiolo.domain.safety import invisible
 from studiolo.domain.safety.outputs import OutputGuard
+from studiolo.domain.safety.provenance import build_credentials
 from studiolo.domain.safety.terms import owner_terms
 from studiolo.domain.safety.visible import visible_mark
 from studiolo.engines.base import Engine
@@ -269,7 +270,7 @@ def build_services(
     runner.guard = OutputGuard(
         classifier=None,
         threshold=settings.nsfw_threshold,
-        credentials=None,
+        credentials=build_credentials(settings),
         mark=None if settings.watermark_visible == "never" else visible_mark(settings),
         payload=invisible.payload_for(settings.watermark_payload, codec.key.encode()) if invisible_on else None,
         terms=owner_terms(db, settings),

@@ -57,12 +57,35 @@ export async function openImage(id) {
     const original = el("a", { href: "/gallery?image=" + encodeURIComponent(view.parent_id), text: "Open the original image" });
     $("lb-meta").append(el("dt", { text: "Original" }), el("dd", {}, original));
   }
+  showCredentials(id);
   setStar($("lb-star"), view.starred);
   // Opened by its address (/gallery?image=…) an image may be in the Trash: say so, and offer it back.
   $("lb-trashed").hidden = !view.trashed_at;
   $("lb-delete").hidden = Boolean(view.trashed_at);
   $("lb-download").href = view.urls.file + "?download=true";
   $("lb-tags").value = view.tags.join(", ");
+}
+
+// Issue 17: what the original's C2PA Content Credentials say (GET /images/{id}/provenance), as one line of the
+// details. The check reads the stored file, so it runs after the details show and fills its line in when it answers.
+const CREDENTIALS = {
+  valid: ["valid", "Signed by this install (or a signer it trusts); the pixels are as signed."],
+  untrusted: ["untrusted", "The signature is intact, but its signer is not one this install trusts."],
+  invalid: ["invalid", "The file was changed after it was signed, or its credentials are broken."],
+  none: ["none", "This file carries no Content Credentials."],
+};
+
+async function showCredentials(id) {
+  const line = el("dd", { id: "lb-credentials", text: "…" });
+  $("lb-meta").append(el("dt", { text: "Content Credentials" }), line);
+  let state;
+  try { state = (await api(apiPath`images/${id}/provenance`)).c2pa.state; }
+  catch { state = null; }
+  if (current !== id) return;
+  const [word, why] = CREDENTIALS[state] ?? ["not checked", "The credentials could not be read just now."];
+  line.textContent = word;
+  line.title = why;
+  line.dataset.state = state ?? "unknown";
 }
 
 function updateArrows() {
