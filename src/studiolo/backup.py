@@ -45,6 +45,7 @@ from studiolo.db import migrate
 from studiolo.domain.accounts.models import User
 from studiolo.domain.gallery.models import Collection, Image
 from studiolo.domain.generation.models import Job
+from studiolo.domain.safety.provenance import CHAIN_FILE, IDENTITY_DIR, KEY_FILE, ROOT_FILE
 from studiolo.errors import Conflict, NotFound, StudioloError
 from studiolo.settings import Settings
 from studiolo.storage.local import LocalObjectStore, key_problem
@@ -58,6 +59,9 @@ CHECKSUMS = "checksums.sha256"
 DATABASE = "studiolo.db"
 SECRET_KEY = "secret.key"
 FILES = "files/"
+# This install's own C2PA signing identity (issue 17, safety/provenance.py): without it, a restored install would make
+# a new one, and every image signed before would read "untrusted" there.
+C2PA_MEMBERS = tuple(f"{IDENTITY_DIR}/{name}" for name in (CHAIN_FILE, KEY_FILE, ROOT_FILE))
 # Snapshots taken when files named by one disappear before they are staged (their images deleted meanwhile).
 SNAPSHOT_ATTEMPTS = 3
 _CHUNK = 1 << 20
@@ -74,6 +78,7 @@ class Manifest:
     counts: dict[str, int]
     # Files the database names that were not in the store (a damaged install): the backup is made regardless.
     missing_files: list[str] = field(default_factory=list)
+    c2pa_identity_included: bool = False
     format: int = FORMAT
     kind: str = KIND
 
@@ -236,6 +241,10 @@ def _write_archive(settings: Settings, staging: Path, destination: Path, missing
     key_included = not settings.secret_key and key_file.is_file()
     if key_included:
         members.append((SECRET_KEY, key_file))
+    identity = [(name, settings.data_dir / name) for name in C2PA_MEMBERS]
+    identity_included = all(path.is_file() for _, path in identity)
+    if identity_included:
+        members += identity
     files = sorted(p for p in (staging / "files").rglob("*") if p.is_file())
     members += [(FILES + p.relative_to(staging / "files").as_posix(), p) for p in files]
     counts = _counts(staging / DATABASE)
@@ -248,6 +257,7 @@ def _write_archive(settings: Settings, staging: Path, destination: Path, missing
         secret_key_included=key_included,
         counts=counts,
         missing_files=missing,
+        c2pa_identity_included=identity_included,
     )
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_name(f".{destination.name}.partial-{secrets.token_hex(4)}")
@@ -302,6 +312,11 @@ def restore(settings: Settings, archive: Path, *, force: bool = False) -> Manife
         shutil.move(staging / DATABASE, database)
         if manifest.secret_key_included:
             os.replace(staging / SECRET_KEY, settings.data_dir / SECRET_KEY)
+        if manifest.c2pa_identity_included:
+            identity = settings.data_dir / IDENTITY_DIR
+            if identity.exists():
+                os.replace(identity, staging / "replaced-c2pa")  # removed with the staging directory
+            os.replace(staging / IDENTITY_DIR, identity)
         if settings.files_dir.exists():
             os.replace(settings.files_dir, staging / "replaced-files")  # removed with the staging directory
         (staging / "files").mkdir(exist_ok=True)
@@ -357,6 +372,8 @@ def _unpack(archive: Path, into: Path, *, keep_files: bool) -> Manifest:
         raise _invalid(archive, "it holds no database")
     if manifest.secret_key_included != (SECRET_KEY in digests):
         raise _invalid(archive, "the manifest and the archive disagree about the secret key")
+    if manifest.c2pa_identity_included != all(name in digests for name in C2PA_MEMBERS):
+        raise _invalid(archive, "the manifest and the archive disagree about the C2PA signing identity")
     _check_database(into / DATABASE, thorough=True)
     _check_revision(archive, into / DATABASE, manifest)
     counts = _counts(into / DATABASE)
@@ -368,7 +385,7 @@ def _unpack(archive: Path, into: Path, *, keep_files: bool) -> Manifest:
 
 
 def _expected(name: str) -> bool:
-    if name in (MANIFEST, CHECKSUMS, DATABASE, SECRET_KEY):
+    if name in (MANIFEST, CHECKSUMS, DATABASE, SECRET_KEY, *C2PA_MEMBERS):
         return True
     return name.startswith(FILES) and key_problem(name.removeprefix(FILES)) is None
 

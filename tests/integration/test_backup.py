@@ -84,6 +84,8 @@ def test_round_trip_into_a_fresh_data_dir(install: Settings, tmp_path: Path) -> 
     with tarfile.open(archive) as tar:
         names = tar.getnames()
     assert {"studiolo.db", "secret.key", "checksums.sha256", "manifest.json"} <= set(names)
+    # The install's C2PA signing identity, made when the first image was signed (issue 17).
+    assert manifest.c2pa_identity_included and set(backups.C2PA_MEMBERS) <= set(names)
     assert any(n.startswith("files/inputs/") for n in names)  # the img2img job's uploaded image
     assert backups.check(archive) == manifest
 
@@ -91,6 +93,16 @@ def test_round_trip_into_a_fresh_data_dir(install: Settings, tmp_path: Path) -> 
     assert backups.restore(fresh, archive) == manifest
     assert gallery(fresh) == original
     assert (fresh.data_dir / "secret.key").read_text() == (install.data_dir / "secret.key").read_text()
+    for name in backups.C2PA_MEMBERS:
+        assert (fresh.data_dir / name).read_bytes() == (install.data_dir / name).read_bytes()
+    assert stat.S_IMODE((fresh.data_dir / "c2pa" / "signer.key").stat().st_mode) == 0o600
+    restored = build_services(fresh, upgrade_db=False)
+    try:  # the restored install still trusts what it signed before
+        credentials = restored.runner.guard.credentials if restored.runner.guard else None
+        assert credentials is not None
+        assert {credentials.verify(data).state for data in original.values()} == {"valid"}
+    finally:
+        restored.close()
     assert stat.S_IMODE(fresh.data_dir.stat().st_mode) == 0o700
     assert stat.S_IMODE((fresh.data_dir / "studiolo.db").stat().st_mode) == 0o600
 
