@@ -48,6 +48,7 @@ _SLOTS = (_CANON // 2 // _BLOCK) ** 2 * len(_SLOTS_PER_BLOCK)  # 1,280
 _SEED = 0x5354_4C57  # "STLW": the dither and the slot order are fixed, so any install reads any other's mark
 # RGB change per unit of V (V = 0.877 (R - Y), U and Y held): R += 1/0.877, G -= 0.299/0.587/0.877, B unchanged
 _V_TO_RGB = np.array([1 / 0.877, -0.299 / (0.587 * 0.877), 0.0], dtype=np.float32)
+_V_GRAD = 0.877 * np.array([0.701, -0.587, -0.114], dtype=np.float32)  # V = _V_GRAD . (R, G, B)
 
 Array = NDArray[np.float32]
 
@@ -90,7 +91,7 @@ def _layout(nbits: int) -> tuple[NDArray[np.intp], Array]:
 
 
 def _v_plane(rgb: Array) -> Array:
-    v: Array = 0.877 * (0.701 * rgb[..., 0] - 0.587 * rgb[..., 1] - 0.114 * rgb[..., 2])
+    v: Array = rgb @ _V_GRAD
     return v
 
 
@@ -149,8 +150,27 @@ def embed(image: PILImage.Image, payload: bytes) -> PILImage.Image:
         delta += _band_to_canonical(target - now)
     h, w = rgb.shape[:2]
     full = cv2.resize(delta, (w, h), interpolation=cv2.INTER_LINEAR)
-    out = rgb + full[..., None] * _V_TO_RGB
-    return PILImage.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), "RGB")
+    want = rgb + full[..., None] * _V_TO_RGB
+    out = np.clip(want, 0, 255)
+    if not np.array_equal(out, want):
+        out = _unclip(out, want)
+    return PILImage.fromarray(np.rint(out).astype(np.uint8), "RGB")
+
+
+def _unclip(out: Array, want: Array) -> Array:
+    """Where white or black clipped a channel, the V change it lost, made up by the channels that can still move.
+
+    On pure white a +V change raises R (clipped) and lowers G: only 30 % of it was left, and JPEG q80 then erased
+    a white image's mark; lowering G and B a little more restores it (at the cost of a slight luma change there).
+    """
+    short = (want - out) @ _V_GRAD  # the V change each pixel still lacks
+    toward = np.sign(short)[..., None] * _V_GRAD  # per channel, the way that gains it
+    free = ((toward > 0) & (out < 255)) | ((toward < 0) & (out > 0))
+    grad = np.where(free, _V_GRAD, 0).astype(np.float32)
+    norm = (grad * grad).sum(axis=-1)
+    scale = np.divide(short, norm, out=np.zeros_like(short), where=norm > 0)
+    fixed: Array = np.clip(out + grad * scale[..., None], 0, 255)
+    return fixed
 
 
 def read(image: PILImage.Image, nbytes: int = PAYLOAD_BYTES) -> Reading:
