@@ -1,5 +1,5 @@
 """The ``studiolo`` command line: serve, backup, restore, worker, generate, upscale, models, images, db, users, billing,
-film.
+film, watermark.
 Same services as the HTTP API."""
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from studiolo.cli_images import build_images_app
 from studiolo.cli_options import SuggestingGroup
 from studiolo.cli_upscale import upscale
 from studiolo.cli_users import build_users_app
+from studiolo.cli_watermark import build_watermark_app
 from studiolo.domain.accounts.models import LOCAL_USER_ID
 from studiolo.domain.generation.catalog import how_to_install
 from studiolo.domain.generation.rules import GenerationLimits, params_error
@@ -108,6 +109,7 @@ def _command_services() -> Iterator[Any]:
 app.add_typer(build_images_app(_command_services, out, console), name="images")
 app.add_typer(build_users_app(_command_services, out), name="users")
 app.add_typer(build_billing_app(_command_services, out), name="billing")
+app.add_typer(build_watermark_app(_settings, out, console), name="watermark")
 
 
 def _render_services() -> Any:

@@ -125,6 +125,20 @@ SMOKE: dict[str, tuple[list[str], list[str]]] = {
             rf"q='lighthouse neon', second page +p50 +{NUMBER} ms",
         ],
     ),
+    "safety": (
+        ["--images", "2", "--repeat", "1"],
+        [
+            rf"^demo model 512x512 image: median {NUMBER} ms",
+            rf"^invisible watermark embed +{NUMBER} +{NUMBER}% +{NUMBER}%",
+            rf"^visible watermark +{NUMBER} +{NUMBER}% +{NUMBER}%",
+            r"^nsfw check ",
+            r"^c2pa sign ",
+            r"^describe offline ",
+            rf"^jpeg q80 +{NUMBER}% +{NUMBER}% +\d+/\d+",
+            rf"^resize 50 % +{NUMBER}% +{NUMBER}% +\d+/\d+",
+            rf"^PSNR marked vs original 512: mean {NUMBER} dB",
+        ],
+    ),
     "web": (
         ["--images", "3", "--loads", "1"],
         [

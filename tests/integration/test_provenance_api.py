@@ -71,7 +71,8 @@ def test_check_reads_other_installs_and_plain_files(client: TestClient, tmp_path
     assert body["metadata"]["studiolo"] == {"seed": 7, "model": "demo"}
     plain = check(client, png_bytes((300, 300)))
     assert plain["c2pa"]["state"] == "none"
-    assert not plain["watermark"]["this_install"] and plain["watermark"]["payload_hex"] is not None
+    assert plain["watermark"]["found"] is False and plain["watermark"]["payload_hex"] is None
+    assert not plain["watermark"]["this_install"]
 
 
 def test_check_refuses_what_it_cannot_read_with_clear_codes(client: TestClient) -> None:

@@ -23,10 +23,6 @@ from studiolo.settings import Settings
 
 # The formats a C2PA manifest and the watermark are read from (GIF carries neither).
 CHECKED_FORMATS: Final = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
-# Another install's payload is not known here, so "found" for it rests on the vote alone. 0.7 is the watermark
-# helper's invisible.FOUND_AT (branch h-watermark, whose dither makes unmarked images vote as noise); with the DWT-DCT
-# of the base commit a flat or smooth unmarked image votes 1.0 for 00..00, so it reads "found" until that lands.
-FOUND_CONFIDENCE: Final = 0.7
 
 
 class WatermarkReport(BaseModel):
@@ -112,13 +108,16 @@ class ProvenanceService:
     def _watermark(self, image: PILImage.Image) -> WatermarkReport:
         if not invisible.fits(image):  # embed() skips such images, so nothing can be read from them
             return WatermarkReport(found=False, payload_hex=None, this_install=False, confidence=None)
-        payload, confidence = invisible.extract(image, nbytes=len(self.payload))
-        ours = payload == self.payload
+        # Another install's payload is not known here, so "found" for it rests on the vote (invisible.FOUND_AT:
+        # unmarked images vote as noise); all 64 bits of this install's own payload cannot match by chance.
+        reading = invisible.read(image, nbytes=len(self.payload))
+        ours = reading.payload == self.payload
+        found = ours or reading.found
         return WatermarkReport(
-            found=ours or confidence >= FOUND_CONFIDENCE,
-            payload_hex=payload.hex(),
+            found=found,
+            payload_hex=reading.payload.hex() if found else None,
             this_install=ours,
-            confidence=round(confidence, 4),
+            confidence=round(reading.confidence, 4),
         )
 
     @staticmethod
