@@ -47,8 +47,14 @@ class GuardedImage:
 
 
 def blurred(image: PILImage.Image) -> PILImage.Image:
-    """Blurred past recognition: a radius of 1/16 of the longer side (InvokeAI blurs with 32 px at 512)."""
-    return image.filter(ImageFilter.GaussianBlur(radius=max(8, max(image.size) // 16)))
+    """Past recognition: reduced to 12 pixels on its longer side, scaled back and softened, so only the broad colours
+    remain (a Gaussian blur of InvokeAI's 32 px at 512 still shows a figure's outline)."""
+    scale = 12 / max(image.size)
+    small = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), _BOX)
+    return small.resize(image.size, _BICUBIC).filter(ImageFilter.GaussianBlur(radius=max(2, max(image.size) // 32)))
+
+
+_BOX, _BICUBIC = PILImage.Resampling.BOX, PILImage.Resampling.BICUBIC
 
 
 class OutputGuard:
