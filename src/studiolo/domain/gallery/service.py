@@ -34,7 +34,8 @@ from studiolo.domain.gallery.schemas import (
     ImageView,
 )
 from studiolo.domain.ownership import get_owned
-from studiolo.errors import InvalidInput, NotFound
+from studiolo.domain.safety.outputs import REVIEW_PENDING, REVIEW_REJECTED
+from studiolo.errors import InvalidInput, NotFound, UnderReview
 from studiolo.storage.base import ObjectNotFound, ObjectStore
 
 API = "/api/v1"
@@ -89,6 +90,16 @@ def to_view(img: Image, trash_days: int) -> ImageView:
         description_id=img.description_id,
         urls=image_urls(img.id),
     )
+
+
+def refuse_if_held(img: Image) -> None:
+    """UnderReview for an image the output check held back (issue 17): its thumbnails are blurred and its original
+    private until an administrator approves it (safety/review.py serves it to them); nothing is made from it."""
+    if img.review_state in (REVIEW_PENDING, REVIEW_REJECTED):
+        raise UnderReview(
+            "This image is held for review." if img.review_state == REVIEW_PENDING else "This image was rejected.",
+            details={"review_state": img.review_state},
+        )
 
 
 def search_text(prompt: str, tags: Iterable[str]) -> str:
@@ -361,6 +372,7 @@ class GalleryService:
         with self.db.session() as session:
             img = get_owned(session, Image, image_id, owner_id, what="image")
             if size == "original":
+                refuse_if_held(img)
                 return img.original_key, "image/png"
             return img.thumbnail_keys[size], "image/webp"
 
