@@ -39,7 +39,7 @@ def assert_error(r: Any, status: int, code: str) -> None:
 @pytest.fixture
 def held(settings_factory: Any) -> Iterator[Services]:
     """Services whose output check holds every image for review (threshold 0, policy blur)."""
-    svc = build_services(settings_factory(nsfw_threshold=0.0, nsfw_policy="blur"), upgrade_db=False)
+    svc = build_services(settings_factory(nsfw_check=True, nsfw_threshold=0.0, nsfw_policy="blur"), upgrade_db=False)
     yield svc
     svc.close(timeout=10)
 
@@ -121,6 +121,9 @@ def test_a_held_image_is_private_until_an_administrator_approves_it(held: Servic
         assert np.abs(_pixels(thumb) - sharp).mean() < 3.0
         approved = owner.get(f"/api/v1/images/{image_id}").json()
         assert approved["review_state"] == "approved"
+        # Same keys, new bytes: the thumbnails' URLs change, so no browser or service worker shows its blurred copy.
+        assert approved["urls"]["thumbnails"]["300"] != view["urls"]["thumbnails"]["300"]
+        assert owner.get(approved["urls"]["thumbnails"]["300"]).content == thumb
         assert "reason" not in approved["metadata"]["review"]  # an approval's note is the administrators' own
 
     with held.db.session() as session:
@@ -184,7 +187,9 @@ def test_the_queue_is_oldest_first_in_pages_and_refuses_what_it_cannot_do(held: 
 
 def test_a_plan_can_block_what_the_check_flags(settings_factory: Any) -> None:
     """Billing on: the free plan blocks, so a flagged image is never stored and the job says how many were."""
-    svc = build_services(settings_factory(nsfw_threshold=0.0, nsfw_policy="allow", billing="quotas"), upgrade_db=False)
+    svc = build_services(
+        settings_factory(nsfw_check=True, nsfw_threshold=0.0, nsfw_policy="allow", billing="quotas"), upgrade_db=False
+    )
     try:
         plan = svc.billing.update_plan("free", PlanPatch(nsfw_policy="block"), actor_id=LOCAL_USER_ID, origin=Origin())
         assert plan.nsfw_policy == "block"
@@ -206,7 +211,7 @@ def test_a_film_whose_scene_image_is_stopped_fails_with_a_clear_code(
     settings_factory: Any, monkeypatch: pytest.MonkeyPatch, policy: str, code: str
 ) -> None:
     monkeypatch.setattr(pipeline, "IMAGE_POLL_SECONDS", 0.05)
-    svc = build_services(settings_factory(nsfw_threshold=0.0, nsfw_policy=policy), upgrade_db=False)
+    svc = build_services(settings_factory(nsfw_check=True, nsfw_threshold=0.0, nsfw_policy=policy), upgrade_db=False)
     try:
         film_id = make_film(svc, script="The lighthouse keeper climbed the stairs at dusk.")
         accepted = svc.film.render(LOCAL_USER_ID, film_id)

@@ -55,9 +55,13 @@ class StoredFiles:
         return [self.original_key, *self.thumbnail_keys.values()]
 
 
-def image_urls(image_id: str) -> ImageUrls:
+def image_urls(image_id: str, review_state: str | None = None) -> ImageUrls:
     base = f"{API}/images/{image_id}/file"
-    return ImageUrls(file=base, thumbnails={str(s): f"{base}?size={s}" for s in imaging.THUMBNAIL_SIZES})
+    # A held image's thumbnails are redrawn when a review approves it (issue 17), under the same keys and ETags:
+    # the review state in their URLs makes browsers and the service worker (which keeps thumbnails for good) fetch
+    # the unblurred ones instead of showing the blurred copies they kept.
+    state = f"&review={review_state}" if review_state else ""
+    return ImageUrls(file=base, thumbnails={str(s): f"{base}?size={s}{state}" for s in imaging.THUMBNAIL_SIZES})
 
 
 def to_view(img: Image, trash_days: int) -> ImageView:
@@ -88,7 +92,7 @@ def to_view(img: Image, trash_days: int) -> ImageView:
         nsfw_score=img.nsfw_score,
         review_state=img.review_state,
         description_id=img.description_id,
-        urls=image_urls(img.id),
+        urls=image_urls(img.id, img.review_state),
     )
 
 

@@ -25,9 +25,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Two threads: a 512x512 image's check takes a few tens of ms on one (bench/safety_nsfw.py); more threads gain
-# little on this small model and take cores from the diffusion model running beside it.
-DEFAULT_THREADS = 2
+# One thread: on a 2-core machine busy with other work (the CI box, a small server with several workers) a warm
+# 512x512 check took 72 ms with one intra-op thread and 136 ms with two, which wait for each other at every layer
+# (bench/safety_nsfw.py); it runs beside diffusion models that need the cores more. The same finding as the demo
+# engine's (engines/demo/engine.py DEFAULT_THREADS).
+DEFAULT_THREADS = 1
 
 
 class OpenNsfwClassifier:
