@@ -38,7 +38,8 @@ async def admin_reviews_page(
 ) -> Response:
     reviews = ReviewService(services.db, services.gallery, services.admin)
     page = await call(reviews.list, state=state, cursor=cursor, limit=24)
-    return render(request, "admin_reviews.html", viewer, page=page, state=state)
+    threshold = services.settings.nsfw_threshold
+    return render(request, "admin_reviews.html", viewer, page=page, state=state, threshold=threshold)
 
 
 @router.get("/admin/audit")

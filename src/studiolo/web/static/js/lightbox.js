@@ -76,6 +76,8 @@ function showReview(view) {
   }
   const held = view.review_state === "pending" || view.review_state === "rejected";
   $("lb-download").hidden = held;
+  // Image to image, inpaint and upscale start from the original, which is refused: app.css hides them.
+  lightbox.toggleAttribute("data-held", held);
   note.hidden = !held;
   if (!held) { note.replaceChildren(); return; }
   const score = typeof view.nsfw_score === "number" ? ` (score ${view.nsfw_score.toFixed(2)})` : "";
