@@ -107,6 +107,10 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "argon2_time_cost": 1,
         "argon2_memory_kib": 1024,
         "rate_limits_enabled": False,
+        # The NSFW output check costs ~70 ms an image (bench/safety_nsfw.py): tests of other features leave it off,
+        # the safety tests turn it on (tests/unit/test_nsfw.py, tests/integration/test_review_queue.py) and the
+        # end-to-end tests run the real `studiolo` with its defaults, the check included.
+        "nsfw_check": False,
     }
     values.update(overrides)
     return Settings(**values)

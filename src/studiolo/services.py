@@ -38,6 +38,7 @@ from studiolo.domain.generation.service import GenerationService
 from studiolo.domain.generation.upscale import UpscaleService
 from studiolo.domain.generation.worker import JobRunner
 from studiolo.domain.safety import invisible
+from studiolo.domain.safety.nsfw import build_nsfw_classifier
 from studiolo.domain.safety.outputs import OutputGuard
 from studiolo.domain.safety.provenance import build_credentials
 from studiolo.domain.safety.terms import owner_terms
@@ -268,7 +269,7 @@ def build_services(
     # The output check every generated image passes before it is stored (issue 17, safety/outputs.py).
     invisible_on = settings.watermark_invisible
     runner.guard = OutputGuard(
-        classifier=None,
+        classifier=build_nsfw_classifier(settings),
         threshold=settings.nsfw_threshold,
         credentials=build_credentials(settings),
         mark=None if settings.watermark_visible == "never" else visible_mark(settings),

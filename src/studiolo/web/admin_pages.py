@@ -1,4 +1,5 @@
-"""The admin pages: analytics, users, all jobs, audit log. Data comes from the same services as /api/v1/admin."""
+"""The admin pages: analytics, users, all jobs, image reviews, audit log. Data comes from the same services as
+/api/v1/admin."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from studiolo.deps import ServicesDep
+from studiolo.domain.safety.review import ReviewService
 from studiolo.web.pages import AdminViewer, Cursor, call, render
 
 router = APIRouter(include_in_schema=False)
@@ -24,6 +26,20 @@ async def admin_users_page(
 ) -> Response:
     page = await call(services.admin.list_users, q=q, status=status or None, limit=50, cursor=cursor)
     return render(request, "admin_users.html", viewer, page=page, q=q, status=status)
+
+
+@router.get("/admin/reviews")
+async def admin_reviews_page(
+    request: Request,
+    viewer: AdminViewer,
+    services: ServicesDep,
+    state: Literal["pending", "approved", "rejected"] = "pending",
+    cursor: Cursor = None,
+) -> Response:
+    reviews = ReviewService(services.db, services.gallery, services.admin)
+    page = await call(reviews.list, state=state, cursor=cursor, limit=24)
+    threshold = services.settings.nsfw_threshold
+    return render(request, "admin_reviews.html", viewer, page=page, state=state, threshold=threshold)
 
 
 @router.get("/admin/audit")

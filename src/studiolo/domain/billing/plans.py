@@ -30,6 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from studiolo.domain.safety.ports import NsfwPolicy
 from studiolo.errors import InvalidInput
 
 # What a plan can unlock: the job kinds, and the film studio (issue 16).
@@ -59,6 +60,9 @@ class PlanSpec(BaseModel):
     queue_priority: int = Field(default=0, ge=0, le=100)
     max_running_jobs: int | None = Field(default=None, ge=1, le=1000)
     watermark: bool = False
+    # Issue 17: what the output check does with this plan's images above the NSFW threshold (allow: keep; blur: hold
+    # for review; block: not stored); None: the install's STUDIOLO_NSFW_POLICY.
+    nsfw_policy: NsfwPolicy | None = None
     features: list[str] = Field(default_factory=lambda: list(FEATURES))
     models: list[str] | None = None
     sort_order: int = Field(default=0, ge=-MAX_COUNT, le=MAX_COUNT)
@@ -88,6 +92,7 @@ class PlanPatch(BaseModel):
     queue_priority: int | None = Field(default=None, ge=0, le=100)
     max_running_jobs: int | None = Field(default=None, ge=1, le=1000)
     watermark: bool | None = None
+    nsfw_policy: NsfwPolicy | None = None  # null: back to the install's policy
     features: list[str] | None = None
     models: list[str] | None = None
     sort_order: int | None = Field(default=None, ge=-MAX_COUNT, le=MAX_COUNT)

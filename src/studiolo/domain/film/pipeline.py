@@ -208,7 +208,7 @@ class FilmRenderer:
                 elif state.state == "failed":
                     raise EngineError(
                         f"The image of scene {scene.position + 1} failed: {state.error}",
-                        code="scene_image_failed",
+                        code=state.code or "scene_image_failed",
                         retryable=False,
                     )
                 elif state.state in ("none", "stale"):

@@ -22,10 +22,14 @@ from studiolo.domain.gallery.models import Image
 from studiolo.domain.generation.models import Job
 from studiolo.domain.generation.schemas import GenerationParams
 from studiolo.domain.generation.service import GenerationService
+from studiolo.domain.safety.outputs import REVIEW_PENDING, REVIEW_REJECTED
 from studiolo.storage.base import ObjectStore
 
 # The image tags of every scene image (the gallery's search finds them).
 FILM_TAG = "film"
+# A render's error codes for a scene image the output check stopped (issue 17).
+CONTENT_BLOCKED = "content_blocked"
+CONTENT_UNDER_REVIEW = "content_under_review"
 
 
 def named_character(scene: FilmScene, characters: list[FilmCharacter]) -> FilmCharacter | None:
@@ -59,6 +63,7 @@ class SceneImageState:
     image_id: str | None = None
     job_id: str | None = None
     error: str | None = None
+    code: str | None = None  # a failed one's error code, when it says more than "scene_image_failed"
 
 
 def image_state(session: Session, project: FilmProject, scene: FilmScene, wanted_hash: str) -> SceneImageState:
@@ -66,13 +71,14 @@ def image_state(session: Session, project: FilmProject, scene: FilmScene, wanted
     if scene.image_hash != wanted_hash:
         return SceneImageState("stale" if scene.image_id else "none")
     if scene.image_id is not None:
-        alive = session.scalar(
-            select(Image.id).where(
+        alive = session.execute(
+            select(Image.id, Image.review_state).where(
                 Image.id == scene.image_id, Image.owner_id == project.owner_id, Image.trashed_at.is_(None)
             )
-        )
+        ).first()
         if alive:
-            return SceneImageState("ready", image_id=scene.image_id)
+            held = _held(alive.review_state, scene.image_id)
+            return held or SceneImageState("ready", image_id=scene.image_id)
         scene.image_id = None  # moved to the Trash or purged since: a new one is made
         scene.image_hash = None
         return SceneImageState("none")
@@ -85,14 +91,34 @@ def image_state(session: Session, project: FilmProject, scene: FilmScene, wanted
     if job.status in ("queued", "running"):
         return SceneImageState(job.status, job_id=job.id)
     if job.status == "succeeded":
-        image_id = session.scalar(
-            select(Image.id).where(Image.job_id == job.id, Image.owner_id == project.owner_id).order_by(Image.id)
-        )
-        if image_id is not None:
-            scene.image_id = image_id
-            return SceneImageState("ready", image_id=image_id, job_id=job.id)
+        made = session.execute(
+            select(Image.id, Image.review_state)
+            .where(Image.job_id == job.id, Image.owner_id == project.owner_id)
+            .order_by(Image.id)
+        ).first()
+        if made is not None:
+            scene.image_id = made.id
+            return _held(made.review_state, made.id) or SceneImageState("ready", image_id=made.id, job_id=job.id)
+        if job.blocked_outputs:
+            # The output check refused to store it (issue 17): queuing it again would make the same picture (same
+            # prompt and seed), and the idempotent submit would only find this job again, so the render stops here.
+            return SceneImageState(
+                "failed", job_id=job.id, error="the output check blocked it as not safe for work", code=CONTENT_BLOCKED
+            )
         return SceneImageState("none")
     return SceneImageState("failed", job_id=job.id, error=job.error_message or job.status)
+
+
+def _held(review_state: str | None, image_id: str) -> SceneImageState | None:
+    """A scene image the output check held for review, or that a review rejected, cannot go into a film: the film
+    would show (and its share link publish) what the gallery keeps private (issue 17)."""
+    if review_state == REVIEW_PENDING:
+        return SceneImageState(
+            "failed", image_id=image_id, error="it is held for review by an administrator", code=CONTENT_UNDER_REVIEW
+        )
+    if review_state == REVIEW_REJECTED:
+        return SceneImageState("failed", image_id=image_id, error="a review rejected it", code=CONTENT_BLOCKED)
+    return None
 
 
 def scene_params(project: FilmProject, scene: FilmScene) -> GenerationParams:

@@ -34,7 +34,8 @@ from studiolo.domain.gallery.schemas import (
     ImageView,
 )
 from studiolo.domain.ownership import get_owned
-from studiolo.errors import InvalidInput, NotFound
+from studiolo.domain.safety.outputs import REVIEW_PENDING, REVIEW_REJECTED
+from studiolo.errors import InvalidInput, NotFound, UnderReview
 from studiolo.storage.base import ObjectNotFound, ObjectStore
 
 API = "/api/v1"
@@ -54,9 +55,13 @@ class StoredFiles:
         return [self.original_key, *self.thumbnail_keys.values()]
 
 
-def image_urls(image_id: str) -> ImageUrls:
+def image_urls(image_id: str, review_state: str | None = None) -> ImageUrls:
     base = f"{API}/images/{image_id}/file"
-    return ImageUrls(file=base, thumbnails={str(s): f"{base}?size={s}" for s in imaging.THUMBNAIL_SIZES})
+    # A held image's thumbnails are redrawn when a review approves it (issue 17), under the same keys and ETags:
+    # the review state in their URLs makes browsers and the service worker (which keeps thumbnails for good) fetch
+    # the unblurred ones instead of showing the blurred copies they kept.
+    state = f"&review={review_state}" if review_state else ""
+    return ImageUrls(file=base, thumbnails={str(s): f"{base}?size={s}{state}" for s in imaging.THUMBNAIL_SIZES})
 
 
 def to_view(img: Image, trash_days: int) -> ImageView:
@@ -87,8 +92,18 @@ def to_view(img: Image, trash_days: int) -> ImageView:
         nsfw_score=img.nsfw_score,
         review_state=img.review_state,
         description_id=img.description_id,
-        urls=image_urls(img.id),
+        urls=image_urls(img.id, img.review_state),
     )
+
+
+def refuse_if_held(img: Image) -> None:
+    """UnderReview for an image the output check held back (issue 17): its thumbnails are blurred and its original
+    private until an administrator approves it (safety/review.py serves it to them); nothing is made from it."""
+    if img.review_state in (REVIEW_PENDING, REVIEW_REJECTED):
+        raise UnderReview(
+            "This image is held for review." if img.review_state == REVIEW_PENDING else "This image was rejected.",
+            details={"review_state": img.review_state},
+        )
 
 
 def search_text(prompt: str, tags: Iterable[str]) -> str:
@@ -361,6 +376,7 @@ class GalleryService:
         with self.db.session() as session:
             img = get_owned(session, Image, image_id, owner_id, what="image")
             if size == "original":
+                refuse_if_held(img)
                 return img.original_key, "image/png"
             return img.thumbnail_keys[size], "image/webp"
 

@@ -15,6 +15,7 @@ from typing import Any
 from studiolo.db.base import utcnow
 from studiolo.domain.gallery.models import Image
 from studiolo.domain.gallery.schemas import RegenerateRequest
+from studiolo.domain.gallery.service import refuse_if_held
 from studiolo.domain.generation import rules
 from studiolo.domain.generation.catalog import UpscalerInfo
 from studiolo.domain.generation.schemas import JobAccepted, UpscaleRequest, UpscalerList, UpscalerView
@@ -80,6 +81,7 @@ class UpscaleService:
         max_pixels = min(gen.limits.max_pixels, gen.engines[model.engine].capabilities(model).max_pixels)
         with gen.db.session() as session:
             source = gen.gallery.get_row(session, owner_id, image_id)
+            refuse_if_held(source)  # an upscale would hand back the held original's pixels (issue 17)
             width, height = source.width * req.factor, source.height * req.factor
             rules.refuse(rules.pixels_rules(width, height, max_pixels, ("factor",)))
             params = _job_params(source, upscaler, req.factor, width, height)

@@ -45,6 +45,7 @@ function planBody() {
     currency: f.currency.value.trim().toLowerCase() || "usd",
     stripe_price_id: f.stripe_price_id.value.trim() || null,
     watermark: f.watermark.checked,
+    nsfw_policy: f.nsfw_policy.value || null, // empty: the install's STUDIOLO_NSFW_POLICY
     features: [...planForm.querySelectorAll("input[name=features]:checked")].map((c) => c.value),
   };
   for (const name of UNLIMITED) body[name] = f[name].value === "" ? null : Number(f[name].value);

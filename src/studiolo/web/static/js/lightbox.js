@@ -64,6 +64,29 @@ export async function openImage(id) {
   $("lb-delete").hidden = Boolean(view.trashed_at);
   $("lb-download").href = view.urls.file + "?download=true";
   $("lb-tags").value = view.tags.join(", ");
+  showReview(view);
+}
+
+// Issue 17: an image the output check held back tells its owner why, and offers no download of the original
+// (the server refuses it with 403 under_review until an administrator approves it).
+function showReview(view) {
+  let note = $("lb-review");
+  if (!note) {
+    note = el("p", { id: "lb-review", class: "lb-review", role: "status" });
+    $("lb-error").after(note);
+  }
+  const held = view.review_state === "pending" || view.review_state === "rejected";
+  $("lb-download").hidden = held;
+  // Image to image, inpaint and upscale start from the original, which is refused: app.css hides them.
+  lightbox.toggleAttribute("data-held", held);
+  note.hidden = !held;
+  if (!held) { note.replaceChildren(); return; }
+  const score = typeof view.nsfw_score === "number" ? ` (score ${view.nsfw_score.toFixed(2)})` : "";
+  const reason = view.metadata?.review?.reason;
+  note.replaceChildren(view.review_state === "pending"
+    ? el("span", { text: `Held for review: the automatic check flagged this image as possibly not safe for work${score}. `
+      + "An administrator will look at it; until then it is shown blurred and the original cannot be downloaded." })
+    : el("span", { text: `Rejected: ${reason || "it breaks this site's content rules."}` }));
 }
 
 // Issue 17: what the original's C2PA Content Credentials say (GET /images/{id}/provenance), as one line of the
