@@ -12,7 +12,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from studiolo.domain.accounts.models import LOCAL_USER_ID
+from studiolo.domain.film import pipeline
 from studiolo.services import Services
+from tests.film_checks import make_film, run_until_done
 from tests.helpers import app_with, auth_headers, drain, job_count
 from tests.moderation_server import ModerationServer
 
@@ -111,3 +114,16 @@ def test_the_hosted_check_refuses_flagged_prompts_and_counts_refusals(settings_f
             assert response.status_code == 503, response.text
             assert response.json()["error"]["code"] == "moderation_unavailable"
             assert job_count(services) == 2  # the two accepted above, none from this refusal
+
+
+def test_a_film_whose_scene_prompt_is_refused_fails_its_render_with_the_code(
+    moderated: tuple[Services, TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services, _ = moderated
+    monkeypatch.setattr(pipeline, "IMAGE_POLL_SECONDS", 0.05)
+    script = "The keeper climbed the stairs at dusk.\n\nA grawlix was painted on the wall of the lamp room."
+    film_id = make_film(services, script=script)
+    job = run_until_done(services, services.film.render(LOCAL_USER_ID, film_id).job_id)
+    assert job.status == "failed" and job.error is not None
+    assert job.error.code == "content_rejected"
+    assert "scene 2" in job.error.message and BLOCKED not in job.error.message.lower()

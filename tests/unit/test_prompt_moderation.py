@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter
 
 from studiolo.domain.safety.prompts import (
     Blocklist,
@@ -48,12 +49,18 @@ def hosted(server: ModerationServer) -> Iterator[ModerationServer]:
     server.mode = "good"
 
 
-def _api(server: ModerationServer, **kw: object) -> OpenAIModeration:
-    return OpenAIModeration(f"{server.url}/v1", api_key="sk-mod", model="omni-moderation-latest", **kw)  # type: ignore[arg-type]
+def _api(server: ModerationServer, *, timeout: float = 5.0, fail_closed: bool = False) -> OpenAIModeration:
+    return OpenAIModeration(
+        f"{server.url}/v1", api_key="sk-mod", model="omni-moderation-latest", timeout=timeout, fail_closed=fail_closed
+    )
 
 
-def _count(counter: object, *labels: str) -> float:
-    return float(counter.labels(*labels)._value.get())  # type: ignore[attr-defined]
+def _count(counter: Counter, **labels: str) -> float:
+    """A counter's value for ``labels``, read as a scrape reads it."""
+    registry = CollectorRegistry()
+    registry.register(counter)
+    name = "studiolo_prompts_rejected_total" if "field" in labels else "studiolo_moderation_api_failures_total"
+    return registry.get_sample_value(name, labels) or 0.0
 
 
 # -- blocklist -----------------------------------------------------------------------------------
@@ -89,6 +96,17 @@ def test_the_blocklist_finds_words_phrases_and_patterns(text: str) -> None:
 )
 def test_the_blocklist_leaves_other_text_alone(text: str) -> None:
     assert not BlockRules.parse(RULES).matches(text)
+
+
+def test_whole_words_only_and_symbols_count_as_letters_inside_words() -> None:
+    rules = BlockRules.parse("ass\n")
+    assert [rules.matches(t) for t in ("a class act", "the assassin", "@ss", "ASS!", "a$s")] == [
+        False,
+        False,
+        True,
+        True,
+        True,
+    ]
 
 
 def test_normalisation_undoes_case_accents_and_leetspeak_but_not_punctuation() -> None:
@@ -162,8 +180,8 @@ def test_a_refusal_names_category_and_field_but_never_the_word(tmp_path: Path) -
         moderator.check("a fox", "grawlix, blurry")
     assert caught.value.details == {"category": "blocklist", "field": "negative_prompt"}
     assert "negative prompt" in caught.value.message
-    assert _count(moderator.rejected, "blocklist", "prompt") == 1
-    assert _count(moderator.rejected, "blocklist", "negative_prompt") == 1
+    assert _count(moderator.rejected, category="blocklist", field="prompt") == 1
+    assert _count(moderator.rejected, category="blocklist", field="negative_prompt") == 1
     moderator.check("a fox", "")  # allowed: nothing raised
 
 
@@ -210,7 +228,7 @@ def test_a_failing_endpoint_lets_the_prompt_through_or_refuses_it_when_fail_clos
     hosted.mode = mode
     open_api = _api(hosted)
     assert open_api.check(["a massacre"]) == [None]
-    assert _count(open_api.failures, reason) == 1
+    assert _count(open_api.failures, reason=reason) == 1
     assert open_api.check(["a massacre"]) == [None] and len(hosted.requests) == 2  # a failure is not remembered
     closed = _api(hosted, fail_closed=True)
     with pytest.raises(ServiceUnavailable) as caught:
@@ -231,7 +249,7 @@ def test_a_slow_endpoint_times_out_and_a_wrong_key_is_a_failure(hosted: Moderati
     hosted.mode = "good"
     wrong = OpenAIModeration(f"{hosted.url}/v1", api_key="sk-wrong")
     assert wrong.check(["a massacre"]) == [None]
-    assert _count(wrong.failures, "http_4xx") == 1
+    assert _count(wrong.failures, reason="http_4xx") == 1
     gone = OpenAIModeration("http://127.0.0.1:9/v1", timeout=0.5)  # nothing listens on the discard port
     assert gone.check(["a massacre"]) == [None]
-    assert _count(gone.failures, "unreachable") == 1
+    assert _count(gone.failures, reason="unreachable") == 1

@@ -211,9 +211,9 @@ class Memo:
 class ProfanityClassifier:
     """alt-profanity-check's packaged model: flags a text whose profanity probability reaches ``threshold``.
 
-    Loaded once per process, on the first prompt (importing scikit-learn and unpickling the model took 1.4 s on the
-    2-core CI machine; a prompt then costs about 6 ms, docs/safety.md), so processes that never check a prompt (a
-    worker, the CLI's other commands) never pay for it."""
+    Loaded once per process, on the first prompt (importing scikit-learn and unpickling the model took 1.3-2 s in an
+    API process on the 2-core CI machine; a prompt and negative prompt then cost about 6 ms, docs/safety.md), so
+    processes that never check a prompt (a worker, the CLI's other commands) never pay for it."""
 
     name = "profanity"
     negative = True
