@@ -145,8 +145,9 @@ def test_a_missing_or_invalid_configured_blocklist_stops_start_up(tmp_path: Path
         build_prompt_moderator(Settings(moderation_blocklist_file=tmp_path / "missing.txt"))
     bad = tmp_path / "bad.txt"
     bad.write_text("/[z-a]/\n", encoding="utf-8")
-    with pytest.raises(BlocklistError, match="line 1"):
+    with pytest.raises(BlocklistError, match="line 1") as caught:
         build_prompt_moderator(Settings(moderation_blocklist_file=bad))
+    assert (caught.value.code, caught.value.status_code) == ("invalid_blocklist", 422)
 
 
 # -- profanity model -----------------------------------------------------------------------------

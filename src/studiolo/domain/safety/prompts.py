@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Protocol
 from prometheus_client import Counter
 from prometheus_client.registry import Collector
 
-from studiolo.errors import ContentRejected
+from studiolo.errors import ContentRejected, InvalidInput
 
 if TYPE_CHECKING:
     from studiolo.settings import Settings
@@ -77,8 +77,11 @@ def words_of(text: str) -> list[str]:
     return _WORD.findall(normalise(text))
 
 
-class BlocklistError(ValueError):
-    """A blocklist file that cannot be used (unreadable, or a line with a bad pattern)."""
+class BlocklistError(InvalidInput):
+    """A blocklist file that cannot be used (unreadable, or a line with a bad pattern): a start-up error, like an
+    invalid plans file."""
+
+    code = "invalid_blocklist"
 
 
 @dataclass(frozen=True)
