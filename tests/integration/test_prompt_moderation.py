@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from studiolo.domain.accounts.models import LOCAL_USER_ID
 from studiolo.domain.film import pipeline
+from studiolo.domain.film.schemas import ScenePatch
 from studiolo.services import Services
 from tests.film_checks import make_film, run_until_done
 from tests.helpers import app_with, auth_headers, drain, job_count
@@ -116,13 +117,19 @@ def test_the_hosted_check_refuses_flagged_prompts_and_counts_refusals(settings_f
             assert job_count(services) == 2  # the two accepted above, none from this refusal
 
 
-def test_a_film_whose_scene_prompt_is_refused_fails_its_render_with_the_code(
+def test_a_films_script_and_scene_text_are_checked_when_written_and_its_prompts_when_drawn(
     moderated: tuple[Services, TestClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    services, _ = moderated
+    services, client = moderated
     monkeypatch.setattr(pipeline, "IMAGE_POLL_SECONDS", 0.05)
-    script = "The keeper climbed the stairs at dusk.\n\nA grawlix was painted on the wall of the lamp room."
-    film_id = make_film(services, script=script)
+    body = {"title": "Keeper", "script": f"The keeper climbed the stairs.\n\nA {BLOCKED} on the wall.", "music": "none"}
+    _refused(client.post("/api/v1/films", json=body), "blocklist", "script")  # narrated as written
+    film_id = make_film(services, script="The keeper climbed the stairs at dusk.\n\nThe lamp room was cold.")
+    _refused(client.patch(f"/api/v1/films/{film_id}", json={"script": f"A {BLOCKED}."}), "blocklist", "script")
+    _refused(client.post(f"/api/v1/films/{film_id}/scenes", json={"text": f"Then a {BLOCKED}."}), "blocklist", "text")
+    # A scene's image prompt is checked when its image is asked for: the render fails with the code.
+    scene = services.film.get(LOCAL_USER_ID, film_id).scenes[1]
+    services.film.update_scene(LOCAL_USER_ID, film_id, scene.id, ScenePatch(prompt=f"a {BLOCKED} on the wall"))
     job = run_until_done(services, services.film.render(LOCAL_USER_ID, film_id).job_id)
     assert job.status == "failed" and job.error is not None
     assert job.error.code == "content_rejected"

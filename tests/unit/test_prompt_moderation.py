@@ -194,6 +194,10 @@ def test_the_hosted_check_reads_the_prompt_but_not_the_negative_prompt(hosted: M
         moderator.check("an explicit scene", "")
     assert caught.value.details == {"category": "sexual", "field": "prompt"}
     assert "moderation service (sexual)" in caught.value.message
+    with pytest.raises(ContentRejected) as caught:  # a film's script is narrated: every check reads it
+        moderator.check_fields([("script", "The end.\n\nAn explicit scene.")])
+    assert caught.value.details == {"category": "sexual", "field": "script"}
+    assert caught.value.message.startswith("The script was flagged")
 
 
 # -- the hosted /moderations adapter ----------------------------------------------------------------

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FIELDS = {"prompt": "prompt", "negative_prompt": "negative prompt"}
+# How a refusal names the text it refused (a film's script and scene text are checked too: they are narrated).
+FIELDS = {"prompt": "prompt", "negative_prompt": "negative prompt", "script": "script", "text": "scene text"}
 _REGEX_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
 # Leetspeak-lite: the digits and symbols people put in place of letters to slip a word past a list. Symbols only
 # count inside or at the start of a word ("sh!t", "@ss"), so the "!" ending a sentence stays punctuation.
@@ -296,9 +297,13 @@ class PromptModerator:
 
     def check(self, prompt: str, negative_prompt: str = "") -> None:
         """Raise 422 content_rejected if a check refuses the prompt or the negative prompt."""
-        fields = [("prompt", prompt), ("negative_prompt", negative_prompt)]
+        self.check_fields([("prompt", prompt), ("negative_prompt", negative_prompt)])
+
+    def check_fields(self, fields: Sequence[tuple[str, str]]) -> None:
+        """Raise 422 content_rejected naming the first (field, text) a check refuses; every check but the negative
+        prompt's exemption reads every field."""
         for check in self.checks:
-            named = [(field, text) for field, text in fields if text.strip() and (check.negative or field == "prompt")]
+            named = [(f, text) for f, text in fields if text.strip() and (check.negative or f != "negative_prompt")]
             if not named:
                 continue
             for (field, _), category in zip(named, check.check([text for _, text in named]), strict=True):
