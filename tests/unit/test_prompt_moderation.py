@@ -114,6 +114,12 @@ def test_normalisation_undoes_case_accents_and_leetspeak_but_not_punctuation() -
     assert normalise("h3ll0 w0rld") == "hello world"
     assert normalise("sh!t @ss") == "shit ass"
     assert normalise("hello!") == "hello!"  # a sentence's "!" is not a letter
+    assert normalise("88 keys, 4k, b00k_shelf") == "88 keys, ak, book_shelf"  # a number stays a number
+
+
+def test_numbers_match_numbers_and_underscores_separate_words() -> None:
+    rules = BlockRules.parse("88\nhair\n")
+    assert [rules.matches(t) for t in ("88", "bb cream", "long_hair, 1girl", "hairdo")] == [True, False, True, False]
 
 
 @pytest.mark.parametrize(

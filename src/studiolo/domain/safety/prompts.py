@@ -41,11 +41,13 @@ log = logging.getLogger(__name__)
 FIELDS = {"prompt": "prompt", "negative_prompt": "negative prompt", "script": "script", "text": "scene text"}
 _REGEX_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
 # Leetspeak-lite: the digits and symbols people put in place of letters to slip a word past a list. Symbols only
-# count inside or at the start of a word ("sh!t", "@ss"), so the "!" ending a sentence stays punctuation.
+# count inside or at the start of a word ("sh!t", "@ss"), so the "!" ending a sentence stays punctuation; digits
+# only in a word that has letters, so a number stays a number ("88" is not "bb").
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g"})
 _LEET_SYMBOLS = re.compile(r"[@$!|](?=\w)")
 _SYMBOL_LETTERS = {"@": "a", "$": "s", "!": "i", "|": "i"}
-_WORD = re.compile(r"\w+")
+# Letters and digits: an underscore separates words, as prompts write them ("long_hair").
+_WORD = re.compile(r"[^\W_]+")
 
 
 class PromptCheck(Protocol):
@@ -70,7 +72,11 @@ def normalise(text: str) -> str:
     """What the blocklist's words are compared in: accents removed, case folded, leetspeak-lite undone."""
     folded = strip_accents(text).casefold()
     folded = _LEET_SYMBOLS.sub(lambda m: _SYMBOL_LETTERS[m.group()], folded)
-    return folded.translate(_LEET)
+    return _WORD.sub(lambda m: _leet(m.group()), folded)
+
+
+def _leet(word: str) -> str:
+    return word.translate(_LEET) if any(c.isalpha() for c in word) else word
 
 
 def words_of(text: str) -> list[str]:
