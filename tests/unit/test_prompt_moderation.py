@@ -131,7 +131,9 @@ def test_a_bad_pattern_names_its_line(line: str, why: str) -> None:
         BlockRules.parse(f"# list\nword\n{line}\n")
 
 
-def test_the_file_is_read_again_when_it_changes_and_a_bad_edit_keeps_the_last_list(tmp_path: Path) -> None:
+def test_the_file_is_read_again_when_it_changes_and_a_bad_edit_keeps_the_last_list(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "blocklist.txt"
     path.write_text("grawlix\n", encoding="utf-8")
     blocklist = Blocklist(path)
@@ -142,8 +144,13 @@ def test_the_file_is_read_again_when_it_changes_and_a_bad_edit_keeps_the_last_li
     path.write_text("zorp\n/(broken/\n", encoding="utf-8")
     os.utime(path, ns=(2, 2))
     assert blocklist.check(["a zorp"]) == ["blocklist"]  # still the last good list
+    assert blocklist.check(["a zorp"]) == ["blocklist"]
     path.unlink()
     assert blocklist.check(["a zorp"]) == ["blocklist"]
+    assert blocklist.check(["a zorp"]) == ["blocklist"]
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 2, errors  # once per change, not once per request
+    assert "line 2" in errors[0] and "previous blocklist stays in force" in errors[1]
 
 
 def test_a_missing_or_invalid_configured_blocklist_stops_start_up(tmp_path: Path) -> None:

@@ -178,15 +178,22 @@ class Blocklist:
 
     def refresh(self) -> None:
         """Re-read the file if its time or size changed since the last read."""
+        problem: BlocklistError | None = None
         try:
             stamp = self._stat()
-            if stamp == self._stamp:
-                return
-            self.rules = self._read()
-            self._stamp = stamp
-            log.info("moderation: blocklist %s reloaded (%d entries)", self.path, len(self.rules))
         except BlocklistError as exc:
-            log.error("moderation: %s; the previous blocklist stays in force", exc)
+            stamp, problem = (-1, -1), exc
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp  # a broken file is reported once per change, not on every request
+        if problem is None:
+            try:
+                self.rules = self._read()
+                log.info("moderation: blocklist %s reloaded (%d entries)", self.path, len(self.rules))
+                return
+            except BlocklistError as exc:
+                problem = exc
+        log.error("moderation: %s; the previous blocklist stays in force", problem)
 
     def check(self, texts: Sequence[str]) -> list[str | None]:
         self.refresh()
