@@ -5,6 +5,7 @@ protocol (flagged, clean, 429, 500, a malformed reply, a timeout; fail open and 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -171,6 +172,13 @@ def test_the_profanity_model_flags_abuse_and_passes_ordinary_prompts() -> None:
     assert classifier.load_seconds is not None  # loaded on first use, and timed
     probabilities = classifier.probabilities(prompts)
     assert probabilities[0] > 0.9 > probabilities[1]
+
+
+def test_a_model_that_does_not_load_is_a_503_not_a_500(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "profanity_check", None)  # what a broken install's import does: ImportError
+    with pytest.raises(ServiceUnavailable) as caught:
+        ProfanityClassifier(threshold=0.9).check(["a fox"])
+    assert (caught.value.code, caught.value.details) == ("moderation_unavailable", {"reason": "profanity_model"})
 
 
 def test_threshold_one_turns_the_model_off_and_nothing_configured_means_no_moderator() -> None:

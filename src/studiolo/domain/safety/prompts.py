@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Protocol
 from prometheus_client import Counter
 from prometheus_client.registry import Collector
 
-from studiolo.errors import ContentRejected, InvalidInput
+from studiolo.errors import ContentRejected, InvalidInput, ServiceUnavailable
 
 if TYPE_CHECKING:
     from studiolo.settings import Settings
@@ -248,8 +248,16 @@ class ProfanityClassifier:
             with self._lock:
                 if self._predict is None:
                     started = perf_counter()
-                    from profanity_check import predict_prob
-
+                    try:
+                        from profanity_check import predict_prob
+                    except Exception as exc:  # a broken install (the package, scikit-learn): 503, not a 500
+                        log.exception("moderation: the profanity model cannot be loaded")
+                        raise ServiceUnavailable(
+                            "Prompts cannot be checked on this server just now (its profanity model does not load); "
+                            "the administrator has been told in the log.",
+                            code="moderation_unavailable",
+                            details={"reason": "profanity_model"},
+                        ) from exc
                     self.load_seconds = perf_counter() - started
                     log.info("moderation: profanity model loaded in %.2f s", self.load_seconds)
                     self._predict = predict_prob
@@ -303,7 +311,7 @@ class PromptModerator:
         # Not registered anywhere yet: ProcessMetrics.bind registers them in the registry the process serves.
         self.rejected = Counter(
             "studiolo_prompts_rejected",
-            "Generation requests refused by prompt moderation, by category and field.",
+            "Texts refused by prompt moderation (generation requests, film scripts), by category and field.",
             ["category", "field"],
             registry=None,
         )
@@ -313,8 +321,8 @@ class PromptModerator:
         self.check_fields([("prompt", prompt), ("negative_prompt", negative_prompt)])
 
     def check_fields(self, fields: Sequence[tuple[str, str]]) -> None:
-        """Raise 422 content_rejected naming the first (field, text) a check refuses; every check but the negative
-        prompt's exemption reads every field."""
+        """Raise 422 content_rejected naming the first (field, text) a check refuses. Every check reads every field,
+        but one whose ``negative`` is false skips ``negative_prompt``."""
         for check in self.checks:
             named = [(f, text) for f, text in fields if text.strip() and (check.negative or f != "negative_prompt")]
             if not named:
