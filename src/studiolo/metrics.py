@@ -203,7 +203,12 @@ class ProcessMetrics:
         """Serve ``services``' job metrics and state (again: a second lifespan re-binds, never registers twice)."""
         for collector in self._bound:
             self.registry.unregister(collector)
-        self._bound = [*services.runner.metrics.collectors(), StateCollector(services)]
+        moderator = services.generation.moderator
+        self._bound = [
+            *services.runner.metrics.collectors(),
+            *(moderator.collectors() if moderator is not None else ()),
+            StateCollector(services),
+        ]
         for collector in self._bound:
             self.registry.register(collector)
 

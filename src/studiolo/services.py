@@ -40,6 +40,7 @@ from studiolo.domain.generation.worker import JobRunner
 from studiolo.domain.safety import invisible
 from studiolo.domain.safety.nsfw import build_nsfw_classifier
 from studiolo.domain.safety.outputs import OutputGuard
+from studiolo.domain.safety.prompts import build_prompt_moderator
 from studiolo.domain.safety.provenance import build_credentials
 from studiolo.domain.safety.terms import owner_terms
 from studiolo.domain.safety.visible import visible_mark
@@ -203,6 +204,7 @@ def build_services(
         gallery=gallery,
         store=store,
         engines=engines,
+        moderator=build_prompt_moderator(settings),
     )
     runner = JobRunner(
         db=db,

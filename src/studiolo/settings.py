@@ -170,10 +170,16 @@ class Settings(BaseSettings):
     # the packaged alt-profanity-check classifier above a threshold (1.0: off), an optional OpenAI-compatible
     # /moderations endpoint. Outputs: the packaged open_nsfw classifier, and what happens above its threshold.
     moderation_blocklist_file: Path | None = None
-    moderation_profanity_threshold: float = Field(default=0.9, ge=0.0, le=1.0)
+    # Off by default: the model knows insults, not content, and refuses "a stupid dog" or "a naked mole rat" at any
+    # useful threshold (docs/safety.md); 0.9 suits a community that wants abusive language refused.
+    moderation_profanity_threshold: float = Field(default=1.0, ge=0.0, le=1.0)
     moderation_api_base: str = ""  # e.g. https://api.openai.com/v1; empty: no hosted check
     moderation_api_key: str = ""
     moderation_api_model: str = "omni-moderation-latest"
+    moderation_api_timeout_seconds: float = Field(default=5.0, gt=0.0, le=60.0)  # a submit waits for it
+    # When the hosted check fails (timeout, 429, 5xx): false lets the prompt through with a logged warning (the local
+    # checks still ran), true refuses it with 503 moderation_unavailable (docs/safety.md#prompt-moderation).
+    moderation_api_fail_closed: bool = False
     nsfw_check: bool = True
     nsfw_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
     # allow: keep it, score stored; blur: blurred thumbnails, original private until an admin approves; block: not

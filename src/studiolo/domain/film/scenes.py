@@ -47,8 +47,12 @@ class SceneOps(ABC):
             raise NotFound(f"No scene with id '{scene_id}' in this film.", code="scene_not_found")
         return scene
 
-    def _check_scene_text(self, text: str) -> None:
+    def _check_scene_text(self, text: str, *, field: str = "text") -> None:
+        """Words within the limits (422 empty_script, script_too_long), and past prompt moderation (422
+        content_rejected, docs/safety.md): the text is narrated and subtitled as written, not only drawn."""
         sc.validate_script(text, max_words=self.settings.film_max_words)
+        if self.generation.moderator is not None:
+            self.generation.moderator.check_fields([(field, text)])
 
     def update_scene(self, owner_id: str, film_id: str, scene_id: str, patch: ScenePatch) -> FilmView:
         with self.db.session() as session:

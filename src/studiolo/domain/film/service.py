@@ -200,7 +200,7 @@ class FilmService(SceneOps):
         return views.film_view(session, project, max_words=self.settings.film_max_words)
 
     def create(self, owner_id: str, data: FilmCreate) -> FilmView:
-        sc.validate_script(data.script, max_words=self.settings.film_max_words)
+        self._check_scene_text(data.script, field="script")
         self._check_music(data.music)
         self._check_motion(data.motion)
         self._check_look(owner_id, data.style, data.model, data.aspect)
@@ -302,7 +302,7 @@ class FilmService(SceneOps):
         public = fields.pop("public", None)
         resplit = bool(fields.pop("resplit", False))
         if "script" in fields and fields["script"] is not None:
-            sc.validate_script(fields["script"], max_words=self.settings.film_max_words)
+            self._check_scene_text(fields["script"], field="script")
         if fields.get("music") is not None:
             self._check_music(fields["music"])
         if fields.get("motion") is not None:

@@ -57,6 +57,7 @@ from studiolo.domain.generation.submission import (
     submit_hash,
 )
 from studiolo.domain.ownership import get_owned
+from studiolo.domain.safety.prompts import PromptModerator
 from studiolo.engines.base import Engine, JobKind
 from studiolo.errors import Conflict, InvalidInput, NotFound, StudioloError
 from studiolo.settings import Settings
@@ -108,6 +109,7 @@ class GenerationService:
         gallery: GalleryService,
         store: ObjectStore,
         engines: dict[str, Engine],
+        moderator: PromptModerator | None = None,
     ):
         self.db = db
         self.settings = settings
@@ -118,6 +120,7 @@ class GenerationService:
         self.gallery = gallery
         self.store = store
         self.engines = engines
+        self.moderator = moderator
         self.limits = rules.GenerationLimits.from_settings(settings)
         # Given to every validation of a request, so it checks the configured limits with the fixed rules.
         self.validation_context = self.limits.context()
@@ -214,6 +217,8 @@ class GenerationService:
         final_prompt, final_negative = (
             style.apply(p.prompt, p.negative_prompt) if style else (p.prompt, p.negative_prompt)
         )
+        if self.moderator is not None:  # issue 17: refused before it is queued or quoted (safety/prompts.py)
+            self.moderator.check(final_prompt, final_negative)
         base_seed = p.seed if p.seed is not None else secrets.randbelow(2**32)
         seeds = [(base_seed + i) % 2**32 for i in range(p.n)]
         params = {

@@ -86,6 +86,8 @@ class UpscaleService:
             rules.refuse(rules.pixels_rules(width, height, max_pixels, ("factor",)))
             params = _job_params(source, upscaler, req.factor, width, height)
             seeds = [source.seed]
+        if gen.moderator is not None:  # the new image carries the source's prompt: checked as a new request's is
+            gen.moderator.check(params["final_prompt"], params["final_negative_prompt"])
         row = queued_row(
             owner_id,
             "upscale",

@@ -210,7 +210,16 @@ async function submit(p, batches = 1) {
 }
 
 function showError(error) {
+  const field = error.details?.field ? form.elements[error.details.field] : null;
+  if (field instanceof Element && $("advanced").contains(field)) $("advanced").open = true; // seen, and focusable
   showFieldErrors(form, error);
+  if (error.code === "content_rejected") {
+    // A moderation refusal (docs/safety.md) is said in full by the button, where the eye is after pressing it;
+    // the field it concerns stays marked and focused.
+    form.querySelector(`[data-error-for="${error.details.field}"]`)?.replaceChildren();
+    form.querySelector("[data-form-error]").textContent = error.message;
+    return;
+  }
   // The message sits next to its field; the bar by the button only points there (said once, not twice).
   if (form.querySelector("[data-error-for]:not([data-form-error]):not(:empty)")) {
     form.querySelector("[data-form-error]").textContent = "Check the field marked above.";
