@@ -98,6 +98,11 @@ def test_an_administrator_reviews_held_images_and_the_owner_sees_why(
     owner = owner_ctx.new_page()
     sign_in(owner, owner_email, PASSWORD)
     owner.wait_for_url("**/generate")
+    # The generator's job cards say so too, and offer nothing that starts from the private original.
+    held_card = owner.locator(".result[data-held]").first
+    expect(held_card.locator(".result-held")).to_contain_text("Held for review")
+    expect(held_card.locator(".act-img2img")).to_be_hidden()
+    shoot(owner, "owner-held-generate")
     owner.goto(f"/gallery?image={reject_id}")
     expect(owner.locator("#lb-review")).to_contain_text("Held for review")
     assert owner.request.get(f"/api/v1/images/{reject_id}/file").status == 403

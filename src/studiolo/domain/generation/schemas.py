@@ -227,6 +227,9 @@ class JobOutput(BaseModel):
     seed: int
     url: str
     thumbnail_url: str
+    review_state: str | None = Field(
+        default=None, description="pending: held back by the output check until reviewed (blurred thumbnail); null: not"
+    )
 
 
 class JobView(BaseModel):

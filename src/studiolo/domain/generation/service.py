@@ -421,7 +421,9 @@ class GenerationService:
         # was a third of a GET /jobs/{id} (bench/queue.py).
         outputs = (
             session.execute(
-                select(Image.id, Image.seed).where(Image.job_id == job.id).order_by(Image.batch_index)
+                select(Image.id, Image.seed, Image.review_state)
+                .where(Image.job_id == job.id)
+                .order_by(Image.batch_index)
             ).all()
             if job.status == "succeeded"
             else []
@@ -455,9 +457,9 @@ class GenerationService:
             started_at=job.started_at,
             finished_at=job.finished_at,
             outputs=[
-                JobOutput(image_id=image_id, seed=seed, url=urls.file, thumbnail_url=urls.thumbnails["300"])
-                for image_id, seed in outputs
-                for urls in (image_urls(image_id),)
+                JobOutput(image_id=i, seed=seed, url=u.file, thumbnail_url=u.thumbnails["300"], review_state=review)
+                for i, seed, review in outputs
+                for u in (image_urls(i, review),)
             ],
             blocked_outputs=job.blocked_outputs or 0,
             urls=job_urls(job.id),

@@ -117,9 +117,22 @@ export function createJobs({ box, empty, olderButton, clearButton, restoreButton
       e.dataTransfer.setData("application/x-studiolo-image", output.image_id);
       e.dataTransfer.effectAllowed = "copy";
     });
+    // Issue 17: an output the content check held back shows blurred, says so, and offers nothing that starts from its
+    // original (which stays private until an administrator approves it: 403 under_review).
+    const held = output.review_state === "pending" || output.review_state === "rejected";
+    if (held) {
+      figure.dataset.held = output.review_state;
+      const note = document.createElement("p");
+      note.className = "result-held small";
+      note.textContent = output.review_state === "pending"
+        ? "Held for review: the content check flagged this image. An administrator will look at it."
+        : "Rejected by a moderator.";
+      figure.querySelector("figcaption").before(note);
+    }
     for (const [cls, kind] of [["act-remix", "remix"], ["act-img2img", "img2img"], ["act-inpaint", "inpaint"],
       ["act-vary-subtle", "vary-subtle"], ["act-vary-strong", "vary-strong"]]) {
       const button = figure.querySelector("." + cls);
+      if (held && kind !== "remix") { button.hidden = true; continue; }
       button.setAttribute("aria-label", `${button.textContent}: image ${results.children.length + 1} of “${(job.params?.prompt ?? "").slice(0, 60)}”`);
       button.addEventListener("click", () => actions(kind, output.image_id, button));
     }
@@ -197,6 +210,13 @@ export function createJobs({ box, empty, olderButton, clearButton, restoreButton
         if (view?.duration_seconds != null) parts.push(`Done in ${view.duration_seconds.toFixed(1)} s`);
         const n = view?.outputs?.length ?? 0;
         parts.push(n === 1 ? "1 image" : `${n} images`);
+        const blocked = view?.blocked_outputs ?? 0;
+        if (blocked) {  // issue 17: the owner's NSFW policy is "block": those images were never stored (nor charged)
+          parts.push(`${blocked} withheld`);
+          q(".job-error").textContent = blocked === 1
+            ? "1 image was not kept: the content check found it not safe for work."
+            : `${blocked} images were not kept: the content check found them not safe for work.`;
+        }
         // costRate 0: billing is on, and its credits (the Billing page) are not this usage measure.
         if (view?.cost && costRate) parts.push(`${credits.format(view.cost)} credits`);
       } else if (type === "failed") {
