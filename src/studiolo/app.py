@@ -27,6 +27,7 @@ from studiolo.domain.film.youtube_router import router as youtube_router
 from studiolo.domain.gallery.router import router as gallery_router
 from studiolo.domain.generation.router import admin_router as generation_admin_router
 from studiolo.domain.generation.router import router as generation_router
+from studiolo.domain.understanding.router import router as describe_router
 from studiolo.errors import error_body, install_error_handlers
 from studiolo.lifecycle import ShutdownNotice
 from studiolo.logs import request_id_var
@@ -187,6 +188,7 @@ def create_app(
     app.include_router(youtube_router, prefix="/api/v1")  # before the films router: /films/youtube/... first
     app.include_router(film_router, prefix="/api/v1")
     app.include_router(film_public_router, prefix="/api/v1")
+    app.include_router(describe_router, prefix="/api/v1")
     app.include_router(ops_router)
     install_pages(app)
 

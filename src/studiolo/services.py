@@ -41,6 +41,7 @@ from studiolo.domain.safety import invisible
 from studiolo.domain.safety.outputs import OutputGuard
 from studiolo.domain.safety.terms import owner_terms
 from studiolo.domain.safety.visible import visible_mark
+from studiolo.domain.understanding.service import DescribeService, build_describer
 from studiolo.engines.base import Engine
 from studiolo.engines.ffmpeg import find_ffmpeg
 from studiolo.engines.image_to_video import SVDImageToVideo
@@ -121,6 +122,7 @@ class Services:
     billing: BillingService
     film: FilmService
     youtube: YouTubeService
+    describe: DescribeService
     event_relay: RedisEventRelay | None = None  # set when STUDIOLO_REDIS_URL is
     pools: list[WorkerPool] = field(default_factory=list)
 
@@ -300,5 +302,6 @@ def build_services(
         upscale=UpscaleService(generation),
         billing=billing,
         film=film,
+        describe=DescribeService(db, store, settings, build_describer(settings)),
         event_relay=event_relay,
     )

@@ -57,6 +57,7 @@ from studiolo.domain.generation.submission import (
     submit_hash,
 )
 from studiolo.domain.ownership import get_owned
+from studiolo.domain.understanding.models import Description
 from studiolo.engines.base import Engine, JobKind
 from studiolo.errors import Conflict, InvalidInput, NotFound, StudioloError
 from studiolo.settings import Settings
@@ -233,6 +234,11 @@ class GenerationService:
             "seed": p.seed,
             **sampling_params(p),
         }
+        if p.description_id is not None:
+            # The images keep their description (outputs.py); only the caller's own may be named (404 otherwise).
+            with self.db.session() as session:
+                get_owned(session, Description, p.description_id, owner_id, what="description")
+            params["description_id"] = p.description_id
         return params, model.id, seeds
 
     def validate_upload(self, data: bytes, *, field: str, mode: Literal["RGB", "L"] = "RGB") -> Upload:
