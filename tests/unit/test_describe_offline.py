@@ -52,6 +52,10 @@ def test_same_photo_same_palette() -> None:
     pixels = rng.integers(0, 255, (64 * 64, 3), dtype=np.uint8)
     assert palette(pixels, 5) == palette(pixels, 5)
     assert palette(np.zeros((0, 3), np.uint8), 5) == []
+    # A 1x1 photo: too few pixels to cluster (found by tests/integration/test_fuzz.py).
+    assert palette(np.array([[250, 250, 250]], np.uint8), 3) == [{"name": "white", "hex": "#fafafa", "share": 1.0}]
+    tiny = OfflineDescriber().describe(Photo(Image.new("RGB", (1, 1), (0, 0, 0)), b""), "scene", "")
+    assert tiny.data["colors"][0]["name"] == "black" and tiny.data["background_colors"] == []
 
 
 def test_faces_come_from_the_packaged_cascade_and_shape_the_subject() -> None:

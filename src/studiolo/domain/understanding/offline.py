@@ -75,7 +75,13 @@ def palette(pixels: NDArray[np.uint8], k: int) -> list[dict[str, Any]]:
     data = pixels.reshape(-1, 3).astype(np.float32)
     if len(data) == 0:
         return []
-    k = max(1, min(k, len(np.unique(data, axis=0))))
+    distinct = np.unique(data, axis=0)
+    if len(distinct) == 1 or len(data) < 2 * k:
+        # Too few pixels to cluster (OpenCV also reads a single row as a column of samples): one mean colour.
+        mean = data.mean(axis=0)
+        rgb = (round(float(mean[0])), round(float(mean[1])), round(float(mean[2])))
+        return [{"name": name_of(rgb), "hex": to_hex(rgb), "share": 1.0}]
+    k = min(k, len(distinct))
     cv2.setRNGSeed(17)  # the same photo gives the same palette
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 1.0)
     _, labels, centers = cv2.kmeans(data, k, None, criteria, 1, cv2.KMEANS_PP_CENTERS)
