@@ -41,7 +41,9 @@ def test_offline_describe_round_trip(client: TestClient, services: Services) -> 
     assert d["colors"][0]["name"] == "teal" and d["colors"][0]["hex"].startswith("#")
     assert d["orientation"] == "landscape" and d["faces"] == [] and 0 < d["brightness"] < 1
     assert view["known_by_vision_only"] == ["subject", "species", "archetype", "features", "clothing", "setting"]
-    assert view["prompt"].startswith("anthropomorphic animal fursona character") and "teal" in view["prompt"]
+    # The fur takes the subject's colours (the centre: rust), not the background's (teal).
+    assert view["prompt"].startswith("anthropomorphic animal fursona character, fur colours rust")
+    assert "teal" not in view["prompt"]
     assert view["style"] == "anime" and view["negative_prompt"] and view["cost"] == 0
     assert view["urls"] == {"self": f"/api/v1/describe/{view['id']}", "photo": f"/api/v1/describe/{view['id']}/photo"}
 

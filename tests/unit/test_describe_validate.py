@@ -87,6 +87,10 @@ def test_prompt_per_template() -> None:
     assert fursona.startswith("anthropomorphic bear fursona character")
     assert "wearing flannel shirt and beanie" in fursona and "fur colours brown and cream" in fursona
     assert build_prompt(d, "scene", "", 2000).startswith("a cabin")
+    # Measured subject colours (offline) lead a character's colours; a scene keeps the whole photo's.
+    d.subject_colors = [Colour(name="rust")]
+    assert "fur colours rust," in build_prompt(d, "fursona", "", 2000)
+    assert "colour palette of brown and cream" in build_prompt(d, "scene", "", 2000)
     assert build_prompt(d, "custom", "as a pirate captain", 2000).startswith("as a pirate captain, a man")
     assert len(build_prompt(d, "character", "", 30)) <= 30
     # Nothing known (an offline description of a photo without faces): still a usable prompt.

@@ -271,6 +271,7 @@ async def generate_page(request: Request, viewer: ViewerDep, services: ServicesD
         limits=generation_limits(services.settings),
         cost_rate=services.settings.cost_per_megapixel_step,
         billing_formula=FORMULA,
+        describer=services.describe.describer,  # the "From a photo" tab says which describer answers
     )
 
 

@@ -168,6 +168,12 @@ class OfflineDescriber:
         subject = _subject_mask(sh, sw, faces)
         subject_colours = palette(small[subject], 3)
         background_colours = palette(small[~subject], 3) if (~subject).any() else []
+        if background_colours:
+            # The subject's box holds some of the wall behind it: the background's main colour is the subject's only
+            # where it covers at least half of the box (a teal shirt on a teal wall).
+            wall = background_colours[0]["name"]
+            own = [c for c in subject_colours if c["name"] != wall or c["share"] >= 0.5]
+            subject_colours = own or subject_colours
 
         n = len(faces)
         subject_text = "" if n == 0 else "a person" if n == 1 else f"a group of {n} people"

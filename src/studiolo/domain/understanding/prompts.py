@@ -76,7 +76,10 @@ def build_prompt(d: PhotoDescription, template: str, instruction: str, max_chars
     parts = [lead, *d.features[:6]]
     if d.clothing:
         parts.append("wearing " + _join(d.clothing[:4]))
-    colours = [c.name for c in d.colors[:3] if c.name and not c.name.startswith("#")]
+    # A character's colours are its own, not the wall behind it: the subject's palette where the describer measured
+    # one (offline), the whole photo's for a scene or when only that is known.
+    palette = d.subject_colors if d.subject_colors and template != "scene" else d.colors
+    colours = [c.name for c in palette[:3] if c.name and not c.name.startswith("#")]
     if colours:
         parts.append(("fur colours " if template == "fursona" else "colour palette of ") + _join(colours))
     if d.mood:
