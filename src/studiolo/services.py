@@ -302,6 +302,6 @@ def build_services(
         upscale=UpscaleService(generation),
         billing=billing,
         film=film,
-        describe=DescribeService(db, store, settings, build_describer(settings)),
+        describe=DescribeService(db, store, settings, build_describer(settings), billing),
         event_relay=event_relay,
     )

@@ -15,6 +15,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from studiolo.cli import app as cli_app
+from studiolo.domain.accounts.audit import Origin
+from studiolo.domain.accounts.models import LOCAL_USER_ID
 from studiolo.services import Services
 from tests.helpers import app_with, auth_headers, create_user, drain, png_bytes, wait_terminal
 from tests.vision_server import VisionServer
@@ -168,3 +170,33 @@ def test_cli_describe(settings_factory: Callable[..., Any], tmp_path: Path, monk
     assert "prompt: a scene" in result.output and "studiolo generate" in result.output
     result = CliRunner().invoke(cli_app, ["describe", str(photo), "--template", "custom"])
     assert result.exit_code == 1 and "invalid_instruction" in result.output
+
+
+def test_describing_costs_credits_when_billing_is_on(settings_factory: Callable[..., Any]) -> None:
+    with app_with(settings_factory, billing="quotas", describe_credits=2) as (services, anonymous):
+        user = create_user(services, "payer@example.com")
+        anonymous.headers.update(auth_headers(services, user))
+        before = anonymous.get("/api/v1/billing").json()["balance"]
+        assert before >= 3  # the free plan's grant
+        view = _describe(anonymous, _jpeg())
+        assert view.status_code == 201, view.text
+        assert anonymous.get("/api/v1/billing").json()["balance"] == before - 2
+        entry = services.billing.ledger(user).items[0]
+        assert (entry.amount, entry.reason) == (-2, "Described a photo.")
+        # Down to 1 credit: refused before the describer is asked, and nothing is kept.
+        services.billing.adjust_credits(user, -(before - 3), reason="test", actor_id=None, origin=Origin())
+        refused = _describe(anonymous, _jpeg((90, 90)))
+        assert (refused.status_code, refused.json()["error"]["code"]) == (402, "insufficient_credits")
+        assert refused.json()["error"]["details"]["needed"] == 2
+        assert len(anonymous.get("/api/v1/describe").json()["items"]) == 1
+        # A failed describe costs nothing.
+        services.billing.adjust_credits(user, 5, reason="test", actor_id=None, origin=Origin())
+        balance = anonymous.get("/api/v1/billing").json()["balance"]
+        assert _describe(anonymous, b"nope").status_code == 415
+        assert anonymous.get("/api/v1/billing").json()["balance"] == balance
+        # The install's administrator (the local owner) is never charged, as for jobs.
+        admin = TestClient(anonymous.app)
+        admin.headers.update(auth_headers(services))
+        admin_before = services.billing.summary(LOCAL_USER_ID).balance
+        assert _describe(admin, _jpeg()).status_code == 201
+        assert services.billing.summary(LOCAL_USER_ID).balance == admin_before

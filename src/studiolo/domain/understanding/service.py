@@ -12,9 +12,11 @@ from typing import Any
 from sqlalchemy import delete, select, update
 
 from studiolo.db.session import Database
+from studiolo.domain.billing.service import BillingService
 from studiolo.domain.gallery import imaging
 from studiolo.domain.gallery.models import Image as GalleryImage
 from studiolo.domain.ownership import get_owned
+from studiolo.domain.understanding.charge import DescribeCharge
 from studiolo.domain.understanding.gemini import GeminiDescriber
 from studiolo.domain.understanding.models import Description
 from studiolo.domain.understanding.offline import VISION_ONLY, OfflineDescriber
@@ -74,11 +76,19 @@ def check_request(template: str, instruction: str) -> str:
 
 
 class DescribeService:
-    def __init__(self, db: Database, store: ObjectStore, settings: Settings, describer: Describer) -> None:
+    def __init__(
+        self,
+        db: Database,
+        store: ObjectStore,
+        settings: Settings,
+        describer: Describer,
+        billing: BillingService | None = None,
+    ) -> None:
         self.db = db
         self.store = store
         self.settings = settings
         self.describer = describer
+        self.charge = DescribeCharge(billing, settings.describe_credits)
 
     def describe(self, owner_id: str, data: bytes, template: str, instruction: str = "") -> DescriptionView:
         """Describe an uploaded photo and keep it (the photo, the description, the prompt)."""
@@ -90,6 +100,9 @@ class DescribeService:
             field="photo",
         )
         png = imaging.encode_png(upright, parameters="", metadata={})
+        if self.charge.active:
+            with self.db.session() as session:
+                self.charge.check(session, owner_id)
         started = time.perf_counter()
         reply = self.describer.describe(Photo(upright, png), template, instruction)
         duration_ms = round((time.perf_counter() - started) * 1000)
@@ -113,6 +126,7 @@ class DescribeService:
                 )
                 session.add(row)
                 session.flush()
+                self.charge.take(session, owner_id, row.id)
                 return self._view(row)
         except Exception:
             self._drop_photo_if_unused(key)
