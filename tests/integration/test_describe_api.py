@@ -4,6 +4,7 @@ OpenAI-compatible vision server (tests/vision_server.py); descriptions are their
 
 from __future__ import annotations
 
+import base64
 import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -143,6 +144,12 @@ def test_vision_describer_over_http(settings_factory: Callable[..., Any], vision
             "full-body character design of a young woman with short red hair, the wanderer"
         )
         assert view["usage"] == {"prompt_tokens": 812, "completion_tokens": 96, "attempts": 1}
+        # A large photo goes to the provider at most 1024 px long; the one kept is the original size.
+        vision.mode = "good"
+        large = _describe(anonymous, _jpeg((1600, 1200))).json()
+        sent = vision.requests[-1]["json"]["messages"][1]["content"][1]["image_url"]["url"].split(",", 1)[1]
+        assert Image.open(io.BytesIO(base64.b64decode(sent))).size == (1024, 768)
+        assert Image.open(io.BytesIO(anonymous.get(large["urls"]["photo"]).content)).size == (1600, 1200)
         for mode, status, code in [
             ("refusal", 422, "describe_refused"),
             ("malformed", 502, "describer_invalid_reply"),
@@ -152,8 +159,8 @@ def test_vision_describer_over_http(settings_factory: Callable[..., Any], vision
             r = _describe(anonymous, _jpeg())
             assert (r.status_code, r.json()["error"]["code"]) == (status, code)
         # A refused or failed describe keeps nothing: no row, no photo.
-        assert len(anonymous.get("/api/v1/describe").json()["items"]) == 1
-        assert len(list(services.store.iter_keys("descriptions/"))) == 1
+        assert len(anonymous.get("/api/v1/describe").json()["items"]) == 2
+        assert len(list(services.store.iter_keys("descriptions/"))) == 2
 
 
 def test_cli_describe(settings_factory: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,6 +9,7 @@ import logging
 import time
 from typing import Any
 
+from PIL import Image as PILImage
 from sqlalchemy import delete, select, update
 
 from studiolo.db.session import Database
@@ -36,6 +37,7 @@ from studiolo.settings import Settings
 from studiolo.storage.base import ObjectNotFound, ObjectStore
 
 log = logging.getLogger(__name__)
+PROVIDER_SIDE = 1024
 
 
 def build_describer(settings: Settings) -> Describer:
@@ -104,7 +106,7 @@ class DescribeService:
             with self.db.session() as session:
                 self.charge.check(session, owner_id)
         started = time.perf_counter()
-        reply = self.describer.describe(Photo(upright, png), template, instruction)
+        reply = self.describer.describe(Photo(upright, self._for_provider(upright, png)), template, instruction)
         duration_ms = round((time.perf_counter() - started) * 1000)
         result = self._result(reply, template, instruction)
         key = imaging.content_key(png, "png", prefix="descriptions")
@@ -131,6 +133,16 @@ class DescribeService:
         except Exception:
             self._drop_photo_if_unused(key)
             raise
+
+    def _for_provider(self, image: PILImage.Image, png: bytes) -> bytes:
+        """What a vision provider is sent: at most PROVIDER_SIDE px on the long side. Providers scale larger photos
+        down themselves (OpenAI's high detail to 2048 then 768 on the short side), so more is upload time and, with
+        tile-priced models, tokens for nothing. The offline describer reads the decoded image and is sent nothing."""
+        if self.describer.name == "offline" or max(image.size) <= PROVIDER_SIDE:
+            return b"" if self.describer.name == "offline" else png
+        copy = image.copy()
+        copy.thumbnail((PROVIDER_SIDE, PROVIDER_SIDE), PILImage.Resampling.LANCZOS)
+        return imaging.encode_png(copy, parameters="", metadata={})
 
     def _result(self, reply: DescriberReply, template: str, instruction: str) -> dict[str, Any]:
         offline = self.describer.name == "offline"
