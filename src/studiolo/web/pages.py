@@ -446,6 +446,7 @@ _SHELL_ASSETS = [
     "js/gen-mask.js",
     "js/gen-history.js",
     "js/gen-cost.js",
+    "js/describe.js",
     "js/billing.js",
     "js/films.js",
     "js/film.js",

@@ -82,7 +82,7 @@ async function showDescription(view) {
   const said = [s.subject, s.species, s.archetype, s.mood].filter(Boolean).join(" · ")
     || s.colors.slice(0, 3).map((c) => c.name).join(", ");
   const by = d.describer === "offline" ? "read offline" : `described by ${d.describer}${d.model ? ` (${d.model})` : ""}`;
-  box.replaceChildren(el("img", { src: d.urls.photo, alt: "The photo it was rendered from", loading: "lazy" }),
+  box.replaceChildren(el("img", { src: d.urls.photo, alt: "The photo this image was rendered after", loading: "lazy" }),
     el("div", {}, el("p", { class: "small muted", text: `From a photo (${d.template}), ${by}` }), el("p", { text: said })));
   box.hidden = false;
 }
