@@ -8,8 +8,8 @@ It checks the request's shape (a decodable PNG is attached), records every reque
 - ``good``: the JSON description (``DESCRIPTION``); ``fenced``: it inside a Markdown fence after a line of prose;
 - ``single_quotes``: a Python-style dict with single quotes and a trailing comma (repairable);
 - ``malformed``: prose with no JSON at all; ``no_subject``: JSON without a subject;
-- ``refusal``: a prose refusal; ``refusal_field``: OpenAI's ``message.refusal``; ``blocked``: Gemini's
-  ``promptFeedback.blockReason`` (OpenAI: a 400 ``content_policy_violation``);
+- ``refusal``: a prose refusal; ``refusal_field``: OpenAI's ``message.refusal``, Gemini's ``finishReason: SAFETY``;
+  ``blocked``: Gemini's ``promptFeedback.blockReason`` (OpenAI: a 400 ``content_policy_violation``);
 - ``rate_limited``: 429 for the first ``fail_times`` requests, then ``good``; ``error``: always 500;
 - ``slow``: ``good`` after ``slow_seconds``.
 
@@ -180,7 +180,9 @@ class VisionServer:
             return JSONResponse({"error": {"code": 400, "message": "inline_data is not a PNG"}}, 400)
         if mode == "blocked":
             return JSONResponse({"promptFeedback": {"blockReason": "SAFETY"}, "modelVersion": "gemini-test"})
-        text = REFUSAL if mode == "refusal_field" else self.content(mode)
+        if mode == "refusal_field":  # Gemini's structured refusal: a candidate stopped for safety, without text
+            return JSONResponse({"candidates": [{"finishReason": "SAFETY", "index": 0}], "modelVersion": "gemini-test"})
+        text = self.content(mode)
         return JSONResponse(
             {
                 "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}],

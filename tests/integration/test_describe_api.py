@@ -111,6 +111,14 @@ def test_bad_requests_have_stable_codes(
     assert (r.status_code, r.json()["error"]["code"]) == (status, code)
 
 
+def test_describing_counts_in_the_generation_rate_limit(settings_factory: Callable[..., Any]) -> None:
+    with app_with(settings_factory, rate_limits_enabled=True, rate_limit_generate="2/minute") as (services, c):
+        c.headers.update(auth_headers(services))
+        assert [_describe(c, _jpeg()).status_code for _ in range(2)] == [201, 201]
+        limited = _describe(c, _jpeg())
+        assert (limited.status_code, limited.json()["error"]["code"]) == (429, "rate_limited")
+
+
 def test_not_multipart_and_no_photo(client: TestClient) -> None:
     r = client.post("/api/v1/describe", json={"template": "character"})
     assert (r.status_code, r.json()["error"]["code"]) == (415, "unsupported_content_type")

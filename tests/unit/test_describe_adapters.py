@@ -72,6 +72,7 @@ def test_answers_are_parsed_and_repaired(kind: str, mode: str, vision: VisionSer
     ("mode", "status", "code"),
     [
         ("malformed", 502, "describer_invalid_reply"),
+        ("no_subject", 502, "describer_invalid_reply"),
         ("refusal", 422, "describe_refused"),
         ("refusal_field", 422, "describe_refused"),
         ("blocked", 422, "describe_refused"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from studiolo.domain.understanding import offline
@@ -64,3 +65,27 @@ def test_faces_come_from_the_packaged_cascade_and_shape_the_subject() -> None:
     assert mask[50, 50] and mask[99, 45] and not mask[5, 5] and not mask[50, 95]
     centre = offline._subject_mask(100, 100, [])
     assert centre[50, 50] and not centre[5, 5]
+
+
+def test_a_found_face_makes_the_subject_a_person(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the describer does with the cascade's boxes (the detection itself is OpenCV's, on real photos): the face
+    as fractions of the photo, the subject "a person", and the subject's colours taken under the face."""
+    a = np.zeros((400, 300, 3), np.uint8)
+    a[:] = (20, 110, 120)  # a teal wall
+    a[100:400, 90:210] = (183, 65, 14)  # a rust figure below the face
+    seen: list[tuple[int, ...]] = []
+
+    def find(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
+        seen.append(gray.shape)
+        h, w = gray.shape
+        return [(int(w * 0.4), int(h * 0.1), int(w * 0.2), int(h * 0.15))]  # in the copy the cascade is given
+
+    monkeypatch.setattr(offline._faces, "find", find)
+    d = PhotoDescription.model_validate(
+        OfflineDescriber().describe(Photo(Image.fromarray(a), b""), "portrait", "").data
+    )
+    assert seen == [(320, 240)]  # the cascade gets a grey copy at most 320 px long
+    assert d.subject == "a person" and len(d.faces) == 1
+    face = d.faces[0]
+    assert (round(face.x, 2), round(face.y, 2), round(face.w, 2), round(face.h, 2)) == (0.4, 0.1, 0.2, 0.15)
+    assert d.subject_colors[0].name == "rust" and d.background_colors[0].name == "teal"

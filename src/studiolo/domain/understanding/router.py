@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from studiolo.deps import OwnerId, ServicesDep, current_owner_id
+from studiolo.deps import GenerationLimit, OwnerId, ServicesDep, current_owner_id
 from studiolo.domain.understanding.ports import MAX_INSTRUCTION_CHARS, TEMPLATES
 from studiolo.domain.understanding.schemas import DescriptionPage, DescriptionView
 from studiolo.errors import InvalidInput, UnsupportedMediaType
@@ -46,6 +46,8 @@ _BODY = {
     response_model=DescriptionView,
     summary="Describe a photo as a character, fursona, portrait or scene",
     openapi_extra=_BODY,
+    # A describe may be a paid provider call: it counts in the same per-user limit as a job submission.
+    dependencies=[GenerationLimit],
 )
 async def describe(request: Request, services: ServicesDep, owner: OwnerId) -> DescriptionView:
     """The structured description, a ready prompt and a suggested style. The upload is checked as the gallery's are
