@@ -3,7 +3,7 @@
 // as text-to-image from the prompt or image-to-image from the photo. Jobs carry description_id, so their images keep
 // the description and the photo. generate.js owns the job list: it passes `settings` (the Prompt tab's model, size,
 // quality, images) and `queued` (show an accepted job with the others).
-import { api, ApiError, el } from "./app.js";
+import { api, ApiError, el, toast } from "./app.js";
 
 const $ = (id) => document.getElementById(id);
 const TEMPLATE_HINTS = {
@@ -226,6 +226,7 @@ export function createDescribe({ settings, queued, refusal }) {
       }
       queued(accepted, p);
       $("render-error").textContent = "";
+      toast(`Rendering ${kind() === "img2img" ? "from the photo" : "from the prompt"}: the images appear under Results.`);
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       if (!refusal?.(error)) $("render-error").textContent = error.message;
