@@ -29,6 +29,7 @@ from studiolo.domain.generation.router import admin_router as generation_admin_r
 from studiolo.domain.generation.router import router as generation_router
 from studiolo.domain.safety.provenance_router import router as provenance_router
 from studiolo.domain.safety.review_router import router as review_router
+from studiolo.domain.understanding.router import router as describe_router
 from studiolo.errors import error_body, install_error_handlers
 from studiolo.lifecycle import ShutdownNotice
 from studiolo.logs import request_id_var
@@ -191,6 +192,7 @@ def create_app(
     app.include_router(film_public_router, prefix="/api/v1")
     app.include_router(provenance_router, prefix="/api/v1")
     app.include_router(review_router, prefix="/api/v1")
+    app.include_router(describe_router, prefix="/api/v1")
     app.include_router(ops_router)
     install_pages(app)
 

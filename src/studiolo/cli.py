@@ -30,6 +30,7 @@ from rich.progress import (
 from rich.table import Table
 
 from studiolo.cli_billing import build_billing_app
+from studiolo.cli_describe import describe
 from studiolo.cli_film import build_film_app
 from studiolo.cli_images import build_images_app
 from studiolo.cli_options import SuggestingGroup
@@ -445,6 +446,7 @@ def generate(
 
 
 app.command()(upscale)  # cli_upscale.py; listed after generate
+app.command()(describe)  # cli_describe.py: photo -> character
 
 
 def _size(size_bytes: int) -> str:

@@ -44,6 +44,7 @@ from studiolo.domain.safety.prompts import build_prompt_moderator
 from studiolo.domain.safety.provenance import build_credentials
 from studiolo.domain.safety.terms import owner_terms
 from studiolo.domain.safety.visible import visible_mark
+from studiolo.domain.understanding.service import DescribeService, build_describer
 from studiolo.engines.base import Engine
 from studiolo.engines.ffmpeg import find_ffmpeg
 from studiolo.engines.image_to_video import SVDImageToVideo
@@ -124,6 +125,7 @@ class Services:
     billing: BillingService
     film: FilmService
     youtube: YouTubeService
+    describe: DescribeService
     event_relay: RedisEventRelay | None = None  # set when STUDIOLO_REDIS_URL is
     pools: list[WorkerPool] = field(default_factory=list)
 
@@ -304,5 +306,6 @@ def build_services(
         upscale=UpscaleService(generation),
         billing=billing,
         film=film,
+        describe=DescribeService(db, store, settings, build_describer(settings), billing),
         event_relay=event_relay,
     )

@@ -154,7 +154,7 @@ class Settings(BaseSettings):
     film_soundfont: Path | None = None  # a General MIDI .sf2 for fluidsynth music; empty: the procedural synth
     film_youtube_api_base: str = "https://www.googleapis.com"  # tests point it at a local server
 
-    # Photo to character (issue 17, docs/safety.md#describe). "offline": the attribute extractor that needs no weights
+    # Photo to character (issue 17, docs/describe.md). "offline": the attribute extractor that needs no weights
     # (understanding/offline.py); "openai": any OpenAI-compatible chat server with image input (OpenAI, Ollama, vLLM,
     # LM Studio); "gemini": Google's generateContent API.
     describer: Literal["offline", "openai", "gemini"] = "offline"
@@ -192,7 +192,7 @@ class Settings(BaseSettings):
     watermark_logo: Path | None = None  # a PNG with alpha drawn instead of the text
     watermark_position: Literal["bottom-right", "bottom-left", "top-right", "top-left", "center"] = "bottom-right"
     watermark_opacity: float = Field(default=0.6, gt=0.0, le=1.0)
-    watermark_scale: float = Field(default=0.25, gt=0.0, le=1.0)  # the mark's width as a share of the image's
+    watermark_scale: float = Field(default=0.25, gt=0.0, le=1.0)  # width, as a share of sqrt(width x height)
     # Invisible (DWT-DCT, safety/invisible.py): on every image of at least 256x256; empty payload: a per-install one.
     watermark_invisible: bool = True
     watermark_payload: str = Field(default="", max_length=8)

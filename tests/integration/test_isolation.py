@@ -75,7 +75,12 @@ def test_every_route_denies_another_users_resources(client: TestClient, services
         session.add(publication)
         session.flush()
         publication_id = publication.id
+    # Photo to character (issue 17): a description and its photo.
+    description = client.post(
+        "/api/v1/describe", files={"photo": ("me.png", png_bytes(), "image/png")}, data={"template": "portrait"}
+    ).json()
     owned = {
+        "description_id": description["id"],
         "film_id": film["id"],
         "publication_id": publication_id,
         "scene_id": film["scenes"][0]["id"],
@@ -150,3 +155,4 @@ def test_every_route_denies_another_users_resources(client: TestClient, services
     assert client.get(job["urls"]["get"]).json()["status"] == "succeeded"
     mine = client.get(f"/api/v1/films/{film['id']}").json()
     assert (mine["title"], mine["deleted_at"], len(mine["characters"])) == ("Secret film", None, 1)
+    assert client.get(f"/api/v1/describe/{description['id']}/photo").status_code == 200

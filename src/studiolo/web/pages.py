@@ -271,6 +271,7 @@ async def generate_page(request: Request, viewer: ViewerDep, services: ServicesD
         limits=generation_limits(services.settings),
         cost_rate=services.settings.cost_per_megapixel_step,
         billing_formula=FORMULA,
+        describer=services.describe.describer,  # the "From a photo" tab says which describer answers
     )
 
 
@@ -445,6 +446,7 @@ _SHELL_ASSETS = [
     "js/gen-mask.js",
     "js/gen-history.js",
     "js/gen-cost.js",
+    "js/describe.js",
     "js/billing.js",
     "js/films.js",
     "js/film.js",

@@ -83,6 +83,11 @@ class GenerationParams(BaseModel):
     )
     strength: float = Field(default=0.75, ge=0.0, le=1.0)
     tags: list[str] = Field(default_factory=list, max_length=32)
+    description_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="A description of yours (POST /api/v1/describe) the images are rendered from: kept with them",
+    )
 
     @field_validator("prompt")
     @classmethod

@@ -58,6 +58,7 @@ from studiolo.domain.generation.submission import (
 )
 from studiolo.domain.ownership import get_owned
 from studiolo.domain.safety.prompts import PromptModerator
+from studiolo.domain.understanding.models import owned_description
 from studiolo.engines.base import Engine, JobKind
 from studiolo.errors import Conflict, InvalidInput, NotFound, StudioloError
 from studiolo.settings import Settings
@@ -238,6 +239,8 @@ class GenerationService:
             "seed": p.seed,
             **sampling_params(p),
         }
+        if p.description_id is not None:  # the images keep it (outputs.py); only the caller's own (404 otherwise)
+            params["description_id"] = owned_description(self.db, owner_id, p.description_id)
         return params, model.id, seeds
 
     def validate_upload(self, data: bytes, *, field: str, mode: Literal["RGB", "L"] = "RGB") -> Upload:
@@ -417,14 +420,11 @@ class GenerationService:
 
     # -- read --------------------------------------------------------------------------------
     def view(self, session: Session, job: Job) -> JobView:
-        # Only the two columns a view shows: clients poll this, and loading whole image rows (their metadata JSON)
-        # was a third of a GET /jobs/{id} (bench/queue.py).
+        # Only the columns a view shows: clients poll this, and loading whole image rows (their metadata JSON) was a
+        # third of a GET /jobs/{id} (bench/queue.py).
+        columns = (Image.id, Image.seed, Image.review_state)
         outputs = (
-            session.execute(
-                select(Image.id, Image.seed, Image.review_state)
-                .where(Image.job_id == job.id)
-                .order_by(Image.batch_index)
-            ).all()
+            session.execute(select(*columns).where(Image.job_id == job.id).order_by(Image.batch_index)).all()
             if job.status == "succeeded"
             else []
         )

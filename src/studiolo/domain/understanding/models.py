@@ -9,6 +9,8 @@ from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from studiolo.db.base import Base, UTCDateTime, new_id, utcnow
+from studiolo.db.session import Database
+from studiolo.domain.ownership import get_owned
 
 
 class Description(Base):
@@ -28,3 +30,9 @@ class Description(Base):
     cost: Mapped[float] = mapped_column(Float, default=0.0)  # the provider's cost in USD where known, else 0
     duration_ms: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+def owned_description(db: Database, owner_id: str, description_id: str) -> str:
+    """``description_id`` when it is ``owner_id``'s description; NotFound (404 description_not_found) otherwise."""
+    with db.session() as session:
+        return get_owned(session, Description, description_id, owner_id, what="description").id

@@ -5,6 +5,7 @@
 // controls are on, and say why one is off.
 import { api, ApiError, apiPath, clearFieldErrors, isId, showFieldErrors, toast } from "./app.js";
 import { createCost } from "./gen-cost.js";
+import { createDescribe } from "./describe.js";
 import { createHistory } from "./gen-history.js";
 import { createJobs, quietGet } from "./gen-jobs.js";
 import { createMaskEditor } from "./gen-mask.js";
@@ -435,6 +436,16 @@ form.addEventListener("drop", (e) => {
   takeDrop(e.dataTransfer).catch((error) => toast(error.message, { kind: "error" }));
 });
 $("init-file").addEventListener("change", (e) => takeFile(e.target.files[0]).catch((error) => toast(error.message, { kind: "error" })));
+
+// --- the "From a photo" tab (describe.js): its renders use this form's model, size and count, shown with the others.
+createDescribe({
+  settings: params,
+  queued: (a, item) => {
+    jobs.follow({ id: a.id, status: a.status, queue_position: a.queue_position, queue_position_capped: a.queue_position_capped,
+      params: { ...item }, urls: a.urls, outputs: [], progress: { step: 0, total: 0 } });
+    channel?.postMessage({ type: "submitted", ids: [a.id] });
+  },
+});
 
 // --- remembered settings -------------------------------------------------------------------------------
 // The choices a user makes once and keeps survive a reload (the Advanced header lists the ones it holds);

@@ -59,6 +59,7 @@ export async function openImage(id) {
   }
   showCredentials(id);
   setStar($("lb-star"), view.starred);
+  showDescription(view);
   // Opened by its address (/gallery?image=…) an image may be in the Trash: say so, and offer it back.
   $("lb-trashed").hidden = !view.trashed_at;
   $("lb-delete").hidden = Boolean(view.trashed_at);
@@ -109,6 +110,27 @@ async function showCredentials(id) {
   line.textContent = word;
   line.title = why;
   line.dataset.state = state ?? "unknown";
+}
+
+// Photo to character (describe.js): an image rendered from a description shows the photo and what was said of it.
+async function showDescription(view) {
+  let box = $("lb-description");
+  if (!box) {
+    box = el("div", { id: "lb-description", class: "lb-description", hidden: true });
+    $("lb-meta").before(box);
+  }
+  box.hidden = true;
+  if (!isId(view.description_id)) return;
+  let d;
+  try { d = await api(apiPath`describe/${view.description_id}`); } catch { return; } // deleted since: nothing to show
+  if (current !== view.id) return;
+  const s = d.description;
+  const said = [s.subject, s.species, s.archetype, s.mood].filter(Boolean).join(" · ")
+    || s.colors.slice(0, 3).map((c) => c.name).join(", ");
+  const by = d.describer === "offline" ? "read offline" : `described by ${d.describer}${d.model ? ` (${d.model})` : ""}`;
+  box.replaceChildren(el("img", { src: d.urls.photo, alt: "The photo this image was rendered after", loading: "lazy" }),
+    el("div", {}, el("p", { class: "small muted", text: `From a photo (${d.template}), ${by}` }), el("p", { text: said })));
+  box.hidden = false;
 }
 
 function updateArrows() {
