@@ -103,18 +103,7 @@ class ReviewService:
             rows = session.execute(query).all()
             more = len(rows) > limit
             rows = rows[:limit]
-            items = [
-                ReviewItem(
-                    image=to_view(img, self.gallery.trash_days),
-                    owner_id=img.owner_id,
-                    owner_email=email,
-                    owner_status=status,
-                    nsfw_score=img.nsfw_score,
-                    review_state=img.review_state,
-                    urls=review_urls(img.id),
-                )
-                for img, email, status in rows
-            ]
+            items = [self._item(img, email, status) for img, email, status in rows]
         return ReviewPage(items=items, next_cursor=items[-1].image.id if more and items else None)
 
     def decide(self, actor_id: str, image_id: str, request: ReviewRequest, origin: Origin) -> ReviewItem:
@@ -167,15 +156,18 @@ class ReviewService:
             if row is None:
                 raise NotFound(f"No image with id '{image_id}'.", code="image_not_found")
             img, email, status = row
-            return ReviewItem(
-                image=to_view(img, self.gallery.trash_days),
-                owner_id=img.owner_id,
-                owner_email=email,
-                owner_status=status,
-                nsfw_score=img.nsfw_score,
-                review_state=img.review_state,
-                urls=review_urls(img.id),
-            )
+            return self._item(img, email, status)
+
+    def _item(self, img: Image, email: str, status: str) -> ReviewItem:
+        return ReviewItem(
+            image=to_view(img, self.gallery.trash_days),
+            owner_id=img.owner_id,
+            owner_email=email,
+            owner_status=status,
+            nsfw_score=img.nsfw_score,
+            review_state=img.review_state,
+            urls=review_urls(img.id),
+        )
 
     def file(self, image_id: str, size: str) -> tuple[bytes, str]:
         """An image's original or thumbnail for an administrator: only images that are or were held for review, so

@@ -71,3 +71,21 @@ def post_json(
             log.warning("Describer: %s (attempt %d of %d); retrying in %.2f s.", problem, attempt, retries + 1, wait)
             sleep(wait)
     raise unavailable(problem, retries + 1)
+
+
+class ProviderDescriber:
+    """What both vision providers' describers hold: where the provider is, its key and model, and how long and how
+    often to try (``post_with_retries``)."""
+
+    name = ""
+    default_model = ""
+
+    def __init__(
+        self, base_url: str, api_key: str, model: str, *, timeout: float, retries: int, backoff: float = 1.0
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.model = model or self.default_model
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 from typing import Any, Final
 
-from studiolo.domain.understanding.http import obj, post_json
+from studiolo.domain.understanding.http import ProviderDescriber, obj, post_json
 from studiolo.domain.understanding.ports import DescriberInvalidReply, DescriberReply, Photo, refused, unavailable
 from studiolo.domain.understanding.prompts import system_prompt
 from studiolo.domain.understanding.validate import parse_reply
@@ -22,18 +22,9 @@ def _usage(body: dict[str, Any]) -> tuple[int | None, int | None, float | None]:
     return ints[0], ints[1], float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None
 
 
-class OpenAIVisionDescriber:
+class OpenAIVisionDescriber(ProviderDescriber):
     name = "openai"
-
-    def __init__(
-        self, base_url: str, api_key: str, model: str, *, timeout: float, retries: int, backoff: float = 1.0
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.api_key = api_key
-        self.model = model or DEFAULT_MODEL
-        self.timeout = timeout
-        self.retries = retries
-        self.backoff = backoff
+    default_model = DEFAULT_MODEL
 
     def describe(self, photo: Photo, template: str, instruction: str) -> DescriberReply:
         data_uri = "data:image/png;base64," + base64.b64encode(photo.png).decode("ascii")
