@@ -26,12 +26,13 @@ import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
 
-import cv2
 import numpy as np
-import pywt
 from numpy.typing import NDArray
 from PIL import Image as PILImage
-from scipy.fft import dctn, idctn
+
+# OpenCV, PyWavelets and scipy.fft are imported where they are used, not here: every process imports this module
+# (the output guard, the provenance check), and they cost ~0.2 s at start-up to commands and API processes that
+# never embed or read a mark.
 
 PAYLOAD_BYTES = 8
 MIN_AREA = 256 * 256
@@ -97,6 +98,8 @@ def _v_plane(rgb: Array) -> Array:
 
 def _canonical(plane: Array) -> Array:
     """The plane resized to the working copy: area averaging when shrinking (no aliasing), linear when growing."""
+    import cv2
+
     h, w = plane.shape
     shrink = w >= _CANON and h >= _CANON
     canon: Array = cv2.resize(plane, (_CANON, _CANON), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
@@ -105,6 +108,9 @@ def _canonical(plane: Array) -> Array:
 
 def _coefficients(canon: Array) -> Array:
     """The block DCTs of the working copy's Haar approximation band, as (blocks, _BLOCK, _BLOCK), row-major."""
+    import pywt
+    from scipy.fft import dctn
+
     approx, _ = pywt.dwt2(canon, "haar")
     n = approx.shape[0] // _BLOCK
     blocks = approx.reshape(n, _BLOCK, n, _BLOCK).transpose(0, 2, 1, 3).reshape(-1, _BLOCK, _BLOCK)
@@ -120,6 +126,10 @@ def _slot_values(coeffs: Array) -> Array:
 
 def _band_to_canonical(change: Array) -> Array:
     """A change of the slot values as a smooth change of the working copy."""
+    import cv2
+    import pywt
+    from scipy.fft import idctn
+
     side, n = _CANON // 2, _CANON // 2 // _BLOCK
     delta_coeffs = np.zeros((n * n, _BLOCK, _BLOCK), dtype=np.float32)
     per_block = change.reshape(-1, len(_SLOTS_PER_BLOCK))
@@ -137,6 +147,8 @@ def _band_to_canonical(change: Array) -> Array:
 
 def embed(image: PILImage.Image, payload: bytes) -> PILImage.Image:
     """A copy of ``image`` (RGB) carrying ``payload``."""
+    import cv2
+
     pixels = np.asarray(image.convert("RGB"))
     rgb = pixels.astype(np.float32)
     canon = _canonical(_v_plane(rgb))

@@ -11,14 +11,16 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
 from studiolo.domain.understanding.colors import name_of, to_hex
+
+if TYPE_CHECKING:
+    import cv2
 from studiolo.domain.understanding.ports import DescriberReply, Photo
 
 log = logging.getLogger(__name__)
@@ -26,16 +28,23 @@ log = logging.getLogger(__name__)
 # The fields a vision model fills and pixel statistics cannot: the UI says so next to them.
 VISION_ONLY: Final = ("species", "archetype", "features", "clothing", "setting")
 _CASCADE_NAME: Final = "haarcascade_frontalface_default.xml"
-# opencv-python wheels ship the cascades under cv2.data; Debian's opencv-data package under /usr/share/opencv4.
-_CASCADE_DIRS: Final = (getattr(getattr(cv2, "data", None), "haarcascades", ""), "/usr/share/opencv4/haarcascades/")
+# Debian's opencv-data package keeps the cascades here; opencv-python wheels under cv2.data (_cascade_dirs). OpenCV
+# is imported on first use, not with this module: API processes and commands that never describe skip its ~0.1 s.
+_DEBIAN_CASCADES: Final = "/usr/share/opencv4/haarcascades/"
 _PALETTE_SIDE: Final = 64  # k-means on at most 64x64 pixels: a palette needs no more, and it stays a few ms
 # Faces are looked for on a copy this long, down to 1/10 of its short side (a photo for a character shows its subject
 # large): on this 2-core box 480 px at scale step 1.1 took ~250 ms a photo, 320 px at 1.2 takes ~30-120 ms.
 _FACE_SIDE: Final = 320
 
 
+def _cascade_dirs() -> tuple[str, str]:
+    import cv2
+
+    return getattr(getattr(cv2, "data", None), "haarcascades", ""), _DEBIAN_CASCADES
+
+
 def _find_cascade() -> Path | None:
-    for folder in _CASCADE_DIRS:
+    for folder in _cascade_dirs():
         if folder and (Path(folder) / _CASCADE_NAME).is_file():
             return Path(folder) / _CASCADE_NAME
     return None
@@ -55,8 +64,10 @@ class _Faces:
                 path = _find_cascade()
                 self._loaded = True
                 if path is None:
-                    log.warning("No Haar face cascade in %s: the offline describer finds no faces.", _CASCADE_DIRS)
+                    log.warning("No Haar face cascade in %s: the offline describer finds no faces.", _cascade_dirs())
                 else:
+                    import cv2
+
                     cascade = cv2.CascadeClassifier(str(path))
                     self._cascade = None if cascade.empty() else cascade
             if self._cascade is None:
@@ -72,6 +83,8 @@ _faces = _Faces()
 def palette(pixels: NDArray[np.uint8], k: int) -> list[dict[str, Any]]:
     """The dominant colours of ``pixels`` (N x 3 RGB): k-means clusters as {name, hex, share}, largest first; clusters
     with the same everyday name are merged (two shades of "teal" are one colour to a prompt)."""
+    import cv2
+
     data = pixels.reshape(-1, 3).astype(np.float32)
     if len(data) == 0:
         return []
@@ -148,6 +161,8 @@ class OfflineDescriber:
     model = ""
 
     def describe(self, photo: Photo, template: str, instruction: str) -> DescriberReply:
+        import cv2
+
         image = photo.image.convert("RGB")
         width, height = image.size
         small = np.asarray(image.resize(_fit(width, height, _PALETTE_SIDE), Image.Resampling.BILINEAR), dtype=np.uint8)
