@@ -125,6 +125,15 @@ SMOKE: dict[str, tuple[list[str], list[str]]] = {
             rf"q='lighthouse neon', second page +p50 +{NUMBER} ms",
         ],
     ),
+    "safety_nsfw": (
+        ["--count", "2", "--repeat", "1", "--steps", "2"],
+        [
+            r"^2 demo-model images, 512x512, 2 steps",
+            rf"^ +1 +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER}% +{NUMBER}%",
+            rf"^scores: min {NUMBER} +median {NUMBER}",
+            r"^false positives \(score >= threshold\): ",
+        ],
+    ),
     "safety": (
         ["--images", "2", "--repeat", "1"],
         [
