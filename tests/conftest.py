@@ -25,6 +25,31 @@ from tests.helpers import auth_headers
 PG_URL = os.environ.get("STUDIOLO_TEST_DATABASE_URL", "")
 
 
+# The PostgreSQL pass (.ci/run's second run) keeps only tests that can reach PostgreSQL: through the database fixtures,
+# or by reading the variable themselves. Any other test (most unit tests, and tests that build their own SQLite
+# install) would run exactly as it did on the SQLite pass: it is deselected there rather than run twice (~2 min).
+_PG_FIXTURES = frozenset({"database_url", "pg_databases"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not PG_URL:
+        return
+    reads_variable: dict[str, bool] = {}
+
+    def reaches_postgres(item: pytest.Item) -> bool:
+        if _PG_FIXTURES & set(getattr(item, "fixturenames", ())):
+            return True
+        path = str(item.path)
+        if path not in reads_variable:
+            reads_variable[path] = "STUDIOLO_TEST_DATABASE_URL" in item.path.read_text(encoding="utf-8")
+        return reads_variable[path]
+
+    kept = [item for item in items if reaches_postgres(item)]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if not reaches_postgres(item)])
+        items[:] = kept
+
+
 class PgDatabases:
     """One migrated template database per session; every test gets a fresh copy (CREATE DATABASE ... TEMPLATE:
     milliseconds, and each test sees exactly the migrated schema, like the SQLite file copies)."""
