@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -139,3 +139,10 @@ SessionPrincipal = Annotated[Principal, Depends(session_principal)]
 AdminPrincipal = Annotated[Principal, Depends(admin_principal)]
 OriginDep = Annotated[Origin, Depends(request_origin)]
 GenerationLimit = Depends(generation_rate_limit)
+
+
+def multipart_body(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    """``openapi_extra`` for a route that reads its multipart form itself (so FastAPI cannot document it): the form's
+    fields, for /docs, the typed clients and the fuzz test."""
+    schema = {"type": "object", "required": required, "properties": properties}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}

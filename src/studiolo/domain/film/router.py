@@ -15,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, RedirectResponse
 from starlette.datastructures import UploadFile
 
-from studiolo.deps import GenerationLimit, OwnerId, ServicesDep, current_owner_id
+from studiolo.deps import GenerationLimit, OwnerId, ServicesDep, current_owner_id, multipart_body
 from studiolo.domain.film.schemas import (
     FilmCreate,
     FilmOptions,
@@ -46,23 +46,13 @@ FilmId = Annotated[str, Path(max_length=64, description="The film's id")]
 SceneId = Annotated[str, Path(max_length=64, description="The scene's id")]
 FileName = Annotated[str, Path(max_length=64, description="film.mp4, film.srt, film.vtt or thumbnail.jpg")]
 
-_CHARACTER_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["name", "image"],
-                    "properties": {
-                        "name": {"type": "string", "maxLength": 80, "description": "As the script names them"},
-                        "image": {"type": "string", "format": "binary", "description": "PNG, JPEG, WebP or GIF"},
-                    },
-                }
-            }
-        },
-    }
-}
+_CHARACTER_BODY = multipart_body(
+    ["name", "image"],
+    {
+        "name": {"type": "string", "maxLength": 80, "description": "As the script names them"},
+        "image": {"type": "string", "format": "binary", "description": "PNG, JPEG, WebP or GIF"},
+    },
+)
 _FILE_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {"content": {"video/mp4": {}, "application/x-subrip": {}, "text/vtt": {}, "image/jpeg": {}}},
     206: {"description": "A byte range of the file (a Range request: a video player seeking)"},

@@ -23,6 +23,7 @@ from studiolo.deps import (
     PrincipalDep,
     ServicesDep,
     current_owner_id,
+    multipart_body,
 )
 from studiolo.domain.gallery.schemas import NO_CONTROL_CHARS
 from studiolo.domain.generation.cancel_all import CanceledJobs, cancel_all
@@ -426,20 +427,7 @@ def delete_style(slug: str, services: ServicesDep, owner: OwnerId) -> Response:
     return Response(status_code=204)
 
 
-_PNG_INFO_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary", "description": "a PNG"}},
-                }
-            }
-        },
-    }
-}
+_PNG_INFO_BODY = multipart_body(["file"], {"file": {"type": "string", "format": "binary", "description": "a PNG"}})
 
 
 @router.post("/png-info", response_model=PngInfo, openapi_extra=_PNG_INFO_BODY)

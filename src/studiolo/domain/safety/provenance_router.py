@@ -3,33 +3,22 @@ one of your images."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from studiolo.deps import OwnerId, ServicesDep, current_owner_id
+from studiolo.deps import OwnerId, ServicesDep, current_owner_id, multipart_body
 from studiolo.domain.safety.provenance import C2paCredentials
 from studiolo.domain.safety.provenance_service import ProvenanceCheck, ProvenanceService
 from studiolo.errors import InvalidInput, UnsupportedMediaType
 
 router = APIRouter(tags=["provenance"], dependencies=[Depends(current_owner_id)])
 
-_CHECK_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP"}},
-                }
-            }
-        },
-    }
-}
+_CHECK_BODY = multipart_body(
+    ["file"], {"file": {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP"}}
+)
 
 
 def provenance_service(services: ServicesDep) -> ProvenanceService:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from studiolo.deps import GenerationLimit, OwnerId, ServicesDep, current_owner_id
+from studiolo.deps import GenerationLimit, OwnerId, ServicesDep, current_owner_id, multipart_body
 from studiolo.domain.understanding.ports import MAX_INSTRUCTION_CHARS, TEMPLATES
 from studiolo.domain.understanding.schemas import DescriptionPage, DescriptionView
 from studiolo.errors import InvalidInput, UnsupportedMediaType
@@ -16,28 +16,18 @@ from studiolo.errors import InvalidInput, UnsupportedMediaType
 router = APIRouter(prefix="/describe", tags=["describe"], dependencies=[Depends(current_owner_id)])
 
 DescriptionId = Annotated[str, Path(max_length=64, description="The description's id")]
-_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["photo"],
-                    "properties": {
-                        "photo": {"type": "string", "format": "binary", "description": "PNG, JPEG, WebP or GIF"},
-                        "template": {"type": "string", "enum": list(TEMPLATES), "default": "character"},
-                        "instruction": {
-                            "type": "string",
-                            "maxLength": MAX_INSTRUCTION_CHARS,
-                            "description": "What to describe; required for the custom template",
-                        },
-                    },
-                }
-            }
+_BODY = multipart_body(
+    ["photo"],
+    {
+        "photo": {"type": "string", "format": "binary", "description": "PNG, JPEG, WebP or GIF"},
+        "template": {"type": "string", "enum": list(TEMPLATES), "default": "character"},
+        "instruction": {
+            "type": "string",
+            "maxLength": MAX_INSTRUCTION_CHARS,
+            "description": "What to describe; required for the custom template",
         },
-    }
-}
+    },
+)
 
 
 @router.post(
