@@ -14,6 +14,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from studiolo import __version__
+from studiolo.compat.a1111 import router as a1111_router
+from studiolo.compat.errors import a1111_error, openai_error
+from studiolo.compat.openai_images import router as openai_images_router
 from studiolo.domain.accounts.oauth_router import router as oauth_router
 from studiolo.domain.accounts.router import admin_router
 from studiolo.domain.accounts.router import router as accounts_router
@@ -24,12 +27,14 @@ from studiolo.domain.film.router import public_router as film_public_router
 from studiolo.domain.film.router import router as film_router
 from studiolo.domain.film.youtube_router import connect_router as youtube_connect_router
 from studiolo.domain.film.youtube_router import router as youtube_router
+from studiolo.domain.gallery.links import links_router
 from studiolo.domain.gallery.router import router as gallery_router
 from studiolo.domain.generation.router import admin_router as generation_admin_router
 from studiolo.domain.generation.router import router as generation_router
 from studiolo.domain.safety.provenance_router import router as provenance_router
 from studiolo.domain.safety.review_router import router as review_router
 from studiolo.domain.understanding.router import router as describe_router
+from studiolo.domain.webhooks.router import router as webhooks_router
 from studiolo.errors import error_body, install_error_handlers
 from studiolo.lifecycle import ShutdownNotice
 from studiolo.logs import request_id_var
@@ -169,7 +174,8 @@ def create_app(
     if services is not None:
         app.state.services = services
         metrics.bind(services)
-    install_error_handlers(app, html_page=error_page)
+    # The compatible faces answer errors in their clients' shapes (issue 18, compat/errors.py).
+    install_error_handlers(app, html_page=error_page, faces={"/v1/": openai_error, "/sdapi/": a1111_error})
 
     # Inside BodyLimit: the body it reads has passed the size limit.
     app.add_middleware(TextGuard)
@@ -193,6 +199,11 @@ def create_app(
     app.include_router(provenance_router, prefix="/api/v1")
     app.include_router(review_router, prefix="/api/v1")
     app.include_router(describe_router, prefix="/api/v1")
+    app.include_router(links_router, prefix="/api/v1")
+    app.include_router(webhooks_router, prefix="/api/v1")
+    # Issue 18: the APIs existing tools speak, mapped onto the same services (docs/compatibility.md).
+    app.include_router(openai_images_router, prefix="/v1")
+    app.include_router(a1111_router, prefix="/sdapi/v1")
     app.include_router(ops_router)
     install_pages(app)
 

@@ -14,6 +14,7 @@ change its own owner's role or delete them. Every route states one of these
 
 from __future__ import annotations
 
+import base64
 import hmac
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -44,11 +45,23 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+# AUTOMATIC1111's clients authenticate with HTTP Basic (its --api-auth): under its face the password is the API key.
+BASIC_AUTH_PREFIXES = ("/sdapi/",)
+
+
 def bearer_credential(request: Request) -> str | None:
     header = request.headers.get("authorization")
     if not header:
         return None
     scheme, _, value = header.partition(" ")
+    if scheme.lower() == "basic" and request.url.path.startswith(BASIC_AUTH_PREFIXES):
+        try:
+            _user, sep, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            sep, password = "", ""
+        if not sep or not password:
+            raise Unauthorized("Use HTTP Basic with your API key as the password.", code="invalid_token")
+        return password
     if scheme.lower() != "bearer" or not value.strip():
         raise Unauthorized("Use 'Authorization: Bearer <token or API key>'.", code="invalid_token")
     return value.strip()

@@ -6,6 +6,8 @@ Services raise these; they never raise ``HTTPException``. Every error body has t
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -191,6 +193,9 @@ def _request_id(request: Request) -> str | None:
 
 
 HtmlPage = Callable[[Request, int, str, str], Awaitable[Response]]
+# Another API's face (issue 18, compat/): its clients expect errors in that API's shape. Given (status, code, message,
+# details, request id), returns (status, body, extra headers); registered per path prefix with install_error_handlers.
+FaceErrors = Callable[[int, str, str, dict[str, Any], str | None], tuple[int, dict[str, Any], dict[str, str]]]
 _NOT_PAGES = ("/api/", "/static/", "/health", "/ready", "/metrics", "/docs", "/redoc", "/openapi.json", "/sw.js")
 
 
@@ -212,28 +217,45 @@ def _invalid_json(request: Request) -> Response:
     return JSONResponse(body, status_code=422)
 
 
-def install_error_handlers(app: FastAPI, html_page: HtmlPage | None = None) -> None:
-    """Map every exception to the standard envelope; nothing reaches the client as a bare 500 trace."""
+def install_error_handlers(
+    app: FastAPI, html_page: HtmlPage | None = None, faces: Mapping[str, FaceErrors] | None = None
+) -> None:
+    """Map every exception to the standard envelope (or, under a face's path prefix, to that API's own error shape);
+    nothing reaches the client as a bare 500 trace."""
+    face_list = list((faces or {}).items())
+
+    def face_of(request: Request) -> FaceErrors | None:
+        path = request.url.path
+        return next((render for prefix, render in face_list if path.startswith(prefix)), None)
 
     async def page_or(request: Request, status: int, code: str, message: str, response: Response) -> Response:
+        face = face_of(request)
+        if face is not None:
+            details: dict[str, Any] = {}
+            with contextlib.suppress(ValueError, AttributeError):
+                details = json.loads(bytes(response.body)).get("error", {}).get("details") or {}
+            headers = {k: v for k, v in response.headers.items() if k.lower() in ("retry-after", "www-authenticate")}
+            status, body, extra = face(status, code, message, details, _request_id(request))
+            return JSONResponse(body, status_code=status, headers={**headers, **extra})
         if html_page is not None and _wants_page(request):
             return await html_page(request, status, code, message)
         return response
 
     @app.exception_handler(StudioloError)
     async def _domain(request: Request, exc: StudioloError) -> Response:
-        if html_page is not None and _wants_page(request) and not isinstance(exc, RateLimited):
-            return await html_page(request, exc.status_code, exc.code, exc.message)
         headers: dict[str, str] = {}
         if isinstance(exc, RateLimited):
             headers["Retry-After"] = str(exc.retry_after)
         elif isinstance(exc, Unauthorized):
             headers["WWW-Authenticate"] = 'Bearer realm="studiolo"'
-        return JSONResponse(
+        response = JSONResponse(
             error_body(exc.code, exc.message, exc.details, _request_id(request)),
             status_code=exc.status_code,
             headers=headers or None,
         )
+        if isinstance(exc, RateLimited) and face_of(request) is None:
+            return response  # a script's 429 stays JSON even when it asked for pages
+        return await page_or(request, exc.status_code, exc.code, exc.message, response)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
@@ -252,7 +274,7 @@ def install_error_handlers(app: FastAPI, html_page: HtmlPage | None = None) -> N
             # FastAPI reads a declared JSON body with json.loads and answers anything but a JSONDecodeError as a bare
             # 400: nesting past the recursion limit, an integer of over 4300 digits, bytes that are not UTF-8
             # (tests/integration/test_malformed_json.py).
-            return _invalid_json(request)
+            return await page_or(request, 422, "invalid_input", "The body is not valid JSON.", _invalid_json(request))
         codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 422: "invalid_input"}
         code = codes.get(exc.status_code, "http_error")
         response = JSONResponse(

@@ -87,6 +87,10 @@ def default_engines(settings: Settings) -> dict[str, Engine]:
     from studiolo.engines.upscale import LanczosUpscaleEngine
 
     engines[LanczosUpscaleEngine.name] = LanczosUpscaleEngine()
+    # Hosted providers whose settings offer them (issue 18, engines/remote): imported only when offered.
+    from studiolo.engines.remote import remote_engines
+
+    engines.update(remote_engines(settings))
     return engines
 
 

@@ -205,6 +205,48 @@ class Settings(BaseSettings):
     c2pa_tsa_url: str = ""  # an RFC 3161 time-stamp authority; empty: none
     c2pa_trust_anchors_file: Path | None = None  # PEM roots the verifier trusts besides this install's own
 
+    # The ecosystem faces (issue 18, docs/compatibility.md): the OpenAI Images API under /v1/images and AUTOMATIC1111's
+    # /sdapi/v1, translated onto the same queue. A call blocks until its job ends, at most this long (the job goes on
+    # into the gallery when the client leaves or the wait ends).
+    compat_wait_seconds: float = Field(default=600.0, gt=0, le=3600)
+    # Signed links to stored images (OpenAI's response_format=url, webhook outputs) live this long.
+    signed_url_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+
+    # Webhooks (issue 18, docs/webhooks.md): Standard Webhooks signatures, delivered from a durable outbox.
+    webhooks_enabled: bool = True
+    # Receivers on private, loopback or link-local addresses are refused unless this is true (tests, a LAN install).
+    webhooks_allow_private: bool = False
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0, le=60)
+    webhook_retry_hours: float = Field(default=24.0, gt=0, le=24 * 7)  # then the message fails and the endpoint
+    # is disabled (with an email) when it has failed that long
+    webhook_progress_seconds: float = Field(default=0.5, ge=0.1, le=60)  # job.progress at most this often
+    webhook_secret_grace_hours: float = Field(default=24.0, ge=0, le=24 * 30)  # a rotated secret still signs
+    webhook_poll_seconds: float = Field(default=1.0, gt=0, le=60)  # the deliverer's fallback sweep
+
+    # Hosted image providers as engines (issue 18, engines/remote, docs/compatibility.md#hosted-providers). A provider
+    # is offered when its key (or, for servers of your own, its base URL) is set; `studiolo models add-remote`
+    # registers its models. Keys stay in settings: never in the database, never in logs.
+    provider_openai_api_key: str = ""
+    provider_openai_base_url: str = "https://api.openai.com/v1"  # or LocalAI, vLLM-Omni, another Studiolo
+    provider_gemini_api_key: str = ""
+    provider_gemini_base_url: str = "https://generativelanguage.googleapis.com"
+    provider_stability_api_key: str = ""
+    provider_stability_base_url: str = "https://api.stability.ai"
+    provider_replicate_api_token: str = ""
+    provider_replicate_base_url: str = "https://api.replicate.com"
+    provider_fal_api_key: str = ""
+    provider_fal_base_url: str = "https://queue.fal.run"
+    provider_pollinations_enabled: bool = False  # keyless: off until asked for
+    provider_pollinations_token: str = ""
+    provider_pollinations_base_url: str = "https://image.pollinations.ai"
+    provider_a1111_base_url: str = ""  # another AUTOMATIC1111 (or Forge) server as a worker
+    provider_a1111_auth: str = ""  # its --api-auth "user:password"
+    provider_comfyui_base_url: str = ""  # a ComfyUI server as a worker
+    provider_timeout_seconds: float = Field(default=120.0, gt=0, le=3600)  # one HTTP call
+    provider_max_retries: int = Field(default=4, ge=0, le=20)  # after a 429, a 5xx, a timeout or a dropped link
+    provider_breaker_failures: int = Field(default=5, ge=1, le=1000)  # in a row: the provider is skipped ...
+    provider_breaker_seconds: float = Field(default=30.0, gt=0, le=3600)  # ... for this long
+
     # Accounts. "accounts": every API call needs a session or an API key (the default). "none": a trusted
     # single-user machine where every request acts as the built-in local owner (no sign-in), as ComfyUI does.
     auth_mode: Literal["accounts", "none"] = "accounts"

@@ -7,5 +7,6 @@ from studiolo.domain.film import models as _film  # noqa: F401
 from studiolo.domain.gallery import models as _gallery  # noqa: F401
 from studiolo.domain.generation import models as _generation  # noqa: F401
 from studiolo.domain.understanding import models as _understanding  # noqa: F401
+from studiolo.domain.webhooks import models as _webhooks  # noqa: F401
 
 metadata = Base.metadata

@@ -14,7 +14,7 @@ from typing import Literal, Protocol, TypeAlias, runtime_checkable
 from PIL import Image
 
 JobKind = Literal["txt2img", "img2img", "inpaint", "upscale"]
-ModelSource = Literal["hub", "folder", "single_file", "builtin"]
+ModelSource = Literal["hub", "folder", "single_file", "builtin", "remote"]
 
 # A look at the image being made: a small picture, or a function that makes one (None: not possible now).
 # Engines pass the function so that nobody pays for a preview nobody watches; it is valid only during the
@@ -55,6 +55,10 @@ class ModelRef:
     path: Path | None = None
     # Architecture hint for single-file checkpoints: "sd15", "sd21", "sdxl" (None: detect).
     arch: str | None = None
+    # A hosted provider's model (source "remote", engines/remote): its name at the provider, and the options the
+    # catalog row keeps for it (base_url, price_per_image, workflow, ...).
+    remote_model: str | None = None
+    options: Mapping[str, object] = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,8 @@ class GeneratedImage:
     sampler: str | None = None
     # The variation seed actually used for this image (None: none).
     variation_seed: int | None = None
+    # What a hosted provider charged for this image, in US dollars (engines/remote); None: a local engine.
+    cost: float | None = None
 
 
 class EngineError(Exception):

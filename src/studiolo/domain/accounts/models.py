@@ -43,6 +43,8 @@ class User(Base):
     # issued under, so every older access token stops working at once.
     token_epoch: Mapped[int] = mapped_column(Integer, default=0)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
+    # The model this user chose as theirs (A1111's sd_model_checkpoint, issue 18); None: the install's default.
+    default_model: Mapped[str | None] = mapped_column(String(200), nullable=True, default=None)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 

@@ -15,7 +15,8 @@ from studiolo.domain.accounts.audit import Origin
 from studiolo.domain.accounts.models import User
 from studiolo.domain.generation.models import Job
 from studiolo.domain.generation.schemas import AdminJobPage, AdminJobView, JobAccepted
-from studiolo.domain.generation.service import GenerationService, check_status_filter
+from studiolo.domain.generation.service import GenerationService
+from studiolo.domain.generation.submission import check_status_filter
 from studiolo.errors import NotFound
 
 

@@ -47,6 +47,8 @@ class ModelInfo:
     path: str | None
     # True for Studiolo's built-in demo model (issue 6), so the CLI, API and UI can label its pictures.
     demo: bool = False
+    # A hosted provider's model (source "remote"; engine = the provider): its name there.
+    remote_model: str | None = None
 
 
 def how_to_install(model_id: str) -> str:
@@ -143,6 +145,8 @@ class _Row:
     arch: str | None
     size_bytes: int
     is_default: bool
+    remote_model: str | None = None
+    remote_options: dict[str, object] | None = None
 
 
 class ModelCatalog:
@@ -166,7 +170,17 @@ class ModelCatalog:
                 return self._snapshot[1]
         with self.db.session() as session:
             rows = {
-                r.id: _Row(r.id, r.engine, r.source, r.path, r.arch, r.size_bytes, r.is_default)
+                r.id: _Row(
+                    r.id,
+                    r.engine,
+                    r.source,
+                    r.path,
+                    r.arch,
+                    r.size_bytes,
+                    r.is_default,
+                    r.remote_model,
+                    r.remote_options,
+                )
                 for r in session.scalars(select(InstalledModel).order_by(InstalledModel.id))
             }
         with self._lock:
@@ -210,7 +224,15 @@ class ModelCatalog:
         default = self.default_model_id()
         infos = [
             ModelInfo(
-                r.id, r.engine, r.source, r.arch, r.size_bytes, r.id == default, self._is_loaded(r.engine, r.id), r.path
+                r.id,
+                r.engine,
+                r.source,
+                r.arch,
+                r.size_bytes,
+                r.id == default,
+                self._is_loaded(r.engine, r.id),
+                r.path or None,
+                remote_model=r.remote_model,
             )
             for r in self._rows().values()
         ]
@@ -236,7 +258,14 @@ class ModelCatalog:
         if engine is None:
             return Capabilities()
         path = Path(info.path) if info.path else None
-        ref = ModelRef(id=info.id, engine=info.engine, source=info.source, path=path, arch=info.arch)  # type: ignore[arg-type]
+        ref = ModelRef(
+            id=info.id,
+            engine=info.engine,
+            source=info.source,  # type: ignore[arg-type]
+            path=path,
+            arch=info.arch,
+            remote_model=info.remote_model,
+        )
         return engine.capabilities(ref)
 
     def _builtin_size(self, engine: str) -> int:
@@ -279,6 +308,14 @@ class ModelCatalog:
         row = self._rows().get(model_id)
         if row is None or row.engine not in self.engines:
             raise self._not_installed(model_id, ModelUnavailable)
+        if row.source == "remote":  # a hosted provider's model: no files (engines/remote)
+            return ModelRef(
+                id=row.id,
+                engine=row.engine,
+                source="remote",
+                remote_model=row.remote_model,
+                options=dict(row.remote_options or {}),
+            )
         path = Path(row.path)
         if not path.exists():
             raise ModelUnavailable(
@@ -387,7 +424,7 @@ class ModelCatalog:
             row = session.get(InstalledModel, model_id)
             if row is None:
                 raise self._not_installed(model_id, NotFound, "model_not_found")
-            path = Path(row.path)
+            path = Path(row.path) if row.path else None  # a remote model has no files
             session.delete(row)
             # Its queued jobs can never run now: fail them, as a worker would, instead of leaving them to wait
             # for workers, which take only the jobs of installed models (served.py).
@@ -404,9 +441,47 @@ class ModelCatalog:
         self._invalidate()
         # Only files we put under models_dir are ours to delete; an in-place import points elsewhere.
         models_dir = self.settings.models_dir.resolve()
-        if delete_files and path.exists() and models_dir in path.resolve().parents:
+        if delete_files and path is not None and path.exists() and models_dir in path.resolve().parents:
             owned = self._dest(model_id)
             shutil.rmtree(owned if owned.exists() else path, ignore_errors=True)
+
+    def add_remote(
+        self,
+        model_id: str,
+        *,
+        provider: str,
+        remote_model: str,
+        options: dict[str, object] | None = None,
+        default: bool = False,
+    ) -> ModelInfo:
+        """Register a hosted provider's model (engines/remote): jobs naming ``model_id`` run at ``provider`` as
+        ``remote_model``. The provider must be one this process offers (its engine is configured)."""
+        self._check_new_id(model_id)
+        if provider not in self.engines or not getattr(self.engines[provider], "remote", False):
+            offered = sorted(k for k, e in self.engines.items() if getattr(e, "remote", False))
+            raise InvalidInput(
+                f"'{provider}' is not a hosted provider this install offers"
+                + (f"; offered: {', '.join(offered)}." if offered else "."),
+                code="unknown_provider",
+                details={"provider": provider, "offered": offered},
+            )
+        with self.db.session() as session:
+            session.add(
+                InstalledModel(
+                    id=model_id,
+                    engine=provider,
+                    source="remote",
+                    path="",
+                    arch=None,
+                    size_bytes=0,
+                    remote_model=remote_model,
+                    remote_options=options or {},
+                )
+            )
+        self._invalidate()
+        if default:
+            self.set_default(model_id)
+        return next(m for m in self.models() if m.id == model_id)
 
     def set_default(self, model_id: str) -> None:
         """Make the installed model ``model_id`` the one used when a request names none."""

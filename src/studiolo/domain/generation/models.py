@@ -64,6 +64,14 @@ class Job(Base):
     progress_image: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     # Outputs the output check refused to store (issue 17: NSFW policy "block").
     blocked_outputs: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # Issue 18. A per-job webhook receiver {"url", "events"} (None: none), and the last status whose webhook events
+    # were queued in the outbox (None: the job has no receiver at all; domain/webhooks).
+    webhook: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=None)
+    webhook_state: Mapped[str | None] = mapped_column(String(16), nullable=True, default=None, index=True)
+    # The API key that submitted the job (its per-key webhook endpoints hear of it); None: a session or the CLI.
+    api_key_id: Mapped[str | None] = mapped_column(String(36), nullable=True, default=None)
+    # What a hosted provider charged for the job, in US dollars (remote engines); None: a local engine.
+    provider_cost: Mapped[float | None] = mapped_column(Float, nullable=True, default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     lease_owner: Mapped[str | None] = mapped_column(String(120), nullable=True)
@@ -111,6 +119,9 @@ class InstalledModel(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)  # checkpoints exceed 2 GiB
     is_default: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A hosted provider's model (engine = the provider, source = "remote"): its name there and options (issue 18).
+    remote_model: Mapped[str | None] = mapped_column(String(200), nullable=True, default=None)
+    remote_options: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=None)
 
 
 class StyleTemplate(Base):

@@ -136,6 +136,8 @@ def write_outputs(
             "variation_strength": p.get("variation_strength") if out.variation_seed is not None else None,
             "generator": "studiolo",
         }
+        if out.cost is not None:  # a hosted provider's charge for this image, in US dollars (issue 18)
+            meta["provider_cost"] = out.cost
         parameters = imaging.a1111_parameters(
             prompt=p["final_prompt"],
             negative_prompt=p["final_negative_prompt"],
@@ -285,6 +287,16 @@ def _success_values(settings: Settings, finished: Finished, now: datetime) -> di
     }
 
 
+def _provider_costs(done: list[Finished], committed: set[str]) -> dict[str, float]:
+    """What hosted providers charged for each committed job that ran at one (issue 18): the sum of its images'."""
+    costs: dict[str, float] = {}
+    for finished in done:
+        charged = [r["meta"]["provider_cost"] for r in finished.rows if "provider_cost" in (r.get("meta") or {})]
+        if finished.job.id in committed and charged:
+            costs[finished.job.id] = round(sum(charged), 6)
+    return costs
+
+
 def commit_successes(
     db: Database, settings: Settings, done: list[Finished], gate: ChargeGate | None = None
 ) -> set[str]:
@@ -304,6 +316,8 @@ def commit_successes(
         rows = [row for finished in done if finished.job.id in committed for row in finished.rows]
         if rows:
             session.execute(insert(Image), rows)
+        for job_id, cost in _provider_costs(done, committed).items():
+            session.execute(update(Job).where(Job.id == job_id).values(provider_cost=cost))
         if gate is not None:
             gate.settle(session, {f.job.id: len(f.rows) for f in done if f.job.id in committed})
     return committed

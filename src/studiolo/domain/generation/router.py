@@ -48,7 +48,8 @@ from studiolo.domain.generation.schemas import (
     UpscalerList,
     model_capabilities,
 )
-from studiolo.domain.generation.service import GenerationService, Upload, queued_event
+from studiolo.domain.generation.service import GenerationService, Upload
+from studiolo.domain.generation.submission import queued_event
 from studiolo.engines.base import JobKind
 from studiolo.errors import InvalidInput, UnsupportedMediaType
 from studiolo.lifecycle import ShutdownNotice

@@ -88,6 +88,19 @@ class GenerationParams(BaseModel):
         max_length=64,
         description="A description of yours (POST /api/v1/describe) the images are rendered from: kept with them",
     )
+    webhook: str | None = Field(
+        default=None,
+        max_length=2000,
+        pattern=r"^https?://",
+        description="An http(s) URL that receives this job's events, signed with your account's webhook secret "
+        "(docs/webhooks.md); private and loopback addresses are refused unless the install allows them",
+    )
+    webhook_events_filter: list[str] | None = Field(
+        default=None,
+        max_length=10,
+        description="The events the webhook receives: job.started, job.progress, job.succeeded, job.failed, "
+        "job.canceled (or Replicate's start, output, logs, completed); default: all but job.progress",
+    )
 
     @field_validator("prompt")
     @classmethod

@@ -36,7 +36,6 @@ from studiolo.domain.generation.schemas import (
     JobOutput,
     JobPage,
     JobProgress,
-    JobUrls,
     JobView,
     SizeOption,
     Stats,
@@ -45,12 +44,17 @@ from studiolo.domain.generation.schemas import (
     StyleView,
 )
 from studiolo.domain.generation.submission import (
+    JOB_STATUS_FILTERS,
     Prepared,
+    WebhookMarker,
     batch_hash,
     batch_item_key,
     check_idempotency_key,
+    check_status_filter,
     check_system_priority,
     job_row,
+    job_urls,
+    queued_event,
     regenerate_params,
     resolve_size,
     sampling_params,
@@ -64,10 +68,8 @@ from studiolo.errors import Conflict, InvalidInput, NotFound, StudioloError
 from studiolo.settings import Settings
 from studiolo.storage.base import ObjectNotFound, ObjectStore
 
-API = "/api/v1"
 # Built once: a statement whose values arrive as parameters is compiled once and cached.
 _INSERT_JOB = insert(JOBS)
-JOB_STATUS_FILTERS = ("queued", "running", "succeeded", "failed", "canceled")
 
 
 @dataclass(frozen=True)
@@ -75,26 +77,6 @@ class Upload:
     """A validated init or mask image, as bytes of a normalised PNG."""
 
     png: bytes
-
-
-def job_urls(job_id: str) -> JobUrls:
-    base = f"{API}/jobs/{job_id}"
-    return JobUrls(get=base, cancel=f"{base}/cancel", events=f"{base}/events")
-
-
-def queued_event(position: int | None, capped: bool) -> dict[str, Any]:
-    """The event stream's ``queued`` event; ``capped`` (only when true) as in JobView.queue_position_capped."""
-    return {"type": "queued", "position": position, **({"capped": True} if capped else {})}
-
-
-def check_status_filter(status: str | None) -> None:
-    """A job list's ``status`` filter: absent, or one of JOB_STATUS_FILTERS (422 invalid_status)."""
-    if status is not None and status not in JOB_STATUS_FILTERS:
-        raise InvalidInput(
-            f"status must be one of {', '.join(JOB_STATUS_FILTERS)}.",
-            code="invalid_status",
-            details={"status": status},
-        )
 
 
 class GenerationService:
@@ -122,6 +104,7 @@ class GenerationService:
         self.store = store
         self.engines = engines
         self.moderator = moderator
+        self.webhooks: WebhookMarker | None = None  # set by services.py (domain/webhooks)
         self.limits = rules.GenerationLimits.from_settings(settings)
         # Given to every validation of a request, so it checks the configured limits with the fixed rules.
         self.validation_context = self.limits.context()
@@ -263,10 +246,12 @@ class GenerationService:
         mask_image: Upload | None = None,
         idempotency_key: str | None = None,
         as_admin: bool = False,
+        api_key_id: str | None = None,
     ) -> tuple[JobAccepted, bool]:
         """Queue a job; returns (accepted view, created). ``created`` is False for an idempotent replay.
 
-        ``as_admin``: the caller is an administrator, who may set ``system_priority``."""
+        ``as_admin``: the caller is an administrator, who may set ``system_priority``; ``api_key_id``: the key that
+        sent it (its webhook endpoints hear of the job)."""
         check_system_priority(p, as_admin=as_admin)
         if kind in ("img2img", "inpaint") and init_image is None:
             raise InvalidInput(f"{kind} needs an init image.", code="missing_init_image")
@@ -296,6 +281,7 @@ class GenerationService:
             input_keys=input_keys,
             max_attempts=self.settings.max_attempts,
             now=utcnow(),
+            api_key_id=api_key_id,
         )
         accepted, created = self.insert_queued(owner_id, [row])
         return accepted[0], created
@@ -362,6 +348,8 @@ class GenerationService:
             with self.db.session() as session:
                 if self.queue.gate is not None:  # billing: refused, or held in this transaction (issue 15)
                     self.queue.gate.reserve(session, owner_id, rows)
+                if self.webhooks is not None:  # issue 18: which rows have receivers (sets webhook_state)
+                    self.webhooks.mark(session, owner_id, rows)
                 session.connection().execute(_INSERT_JOB, rows)
                 order = [(row["system_priority"], row["priority"]) for row in rows]
                 positions = self.queue.positions_of_new(session, owner_id, order)

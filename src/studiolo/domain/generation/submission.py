@@ -10,16 +10,27 @@ import json
 import secrets
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session
 
 from studiolo.db.base import new_id
 from studiolo.domain.gallery.models import Image
 from studiolo.domain.gallery.schemas import RegenerateRequest
 from studiolo.domain.generation import styles as st
 from studiolo.domain.generation.models import Job
-from studiolo.domain.generation.schemas import GenerationParams
+from studiolo.domain.generation.schemas import GenerationParams, JobUrls
 from studiolo.engines.schedules import is_automatic
 from studiolo.errors import Forbidden, InvalidInput
+
+
+class WebhookMarker(Protocol):
+    """Issue 18 (domain/webhooks): called in the transaction that inserts queued job rows, before the insert; sets
+    ``webhook_state`` = "queued" on the rows that have receivers (a per-job ``webhook``, or endpoints of the owner or
+    of the submitting API key) and refuses a per-job webhook URL it may not call (422)."""
+
+    def mark(self, session: Session, owner_id: str, rows: list[dict[str, Any]]) -> None: ...
+
 
 # What GenerationService.prepare resolves a request into: (job params, model id, seeds).
 Prepared = tuple[dict[str, Any], str, list[int]]
@@ -117,6 +128,30 @@ def regenerate_params(img: Image, job: Job | None, req: RegenerateRequest) -> Ge
     )
 
 
+API = "/api/v1"
+JOB_STATUS_FILTERS = ("queued", "running", "succeeded", "failed", "canceled")
+
+
+def job_urls(job_id: str) -> JobUrls:
+    base = f"{API}/jobs/{job_id}"
+    return JobUrls(get=base, cancel=f"{base}/cancel", events=f"{base}/events")
+
+
+def queued_event(position: int | None, capped: bool) -> dict[str, Any]:
+    """The event stream's ``queued`` event; ``capped`` (only when true) as in JobView.queue_position_capped."""
+    return {"type": "queued", "position": position, **({"capped": True} if capped else {})}
+
+
+def check_status_filter(status: str | None) -> None:
+    """A job list's ``status`` filter: absent, or one of JOB_STATUS_FILTERS (422 invalid_status)."""
+    if status is not None and status not in JOB_STATUS_FILTERS:
+        raise InvalidInput(
+            f"status must be one of {', '.join(JOB_STATUS_FILTERS)}.",
+            code="invalid_status",
+            details={"status": status},
+        )
+
+
 def job_row(
     owner_id: str,
     kind: str,
@@ -128,9 +163,11 @@ def job_row(
     input_keys: dict[str, str],
     max_attempts: int,
     now: datetime,
+    api_key_id: str | None = None,
 ) -> dict[str, Any]:
     """A queued generation's row, for a Core insert into ``jobs`` (``p``'s system_priority already authorized)."""
     params, model_id, seeds = prepared
+    webhook = {"url": p.webhook, "events": p.webhook_events_filter} if p.webhook else None
     return queued_row(
         owner_id,
         kind,
@@ -144,6 +181,8 @@ def job_row(
         input_keys=input_keys,
         max_attempts=max_attempts,
         now=now,
+        webhook=webhook,
+        api_key_id=api_key_id,
     )
 
 
@@ -161,8 +200,11 @@ def queued_row(
     input_keys: dict[str, str],
     max_attempts: int,
     now: datetime,
+    webhook: dict[str, Any] | None = None,
+    api_key_id: str | None = None,
 ) -> dict[str, Any]:
-    """A queued job's row of any kind (generation, upscale), for a Core insert into ``jobs``."""
+    """A queued job's row of any kind (generation, upscale), for a Core insert into ``jobs``. ``webhook_state`` is
+    set by the webhooks marker as the row is inserted (GenerationService.insert_queued)."""
     return {
         "id": new_id(),
         "owner_id": owner_id,
@@ -186,4 +228,7 @@ def queued_row(
         "cost": 0.0,
         "timings": {},
         "created_at": now,
+        "webhook": webhook,
+        "webhook_state": None,
+        "api_key_id": api_key_id,
     }
