@@ -36,8 +36,9 @@ PUBLIC_AUTH_ROUTES = (
     "/api/v1/auth/password-reset/confirm",
     "/api/v1/setup",
 )
-# Routes authenticated by a signature instead of a credential (Stripe's webhook: its Stripe-Signature header).
-SIGNED_ROUTES = ("/api/v1/billing/stripe/webhook",)
+# Routes authenticated by a signature instead of a credential (Stripe's webhook: its Stripe-Signature header; a signed
+# image link, issue 18: its signature query parameter).
+SIGNED_ROUTES = ("/api/v1/billing/stripe/webhook", "/api/v1/links/images/{image_id}")
 # A public film's share link: the token is the credential, and only while its owner keeps the film public.
 SHARE_ROUTES = ("/api/v1/films/shared/{token}", "/api/v1/films/shared/{token}/files/{name}")
 
