@@ -267,6 +267,7 @@ def test_lists(face: Face) -> None:
     assert api.get_memory()["ram"]["total"] > 0
     assert api.get_embeddings() == {"loaded": {}, "skipped": {}}
     assert api.get_sd_vae() == [] and api.get_loras() == []
+    assert api.skip() is None  # idle: nothing to skip
 
 
 def test_open_webui_sequence(face: Face) -> None:
@@ -307,6 +308,7 @@ def test_sillytavern_payload(face: Face) -> None:
         "send_images": True,
         "do_not_save_grid": False,
         "do_not_save_samples": False,
+        "an_extension_field": {"enabled": False},  # unknown fields are accepted and ignored, as A1111 clients need
     }
     with face.http() as http:
         r = http.post("/txt2img", json=payload)
