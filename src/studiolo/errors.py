@@ -234,9 +234,13 @@ def install_error_handlers(
             details: dict[str, Any] = {}
             with contextlib.suppress(ValueError, AttributeError):
                 details = json.loads(bytes(response.body)).get("error", {}).get("details") or {}
-            headers = {k: v for k, v in response.headers.items() if k.lower() in ("retry-after", "www-authenticate")}
+            kept = ("retry-after", "www-authenticate")
+            headers = {k.lower(): v for k, v in response.headers.items() if k.lower() in kept}
             status, body, extra = face(status, code, message, details, _request_id(request))
-            return JSONResponse(body, status_code=status, headers={**headers, **extra})
+            # The face's own headers win (A1111's clients are offered Basic, not the native API's Bearer).
+            return JSONResponse(
+                body, status_code=status, headers={**headers, **{k.lower(): v for k, v in extra.items()}}
+            )
         if html_page is not None and _wants_page(request):
             return await html_page(request, status, code, message)
         return response

@@ -323,7 +323,7 @@ def test_sillytavern_payload(face: Face) -> None:
 
 def test_auth_and_errors(face: Face) -> None:
     none = httpx.get(f"{face.base}/sdapi/v1/options", timeout=30)
-    assert none.status_code == 401 and "Basic realm=" in none.headers["www-authenticate"]
+    assert none.status_code == 401 and none.headers["www-authenticate"] == 'Basic realm="studiolo"'
     wrong = httpx.get(f"{face.base}/sdapi/v1/options", auth=("u", "ais_wrong"), timeout=30)
     assert wrong.status_code == 401
     with face.http() as http:
