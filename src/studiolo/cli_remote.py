@@ -33,7 +33,9 @@ def parse_options(pairs: list[str]) -> dict[str, object]:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
-            raise InvalidInput(f"--option takes key=value, not '{pair}'.", code="invalid_option", details={"option": pair})
+            raise InvalidInput(
+                f"--option takes key=value, not '{pair}'.", code="invalid_option", details={"option": pair}
+            )
         try:
             value: object = json.loads(raw)
         except ValueError:
