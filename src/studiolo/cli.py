@@ -34,6 +34,7 @@ from studiolo.cli_describe import describe
 from studiolo.cli_film import build_film_app
 from studiolo.cli_images import build_images_app
 from studiolo.cli_options import SuggestingGroup
+from studiolo.cli_remote import register_remote
 from studiolo.cli_upscale import upscale
 from studiolo.cli_users import build_users_app
 from studiolo.cli_watermark import build_watermark_app
@@ -119,6 +120,7 @@ def _render_services() -> Any:
 
 
 app.add_typer(build_film_app(_command_services, _render_services, out, console, _fail), name="film")
+register_remote(models_app, _command_services)  # models add-remote (cli_remote.py)
 
 
 @app.command()
@@ -463,7 +465,8 @@ def models_list() -> None:
         models = services.catalog.models()
         table = Table("", "id", "engine", "source", "arch", "size")
         for m in models:
-            table.add_row("*" if m.is_default else "", m.id, m.engine, m.source, m.arch or "", _size(m.size_bytes))
+            source = f"remote: {m.remote_model}" if m.remote_model else m.source  # engine = the provider
+            table.add_row("*" if m.is_default else "", m.id, m.engine, source, m.arch or "", _size(m.size_bytes))
         if models:
             out.print(table)
         else:

@@ -462,6 +462,7 @@ def list_models(services: ServicesDep) -> ModelList:
             is_default=m.is_default,
             loaded=m.loaded,
             demo=m.demo,
+            remote_model=m.remote_model,
             capabilities=model_capabilities(catalog.capabilities(m), max_pixels),
         )
         for m in catalog.models()

@@ -360,6 +360,8 @@ class ModelView(BaseModel):
     loaded: bool
     # True for the built-in demo model (a 64x64 toy world, issue 6): clients label its pictures as such.
     demo: bool = False
+    # A hosted provider's model (source "remote", engine = the provider): its name there.
+    remote_model: str | None = None
     capabilities: ModelCapabilities
 
 
