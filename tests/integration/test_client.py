@@ -45,7 +45,7 @@ from tests.conftest import PgDatabases, make_settings
 from tests.helpers import png_bytes
 from tests.threaded_server import ThreadedServer
 
-SMALL = {"size": "64x64", "steps": 2}
+SMALL: dict[str, Any] = {"size": "64x64", "steps": 2}
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -66,7 +66,9 @@ def live(
     if not db_url:
         shutil.copy(migrated_db_template, data / "studiolo.db")
     # A step takes 20 ms: a 2-step job is quick, a 60-step one holds the single worker while a test looks on.
-    settings = make_settings(data, database_url=db_url, inline_workers=1, echo_step_delay=0.02, worker_poll_seconds=0.05)
+    settings = make_settings(
+        data, database_url=db_url, inline_workers=1, echo_step_delay=0.02, worker_poll_seconds=0.05
+    )
     services = build_services(settings, upgrade_db=False)
     server = ThreadedServer(create_app(services=services, start_workers=False), "studiolo app")
     url = server.start()
