@@ -18,15 +18,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from studiolo.cli_billing import build_billing_app
@@ -34,7 +26,9 @@ from studiolo.cli_describe import describe
 from studiolo.cli_film import build_film_app
 from studiolo.cli_images import build_images_app
 from studiolo.cli_options import SuggestingGroup
+from studiolo.cli_progress import failure_line, job_progress, report_done
 from studiolo.cli_remote import register_remote
+from studiolo.cli_server_mode import generate_remote
 from studiolo.cli_upscale import upscale
 from studiolo.cli_users import build_users_app
 from studiolo.cli_watermark import build_watermark_app
@@ -287,35 +281,15 @@ def _wait_with_progress(services: Any, job_id: str, n: int) -> JobView:
 
     # Not previews: a terminal bar cannot show them, and taking them would make the worker draw them.
     unsubscribe = services.events.subscribe(job_id, on_event, types=("progress", "succeeded", "failed", "canceled"))
-    columns = (
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("steps"),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-    )
     try:
-        with Progress(*columns, console=console, transient=False) as progress:
-            task = progress.add_task("queued", total=None)
+        with job_progress(console) as show:
             while True:
                 view: JobView = gen.get(LOCAL_USER_ID, job_id)
                 if view.status in ("succeeded", "failed", "canceled"):
-                    if view.status == "succeeded":
-                        all_steps = view.progress.steps_done()[1]
-                        progress.update(task, description="done", total=all_steps, completed=all_steps)
+                    show(view.status, view.progress)
                     return view
-                now = JobProgress(
-                    **{
-                        **view.progress.model_dump(),
-                        **{k: v for k, v in latest.items() if k in JobProgress.model_fields},
-                    }
-                )
-                desc = now.text() if view.status == "running" and now.total else view.status
-                done_steps, all_steps = now.steps_done()
-                progress.update(task, description=desc, total=all_steps or None, completed=done_steps)
+                fields = {k: v for k, v in latest.items() if k in JobProgress.model_fields}
+                show(view.status, JobProgress(**{**view.progress.model_dump(), **fields}))
                 done.wait(0.1)
     finally:
         unsubscribe()
@@ -366,9 +340,10 @@ def generate(
     mask: Annotated[Path | None, typer.Option(help="Mask for inpaint (white = repaint).")] = None,
     strength: Annotated[float, typer.Option(help="img2img strength, 0..1.")] = 0.75,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Also write the PNGs to this folder.")] = None,
+    server: Annotated[str | None, typer.Option(envvar="STUDIOLO_SERVER", help="Run on this Studiolo server.")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="STUDIOLO_API_KEY", help="The server's API key.")] = None,
 ) -> None:
-    """Generate images through the same job queue as the server; they are kept in the gallery."""
-    settings = _settings().model_copy(update={"inline_workers": 0})
+    """Generate images through the same job queue as the server (or on --server); they are kept in the gallery."""
     values = {
         "prompt": prompt,
         "negative_prompt": negative,
@@ -387,6 +362,9 @@ def generate(
         "model": model,
         "strength": strength,
     }
+    if server:
+        return generate_remote(server, api_key, values, init_image, mask, out_dir)
+    settings = _settings().model_copy(update={"inline_workers": 0})
     try:
         # Checked as the API checks a request, configured limits included, before anything starts.
         params = GenerationParams.model_validate(values, context=GenerationLimits.from_settings(settings).context())
@@ -424,10 +402,7 @@ def generate(
         raise typer.Exit(130) from None
     try:
         if view.status != "succeeded":
-            err = view.error
-            console.print(
-                f"[red]job {view.status}[/red] [bold]{err.code if err else ''}[/bold]: {err.message if err else ''}"
-            )
+            console.print(failure_line(view))
             raise typer.Exit(1)
         written: list[Path] = []
         for o in view.outputs:
@@ -435,14 +410,7 @@ def generate(
                 out_dir.mkdir(parents=True, exist_ok=True)  # only now: a failed job leaves no empty folder
                 key, _ = services.gallery.file(LOCAL_USER_ID, o.image_id, "original")
                 written.append(write_new_file(out_dir, f"{view.id}-{o.seed}", ".png", services.gallery.read(key)))
-        dur = f"{view.duration_seconds:.1f} s" if view.duration_seconds is not None else "?"
-        console.print(f"[green]done[/green] job {view.id} in {dur}; seeds {view.seeds}")
-        for o in view.outputs:
-            out.print(f"image {o.image_id} seed {o.seed}")
-        for p in written:
-            # One line per path, as given: Rich would wrap a long path at 80 columns when piped, or read
-            # "[...]" in a folder name as markup (tests/integration/test_cli_commands.py).
-            out.print(str(p), soft_wrap=True, markup=False, highlight=False)
+        report_done(console, out, view, written)
     finally:
         services.close()
 
