@@ -250,22 +250,17 @@ async def _stream(
     ``{prefix}.completed`` frame per image; an error frame when the job fails or its images are held."""
     wanted = req.partial_images or 0
     common = {"background": "opaque", "output_format": req.format, "quality": req.quality_name, "size": _size(view)}
+
+    def frame(kind: str, b64: str, **more: Any) -> bytes:
+        return _frame({"type": f"{prefix}.{kind}", "b64_json": b64, "created_at": int(time.time()), **more, **common})
+
     sent = 0
     try:
         async for event in follow_job(services, owner_id, view.id, types={"preview"} if wanted else set()):
             if event["type"] == "preview":
                 if sent < wanted and event.get("data_url"):
                     b64 = await run_in_threadpool(_preview_b64, event["data_url"], req)
-                    created = int(time.time())
-                    yield _frame(
-                        {
-                            "type": f"{prefix}.partial_image",
-                            "b64_json": b64,
-                            "partial_image_index": sent,
-                            "created_at": created,
-                            **common,
-                        }
-                    )
+                    yield frame("partial_image", b64, partial_image_index=sent)
                     sent += 1
             elif event["type"] in TERMINAL:
                 done: JobView = event["view"]
@@ -273,17 +268,7 @@ async def _stream(
                 usage = _usage(done, len(outputs), input_images)
                 for out in outputs:
                     encoded = await run_in_threadpool(encode_output, out.png, req.format, req.output_compression)
-                    b64 = base64.b64encode(encoded).decode("ascii")
-                    created = int(time.time())
-                    yield _frame(
-                        {
-                            "type": f"{prefix}.completed",
-                            "b64_json": b64,
-                            "created_at": created,
-                            "usage": usage,
-                            **common,
-                        }
-                    )
+                    yield frame("completed", base64.b64encode(encoded).decode("ascii"), usage=usage)
     except StudioloError as exc:  # a failed or held job, or the wait running out (the job goes on)
         yield _error_frame(exc)
 
