@@ -50,6 +50,9 @@ def openai_error(
         kind = "server_error"
     else:
         kind = _OPENAI_TYPES.get(status, "invalid_request_error")
+    if "job_id" in details:
+        # The job was queued (and may go on): a retry would queue another one, so the SDK must not retry a 5xx/409.
+        headers["x-should-retry"] = "false"
     if code == "not_authenticated" or code == "invalid_token":
         code = "invalid_api_key"
     body = {"error": {"message": message, "type": kind, "param": _param(details), "code": code}}
