@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from studiolo.domain.accounts.models import LOCAL_USER_ID
 from studiolo.domain.generation.schemas import GenerationParams
 from studiolo.engines.base import EngineError, GenerationCanceled, GenerationRequest, ModelRef
 from studiolo.engines.remote.a1111 import A1111Engine
 from studiolo.services import build_services
-from studiolo.domain.accounts.models import LOCAL_USER_ID
 from tests.helpers import drain, png_bytes, wait_terminal
 from tests.providers.a1111_server import A1111Server, seeded_png
 

@@ -121,7 +121,9 @@ class A1111Server:
         if denied is not None:
             return denied
         body = await request.json()
-        self.requests.append({"path": request.url.path, "body": body, "authorization": request.headers.get("authorization")})
+        self.requests.append(
+            {"path": request.url.path, "body": body, "authorization": request.headers.get("authorization")}
+        )
         if self.mode == "rate_limited" and self._failures < self.fail_times:
             self._failures += 1
             return JSONResponse({"detail": "Too many requests"}, status_code=429, headers={"Retry-After": "0"})

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import threading
 from collections.abc import Callable
@@ -162,7 +163,7 @@ class A1111Engine(RemoteEngine):
             try:
                 # No should_cancel here: the engine thread watches it (and the check may not be thread-safe).
                 result["response"] = self.http.request("POST", url, json=body)
-            except BaseException as exc:  # handed to the engine thread, which raises it
+            except Exception as exc:  # noqa: BLE001 - handed to the engine thread, which raises it
                 result["error"] = exc
 
         worker = threading.Thread(target=call, name="a1111-call", daemon=True)
@@ -192,9 +193,9 @@ class A1111Engine(RemoteEngine):
             progress = response.json() if response.is_success else None
         except (httpx.HTTPError, ValueError):
             return last_step
-        state = progress.get("state") if isinstance(progress, dict) else None
-        if not isinstance(state, dict):
+        if not isinstance(progress, dict) or not isinstance(progress.get("state"), dict):
             return last_step
+        state = progress["state"]
         step, total = state.get("sampling_step"), state.get("sampling_steps")
         if not isinstance(step, int) or not isinstance(total, int) or total <= 0 or step < 1 or step == last_step:
             return last_step
@@ -212,10 +213,9 @@ class A1111Engine(RemoteEngine):
             return None
 
     def _interrupt(self, model: ModelRef) -> None:
-        try:
+        # Best effort: the job is canceled either way; the server then finishes its images unseen.
+        with contextlib.suppress(httpx.HTTPError):
             self.http.client.post(self._url(model, "/sdapi/v1/interrupt"), timeout=5.0)
-        except httpx.HTTPError:
-            pass  # the job is canceled either way; the server finishes its images unseen
 
     def read_reply(self, reply: Any, seeds: list[int]) -> list[tuple[int, Image.Image]]:
         """The reply's images for ``seeds``, after checking ``info.all_seeds`` says they are those seeds."""
