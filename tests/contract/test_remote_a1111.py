@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +17,7 @@ from studiolo.engines.remote.a1111 import A1111Engine
 from studiolo.services import build_services
 from tests.helpers import drain, png_bytes, wait_terminal
 from tests.providers.a1111_server import A1111Server, seeded_png
+from tests.providers.self_hosted import Steps, cancel_while_running, make_request, same
 
 AUTH = "studio:s3cret"
 CHECKPOINT = "sd_xl_base_1.0.safetensors"
@@ -55,23 +54,8 @@ def make_engine(settings_factory: Any, a1111: A1111Server) -> Iterator[Any]:
         engine.close()
 
 
-class Steps:
-    def __init__(self) -> None:
-        self.calls: list[tuple[int, int, int]] = []
-        self.previews: list[Image.Image | None] = []
-
-    def __call__(self, step: int, total: int, /, preview: Any = None, image: int = 0) -> None:
-        self.calls.append((step, total, image))
-        self.previews.append(preview() if callable(preview) else preview)
-
-
 def request(**overrides: Any) -> GenerationRequest:
-    values: dict[str, Any] = {"model": MODEL, "prompt": "a lighthouse", "seeds": [7, 8], "width": 64, "height": 48}
-    return GenerationRequest(**{**values, **overrides})
-
-
-def same(a: Image.Image, b: Image.Image) -> bool:
-    return a.convert("RGB").tobytes() == b.convert("RGB").tobytes()
+    return make_request(**{"model": MODEL, **overrides})
 
 
 def test_txt2img_sends_a1111_fields_with_basic_auth_and_batches_consecutive_seeds(make_engine: Any, a1111: A1111Server):
@@ -229,13 +213,7 @@ def test_a_queued_job_runs_on_the_a1111_server(remote_services: Any, a1111: A111
 def test_canceling_a_running_job_interrupts_the_server(remote_services: Any, a1111: A1111Server):
     a1111.mode = "slow"
     job_id = submit(remote_services, steps=150)
-    runner = threading.Thread(target=drain, args=(remote_services,), daemon=True)
-    runner.start()
-    deadline = time.monotonic() + 10
-    while not a1111.requests and time.monotonic() < deadline:
-        time.sleep(0.01)
-    remote_services.generation.cancel(LOCAL_USER_ID, job_id)
-    runner.join(15)
+    cancel_while_running(remote_services, job_id, lambda: bool(a1111.requests))
     assert wait_terminal(remote_services, job_id).status == "canceled"
     assert a1111.interrupts == 1
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from studiolo.services import build_services
 from tests.helpers import drain, png_bytes, wait_terminal
 from tests.providers.a1111_server import seeded_png
 from tests.providers.comfyui_server import ComfyUIServer
+from tests.providers.self_hosted import Steps, cancel_while_running, make_request, same
 
 CHECKPOINT = "sd_xl_base_1.0.safetensors"
 MODEL = ModelRef(id="comfy-sd", engine="comfyui", source="remote", remote_model=CHECKPOINT)
@@ -56,23 +55,8 @@ def make_engine(settings_factory: Any, comfy: ComfyUIServer) -> Iterator[Any]:
         engine.close()
 
 
-class Steps:
-    def __init__(self) -> None:
-        self.calls: list[tuple[int, int, int]] = []
-        self.previews: list[Image.Image | None] = []
-
-    def __call__(self, step: int, total: int, /, preview: Any = None, image: int = 0) -> None:
-        self.calls.append((step, total, image))
-        self.previews.append(preview() if callable(preview) else preview)
-
-
 def request(**overrides: Any) -> GenerationRequest:
-    values: dict[str, Any] = {"model": MODEL, "prompt": "a lighthouse", "seeds": [7, 8], "width": 64, "height": 48}
-    return GenerationRequest(**{**values, **overrides})
-
-
-def same(a: Image.Image, b: Image.Image) -> bool:
-    return a.convert("RGB").tobytes() == b.convert("RGB").tobytes()
+    return make_request(**{"model": MODEL, **overrides})
 
 
 def test_builtin_txt2img_queues_one_prompt_per_seed_and_follows_the_websocket(make_engine: Any, comfy: ComfyUIServer):
@@ -244,13 +228,7 @@ def test_a_queued_job_runs_on_the_comfyui_server(remote_services: Any, comfy: Co
 def test_canceling_a_running_job_interrupts_comfyui(remote_services: Any, comfy: ComfyUIServer):
     comfy.mode = "slow"
     job_id = submit(remote_services, steps=150)
-    runner = threading.Thread(target=drain, args=(remote_services,), daemon=True)
-    runner.start()
-    deadline = time.monotonic() + 10
-    while not comfy.prompts and time.monotonic() < deadline:
-        time.sleep(0.01)
-    remote_services.generation.cancel(LOCAL_USER_ID, job_id)
-    runner.join(15)
+    cancel_while_running(remote_services, job_id, lambda: bool(comfy.prompts))
     assert wait_terminal(remote_services, job_id).status == "canceled"
     assert len(comfy.interrupts) + len(comfy.deleted) == 1
 
