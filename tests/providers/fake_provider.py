@@ -55,6 +55,7 @@ class FakeProvider:
         self.slow_seconds = 2.0
         self.requests: list[dict[str, Any]] = []
         self.files: dict[str, bytes] = {}
+        self.canceled: list[str] = []  # ids of the requests a client canceled (queue-style providers)
         self._lock = threading.Lock()
         self._failed = 0
         routes = [*self.api_routes(), Route("/files/{name}", self._file, methods=["GET"])]
@@ -82,6 +83,7 @@ class FakeProvider:
             self.mode = mode
             self._failed = 0
             self.requests.clear()
+            self.canceled.clear()
 
     def api_calls(self) -> list[dict[str, Any]]:
         """The recorded requests that were not file downloads."""

@@ -30,7 +30,6 @@ class FalServer(FakeProvider):
     def __init__(self, key: str = "fal-key-id:secret") -> None:
         self.steps = 3
         self.queued: dict[str, dict[str, Any]] = {}
-        self.canceled: list[str] = []
         self.on_poll: Callable[[dict[str, Any]], None] | None = None
         self._ids = itertools.count(1)
         super().__init__(key)

@@ -36,7 +36,6 @@ class ReplicateServer(FakeProvider):
     def __init__(self, key: str = "r8_test") -> None:
         self.steps = 3
         self.predictions: dict[str, dict[str, Any]] = {}
-        self.canceled: list[str] = []
         self.on_poll: Callable[[dict[str, Any]], None] | None = None
         self._ids = itertools.count(1)
         super().__init__(key)

@@ -115,7 +115,6 @@ class ReplicateEngine(RemoteEngine):
             images = []
             for k, (seed, prediction) in enumerate(zip(request.seeds, predictions, strict=True)):
                 done = self._wait(request, prediction, k + 1, on_step, should_cancel)
-                predictions[k] = done
                 output = done.get("output")
                 if isinstance(output, list):
                     output = output[0] if output else None
@@ -130,7 +129,8 @@ class ReplicateEngine(RemoteEngine):
 
     def _create(self, request: GenerationRequest, seed: int, should_cancel: CancelCheck) -> dict[str, Any]:
         found = MODEL.fullmatch(request.model.remote_model or "")
-        assert found is not None  # load() checked it
+        if found is None:  # load() refuses such a row first
+            raise ModelLoadError(f"'{request.model.remote_model}' is not a Replicate model.")
         inputs: dict[str, object] = {
             "prompt": request.prompt,
             "negative_prompt": request.negative_prompt or None,
@@ -181,7 +181,8 @@ class ReplicateEngine(RemoteEngine):
                 raise provider_error("provider_timeout", f"{self.name}'s prediction ran over {poll.max_seconds:.0f} s.")
             poll.wait(should_cancel)
             url = self._url(prediction, "get", f"/v1/predictions/{prediction['id']}")
-            prediction = self._prediction(self.http.request("GET", url, should_cancel=should_cancel))
+            # In place: the caller's list must see the last status (a failed prediction is not canceled).
+            prediction.update(self._prediction(self.http.request("GET", url, should_cancel=should_cancel)))
             progress = parse_progress(str(prediction.get("logs") or ""))
             if progress is not None and progress != shown:
                 shown = progress
@@ -210,7 +211,7 @@ class ReplicateEngine(RemoteEngine):
 
     def _cost(self, model: ModelRef, prediction: dict[str, Any]) -> float | None:
         """What this prediction cost (see the module doc); None when the row gives no price."""
-        if isinstance(model.options.get("price_per_image"), int | float | str):
+        if "price_per_image" in model.options:
             return option_float(model.options, "price_per_image", 0.0)
         per_second = option_float(model.options, "price_per_second", -1.0)
         metrics = prediction.get("metrics")
