@@ -58,7 +58,7 @@ class FakeProvider:
         self.canceled: list[str] = []  # ids of the requests a client canceled (queue-style providers)
         self._lock = threading.Lock()
         self._failed = 0
-        routes = [*self.api_routes(), Route("/files/{name}", self._file, methods=["GET"])]
+        routes = [Route("/files/{name}", self._file, methods=["GET"]), *self.api_routes()]
         self._server = ThreadedServer(Starlette(routes=routes), f"{self.what} server")
         self.url = ""
 
