@@ -28,11 +28,8 @@ import math
 import re
 from typing import Any
 
-import httpx
-
 from studiolo.engines.base import (
     CancelCheck,
-    Capabilities,
     EngineError,
     GeneratedImage,
     GenerationCanceled,
@@ -41,13 +38,12 @@ from studiolo.engines.base import (
     ModelRef,
     StepCallback,
 )
-from studiolo.engines.remote.base import RemoteEngine, invalid_reply, log, provider_error
+from studiolo.engines.remote.base import invalid_reply, log, provider_error
 from studiolo.engines.remote.polling import (
-    Downloads,
     Poll,
+    QueueEngine,
     data_url,
     option_float,
-    option_kinds,
     parse_progress,
     same_origin,
     tailor,
@@ -59,14 +55,10 @@ REQUEST_ID = re.compile(r"[0-9A-Za-z_-]+")
 RUNNING = ("IN_QUEUE", "IN_PROGRESS")
 
 
-class FalEngine(RemoteEngine):
+class FalEngine(QueueEngine):
     """Apps hosted at fal (see the module doc)."""
 
     name = "fal"
-
-    def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None):
-        super().__init__(settings, transport=transport)
-        self.downloads = Downloads.of(self.name, settings, self.breaker(settings), transport)
 
     def base_url(self, settings: Settings) -> str:
         return settings.provider_fal_base_url
@@ -74,18 +66,10 @@ class FalEngine(RemoteEngine):
     def auth_headers(self, settings: Settings) -> dict[str, str]:
         return {"Authorization": f"Key {settings.provider_fal_api_key}"}
 
-    def capabilities(self, model: ModelRef) -> Capabilities:
-        kinds = option_kinds(model)
-        return Capabilities(txt2img="txt2img" in kinds, img2img="img2img" in kinds, inpaint="inpaint" in kinds)
-
     def load(self, model: ModelRef) -> None:
         super().load(model)
         if not APP.fullmatch(model.remote_model or ""):
             raise ModelLoadError(f"'{model.remote_model}' is not a fal app id (owner/app[/path]).")
-
-    def close(self) -> None:
-        super().close()
-        self.downloads.close()
 
     # -- one job --------------------------------------------------------------------------------------------------
     def _generate(

@@ -19,10 +19,11 @@ from urllib.parse import urlsplit
 import httpx
 from PIL import Image
 
-from studiolo.engines.base import CancelCheck, GenerationCanceled, JobKind, ModelRef
+from studiolo.engines.base import CancelCheck, Capabilities, GenerationCanceled, JobKind, ModelRef
 from studiolo.engines.remote.base import (
     CircuitBreaker,
     ProviderHttp,
+    RemoteEngine,
     decode_b64_image,
     decode_image,
     invalid_reply,
@@ -168,3 +169,19 @@ class Downloads:
 
     def close(self) -> None:
         self.http.close()
+
+
+class QueueEngine(RemoteEngine):
+    """A provider whose requests are queued and polled (Replicate, fal): keyless downloads, kinds per row."""
+
+    def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None):
+        super().__init__(settings, transport=transport)
+        self.downloads = Downloads.of(self.name, settings, self.breaker(settings), transport)
+
+    def capabilities(self, model: ModelRef) -> Capabilities:
+        kinds = option_kinds(model)
+        return Capabilities(txt2img="txt2img" in kinds, img2img="img2img" in kinds, inpaint="inpaint" in kinds)
+
+    def close(self) -> None:
+        super().close()
+        self.downloads.close()

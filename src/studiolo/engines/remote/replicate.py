@@ -32,7 +32,6 @@ import httpx
 
 from studiolo.engines.base import (
     CancelCheck,
-    Capabilities,
     EngineError,
     GeneratedImage,
     GenerationCanceled,
@@ -41,13 +40,12 @@ from studiolo.engines.base import (
     ModelRef,
     StepCallback,
 )
-from studiolo.engines.remote.base import RemoteEngine, invalid_reply, log, provider_error
+from studiolo.engines.remote.base import invalid_reply, log, provider_error
 from studiolo.engines.remote.polling import (
-    Downloads,
     Poll,
+    QueueEngine,
     data_url,
     option_float,
-    option_kinds,
     parse_progress,
     same_origin,
     tailor,
@@ -76,14 +74,10 @@ def failure(provider: str, error: object) -> EngineError:
     return provider_error("provider_rejected", f"{provider} failed the prediction: {text}")
 
 
-class ReplicateEngine(RemoteEngine):
+class ReplicateEngine(QueueEngine):
     """Models hosted at Replicate (see the module doc)."""
 
     name = "replicate"
-
-    def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None):
-        super().__init__(settings, transport=transport)
-        self.downloads = Downloads.of(self.name, settings, self.breaker(settings), transport)
 
     def base_url(self, settings: Settings) -> str:
         return settings.provider_replicate_base_url
@@ -91,18 +85,10 @@ class ReplicateEngine(RemoteEngine):
     def auth_headers(self, settings: Settings) -> dict[str, str]:
         return {"Authorization": f"Bearer {settings.provider_replicate_api_token}"}
 
-    def capabilities(self, model: ModelRef) -> Capabilities:
-        kinds = option_kinds(model)
-        return Capabilities(txt2img="txt2img" in kinds, img2img="img2img" in kinds, inpaint="inpaint" in kinds)
-
     def load(self, model: ModelRef) -> None:
         super().load(model)
         if not MODEL.fullmatch(model.remote_model or ""):
             raise ModelLoadError(f"'{model.remote_model}' is not a Replicate model (owner/name or owner/name:version).")
-
-    def close(self) -> None:
-        super().close()
-        self.downloads.close()
 
     # -- one job --------------------------------------------------------------------------------------------------
     def _generate(
