@@ -216,6 +216,9 @@ class ProviderHttp:
         status = response.status_code
         detail = provider_message(response)
         said = f": {detail}" if detail else ""
+        # Some providers refuse content with a 403 (Stability's content_moderation): the refusal test goes first.
+        if status == 403 and refusal is not None and refusal(response):
+            return provider_error("content_rejected", f"{self.provider} refused the content{said}.")
         if status in (401, 403):
             return provider_error("provider_auth_failed", f"{self.provider} refused the credentials ({status}){said}.")
         if status == 429:
@@ -249,6 +252,10 @@ def provider_message(response: httpx.Response, limit: int = 300) -> str:
             return found[:limit]
         if isinstance(found, list) and found and isinstance(found[0], str):
             return "; ".join(found)[:limit]
+        if isinstance(found, list) and found and isinstance(found[0], dict):  # FastAPI/pydantic: [{loc, msg}, ...]
+            said = [f"{'.'.join(str(p) for p in e.get('loc', []))}: {e['msg']}" for e in found if "msg" in e]
+            if said:
+                return "; ".join(said)[:limit]
     return ""
 
 
