@@ -1,6 +1,8 @@
 """Webhooks (issue 18, docs/webhooks.md): the endpoints API and its ownership, per-job webhooks end to end with the
 echo engine, event filters, the spec's test vector, secret rotation, the delivery log and resend."""
 
+# The shared fixtures are imported by name (pytest finds them so); their parameters re-use those names.
+# ruff: noqa: F811
 from __future__ import annotations
 
 import json

@@ -2,6 +2,8 @@
 receiver that is down, a claim whose deliverer died, the SSRF guard at submission and at delivery, and an endpoint
 failing for the whole retry window being disabled with a mail to its owner."""
 
+# The shared fixtures are imported by name (pytest finds them so); their parameters re-use those names.
+# ruff: noqa: F811
 from __future__ import annotations
 
 import socket
