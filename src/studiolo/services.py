@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from studiolo.datadir import secure_data_dir
 from studiolo.db import migrate
@@ -45,6 +45,8 @@ from studiolo.domain.safety.provenance import build_credentials
 from studiolo.domain.safety.terms import owner_terms
 from studiolo.domain.safety.visible import visible_mark
 from studiolo.domain.understanding.service import DescribeService, build_describer
+from studiolo.domain.webhooks.service import WebhookService
+from studiolo.domain.webhooks.signing import SecretBox
 from studiolo.engines.base import Engine
 from studiolo.engines.ffmpeg import find_ffmpeg
 from studiolo.engines.image_to_video import SVDImageToVideo
@@ -56,6 +58,7 @@ from studiolo.storage.factory import build_object_store
 
 if TYPE_CHECKING:
     from studiolo.dispatch.redis_events import RedisEventRelay
+    from studiolo.domain.webhooks.deliverer import Deliverer
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +133,10 @@ class Services:
     film: FilmService
     youtube: YouTubeService
     describe: DescribeService
+    webhooks: WebhookService
     event_relay: RedisEventRelay | None = None  # set when STUDIOLO_REDIS_URL is
     pools: list[WorkerPool] = field(default_factory=list)
+    deliverer: Deliverer | None = None  # webhook delivery, started with the first workers
 
     def start_workers(self, count: int, *, claim_loops: bool = True, served: ServedModels | None = None) -> WorkerPool:
         """``count`` workers; ``served``: only the models it lists (`studiolo worker`), else any model."""
@@ -145,7 +150,29 @@ class Services:
         )
         pool.start(count, claim_loops=claim_loops)
         self.pools.append(pool)
+        if self.deliverer is None and self.settings.webhooks_enabled:
+            self.deliverer = self.build_deliverer()
+            self.deliverer.start()
         return pool
+
+    def build_deliverer(self, **overrides: Any) -> Deliverer:
+        """The webhook deliverer of this process (tests pass a clock, a transport or a random source)."""
+        # Imported here: the outbox builds signed image links (gallery/links.py), whose router imports deps, which
+        # imports this module.
+        from studiolo.domain.webhooks.deliverer import Deliverer
+        from studiolo.domain.webhooks.outbox import Outbox
+
+        clock = overrides.pop("clock", self.webhooks.clock)
+        outbox = Outbox(self.db, self.settings, self.codec, self.webhooks, clock)
+        return Deliverer(
+            db=self.db,
+            service=self.webhooks,
+            outbox=outbox,
+            mail=self.outbox,
+            events=self.events,
+            clock=clock,
+            **overrides,
+        )
 
     def film_job_models(self) -> list[str]:
         """The film render's pseudo-model where this process can render films (ffmpeg found), else none."""
@@ -156,6 +183,9 @@ class Services:
         for pool in self.pools:
             pool.stop(timeout)
         self.pools.clear()
+        if self.deliverer is not None:
+            self.deliverer.stop()
+            self.deliverer = None
         self.youtube.close()
         self.runner.close()
         self.dispatch.close()
@@ -224,6 +254,8 @@ def build_services(
         dispatch=dispatch,
     )
     codec = TokenCodec(load_secret_key(settings), settings.access_token_minutes)
+    webhooks = WebhookService(db, settings, SecretBox(codec.key))
+    generation.webhooks = webhooks
     authenticator = Authenticator(db, codec)
     hashing = PasswordHashing(settings)
     limiter = RateLimiter(settings)
@@ -311,5 +343,6 @@ def build_services(
         billing=billing,
         film=film,
         describe=DescribeService(db, store, settings, build_describer(settings), billing),
+        webhooks=webhooks,
         event_relay=event_relay,
     )

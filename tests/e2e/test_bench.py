@@ -38,6 +38,13 @@ SMOKE: dict[str, tuple[list[str], list[str]]] = {
             rf"claim +20 jobs of 20 users: max_running 0 +{NUMBER} claims/s, limited +{NUMBER} claims/s",
         ],
     ),
+    "webhooks": (
+        ["--smoke"],
+        [
+            rf"webhook latency after job end, 5 echo jobs: p50 {NUMBER} ms +p99 {NUMBER} ms",
+            r"all 5 deliveries verified",
+        ],
+    ),
     "api": (
         ["--jobs", "20", "--images", "120", "--concurrency", "4", "--gets", "20", "--starts", "3"],
         [

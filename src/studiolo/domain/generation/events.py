@@ -22,6 +22,8 @@ class EventBus:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._listeners: dict[str, list[_Subscription]] = {}
+        # Listeners to every job's events (the webhook deliverer wakes on them).
+        self._everywhere: list[tuple[Callable[[str, Event], None], frozenset[str]]] = []
         # Forwards every published event to other processes (Redis pub/sub when configured); events from
         # other processes come back in through ``deliver``.
         self.relay: Callable[[str, Event], None] | None = None
@@ -44,6 +46,19 @@ class EventBus:
 
         return unsubscribe
 
+    def subscribe_all(self, listener: Callable[[str, Event], None], *, types: Collection[str]) -> Callable[[], None]:
+        """Call ``listener(job_id, event)`` for every job's events of ``types``; returns the unsubscribe function."""
+        wrapped = (listener, frozenset(types))
+        with self._lock:
+            self._everywhere.append(wrapped)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if wrapped in self._everywhere:
+                    self._everywhere.remove(wrapped)
+
+        return unsubscribe
+
     def publish(self, job_id: str, event: Event) -> None:
         self.deliver(job_id, event)
         if self.relay is not None:
@@ -54,8 +69,11 @@ class EventBus:
         kind = event.get("type")
         with self._lock:
             listeners = [f for f, types in self._listeners.get(job_id, ()) if types is None or kind in types]
+            everywhere = [f for f, types in self._everywhere if kind in types]
         for listener in listeners:
             listener(event)
+        for job_listener in everywhere:
+            job_listener(job_id, event)
 
     def has_listeners(self, job_id: str, event_type: str | None = None) -> bool:
         """True when a listener in this process takes events of ``job_id`` (of ``event_type``, if given)."""

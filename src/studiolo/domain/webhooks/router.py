@@ -1,7 +1,93 @@
-"""Placeholder until issue 18's webhook routes land."""
+"""Webhooks API (/api/v1/webhooks, docs/webhooks.md): endpoints, their secrets, test events, the delivery log and
+resend; the account secret that signs per-job webhooks.
+
+API keys may use these routes under the usual rule (reads need ``read``, changes ``generate``): an integration
+registers its own receiver, as with Replicate's API. Every query is scoped to the caller."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Literal
 
-router = APIRouter()
+from fastapi import APIRouter, Query, Response
+
+from studiolo.deps import OwnerId, ServicesDep
+from studiolo.domain.webhooks.schemas import EndpointCreate, EndpointUpdate, EndpointView, MessageView, SecretView
+
+router = APIRouter(tags=["webhooks"])
+Status = Literal["pending", "succeeded", "failed"]
+Limit = Annotated[int, Query(ge=1, le=200)]
+
+
+@router.get("/webhooks/endpoints", response_model=list[EndpointView])
+def list_endpoints(services: ServicesDep, owner: OwnerId) -> list[EndpointView]:
+    return services.webhooks.list_endpoints(owner)
+
+
+@router.post("/webhooks/endpoints", response_model=EndpointView, status_code=201)
+def create_endpoint(body: EndpointCreate, services: ServicesDep, owner: OwnerId) -> EndpointView:
+    """A receiver of every job of the account (or of one API key's jobs); its secret: GET .../{id}/secret."""
+    return services.webhooks.create_endpoint(owner, body)
+
+
+@router.get("/webhooks/endpoints/{endpoint_id}", response_model=EndpointView)
+def get_endpoint(endpoint_id: str, services: ServicesDep, owner: OwnerId) -> EndpointView:
+    return services.webhooks.get_endpoint(owner, endpoint_id)
+
+
+@router.patch("/webhooks/endpoints/{endpoint_id}", response_model=EndpointView)
+def update_endpoint(endpoint_id: str, body: EndpointUpdate, services: ServicesDep, owner: OwnerId) -> EndpointView:
+    return services.webhooks.update_endpoint(owner, endpoint_id, body)
+
+
+@router.delete("/webhooks/endpoints/{endpoint_id}", status_code=204)
+def delete_endpoint(endpoint_id: str, services: ServicesDep, owner: OwnerId) -> Response:
+    services.webhooks.delete_endpoint(owner, endpoint_id)
+    return Response(status_code=204)
+
+
+@router.get("/webhooks/endpoints/{endpoint_id}/secret", response_model=SecretView)
+def endpoint_secret(endpoint_id: str, services: ServicesDep, owner: OwnerId) -> SecretView:
+    return services.webhooks.endpoint_secret(owner, endpoint_id)
+
+
+@router.post("/webhooks/endpoints/{endpoint_id}/secret/rotate", response_model=SecretView)
+def rotate_endpoint_secret(endpoint_id: str, services: ServicesDep, owner: OwnerId) -> SecretView:
+    """A new secret; the old one keeps signing beside it for STUDIOLO_WEBHOOK_SECRET_GRACE_HOURS."""
+    return services.webhooks.rotate_endpoint_secret(owner, endpoint_id)
+
+
+@router.post("/webhooks/endpoints/{endpoint_id}/test", response_model=MessageView, status_code=202)
+def send_test(endpoint_id: str, services: ServicesDep, owner: OwnerId) -> MessageView:
+    return services.webhooks.send_test(owner, endpoint_id)
+
+
+@router.get("/webhooks/endpoints/{endpoint_id}/messages", response_model=list[MessageView])
+def endpoint_messages(
+    endpoint_id: str, services: ServicesDep, owner: OwnerId, status: Status | None = None, limit: Limit = 50
+) -> list[MessageView]:
+    """The endpoint's delivery log, newest first, each message with its attempts."""
+    return services.webhooks.messages(owner, endpoint_id, status=status, limit=limit)
+
+
+@router.get("/webhooks/messages", response_model=list[MessageView])
+def job_messages(
+    services: ServicesDep, owner: OwnerId, status: Status | None = None, limit: Limit = 50
+) -> list[MessageView]:
+    """The delivery log of per-job webhooks (the ``webhook`` field of a submission)."""
+    return services.webhooks.messages(owner, None, status=status, limit=limit)
+
+
+@router.post("/webhooks/messages/{message_id}/resend", response_model=MessageView, status_code=202)
+def resend(message_id: str, services: ServicesDep, owner: OwnerId) -> MessageView:
+    return services.webhooks.resend(owner, message_id)
+
+
+@router.get("/webhooks/secret", response_model=SecretView)
+def account_secret(services: ServicesDep, owner: OwnerId) -> SecretView:
+    """The secret that signs this account's per-job webhooks (made on first request)."""
+    return services.webhooks.account_secret(owner)
+
+
+@router.post("/webhooks/secret/rotate", response_model=SecretView)
+def rotate_account_secret(services: ServicesDep, owner: OwnerId) -> SecretView:
+    return services.webhooks.rotate_account_secret(owner)
