@@ -64,6 +64,14 @@ SMOKE: dict[str, tuple[list[str], list[str]]] = {
             rf"api key +p50 +{NUMBER} ms +p99 +{NUMBER} ms +\(p50 [+-]{NUMBER} ms vs no auth",
         ],
     ),
+    "compat": (
+        ["--rounds", "3"],
+        [
+            rf"native +p50 +{NUMBER} ms +p95 +{NUMBER} ms",
+            rf"openai +p50 +{NUMBER} ms +p95 +{NUMBER} ms +added p50 [+-]{NUMBER} ms",
+            rf"a1111 +p50 +{NUMBER} ms +p95 +{NUMBER} ms +added p50 [+-]{NUMBER} ms",
+        ],
+    ),
     "demo": (
         ["--smoke"],
         [
