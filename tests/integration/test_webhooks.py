@@ -50,11 +50,11 @@ def test_endpoint_crud_and_ownership(client: TestClient, api: TestClient, servic
     assert secret.startswith("whsec_") and len(secret) == 50
     r = client.patch(f"{EP}/{made['id']}", json={"enabled": False, "description": "paused"})
     assert r.json()["enabled"] is False and r.json()["disabled_reason"] == "disabled_by_user"
-    assert [e["id"] for e in client.get(EP).json()] == [made["id"]]
+    assert [e["id"] for e in client.get(EP).json()["data"]] == [made["id"]]
 
     bob = create_user(services, "bob@example.com")
     as_bob = auth_headers(services, bob)
-    assert api.get(EP, headers=as_bob).json() == []
+    assert api.get(EP, headers=as_bob).json() == {"data": []}
     for method, path in [
         ("GET", f"{EP}/{made['id']}"),
         ("PATCH", f"{EP}/{made['id']}"),
@@ -143,15 +143,15 @@ def test_a_test_event_the_log_and_resend(
     r = client.post(f"{EP}/{made['id']}/test")
     assert r.status_code == 202 and r.json()["event_type"] == "webhook.test"
     deliverer.run_once()
-    log = client.get(f"{EP}/{made['id']}/messages").json()
+    log = client.get(f"{EP}/{made['id']}/messages").json()["data"]
     assert len(log) == 1 and log[0]["status"] == "pending" and log[0]["last_status_code"] == 500
     assert log[0]["attempt_log"][0]["status_code"] == 500
     assert len(log[0]["attempt_log"][0]["response_body"]) == 1024  # cut to 1 KB
-    assert client.get(f"{EP}/{made['id']}/messages", params={"status": "failed"}).json() == []
+    assert client.get(f"{EP}/{made['id']}/messages", params={"status": "failed"}).json() == {"data": []}
     r = client.post(f"/api/v1/webhooks/messages/{log[0]['id']}/resend")
     assert r.status_code == 202 and r.json()["attempts"] == 0
     deliverer.run_once()
-    log = client.get(f"{EP}/{made['id']}/messages").json()
+    log = client.get(f"{EP}/{made['id']}/messages").json()["data"]
     assert log[0]["status"] == "succeeded" and [a["status_code"] for a in log[0]["attempt_log"]] == [500, 200]
     got = hook.wait(2)
     assert got[0].headers["webhook-id"] == got[1].headers["webhook-id"] == log[0]["id"]

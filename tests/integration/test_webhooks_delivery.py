@@ -31,7 +31,7 @@ def endpoint(client: TestClient, hook: Receiver, url: str, **body: Any) -> dict[
 
 
 def messages(client: TestClient, endpoint_id: str) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = client.get(f"{EP}/{endpoint_id}/messages").json()
+    found: list[dict[str, Any]] = client.get(f"{EP}/{endpoint_id}/messages").json()["data"]
     return found
 
 

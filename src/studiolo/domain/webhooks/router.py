@@ -11,16 +11,24 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 
 from studiolo.deps import OwnerId, ServicesDep
-from studiolo.domain.webhooks.schemas import EndpointCreate, EndpointUpdate, EndpointView, MessageView, SecretView
+from studiolo.domain.webhooks.schemas import (
+    EndpointCreate,
+    EndpointList,
+    EndpointUpdate,
+    EndpointView,
+    MessageList,
+    MessageView,
+    SecretView,
+)
 
 router = APIRouter(tags=["webhooks"])
 Status = Literal["pending", "succeeded", "failed"]
 Limit = Annotated[int, Query(ge=1, le=200)]
 
 
-@router.get("/webhooks/endpoints", response_model=list[EndpointView])
-def list_endpoints(services: ServicesDep, owner: OwnerId) -> list[EndpointView]:
-    return services.webhooks.list_endpoints(owner)
+@router.get("/webhooks/endpoints", response_model=EndpointList)
+def list_endpoints(services: ServicesDep, owner: OwnerId) -> EndpointList:
+    return EndpointList(data=services.webhooks.list_endpoints(owner))
 
 
 @router.post("/webhooks/endpoints", response_model=EndpointView, status_code=201)
@@ -61,20 +69,18 @@ def send_test(endpoint_id: str, services: ServicesDep, owner: OwnerId) -> Messag
     return services.webhooks.send_test(owner, endpoint_id)
 
 
-@router.get("/webhooks/endpoints/{endpoint_id}/messages", response_model=list[MessageView])
+@router.get("/webhooks/endpoints/{endpoint_id}/messages", response_model=MessageList)
 def endpoint_messages(
     endpoint_id: str, services: ServicesDep, owner: OwnerId, status: Status | None = None, limit: Limit = 50
-) -> list[MessageView]:
+) -> MessageList:
     """The endpoint's delivery log, newest first, each message with its attempts."""
-    return services.webhooks.messages(owner, endpoint_id, status=status, limit=limit)
+    return MessageList(data=services.webhooks.messages(owner, endpoint_id, status=status, limit=limit))
 
 
-@router.get("/webhooks/messages", response_model=list[MessageView])
-def job_messages(
-    services: ServicesDep, owner: OwnerId, status: Status | None = None, limit: Limit = 50
-) -> list[MessageView]:
+@router.get("/webhooks/messages", response_model=MessageList)
+def job_messages(services: ServicesDep, owner: OwnerId, status: Status | None = None, limit: Limit = 50) -> MessageList:
     """The delivery log of per-job webhooks (the ``webhook`` field of a submission)."""
-    return services.webhooks.messages(owner, None, status=status, limit=limit)
+    return MessageList(data=services.webhooks.messages(owner, None, status=status, limit=limit))
 
 
 @router.post("/webhooks/messages/{message_id}/resend", response_model=MessageView, status_code=202)

@@ -69,3 +69,13 @@ class MessageView(BaseModel):
     delivered_at: datetime | None
     payload: str
     attempt_log: list[AttemptView] = []
+
+
+class EndpointList(BaseModel):
+    """A list in an object (as Svix's API), so fields such as a page cursor can join it later."""
+
+    data: list[EndpointView]
+
+
+class MessageList(BaseModel):
+    data: list[MessageView]
