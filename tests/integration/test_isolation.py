@@ -24,9 +24,13 @@ BODIES: dict[str, object] = {
     "/api/v1/films/{film_id}/scenes/reorder": {"scene_ids": ["x"]},
     "/api/v1/films/{film_id}/scenes/{scene_id}/split": {"sentence": 1},
     "/api/v1/films/{film_id}/youtube": {"privacy": "private"},
+    "/api/v1/webhooks/endpoints/{endpoint_id}": {"enabled": False},
 }
 # Routes with a path parameter that names nobody's resource: the same answer for every user (a voice's sample).
-NOBODYS = ("/api/v1/films/voices/{voice_id}/sample",)
+NOBODYS = ("/api/v1/films/voices/{voice_id}/sample", "/v1/models/{model_id}")
+# Routes whose permission is a signature, not the caller (issue 18's signed image links: tests/integration/
+# test_signed_links.py refuses forged, foreign and expired ones alike).
+SIGNED = ("/api/v1/links/images/{image_id}",)
 # Routes that need a Google OAuth client, which this install has none of: 404 youtube_not_configured.
 NOT_CONFIGURED = ("/api/v1/auth/google/youtube", "/api/v1/auth/oauth/google/youtube/callback")
 
@@ -79,7 +83,12 @@ def test_every_route_denies_another_users_resources(client: TestClient, services
     description = client.post(
         "/api/v1/describe", files={"photo": ("me.png", png_bytes(), "image/png")}, data={"template": "portrait"}
     ).json()
+    # Webhooks (issue 18): an endpoint and a message in its delivery log.
+    endpoint = client.post("/api/v1/webhooks/endpoints", json={"url": "https://hooks.example.com/studiolo"}).json()
+    message = client.post(f"/api/v1/webhooks/endpoints/{endpoint['id']}/test").json()
     owned = {
+        "endpoint_id": endpoint["id"],
+        "message_id": message["id"],
         "description_id": description["id"],
         "film_id": film["id"],
         "publication_id": publication_id,
@@ -108,7 +117,7 @@ def test_every_route_denies_another_users_resources(client: TestClient, services
     checked = 0
     for path, ops in schema["paths"].items():
         for method in ops:
-            if path in NOBODYS:
+            if path in NOBODYS or path in SIGNED:
                 continue
             if "{" in path:
                 url = path
@@ -156,3 +165,4 @@ def test_every_route_denies_another_users_resources(client: TestClient, services
     mine = client.get(f"/api/v1/films/{film['id']}").json()
     assert (mine["title"], mine["deleted_at"], len(mine["characters"])) == ("Secret film", None, 1)
     assert client.get(f"/api/v1/describe/{description['id']}/photo").status_code == 200
+    assert client.get(f"/api/v1/webhooks/endpoints/{endpoint['id']}").json()["enabled"] is True

@@ -2,15 +2,17 @@
 resend; the account secret that signs per-job webhooks.
 
 API keys may use these routes under the usual rule (reads need ``read``, changes ``generate``): an integration
-registers its own receiver, as with Replicate's API. Every query is scoped to the caller."""
+registers its own receiver, as with Replicate's API. Reading a signing secret is the exception: a secret is a
+credential, so it needs the ``generate`` scope too (a read-only key, such as a dashboard's, never sees one;
+tests/integration/test_api_keys.py). Every query is scoped to the caller."""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 
-from studiolo.deps import OwnerId, ServicesDep
+from studiolo.deps import OwnerId, PrincipalDep, ServicesDep
 from studiolo.domain.webhooks.schemas import (
     EndpointCreate,
     EndpointList,
@@ -22,6 +24,15 @@ from studiolo.domain.webhooks.schemas import (
 )
 
 router = APIRouter(tags=["webhooks"])
+
+
+async def secret_reader(principal: PrincipalDep) -> str:
+    """The caller's id, when it may read a signing secret: a session, or a key with the generate scope."""
+    principal.require("generate")
+    return principal.user_id
+
+
+SecretOwner = Annotated[str, Depends(secret_reader)]
 Status = Literal["pending", "succeeded", "failed"]
 Limit = Annotated[int, Query(ge=1, le=200)]
 
@@ -54,7 +65,7 @@ def delete_endpoint(endpoint_id: str, services: ServicesDep, owner: OwnerId) -> 
 
 
 @router.get("/webhooks/endpoints/{endpoint_id}/secret", response_model=SecretView)
-def endpoint_secret(endpoint_id: str, services: ServicesDep, owner: OwnerId) -> SecretView:
+def endpoint_secret(endpoint_id: str, services: ServicesDep, owner: SecretOwner) -> SecretView:
     return services.webhooks.endpoint_secret(owner, endpoint_id)
 
 
@@ -89,7 +100,7 @@ def resend(message_id: str, services: ServicesDep, owner: OwnerId) -> MessageVie
 
 
 @router.get("/webhooks/secret", response_model=SecretView)
-def account_secret(services: ServicesDep, owner: OwnerId) -> SecretView:
+def account_secret(services: ServicesDep, owner: SecretOwner) -> SecretView:
     """The secret that signs this account's per-job webhooks (made on first request)."""
     return services.webhooks.account_secret(owner)
 
