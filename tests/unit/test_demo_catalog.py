@@ -14,6 +14,7 @@ from studiolo.domain.generation.schemas import GenerationParams
 from studiolo.engines.base import Engine
 from studiolo.engines.demo.engine import DEFAULT_GUIDANCE, DEMO_MODEL_ID, QUALITY_STEPS, DemoEngine
 from studiolo.engines.echo import EchoEngine
+from studiolo.engines.remote import remote_engines
 from studiolo.errors import Conflict, ModelUnavailable, NotFound
 from studiolo.services import Services, build_services
 from tests.tiny_demo import make_tiny_demo_weights
@@ -76,6 +77,19 @@ def test_any_installed_model_wins_over_the_demo(make_services: Factory) -> None:
     _install(catalog, "other-model", default=True)
     assert catalog.default_model_id() == "other-model"
     assert [m.id for m in catalog.models() if m.demo] == [DEMO_MODEL_ID]  # still listed, never the default
+
+
+def test_a_hosted_providers_model_is_no_fallback_until_made_the_default(make_services: Factory) -> None:
+    """Issue 18: a remote model costs money per image, so installing one keeps the demo model the fallback; only
+    `models default` sends requests that name no model to it."""
+    services = make_services(provider_pollinations_enabled=True)
+    catalog = services.catalog
+    catalog.engines.update(remote_engines(services.settings))  # this factory's engines are the demo's only
+    catalog.add_remote("flux", provider="pollinations", remote_model="flux")
+    assert catalog.default_model_id() == DEMO_MODEL_ID
+    assert catalog.resolve("flux").source == "remote" and catalog.resolve("flux").remote_model == "flux"
+    catalog.set_default("flux")
+    assert catalog.default_model_id() == "flux"
 
 
 def test_a_configured_builtin_default_wins_over_the_demo(make_services: Factory) -> None:

@@ -213,7 +213,10 @@ class ModelCatalog:
         # A fresh install (no model installed, the configured default missing) generates with the demo model
         # instead of refusing; an installed default or any installed model wins over it
         # (tests/unit/test_demo_catalog.py).
-        if not rows and configured not in builtin and DEMO_MODEL_ID in builtin:
+        # A hosted provider's model (issue 18) does not count: it costs money per image, so requests that name no
+        # model go there only once it is made the default (`models default`); until then the demo stays the fallback.
+        local = [r for r in rows.values() if r.source != "remote"]
+        if not local and configured not in builtin and DEMO_MODEL_ID in builtin:
             return DEMO_MODEL_ID
         return configured
 
