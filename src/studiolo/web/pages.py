@@ -453,6 +453,7 @@ _SHELL_ASSETS = [
     "js/queue.js",
     "js/auth.js",
     "js/account.js",
+    "js/account-webhooks.js",
     "js/lightbox.js",
     "js/image-actions.js",
     "js/compare.js",
