@@ -21,6 +21,8 @@ from PIL import Image
 
 from studiolo.app import create_app
 from studiolo.compat.openai_params import VARIATION_PROMPT
+from studiolo.domain.accounts.audit import Origin
+from studiolo.domain.billing.plans import PlanPatch
 from studiolo.services import Services, build_services
 from tests.conftest import PgDatabases, make_settings
 from tests.helpers import auth_headers, create_user
@@ -291,6 +293,20 @@ def test_a_job_canceled_mid_stream_raises_api_error(studio: Studio) -> None:
 
 
 # --- errors and models ---------------------------------------------------------------------------------------------
+
+
+def test_a_size_is_fitted_to_the_callers_plan_not_refused(studio: Studio) -> None:
+    """Open WebUI asks 1024x1024 whatever the plan: a plan allowing fewer pixels than the server gets the largest
+    image of that aspect ratio it allows (the native API would answer 403 plan_forbids)."""
+    billing, origin = studio.services.billing, Origin()
+    billing.update_plan("free", PlanPatch(max_pixels=64 * 64), actor_id=studio.admin_id, origin=origin)
+    try:
+        r = studio.client(studio.frugal_key).images.generate(prompt="x", size="1024x1024", extra_body=FAST)
+        assert r.size == "64x64"
+        # The administrator is never held to a plan: the server's limit applies.
+        assert studio.client().images.generate(prompt="x", size="1024x1024", extra_body=FAST).size == "128x128"
+    finally:
+        billing.update_plan("free", PlanPatch(max_pixels=1024 * 1024), actor_id=studio.admin_id, origin=origin)
 
 
 def test_errors_arrive_as_the_sdks_typed_exceptions(studio: Studio) -> None:

@@ -129,7 +129,7 @@ async def _submit(
 
     def submit() -> JobView:
         model = resolve_model(services, req.model)
-        size = output_size(services, req, model, init)
+        size = output_size(services, req, model, init, principal.user_id)
         params = generation_params(services, req, prompt=prompt, model=model, size=size)
         accepted, _created = services.generation.submit(
             principal.user_id,

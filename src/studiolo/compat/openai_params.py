@@ -118,12 +118,15 @@ def image_model_ids(services: Services) -> list[str]:
     return [m.id for m in services.catalog.models() if draws_images(m.arch)]
 
 
-def max_pixels(services: Services, model: str | None) -> tuple[int, int]:
-    """(the most pixels ``model`` may make here, its native square side)."""
+def max_pixels(services: Services, model: str | None, owner_id: str) -> tuple[int, int]:
+    """(the most pixels ``model`` may make here for ``owner_id``, its native square side): the server's, the model's
+    and the caller's plan's limits, so a client asking 1024x1024 on a plan that allows 512x512 gets the largest
+    image of that aspect its plan allows instead of a refusal."""
     ref = services.catalog.resolve(model)
     caps = services.engines[ref.engine].capabilities(ref)
     native = 1024 if (ref.arch or "").startswith("sdxl") or "xl" in ref.id.lower() else 512
-    return min(services.settings.max_pixels, caps.max_pixels), native
+    limits = [services.settings.max_pixels, caps.max_pixels, services.billing.plan_max_pixels(owner_id)]
+    return min(limit for limit in limits if limit is not None), native
 
 
 def fit_size(width: int, height: int, limit: int) -> tuple[int, int]:
@@ -142,10 +145,12 @@ def fit_size(width: int, height: int, limit: int) -> tuple[int, int]:
     return w, h
 
 
-def output_size(services: Services, req: OpenAIImageRequest, model: str | None, like: Upload | None) -> str:
+def output_size(
+    services: Services, req: OpenAIImageRequest, model: str | None, like: Upload | None, owner_id: str
+) -> str:
     """The ``WxH`` the job makes: the asked size fitted to the model's limits; ``auto`` (or none) is the input
     image's size for edits and variations, else 1024x1024 fitted likewise."""
-    limit, _native = max_pixels(services, model)
+    limit, _native = max_pixels(services, model, owner_id)
     size = req.size or "auto"
     if size == "auto":
         if like is not None:

@@ -321,6 +321,19 @@ class BillingService:
                 exempt=role == "admin",
             )
 
+    def plan_max_pixels(self, user_id: str) -> int | None:
+        """The most pixels an image of ``user_id``'s plan may have; None: billing off, no limit, or an administrator
+        (never refused). For a face that fits a size to what the caller may make (compat/openai_params.py)."""
+        if not self.enabled:
+            return None
+        with self.db.session() as session:
+            if session.scalar(select(User.role).where(User.id == user_id)) == "admin":
+                return None
+            slug = session.scalar(select(BillingAccount.plan_slug).where(BillingAccount.user_id == user_id))
+            return session.scalar(
+                select(Plan.max_pixels).where(Plan.slug == (slug or self.settings.billing_default_plan))
+            )
+
     def usage(self, user_id: str) -> UsageView:
         now = utcnow()
         with self.db.session() as session:
