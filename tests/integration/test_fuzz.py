@@ -149,7 +149,8 @@ def admin_world(services: Services) -> World:
 
 
 # The compatible faces (issue 18: /v1 OpenAI, /sdapi A1111) answer in their clients' error shapes and block until a
-# job ends (no worker runs here): their own tests drive them with the real clients (test_compat_*.py).
+# job ends (no worker runs here): their own tests drive them with the real clients (test_compat_*.py), and
+# test_compat_fuzz.py fuzzes them with a live worker and checks their error shapes.
 FACES = "|/v1/|/sdapi/"
 
 

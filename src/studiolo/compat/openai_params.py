@@ -17,6 +17,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from studiolo.domain.gallery import imaging
+from studiolo.domain.gallery.imaging import A1111_SAMPLER_NAMES
 from studiolo.domain.generation.catalog import draws_images
 from studiolo.domain.generation.rules import MAX_SIDE, MIN_SIDE, SIDE_MULTIPLE, SIZE_PATTERN, params_error
 from studiolo.domain.generation.schemas import GenerationParams
@@ -176,6 +177,7 @@ def generation_params(
 ) -> GenerationParams:
     """The Studiolo request: OpenAI's fields mapped, the extras passed through, the end user kept as a tag."""
     style = OPENAI_STYLES.get(req.style, req.style) if req.style else None
+    _check_sampler(services, req.sampler, model)
     fields: dict[str, Any] = {
         "prompt": prompt,
         "model": model,
@@ -201,6 +203,21 @@ def generation_params(
         )
     except ValidationError as exc:
         raise params_error(exc) from exc
+
+
+def _check_sampler(services: Services, sampler: str | None, model: str | None) -> None:
+    """Refuse a sampler no engine here knows at once (400), as the A1111 face does: the generic params accept any
+    name, and the job would otherwise fail at run time, a 500 for what is the caller's typo."""
+    if not sampler:
+        return
+    ref = services.catalog.resolve(model)
+    known = {"default", *A1111_SAMPLER_NAMES, *services.engines[ref.engine].capabilities(ref).samplers}
+    if sampler not in known:
+        raise InvalidInput(
+            f"Unknown sampler {sampler!r}; use one of {', '.join(sorted(known))}.",
+            code="invalid_sampler",
+            details={"param": "sampler"},
+        )
 
 
 def openai_mask(services: Services, data: bytes, image: Upload) -> Upload:

@@ -28,26 +28,11 @@ import math
 import re
 from typing import Any
 
-from studiolo.engines.base import (
-    CancelCheck,
-    EngineError,
-    GeneratedImage,
-    GenerationCanceled,
-    GenerationRequest,
-    ModelLoadError,
-    ModelRef,
-    StepCallback,
-)
+from PIL import Image
+
+from studiolo.engines.base import CancelCheck, EngineError, GenerationRequest, ModelLoadError, ModelRef
 from studiolo.engines.remote.base import invalid_reply, log, provider_error
-from studiolo.engines.remote.polling import (
-    Poll,
-    QueueEngine,
-    data_url,
-    option_float,
-    parse_progress,
-    same_origin,
-    tailor,
-)
+from studiolo.engines.remote.polling import QueueEngine, data_url, option_float, same_origin, tailor
 from studiolo.settings import Settings
 
 APP = re.compile(r"[\w.-]+/[\w.-]+(?:/[\w.-]+)*")
@@ -71,31 +56,7 @@ class FalEngine(QueueEngine):
         if not APP.fullmatch(model.remote_model or ""):
             raise ModelLoadError(f"'{model.remote_model}' is not a fal app id (owner/app[/path]).")
 
-    # -- one job --------------------------------------------------------------------------------------------------
-    def _generate(
-        self, request: GenerationRequest, on_step: StepCallback, should_cancel: CancelCheck
-    ) -> list[GeneratedImage]:
-        queued: list[dict[str, Any]] = []
-        try:
-            for seed in request.seeds:
-                queued.append(self._submit(request, seed, should_cancel))
-            images = []
-            for k, (seed, entry) in enumerate(zip(request.seeds, queued, strict=True)):
-                result = self._wait(request, entry, k + 1, on_step, should_cancel)
-                entry["done"] = True
-                outputs = result.get("images")
-                first = outputs[0] if isinstance(outputs, list) and outputs else None
-                if not isinstance(first, dict):
-                    raise invalid_reply(self.name, "a result without images")
-                image = self.downloads.fetch(first.get("url"), should_cancel)
-                images.append(GeneratedImage(image=image, seed=seed, cost=self._cost(request, image.size)))
-            return images
-        except (GenerationCanceled, EngineError):
-            for entry in queued:
-                if not entry.get("done"):
-                    self._cancel(request, entry)
-            raise
-
+    # -- one job (the loop: QueueEngine) ---------------------------------------------------------------------
     def _submit(self, request: GenerationRequest, seed: int, should_cancel: CancelCheck) -> dict[str, Any]:
         options = request.model.options
         body: dict[str, object] = {
@@ -121,47 +82,43 @@ class FalEngine(QueueEngine):
             raise invalid_reply(self.name, "a queue reply without a request_id")
         return reply
 
-    def _wait(
-        self,
-        request: GenerationRequest,
-        entry: dict[str, Any],
-        image: int,
-        on_step: StepCallback,
-        should_cancel: CancelCheck,
-    ) -> dict[str, Any]:
-        """Poll ``entry``'s status until COMPLETED, then its result (or the EngineError of its failure)."""
-        poll = Poll(request.model, self.name, self.http.sleep)
-        shown: tuple[int, int] | None = None
-        status_url = self._url(request, entry, "status_url", "/status")
-        while True:
-            if poll.expired:
-                raise provider_error("provider_timeout", f"{self.name}'s request ran over {poll.max_seconds:.0f} s.")
-            poll.wait(should_cancel)
-            reply = self.http.json(
-                self.http.request("GET", status_url, params={"logs": "1"}, should_cancel=should_cancel)
-            )
-            status = reply.get("status") if isinstance(reply, dict) else None
-            if status == "COMPLETED":
-                break
-            if status not in RUNNING:
-                raise invalid_reply(self.name, f"a queue status of {str(status)[:40]!r}")
-            logs = reply.get("logs")
-            text = "\n".join(str(e.get("message", "")) for e in logs if isinstance(e, dict)) if logs else ""
-            progress = parse_progress(text)
-            if progress is not None and progress != shown:
-                shown = progress
-                on_step(progress[0], progress[1], image=image if request.n > 1 else 0)
-        if reply.get("error"):
-            raise provider_error("provider_rejected", f"{self.name} failed the request: {str(reply['error'])[:300]}")
+    def _status(
+        self, request: GenerationRequest, handle: dict[str, Any], should_cancel: CancelCheck
+    ) -> tuple[bool, str]:
+        status_url = self._url(request, handle, "status_url", "/status")
+        reply = self.http.json(self.http.request("GET", status_url, params={"logs": "1"}, should_cancel=should_cancel))
+        status = reply.get("status") if isinstance(reply, dict) else None
+        if status == "COMPLETED":
+            handle["error"] = reply.get("error")
+            return True, ""
+        if status not in RUNNING:
+            raise invalid_reply(self.name, f"a queue status of {str(status)[:40]!r}")
+        logs = reply.get("logs")
+        return False, "\n".join(str(e.get("message", "")) for e in logs if isinstance(e, dict)) if logs else ""
+
+    def _result(
+        self, request: GenerationRequest, handle: dict[str, Any], should_cancel: CancelCheck
+    ) -> tuple[Image.Image, float | None]:
+        if handle.get("error"):
+            raise provider_error("provider_rejected", f"{self.name} failed the request: {str(handle['error'])[:300]}")
         result = self.http.json(
-            self.http.request("GET", self._url(request, entry, "response_url", ""), should_cancel=should_cancel)
+            self.http.request("GET", self._url(request, handle, "response_url", ""), should_cancel=should_cancel)
         )
         if not isinstance(result, dict):
             raise invalid_reply(self.name, "a result that is not an object")
         flagged = result.get("has_nsfw_concepts")
         if isinstance(flagged, list) and any(flagged):
             raise provider_error("content_rejected", f"{self.name}'s safety checker flagged the image.")
-        return result
+        handle["done"] = True
+        outputs = result.get("images")
+        first = outputs[0] if isinstance(outputs, list) and outputs else None
+        if not isinstance(first, dict):
+            raise invalid_reply(self.name, "a result without images")
+        image = self.downloads.fetch(first.get("url"), should_cancel)
+        return image, self._cost(request, image.size)
+
+    def _unfinished(self, handle: dict[str, Any]) -> bool:
+        return not handle.get("done")
 
     def _url(self, request: GenerationRequest, entry: dict[str, Any], key: str, suffix: str) -> str:
         """fal's own URL for ``key`` when it is on the queue host (the key goes there), else the documented path:

@@ -14,12 +14,23 @@ import base64
 import re
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 from PIL import Image
 
-from studiolo.engines.base import CancelCheck, Capabilities, GenerationCanceled, JobKind, ModelRef
+from studiolo.engines.base import (
+    CancelCheck,
+    Capabilities,
+    EngineError,
+    GeneratedImage,
+    GenerationCanceled,
+    GenerationRequest,
+    JobKind,
+    ModelRef,
+    StepCallback,
+)
 from studiolo.engines.remote.base import (
     CircuitBreaker,
     ProviderHttp,
@@ -28,6 +39,7 @@ from studiolo.engines.remote.base import (
     decode_image,
     invalid_reply,
     png_bytes,
+    provider_error,
 )
 from studiolo.settings import Settings
 
@@ -172,7 +184,88 @@ class Downloads:
 
 
 class QueueEngine(RemoteEngine):
-    """A provider whose requests are queued and polled (Replicate, fal): keyless downloads, kinds per row."""
+    """A provider whose requests are queued and polled (Replicate, fal): keyless downloads, kinds per row, and the
+    job's loop: one request per seed, all submitted first (they run side by side), then each polled to its end and
+    read in order; a cancel, a failure or a timeout cancels every unfinished one at the provider.
+
+    A provider fills in the hooks, each about one request (``handle``: the provider's reply, a dict kept up to
+    date): ``_submit``, ``_ended`` (already over, no poll needed), ``_status`` (one poll), ``_result``,
+    ``_unfinished`` and ``_cancel``."""
+
+    # What the provider calls one request, for messages ("prediction").
+    unit = "request"
+
+    def _generate(
+        self, request: GenerationRequest, on_step: StepCallback, should_cancel: CancelCheck
+    ) -> list[GeneratedImage]:
+        handles: list[dict[str, Any]] = []
+        try:
+            for seed in request.seeds:
+                handles.append(self._submit(request, seed, should_cancel))
+            images = []
+            for k, (seed, handle) in enumerate(zip(request.seeds, handles, strict=True)):
+                self._poll(request, handle, k + 1, on_step, should_cancel)
+                image, cost = self._result(request, handle, should_cancel)
+                images.append(GeneratedImage(image=image, seed=seed, cost=cost))
+            return images
+        except (GenerationCanceled, EngineError):
+            for handle in handles:
+                if self._unfinished(handle):
+                    self._cancel(request, handle)
+            raise
+
+    def _poll(
+        self,
+        request: GenerationRequest,
+        handle: dict[str, Any],
+        image: int,
+        on_step: StepCallback,
+        should_cancel: CancelCheck,
+    ) -> None:
+        """Poll ``handle`` until it ends (see the module doc for the schedule), reporting the progress its logs
+        show; ``provider_timeout`` past the ``max_seconds`` option."""
+        poll = Poll(request.model, self.name, self.http.sleep)
+        shown: tuple[int, int] | None = None
+        done = self._ended(handle)
+        while not done:
+            if poll.expired:
+                raise provider_error(
+                    "provider_timeout", f"{self.name}'s {self.unit} ran over {poll.max_seconds:.0f} s."
+                )
+            poll.wait(should_cancel)
+            done, logs = self._status(request, handle, should_cancel)
+            progress = parse_progress(logs)
+            if progress is not None and progress != shown:
+                shown = progress
+                on_step(progress[0], progress[1], image=image if request.n > 1 else 0)
+
+    def _submit(self, request: GenerationRequest, seed: int, should_cancel: CancelCheck) -> dict[str, Any]:
+        """Queue the request for one image of ``seed``; the provider's reply."""
+        raise NotImplementedError
+
+    def _ended(self, handle: dict[str, Any]) -> bool:
+        """True when the submission's reply already says the request is over (nothing to poll)."""
+        return False
+
+    def _status(
+        self, request: GenerationRequest, handle: dict[str, Any], should_cancel: CancelCheck
+    ) -> tuple[bool, str]:
+        """One status poll: (over, the logs so far)."""
+        raise NotImplementedError
+
+    def _result(
+        self, request: GenerationRequest, handle: dict[str, Any], should_cancel: CancelCheck
+    ) -> tuple[Image.Image, float | None]:
+        """The image of a request that is over, and its cost (None: unknown); the EngineError of a failure."""
+        raise NotImplementedError
+
+    def _unfinished(self, handle: dict[str, Any]) -> bool:
+        """True when the request may still run (and bill) at the provider: canceled when the job ends early."""
+        raise NotImplementedError
+
+    def _cancel(self, request: GenerationRequest, handle: dict[str, Any]) -> None:
+        """Ask the provider to stop the request (best effort: the job ends either way)."""
+        raise NotImplementedError
 
     def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None):
         super().__init__(settings, transport=transport)

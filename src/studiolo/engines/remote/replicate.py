@@ -29,27 +29,17 @@ import re
 from typing import Any
 
 import httpx
+from PIL import Image
 
 from studiolo.engines.base import (
     CancelCheck,
     EngineError,
-    GeneratedImage,
-    GenerationCanceled,
     GenerationRequest,
     ModelLoadError,
     ModelRef,
-    StepCallback,
 )
 from studiolo.engines.remote.base import invalid_reply, log, provider_error
-from studiolo.engines.remote.polling import (
-    Poll,
-    QueueEngine,
-    data_url,
-    option_float,
-    parse_progress,
-    same_origin,
-    tailor,
-)
+from studiolo.engines.remote.polling import QueueEngine, data_url, option_float, same_origin, tailor
 from studiolo.settings import Settings
 
 MODEL = re.compile(r"(?P<owner>[\w.-]+)/(?P<name>[\w.-]+)(?::(?P<version>[0-9A-Za-z]+))?")
@@ -90,30 +80,10 @@ class ReplicateEngine(QueueEngine):
         if not MODEL.fullmatch(model.remote_model or ""):
             raise ModelLoadError(f"'{model.remote_model}' is not a Replicate model (owner/name or owner/name:version).")
 
-    # -- one job --------------------------------------------------------------------------------------------------
-    def _generate(
-        self, request: GenerationRequest, on_step: StepCallback, should_cancel: CancelCheck
-    ) -> list[GeneratedImage]:
-        predictions: list[dict[str, Any]] = []
-        try:
-            for seed in request.seeds:
-                predictions.append(self._create(request, seed, should_cancel))
-            images = []
-            for k, (seed, prediction) in enumerate(zip(request.seeds, predictions, strict=True)):
-                done = self._wait(request, prediction, k + 1, on_step, should_cancel)
-                output = done.get("output")
-                if isinstance(output, list):
-                    output = output[0] if output else None
-                image = self.downloads.fetch(output, should_cancel)
-                images.append(GeneratedImage(image=image, seed=seed, cost=self._cost(request.model, done)))
-            return images
-        except (GenerationCanceled, EngineError):
-            for prediction in predictions:
-                if prediction.get("status") not in TERMINAL:
-                    self._cancel(prediction)
-            raise
+    # -- one job (the loop: QueueEngine) ---------------------------------------------------------------------
+    unit = "prediction"
 
-    def _create(self, request: GenerationRequest, seed: int, should_cancel: CancelCheck) -> dict[str, Any]:
+    def _submit(self, request: GenerationRequest, seed: int, should_cancel: CancelCheck) -> dict[str, Any]:
         found = MODEL.fullmatch(request.model.remote_model or "")
         if found is None:  # load() refuses such a row first
             raise ModelLoadError(f"'{request.model.remote_model}' is not a Replicate model.")
@@ -151,34 +121,32 @@ class ReplicateEngine(QueueEngine):
             raise invalid_reply(self.name, "a prediction without an id")
         return body
 
-    def _wait(
-        self,
-        request: GenerationRequest,
-        prediction: dict[str, Any],
-        image: int,
-        on_step: StepCallback,
-        should_cancel: CancelCheck,
-    ) -> dict[str, Any]:
-        """Poll ``prediction`` until it ends; its final state (succeeded), or the EngineError of its failure."""
-        poll = Poll(request.model, self.name, self.http.sleep)
-        shown: tuple[int, int] | None = None
-        while prediction.get("status") not in TERMINAL:
-            if poll.expired:
-                raise provider_error("provider_timeout", f"{self.name}'s prediction ran over {poll.max_seconds:.0f} s.")
-            poll.wait(should_cancel)
-            url = self._url(prediction, "get", f"/v1/predictions/{prediction['id']}")
-            # In place: the caller's list must see the last status (a failed prediction is not canceled).
-            prediction.update(self._prediction(self.http.request("GET", url, should_cancel=should_cancel)))
-            progress = parse_progress(str(prediction.get("logs") or ""))
-            if progress is not None and progress != shown:
-                shown = progress
-                on_step(progress[0], progress[1], image=image if request.n > 1 else 0)
-        status = prediction["status"]
+    def _ended(self, handle: dict[str, Any]) -> bool:
+        return handle.get("status") in TERMINAL  # Prefer: wait may have let it finish already
+
+    def _status(
+        self, request: GenerationRequest, handle: dict[str, Any], should_cancel: CancelCheck
+    ) -> tuple[bool, str]:
+        url = self._url(handle, "get", f"/v1/predictions/{handle['id']}")
+        # In place: the loop's list must see the last status (a failed prediction is not canceled).
+        handle.update(self._prediction(self.http.request("GET", url, should_cancel=should_cancel)))
+        return handle.get("status") in TERMINAL, str(handle.get("logs") or "")
+
+    def _result(
+        self, request: GenerationRequest, handle: dict[str, Any], should_cancel: CancelCheck
+    ) -> tuple[Image.Image, float | None]:
+        status = handle["status"]
         if status == "failed":
-            raise failure(self.name, prediction.get("error"))
+            raise failure(self.name, handle.get("error"))
         if status == "canceled":
             raise provider_error("provider_rejected", f"{self.name} reports the prediction canceled.")
-        return prediction
+        output = handle.get("output")
+        if isinstance(output, list):
+            output = output[0] if output else None
+        return self.downloads.fetch(output, should_cancel), self._cost(request.model, handle)
+
+    def _unfinished(self, handle: dict[str, Any]) -> bool:
+        return handle.get("status") not in TERMINAL
 
     def _url(self, prediction: dict[str, Any], which: str, fallback: str) -> str:
         """The prediction's own ``urls.get``/``urls.cancel`` when on Replicate's API host (the token goes there),
@@ -187,7 +155,7 @@ class ReplicateEngine(QueueEngine):
         url = urls.get(which) if isinstance(urls, dict) else None
         return url if isinstance(url, str) and same_origin(url, self.base_url(self.settings)) else fallback
 
-    def _cancel(self, prediction: dict[str, Any]) -> None:
+    def _cancel(self, request: GenerationRequest, prediction: dict[str, Any]) -> None:
         """Ask Replicate to stop ``prediction`` (best effort: the job ends either way)."""
         url = self._url(prediction, "cancel", f"/v1/predictions/{prediction['id']}/cancel")
         try:
