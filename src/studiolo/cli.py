@@ -28,7 +28,7 @@ from studiolo.cli_images import build_images_app
 from studiolo.cli_options import SuggestingGroup
 from studiolo.cli_progress import failure_line, job_progress, report_done
 from studiolo.cli_remote import register_remote
-from studiolo.cli_server_mode import generate_remote
+from studiolo.cli_server_mode import generate_remote, list_models_remote
 from studiolo.cli_upscale import upscale
 from studiolo.cli_users import build_users_app
 from studiolo.cli_watermark import build_watermark_app
@@ -427,8 +427,13 @@ def _size(size_bytes: int) -> str:
 
 
 @models_app.command("list")
-def models_list() -> None:
+def models_list(
+    server: Annotated[str | None, typer.Option(envvar="STUDIOLO_SERVER", help="List this server's models.")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="STUDIOLO_API_KEY", help="The server's API key.")] = None,
+) -> None:
     """List installed and built-in models; * marks the default (the model a request naming none gets)."""
+    if server:
+        return list_models_remote(server, api_key)
     with _command_services() as services:
         models = services.catalog.models()
         table = Table("", "id", "engine", "source", "arch", "size")
@@ -444,7 +449,7 @@ def models_list() -> None:
         # One story, matching the * above (issue 13): which model a request naming none gets, and why.
         if default == DEMO_MODEL_ID and configured != DEMO_MODEL_ID:
             console.print(
-                f"* {DEMO_MODEL_ID}, the built-in demo model (64x64 toy world), is the default while no model is "
+                f"* {DEMO_MODEL_ID}, the built-in demo model (64x64 toy world), is the default while no local model is "
                 f"installed. For real images, install the configured default, {configured} "
                 f"(STUDIOLO_DEFAULT_MODEL). {how_to_install(configured)}"
             )

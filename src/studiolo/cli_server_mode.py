@@ -87,3 +87,23 @@ def generate_remote(
             console.print("canceled")
             raise typer.Exit(130) from None
     report_done(console, out, job, written)
+
+
+def list_models_remote(server: str, api_key: str | None) -> None:
+    """`studiolo models list --server URL`: the server's models, in the local command's table."""
+    from rich.table import Table
+
+    from studiolo.cli import _fail, _size, out
+
+    with Studiolo(server, api_key) as client:
+        try:
+            listed = client.models()
+        except StudioloConnectionError as exc:
+            raise _fail(StudioloError(str(exc), code="server_unreachable")) from exc
+        except StudioloAPIError as exc:
+            raise _fail(StudioloError(exc.message, code=exc.code)) from exc
+    table = Table("", "id", "engine", "source", "arch", "size")
+    for m in listed.items:
+        source = f"remote: {m.remote_model}" if m.remote_model else m.source
+        table.add_row("*" if m.is_default else "", m.id, m.engine, source, m.arch or "", _size(m.size_bytes))
+    out.print(table)

@@ -73,8 +73,9 @@ def test_models_list_tells_one_true_default_story(run: Run, env: dict[str, str],
     assert demo_row(listed.stdout) == ["*", "studiolo-demo", "demo", "builtin", "", f"{size / 1e6:.1f} MB"]
     said = flat(listed.stderr)
     # The * and the words agree: the demo is the default now, the configured model is what to install.
-    assert "studiolo-demo, the built-in demo model (64x64 toy world), is the default while no model is installed" in (
-        said
+    assert (
+        "studiolo-demo, the built-in demo model (64x64 toy world), is the default while no local model is installed"
+        in (said)
     )
     assert "install the configured default, stabilityai/sd-turbo (STUDIOLO_DEFAULT_MODEL)" in said
     assert "`studiolo models pull stabilityai/sd-turbo`" in said

@@ -254,6 +254,17 @@ def test_cli_generate_on_a_server_writes_the_files_and_the_same_lines(live: Live
     assert not (tmp_path / "none").exists()  # nothing local was opened
 
 
+def test_cli_models_list_on_a_server(live: Live, tmp_path: Path) -> None:
+    env = {"STUDIOLO_SERVER": live.url, "STUDIOLO_API_KEY": live.key, "STUDIOLO_DATA_DIR": str(tmp_path / "none")}
+    listed = CliRunner().invoke(cli_app, ["models", "list"], env=env)
+    assert listed.exit_code == 0, listed.output
+    rows = [line for line in listed.stdout.splitlines() if " echo " in line]
+    assert rows and "*" in rows[0]  # the server's default model, marked as locally
+    assert not (tmp_path / "none").exists()
+    refused = CliRunner().invoke(cli_app, ["models", "list"], env={**env, "STUDIOLO_API_KEY": "ais_wrong"})
+    assert refused.exit_code == 1 and "error" in refused.stderr
+
+
 def test_cli_server_errors_print_the_servers_words(live: Live) -> None:
     runner = CliRunner()
     bad = runner.invoke(cli_app, ["generate", "a fox", "-n", "100", "--server", live.url, "--api-key", live.key])

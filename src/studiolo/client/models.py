@@ -174,6 +174,7 @@ class ModelInfo(_Model):
     is_default: bool = False
     loaded: bool = False
     demo: bool = False
+    remote_model: str | None = None  # a hosted provider's model: its name there (engine = the provider)
     capabilities: ModelCapabilities
 
 
