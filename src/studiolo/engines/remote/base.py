@@ -26,6 +26,7 @@ import logging
 import random
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -296,8 +297,8 @@ def png_bytes(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-class RemoteEngine:
-    """The Engine contract for a hosted provider. Subclasses set ``name``, ``capabilities_of`` and ``_generate``."""
+class RemoteEngine(ABC):
+    """The Engine contract for a hosted provider. Subclasses set ``name`` and define ``base_url`` and ``_generate``."""
 
     name: ClassVar[str] = "remote"
     remote: ClassVar[bool] = True  # catalog.add_remote offers only engines that say so
@@ -319,8 +320,9 @@ class RemoteEngine:
         )
 
     # -- what a provider defines ---------------------------------------------------------------------------------
+    @abstractmethod
     def base_url(self, settings: Settings) -> str:
-        raise NotImplementedError
+        """Where the provider's API is (its setting, which tests point at a local server)."""
 
     def auth_headers(self, settings: Settings) -> dict[str, str]:
         return {}
@@ -328,10 +330,11 @@ class RemoteEngine:
     def capabilities(self, model: ModelRef) -> Capabilities:
         return Capabilities(txt2img=True)
 
+    @abstractmethod
     def _generate(
         self, request: GenerationRequest, on_step: StepCallback, should_cancel: CancelCheck
     ) -> list[GeneratedImage]:
-        raise NotImplementedError
+        """One image per seed, made at the provider (``generate`` checks the count)."""
 
     # -- the Engine contract ---------------------------------------------------------------------------------------
     def load(self, model: ModelRef) -> None:

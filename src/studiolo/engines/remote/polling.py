@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import re
 import time
+from abc import abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -239,33 +240,33 @@ class QueueEngine(RemoteEngine):
                 shown = progress
                 on_step(progress[0], progress[1], image=image if request.n > 1 else 0)
 
+    @abstractmethod
     def _submit(self, request: GenerationRequest, seed: int, should_cancel: CancelCheck) -> dict[str, Any]:
         """Queue the request for one image of ``seed``; the provider's reply."""
-        raise NotImplementedError
 
     def _ended(self, handle: dict[str, Any]) -> bool:
         """True when the submission's reply already says the request is over (nothing to poll)."""
         return False
 
+    @abstractmethod
     def _status(
         self, request: GenerationRequest, handle: dict[str, Any], should_cancel: CancelCheck
     ) -> tuple[bool, str]:
         """One status poll: (over, the logs so far)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _result(
         self, request: GenerationRequest, handle: dict[str, Any], should_cancel: CancelCheck
     ) -> tuple[Image.Image, float | None]:
         """The image of a request that is over, and its cost (None: unknown); the EngineError of a failure."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _unfinished(self, handle: dict[str, Any]) -> bool:
         """True when the request may still run (and bill) at the provider: canceled when the job ends early."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _cancel(self, request: GenerationRequest, handle: dict[str, Any]) -> None:
         """Ask the provider to stop the request (best effort: the job ends either way)."""
-        raise NotImplementedError
 
     def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None):
         super().__init__(settings, transport=transport)
