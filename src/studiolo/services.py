@@ -20,6 +20,7 @@ from studiolo.domain.accounts.passwords import PasswordHashing
 from studiolo.domain.accounts.ratelimit import RateLimiter
 from studiolo.domain.accounts.service import AccountService
 from studiolo.domain.accounts.tokens import TokenCodec, load_secret_key
+from studiolo.domain.adapters.catalog import AdapterCatalog
 from studiolo.domain.billing.service import BillingService
 from studiolo.domain.film.models import FILM_MODEL_ID
 from studiolo.domain.film.pipeline import FilmRenderer
@@ -114,6 +115,7 @@ class Services:
     events: EventBus
     engines: dict[str, Engine]
     catalog: ModelCatalog
+    adapters: AdapterCatalog
     queue: JobQueue
     gallery: GalleryService
     generation: GenerationService
@@ -219,6 +221,7 @@ def build_services(
         events.relay = event_relay.publish
     engines = engines if engines is not None else default_engines(settings)
     catalog = ModelCatalog(db, settings, engines)
+    adapters = AdapterCatalog(db, settings)  # issue 19: LoRAs, embeddings, ControlNets, IP-Adapters
     queue = JobQueue(
         db,
         lease_seconds=settings.lease_seconds,
@@ -241,6 +244,7 @@ def build_services(
         store=store,
         engines=engines,
         moderator=build_prompt_moderator(settings),
+        adapters=adapters,
     )
     runner = JobRunner(
         db=db,
@@ -252,6 +256,7 @@ def build_services(
         store=store,
         events=events,
         dispatch=dispatch,
+        adapters=adapters,
     )
     codec = TokenCodec(load_secret_key(settings), settings.access_token_minutes)
     webhooks = WebhookService(db, settings, SecretBox(codec.key))
@@ -324,6 +329,7 @@ def build_services(
         events=events,
         engines=engines,
         catalog=catalog,
+        adapters=adapters,
         queue=queue,
         gallery=gallery,
         generation=generation,

@@ -61,6 +61,94 @@ class ModelRef:
     options: Mapping[str, object] = field(default_factory=dict, compare=False, hash=False)
 
 
+# --- adapters (issue 19): weights applied on top of a loaded model, per job -----------------------------------
+
+# "preprocessor": a model that makes a ControlNet's map from a picture (a depth estimator), not applied to the model.
+AdapterKind = Literal["lora", "embedding", "controlnet", "ip_adapter", "preprocessor"]
+ADAPTER_KINDS: tuple[AdapterKind, ...] = ("lora", "embedding", "controlnet", "ip_adapter", "preprocessor")
+
+
+@dataclass(frozen=True)
+class AdapterRef:
+    """An installed adapter's files, as the catalog (domain/adapters) resolves them for an engine.
+
+    ``family``: the base family it was trained for ("sd15", "sd21", "sdxl"; the same labels as ``ModelRef.arch``),
+    None when its tensors did not say. ``format``: how its tensors are laid out ("kohya", "peft", "diffusers",
+    "a1111", "ldm"); ``meta``: what the importer learned (a ControlNet's control type, an embedding's vector count,
+    an IP-Adapter's image encoder path...). ``sha256`` of the file (a folder: its weights file), for the A1111
+    "Lora hashes" a PNG records."""
+
+    id: str
+    kind: AdapterKind
+    path: Path
+    family: str | None = None
+    format: str | None = None
+    sha256: str | None = None
+    meta: Mapping[str, object] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """One LoRA of a job and its weight (A1111's ``<lora:name:weight>``); weight 0 leaves the model as it is."""
+
+    adapter: AdapterRef
+    weight: float = 1.0
+
+
+# Control types whose map Studiolo makes itself from any picture (engines/preprocess.py); the others ("depth",
+# "pose", ...) need their preprocessor's model installed, or a ready map uploaded with preprocess=False.
+CONTROL_TYPES = ("canny", "depth", "pose", "scribble", "lineart", "softedge", "tile", "seg", "normal", "mlsd")
+
+
+@dataclass(frozen=True)
+class ControlSpec:
+    """One ControlNet unit: the ControlNet, the picture it follows, how strongly and over which part of sampling.
+
+    ``image`` is what the user gave; with ``preprocess`` the engine turns it into a ``type`` map first (canny edges,
+    scribble lines...), without it the image already is the map. ``strength`` scales the ControlNet's residuals (0:
+    no effect, the job is then run as if it had no control); ``start``/``end``: the fraction of steps it acts in."""
+
+    adapter: AdapterRef
+    type: str
+    image: Image.Image
+    strength: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    preprocess: bool = True
+
+
+@dataclass(frozen=True)
+class ReferenceSpec:
+    """An IP-Adapter reference image: the pictures made take its look (style, subject) by ``strength`` (0..1)."""
+
+    adapter: AdapterRef
+    image: Image.Image
+    strength: float = 0.6
+
+
+@dataclass(frozen=True)
+class HiresSpec:
+    """Hires fix: the job is sampled at the request's size, enlarged ``scale`` times by ``upscaler``, then sampled
+    again as img2img at ``strength`` with ``steps`` steps (0: the request's steps), as A1111's "Hires. fix" does.
+
+    ``upscaler``: "lanczos" (built in), "latent" (the latents enlarged, no decode/encode) or an installed upscaler
+    model (``upscale`` then runs it)."""
+
+    scale: float = 2.0
+    upscaler: str = "lanczos"
+    strength: float = 0.5
+    steps: int = 0
+    # Enlarges the first pass's pictures to (width, height) with an installed upscaler model; the worker builds it
+    # from the engine that serves that model (domain/generation/worker.py). None: "lanczos" or "latent".
+    upscale: Callable[[list[Image.Image], int, int], list[Image.Image]] | None = field(
+        default=None, compare=False, hash=False
+    )
+
+    def size(self, width: int, height: int) -> tuple[int, int]:
+        """The final size: ``width`` x ``height`` times the scale, rounded down to multiples of 8."""
+        return int(width * self.scale) // 8 * 8, int(height * self.scale) // 8 * 8
+
+
 @dataclass(frozen=True)
 class Capabilities:
     txt2img: bool = True
@@ -76,6 +164,10 @@ class Capabilities:
     # Sampling defaults of a model that needs its own (the demo model, issue 13); None: the generic ones.
     quality_steps: Mapping[str, int] | None = None  # quality preset -> steps
     default_guidance: float | None = None
+    # Issue 19: the adapter kinds this engine applies to the model (LoRA, embeddings, ControlNet, IP-Adapter) and
+    # whether it does hires fix; a request using others is refused before it is queued (422 adapters_unsupported).
+    adapters: tuple[AdapterKind, ...] = ()
+    hires: bool = False
 
     def supports(self, kind: JobKind) -> bool:
         return bool(getattr(self, kind))
@@ -109,6 +201,13 @@ class GenerationRequest:
     # img2img/inpaint: the image to start from; upscale: the image to enlarge to width x height.
     init_image: Image.Image | None = None
     mask_image: Image.Image | None = None
+    # Issue 19: adapters applied for this job only (the loaded model is left as it was for the next job).
+    loras: list[LoraSpec] = field(default_factory=list)
+    # Textual-inversion embeddings whose names the prompt or negative prompt uses (they are words of the prompt).
+    embeddings: list[AdapterRef] = field(default_factory=list)
+    controls: list[ControlSpec] = field(default_factory=list)
+    reference: ReferenceSpec | None = None
+    hires: HiresSpec | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
     @property

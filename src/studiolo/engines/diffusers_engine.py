@@ -14,7 +14,6 @@ import contextlib
 import json
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +31,9 @@ from studiolo.engines.base import (
     ModelRef,
     StepCallback,
 )
+from studiolo.engines.controlnet import control_pipeline
+from studiolo.engines.diffusers_entry import LoadedPipeline as _Loaded
+from studiolo.engines.diffusers_entry import module_bytes
 from studiolo.engines.diffusers_sampling import (
     DEFAULT_SAMPLERS,
     SAMPLERS,
@@ -42,7 +44,10 @@ from studiolo.engines.diffusers_sampling import (
 )
 from studiolo.engines.diffusers_upscale import UPSCALE_PIPELINES, is_upscaler, upscale_kwargs, upscaler_capabilities
 from studiolo.engines.hf_libraries import quiet_hf_libraries
+from studiolo.engines.hires import run_hires
+from studiolo.engines.ip_adapter import apply_reference
 from studiolo.engines.latent_preview import is_sdxl, latent_preview
+from studiolo.engines.lora import apply_embeddings, apply_loras
 from studiolo.engines.model_cache import evict_least_recent, free_device_memory
 from studiolo.engines.model_files import (
     CONFIGS_DIR,
@@ -89,17 +94,6 @@ def _load_tokenizer(folder: Path) -> Any:
 
 
 # --- the engine ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Loaded:
-    base: Any  # the DiffusionPipeline loaded from disk
-    pipes: dict[JobKind, Any]  # task pipelines sharing ``base``'s modules
-    capabilities: Capabilities
-    size_bytes: int
-    # Schedulers hold per-run state and the pipelines are shared, so one generation per model at a time.
-    run_lock: threading.Lock = field(default_factory=threading.Lock)
-    in_use: int = 0
 
 
 class DiffusersEngine:
@@ -220,9 +214,13 @@ class DiffusersEngine:
     ) -> tuple[list[tuple[int, Any]], str]:
         import torch
 
+        if request.hires is not None:  # two sampling calls: small, then enlarged and refined (engines/hires.py)
+            return run_hires(self, entry, request, on_step, should_cancel)
         pipe = entry.pipes[request.kind]
+        # Adapters of this job onto the shared modules (a job without them gets the model as loaded: lora.py).
+        apply_loras(entry, request)
+        apply_embeddings(entry, request)
         scheduler, sampler_name = make_scheduler(entry.base.scheduler, request.sampler, request.scheduler)
-        pipe.scheduler = scheduler
         # CPU generators on MPS: MPS generators are not reproducible across runs.
         gen_device = "cpu" if self.device.startswith("mps") else self.device
         generators = [torch.Generator(gen_device).manual_seed(seed) for seed in request.seeds]
@@ -263,6 +261,10 @@ class DiffusersEngine:
             mask = request.mask_image.convert("L").resize(size, Image.Resampling.NEAREST)
             kwargs["mask_image"] = [mask] * n
         kwargs = upscale_kwargs(pipe, request, kwargs, on_step, should_cancel) if request.kind == "upscale" else kwargs
+        # ControlNet units swap in the task's ControlNet pipeline (same modules); a reference image adds its embeds.
+        pipe = control_pipeline(entry, request, pipe, kwargs)
+        apply_reference(entry, pipe, request, kwargs)
+        pipe.scheduler = scheduler
 
         if request.variation_seeds is not None and request.variation_strength > 0:
             kwargs["latents"] = variation_latents(pipe, request, gen_device)
@@ -361,9 +363,11 @@ class DiffusersEngine:
                 f"may be damaged or not a supported diffusers model; re-import it with {IMPORT_HINT}."
             ) from exc
         if is_upscaler(base):  # enlarges images and draws none (diffusers_upscale.py)
-            return _Loaded(base, {"upscale": base}, upscaler_capabilities(), _pipeline_bytes(base))
+            return _Loaded(base, {"upscale": base}, upscaler_capabilities(), _pipeline_bytes(base), self.device)
         if type(base).__name__ in MOTION_PIPELINES:  # image-to-video: run by image_to_video.py, draws none here
-            return _Loaded(base, {}, Capabilities(txt2img=False, img2img=False, inpaint=False), _pipeline_bytes(base))
+            return _Loaded(
+                base, {}, Capabilities(txt2img=False, img2img=False, inpaint=False), _pipeline_bytes(base), self.device
+            )
         pipes: dict[JobKind, Any] = {}
         unet = getattr(base, "unet", None)
         inpaint_only = int(getattr(getattr(unet, "config", None), "in_channels", 4) or 4) == 9
@@ -375,7 +379,9 @@ class DiffusersEngine:
                 pipe.set_progress_bar_config(disable=True)
                 pipes[kind] = pipe
         capabilities = diffusers_capabilities("txt2img" in pipes, "img2img" in pipes, "inpaint" in pipes)
-        return _Loaded(base=base, pipes=pipes, capabilities=capabilities, size_bytes=_pipeline_bytes(base))
+        return _Loaded(
+            base=base, pipes=pipes, capabilities=capabilities, base_bytes=_pipeline_bytes(base), device=self.device
+        )
 
     def _load_pipeline(self, model: ModelRef) -> Any:
         import torch
@@ -528,16 +534,7 @@ def _task_pipeline(base: Any, kind: JobKind) -> Any | None:
 
 
 def _pipeline_bytes(pipe: Any) -> int:
-    import torch
-
-    seen: set[int] = set()
-    total = 0
-    for component in pipe.components.values():
-        if isinstance(component, torch.nn.Module) and id(component) not in seen:
-            seen.add(id(component))
-            for tensor in (*component.parameters(), *component.buffers()):
-                total += tensor.numel() * tensor.element_size()
-    return total
+    return module_bytes(*pipe.components.values())
 
 
 def _validate_request(request: GenerationRequest) -> None:

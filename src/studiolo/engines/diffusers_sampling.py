@@ -87,6 +87,9 @@ def diffusers_capabilities(txt2img: bool, img2img: bool, inpaint: bool) -> Capab
         # Only txt2img: the img2img and inpainting pipelines draw their noise inside and take no starting latents
         # that keep the init image (passing them would ignore it), so a variation seed is refused there at submit.
         variation_kinds=("txt2img",) if txt2img else (),
+        # Issue 19: engines/lora.py, controlnet.py, ip_adapter.py and hires.py apply these on any SD-family model.
+        adapters=("lora", "embedding", "controlnet", "ip_adapter"),
+        hires=txt2img,
     )
 
 

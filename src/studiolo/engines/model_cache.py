@@ -9,8 +9,10 @@ from typing import Protocol, TypeVar
 
 
 class CacheEntry(Protocol):
-    size_bytes: int
     in_use: int
+
+    @property
+    def size_bytes(self) -> int: ...
 
 
 Entry = TypeVar("Entry", bound=CacheEntry)

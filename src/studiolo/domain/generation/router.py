@@ -30,6 +30,7 @@ from studiolo.domain.generation.cancel_all import CanceledJobs, cancel_all
 from studiolo.domain.generation.pnginfo import PngInfo, read_png_info
 from studiolo.domain.generation.rules import params_error
 from studiolo.domain.generation.schemas import (
+    MAX_CONTROLS,
     AdminAnalytics,
     AdminJobPage,
     BatchAccepted,
@@ -64,6 +65,7 @@ FilterText = Annotated[str | None, Query(max_length=200, pattern=NO_CONTROL_CHAR
 
 _TERMINAL = {"succeeded", "failed", "canceled"}
 _FILE_FIELDS = ("init_image", "mask_image")
+_ADAPTER_FILES = (*(f"control_image_{i}" for i in range(MAX_CONTROLS)), "reference_image")
 
 _GENERATION_BODY: dict[str, Any] = {
     "requestBody": {
@@ -81,6 +83,12 @@ _GENERATION_BODY: dict[str, Any] = {
                         "prompt": {"type": "string"},
                         "init_image": {"type": "string", "format": "binary"},
                         "mask_image": {"type": "string", "format": "binary", "description": "white = repaint"},
+                        "control_image_0": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "The picture of controls[0] (control_image_1, _2 for the others)",
+                        },
+                        "reference_image": {"type": "string", "format": "binary", "description": "IP-Adapter"},
                     },
                 }
             },
@@ -136,7 +144,7 @@ async def _parse_batch(request: Request, max_items: int, generation: GenerationS
 
 async def _parse_submission(
     request: Request, generation: GenerationService
-) -> tuple[GenerationParams, JobKind, Upload | None, Upload | None]:
+) -> tuple[GenerationParams, JobKind, Upload | None, Upload | None, dict[str, bytes]]:
     content_type = _content_type(request)
     if content_type in ("", "application/json"):
         # pydantic-core parses and validates in one pass: the submit hot path (bench/api.py).
@@ -147,7 +155,7 @@ async def _parse_submission(
             if any(e["type"] == "json_invalid" for e in exc.errors()):
                 raise InvalidInput("The body is not valid JSON.", code="invalid_json") from exc
             raise params_error(exc) from exc
-        return params, "txt2img", None, None
+        return params, "txt2img", None, None, {}
     if content_type != "multipart/form-data":
         raise UnsupportedMediaType(
             "Send application/json, or multipart/form-data for image uploads.", code="unsupported_content_type"
@@ -169,7 +177,7 @@ async def _parse_submission(
             raise InvalidInput("'params' must be a JSON object.", code="invalid_json")
         fields.update(parsed)
     for key, value in form.multi_items():
-        if key in ("params", "kind", *_FILE_FIELDS) or isinstance(value, UploadFile):
+        if key in ("params", "kind", *_FILE_FIELDS, *_ADAPTER_FILES) or isinstance(value, UploadFile):
             continue
         if key == "tags":
             fields.setdefault("tags", []).append(value)
@@ -178,7 +186,8 @@ async def _parse_submission(
     refuse_unstorable(fields, "form fields")  # TextGuard reads no multipart bodies: they carry binary files
     kind_raw = form.get("kind")
     files = {name: form.get(name) for name in _FILE_FIELDS}
-    kind_value = kind_raw if isinstance(kind_raw, str) else ("inpaint" if files["mask_image"] else "img2img")
+    implied = "inpaint" if files["mask_image"] else "img2img" if files["init_image"] else "txt2img"
+    kind_value = kind_raw if isinstance(kind_raw, str) else implied
     if kind_value not in ("txt2img", "img2img", "inpaint"):
         raise InvalidInput("kind must be txt2img, img2img or inpaint.", code="invalid_kind")
     kind: JobKind = kind_value  # type: ignore[assignment]
@@ -192,7 +201,15 @@ async def _parse_submission(
             uploads[name] = await run_in_threadpool(generation.validate_upload, data, field=name, mode=mode)
         elif f is not None:
             raise InvalidInput(f"'{name}' must be a file upload.", code="invalid_upload", details={"field": name})
-    return params, kind, uploads.get("init_image"), uploads.get("mask_image")
+    # Issue 19: ControlNet and reference pictures, validated with the request's other adapter inputs at submit.
+    adapter_files: dict[str, bytes] = {}
+    for name in _ADAPTER_FILES:
+        f = form.get(name)
+        if isinstance(f, UploadFile):
+            adapter_files[name] = await f.read()
+        elif f is not None:
+            raise InvalidInput(f"'{name}' must be a file upload.", code="invalid_upload", details={"field": name})
+    return params, kind, uploads.get("init_image"), uploads.get("mask_image"), adapter_files
 
 
 @router.post(
@@ -210,7 +227,7 @@ async def submit_generation(
     principal: PrincipalDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response:
-    params, kind, init, mask = await _parse_submission(request, services.generation)
+    params, kind, init, mask, adapter_files = await _parse_submission(request, services.generation)
     accepted, created = await run_in_threadpool(
         lambda: services.generation.submit(
             owner,
@@ -218,6 +235,7 @@ async def submit_generation(
             kind=kind,
             init_image=init,
             mask_image=mask,
+            files=adapter_files,
             idempotency_key=idempotency_key,
             as_admin=principal.is_admin,
         )

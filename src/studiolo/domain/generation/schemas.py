@@ -22,11 +22,75 @@ from studiolo.domain.gallery.schemas import Seed, clean_tags
 from studiolo.domain.generation import rules
 from studiolo.domain.generation.rules import raise_broken
 from studiolo.domain.generation.styles import ASPECT_RATIOS
-from studiolo.engines.base import Capabilities
+from studiolo.engines.base import CONTROL_TYPES, Capabilities
 from studiolo.engines.schedules import normalize_schedule
 
 # What the API schema says of width and height; checked, with the messages, by rules.size_rules.
 _SIDE_SCHEMA: dict[str, Any] = {"minimum": rules.MIN_SIDE, "maximum": rules.MAX_SIDE, "multipleOf": rules.SIDE_MULTIPLE}
+
+
+# Issue 19: an image a ControlNet unit or a reference slot takes, in JSON: one of your gallery images by id, or a
+# data: URL (base64). Multipart requests may upload it instead, as the file field control_image_<i> / reference_image.
+_IMAGE_REF = (
+    "One of your gallery images by id, or a data: URL (data:image/png;base64,...); in a multipart request leave it out "
+    "and upload the file as {field}"
+)
+MAX_LORAS = 8
+MAX_CONTROLS = 3
+
+
+class LoraParam(BaseModel):
+    """A LoRA for this job (A1111's ``<lora:name:weight>`` in the prompt is read as one too)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200, description="An installed LoRA (GET /api/v1/adapters?kind=lora)")
+    weight: float = Field(default=1.0, ge=-4.0, le=4.0, description="0: no effect; 1: as trained")
+
+
+class ControlParam(BaseModel):
+    """A ControlNet unit: the picture the composition follows, as edges, depth, pose..."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal[CONTROL_TYPES] = Field(description="What the map shows")  # type: ignore[valid-type]
+    image: str | None = Field(
+        default=None, max_length=40_000_000, description=_IMAGE_REF.format(field="control_image_<i>")
+    )
+    model: str | None = Field(
+        default=None,
+        max_length=200,
+        description="The ControlNet to use; default: the installed one for this type that fits the model",
+    )
+    strength: float = Field(default=1.0, ge=0.0, le=2.0, description="0: no effect")
+    start: float = Field(default=0.0, ge=0.0, le=1.0, description="Fraction of the steps where it starts acting")
+    end: float = Field(default=1.0, ge=0.0, le=1.0, description="Fraction of the steps where it stops acting")
+    preprocess: bool = Field(
+        default=True,
+        description="Make the map from the picture (canny, scribble, lineart, tile in-house; depth with an installed "
+        "depth preprocessor); false: the picture already is the map",
+    )
+
+    @model_validator(mode="after")
+    def _window(self) -> ControlParam:
+        if self.start > self.end:
+            rules.raise_first([rules.broken("invalid_control_window", "start must not be after end", value=self.start)])
+        return self
+
+
+class HiresParam(BaseModel):
+    """Hires fix: sample at width x height, enlarge ``scale`` times, then refine as img2img at ``strength``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scale: float = Field(default=2.0, ge=1.0, le=4.0)
+    upscaler: str = Field(
+        default="lanczos",
+        max_length=200,
+        description="lanczos, latent, or an installed upscaler model (GET /api/v1/upscalers)",
+    )
+    strength: float = Field(default=0.5, gt=0.0, le=1.0, description="A1111's hires denoising strength")
+    steps: int | None = Field(default=None, ge=1, le=150, description="Steps of the second pass; default: the job's")
 
 
 class GenerationParams(BaseModel):
@@ -87,6 +151,20 @@ class GenerationParams(BaseModel):
         default=None,
         max_length=64,
         description="A description of yours (POST /api/v1/describe) the images are rendered from: kept with them",
+    )
+    loras: list[LoraParam] = Field(default_factory=list, max_length=MAX_LORAS, description="LoRAs and their weights")
+    controls: list[ControlParam] = Field(default_factory=list, max_length=MAX_CONTROLS, description="ControlNet units")
+    reference_image: str | None = Field(
+        default=None,
+        max_length=40_000_000,
+        description="IP-Adapter: a picture whose look the images take. " + _IMAGE_REF.format(field="reference_image"),
+    )
+    reference_strength: float = Field(default=0.6, ge=0.0, le=1.0, description="How strongly the reference acts")
+    reference_model: str | None = Field(
+        default=None, max_length=200, description="The IP-Adapter to use; default: the installed one fitting the model"
+    )
+    hires: HiresParam | None = Field(
+        default=None, description="Hires fix (txt2img): the final size is width x height x scale"
     )
     webhook: str | None = Field(
         default=None,

@@ -7,7 +7,7 @@ queues many txt2img jobs at once, all or none.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,15 +18,18 @@ from sqlalchemy.orm import Session
 from studiolo.db.base import utcnow
 from studiolo.db.session import Database
 from studiolo.dispatch.base import JobDispatch
+from studiolo.domain.adapters.catalog import AdapterCatalog
+from studiolo.domain.adapters.hires import hires_plan
+from studiolo.domain.adapters.inputs import REFERENCE_INPUT, adapter_inputs
 from studiolo.domain.gallery import imaging
 from studiolo.domain.gallery.models import Image
 from studiolo.domain.gallery.schemas import RegenerateRequest
 from studiolo.domain.gallery.service import GalleryService, image_urls
-from studiolo.domain.generation import analytics, rules
+from studiolo.domain.generation import analytics, rules, user_styles
 from studiolo.domain.generation import styles as st
 from studiolo.domain.generation.catalog import ModelCatalog
 from studiolo.domain.generation.events import EventBus
-from studiolo.domain.generation.models import JOBS, Job, StyleTemplate
+from studiolo.domain.generation.models import JOBS, Job
 from studiolo.domain.generation.queue import JobQueue
 from studiolo.domain.generation.schemas import (
     BatchAccepted,
@@ -37,7 +40,6 @@ from studiolo.domain.generation.schemas import (
     JobPage,
     JobProgress,
     JobView,
-    SizeOption,
     Stats,
     StyleCatalog,
     StyleCreate,
@@ -64,7 +66,7 @@ from studiolo.domain.ownership import get_owned
 from studiolo.domain.safety.prompts import PromptModerator
 from studiolo.domain.understanding.models import owned_description
 from studiolo.engines.base import Engine, JobKind
-from studiolo.errors import Conflict, InvalidInput, NotFound, StudioloError
+from studiolo.errors import Conflict, InvalidInput, StudioloError
 from studiolo.settings import Settings
 from studiolo.storage.base import ObjectNotFound, ObjectStore
 
@@ -93,6 +95,7 @@ class GenerationService:
         store: ObjectStore,
         engines: dict[str, Engine],
         moderator: PromptModerator | None = None,
+        adapters: AdapterCatalog | None = None,
     ):
         self.db = db
         self.settings = settings
@@ -104,74 +107,27 @@ class GenerationService:
         self.store = store
         self.engines = engines
         self.moderator = moderator
+        # Issue 19: LoRAs, embeddings, ControlNets and IP-Adapters a request may name (domain/adapters).
+        self.adapters = adapters or AdapterCatalog(db, settings)
         self.webhooks: WebhookMarker | None = None  # set by services.py (domain/webhooks)
         self.limits = rules.GenerationLimits.from_settings(settings)
         # Given to every validation of a request, so it checks the configured limits with the fixed rules.
         self.validation_context = self.limits.context()
 
-    # -- styles ------------------------------------------------------------------------------
-    def _style(self, session: Session, owner_id: str, slug: str) -> st.Style:
-        builtin = st.BUILTIN_BY_SLUG.get(slug)
-        if builtin:
-            return builtin
-        row = session.scalar(
-            select(StyleTemplate).where(StyleTemplate.owner_id == owner_id, StyleTemplate.slug == slug)
-        )
-        if row is None:
-            raise InvalidInput(
-                f"Unknown style '{slug}'. GET /api/v1/styles lists the styles you can use.",
-                code="unknown_style",
-                details={"style": slug},
-            )
-        return st.Style(row.slug, row.name, row.category, row.prompt_template, row.negative_template, builtin=False)
-
+    # -- styles (user_styles.py) -------------------------------------------------------------
     def style_catalog(self, owner_id: str) -> StyleCatalog:
-        with self.db.session() as session:
-            own = session.scalars(
-                select(StyleTemplate).where(StyleTemplate.owner_id == owner_id).order_by(StyleTemplate.slug)
-            ).all()
-        styles = [StyleView(**{k: getattr(s, k) for k in StyleView.model_fields}) for s in st.BUILTIN_STYLES]
-        styles += [
-            StyleView(
-                slug=s.slug,
-                name=s.name,
-                category=s.category,
-                prompt_template=s.prompt_template,
-                negative_template=s.negative_template,
-                builtin=False,
-            )
-            for s in own
-        ]
-        return StyleCatalog(
-            styles=styles,
-            sizes=[SizeOption(width=w, height=h, label=st.size_label(w, h)) for w, h in st.STANDARD_SIZES],
-            aspect_ratios=list(st.ASPECT_RATIOS),
-            qualities=dict(st.QUALITY_STEPS),
-        )
+        return user_styles.style_catalog(self.db, owner_id)
 
     def create_style(self, owner_id: str, data: StyleCreate) -> StyleView:
-        if data.slug in st.BUILTIN_BY_SLUG:
-            raise Conflict(f"'{data.slug}' is a built-in style name.", code="style_exists")
-        try:
-            with self.db.session() as session:
-                session.add(StyleTemplate(owner_id=owner_id, **data.model_dump()))
-        except IntegrityError as exc:
-            raise Conflict(f"You already have a style named '{data.slug}'.", code="style_exists") from exc
-        return StyleView(**data.model_dump(), builtin=False)
+        return user_styles.create_style(self.db, owner_id, data)
 
     def delete_style(self, owner_id: str, slug: str) -> None:
-        with self.db.session() as session:
-            row = session.scalar(
-                select(StyleTemplate).where(StyleTemplate.owner_id == owner_id, StyleTemplate.slug == slug)
-            )
-            if row is None:
-                raise NotFound(f"No style of yours named '{slug}'.", code="style_not_found")
-            session.delete(row)
-        self.db.checkpoint()  # its prompt template must not stay in the SQLite log (test_secure_delete.py)
+        user_styles.delete_style(self.db, owner_id, slug)
 
     # -- submit ------------------------------------------------------------------------------
-    def prepare(self, owner_id: str, p: GenerationParams, kind: JobKind) -> Prepared:
-        """Validate and resolve a request into (job params, model id, seeds); raises 4xx domain errors."""
+    def prepare(self, owner_id: str, p: GenerationParams, kind: JobKind, *, inputs: Collection[str] = ()) -> Prepared:
+        """Validate and resolve a request into (job params, model id, seeds); raises 4xx domain errors. ``inputs``:
+        the names of the adapter pictures that came as files (domain/adapters/inputs.py)."""
         # The configured limits again: a request validated without them (rules.GenerationLimits.context) holds only
         # to the fixed rules. Same rules, same messages.
         rules.refuse([*rules.prompt_rules(p.prompt, self.limits), *rules.images_rules(p.n, self.limits)])
@@ -197,10 +153,27 @@ class GenerationService:
             style = st.BUILTIN_BY_SLUG.get(p.style)
             if style is None:
                 with self.db.session() as session:
-                    style = self._style(session, owner_id, p.style)
+                    style = user_styles.owned_style(session, owner_id, p.style)
         final_prompt, final_negative = (
             style.apply(p.prompt, p.negative_prompt) if style else (p.prompt, p.negative_prompt)
         )
+        # Issue 19: the adapters, checked against the model (409 adapter_incompatible); <lora:...> tags leave the
+        # prompt.
+        has_reference = p.reference_image is not None or REFERENCE_INPUT in inputs
+        plan = self.adapters.plan(
+            prompt=final_prompt,
+            negative_prompt=final_negative,
+            loras=[lora.model_dump() for lora in p.loras],
+            controls=[unit.model_dump() for unit in p.controls],
+            reference={"model": p.reference_model, "strength": p.reference_strength} if has_reference else None,
+            model=model,
+            capabilities=caps,
+        )
+        final_prompt, final_negative = plan.pop("prompt_for_engine"), plan.pop("negative_for_engine")
+        if p.hires is not None:
+            upscalers = [u.id for u in self.catalog.upscalers()]
+            limit = min(self.limits.max_pixels, caps.max_pixels)
+            plan["hires"] = hires_plan(p.hires, kind, caps, model.id, (width, height), steps, limit, upscalers)
         if self.moderator is not None:  # issue 17: refused before it is queued or quoted (safety/prompts.py)
             self.moderator.check(final_prompt, final_negative)
         base_seed = p.seed if p.seed is not None else secrets.randbelow(2**32)
@@ -221,6 +194,8 @@ class GenerationService:
             "tags": p.tags,
             "seed": p.seed,
             **sampling_params(p),
+            # Only what a job uses: a job without adapters keeps the params it always had.
+            **{k: v for k, v in plan.items() if v},
         }
         if p.description_id is not None:  # the images keep it (outputs.py); only the caller's own (404 otherwise)
             params["description_id"] = owned_description(self.db, owner_id, p.description_id)
@@ -247,17 +222,22 @@ class GenerationService:
         idempotency_key: str | None = None,
         as_admin: bool = False,
         api_key_id: str | None = None,
+        files: Mapping[str, bytes] | None = None,
+        inputs: Mapping[str, Upload] | None = None,
     ) -> tuple[JobAccepted, bool]:
         """Queue a job; returns (accepted view, created). ``created`` is False for an idempotent replay.
 
         ``as_admin``: the caller is an administrator, who may set ``system_priority``; ``api_key_id``: the key that
-        sent it (its webhook endpoints hear of the job)."""
+        sent it (its webhook endpoints hear of the job). ``files``: uploaded ControlNet/reference pictures by multipart
+        field; ``inputs``: those pictures already validated, by input name (a remix passes the job's own)."""
         check_system_priority(p, as_admin=as_admin)
         if kind in ("img2img", "inpaint") and init_image is None:
             raise InvalidInput(f"{kind} needs an init image.", code="missing_init_image")
         if kind == "inpaint" and mask_image is None:
             raise InvalidInput("inpaint needs a mask image.", code="missing_mask_image")
         uploads = {k: u.png for k, u in (("init", init_image), ("mask", mask_image)) if u is not None}
+        extra = dict(inputs) if inputs is not None else self._adapter_inputs(owner_id, p, files or {})
+        uploads.update({name: u.png for name, u in extra.items()})
         request_hash = None
         if idempotency_key is not None:
             check_idempotency_key(idempotency_key)
@@ -265,12 +245,8 @@ class GenerationService:
             existing = self.replay(owner_id, [idempotency_key], request_hash)
             if existing:
                 return existing[0], False
-        prepared = self.prepare(owner_id, p, kind)
-        input_keys: dict[str, str] = {}
-        for name, png in uploads.items():
-            key = imaging.content_key(png, "png", prefix="inputs")
-            self.store.put(key, png, "image/png")
-            input_keys[name] = key
+        prepared = self.prepare(owner_id, p, kind, inputs=list(extra))
+        input_keys = self._store_inputs(uploads)
         row = job_row(
             owner_id,
             kind,
@@ -285,6 +261,20 @@ class GenerationService:
         )
         accepted, created = self.insert_queued(owner_id, [row])
         return accepted[0], created
+
+    def _adapter_inputs(self, owner_id: str, p: GenerationParams, files: Mapping[str, bytes]) -> dict[str, Upload]:
+        found = adapter_inputs(
+            self.db, self.store, owner_id, p, files, lambda data, field: self.validate_upload(data, field=field)
+        )
+        return {name: upload for name, upload in found.items() if isinstance(upload, Upload)}
+
+    def _store_inputs(self, uploads: Mapping[str, bytes]) -> dict[str, str]:
+        input_keys: dict[str, str] = {}
+        for name, png in uploads.items():
+            key = imaging.content_key(png, "png", prefix="inputs")
+            self.store.put(key, png, "image/png")
+            input_keys[name] = key
+        return input_keys
 
     def submit_batch(
         self,
@@ -312,10 +302,12 @@ class GenerationService:
                 return BatchAccepted(jobs=existing), False
             item_keys = list(keys)
         prepared = []
+        item_inputs: list[dict[str, Upload]] = []
         for index, p in enumerate(items):
             try:
                 check_system_priority(p, as_admin=as_admin)
-                prepared.append(self.prepare(owner_id, p, "txt2img"))
+                item_inputs.append(self._adapter_inputs(owner_id, p, {}))
+                prepared.append(self.prepare(owner_id, p, "txt2img", inputs=list(item_inputs[-1])))
             except StudioloError as exc:
                 exc.add_details(index=index)
                 raise
@@ -328,11 +320,11 @@ class GenerationService:
                 prep,
                 idempotency_key=key,
                 request_hash=request_hash,
-                input_keys={},
+                input_keys=self._store_inputs({name: u.png for name, u in inputs.items()}),
                 max_attempts=self.settings.max_attempts,
                 now=now,
             )
-            for p, prep, key in zip(items, prepared, item_keys, strict=True)
+            for p, prep, key, inputs in zip(items, prepared, item_keys, item_inputs, strict=True)
         ]
         accepted, created = self.insert_queued(owner_id, rows)
         return BatchAccepted(jobs=accepted), created
@@ -544,19 +536,21 @@ class GenerationService:
         with self.db.session() as session:
             img = self.gallery.get_row(session, owner_id, image_id)
             job = session.get(Job, img.job_id) if img.job_id else None
-            init_key = (job.input_keys or {}).get("init") if job else None
-            mask_key = (job.input_keys or {}).get("mask") if job else None
+            input_keys = dict(job.input_keys or {}) if job else {}
             params = regenerate_params(img, job, req)
             kind: JobKind = img.kind  # type: ignore[assignment]
+        init_key, mask_key = input_keys.pop("init", None), input_keys.pop("mask", None)
         try:
             init = Upload(self.store.get(init_key)) if init_key else None
             mask = Upload(self.store.get(mask_key)) if mask_key else None
+            # The ControlNet and reference pictures it was made with (issue 19).
+            inputs = {name: Upload(self.store.get(key)) for name, key in input_keys.items()}
         except ObjectNotFound as exc:
             raise Conflict(
                 "The input image this picture was made from is no longer stored, so it cannot be regenerated.",
                 code="input_missing",
             ) from exc
-        accepted, _ = self.submit(owner_id, params, kind=kind, init_image=init, mask_image=mask)
+        accepted, _ = self.submit(owner_id, params, kind=kind, init_image=init, mask_image=mask, inputs=inputs)
         return accepted
 
     # -- usage -------------------------------------------------------------------------------

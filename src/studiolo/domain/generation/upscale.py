@@ -29,6 +29,11 @@ MODEL_UPSCALE_STEPS = 20
 _MODEL_GUIDANCE = {"sd-x4-upscaler": 9.0, "sd-x2-latent-upscaler": 0.0}
 
 
+def model_upscale_guidance(arch: str | None) -> float:
+    """The guidance an upscaler model is run with (those that take none ignore it)."""
+    return _MODEL_GUIDANCE.get(arch or "", 7.0)
+
+
 class UpscaleService:
     """Queues upscale jobs and lists the upscalers a request may name."""
 
@@ -138,7 +143,7 @@ def _job_params(source: Image, upscaler: UpscalerInfo, factor: int, width: int, 
         "source_width": source.width,
         "source_height": source.height,
         "steps": 1 if builtin else MODEL_UPSCALE_STEPS,
-        "guidance": 0.0 if builtin else _MODEL_GUIDANCE.get(upscaler.arch or "", 7.0),
+        "guidance": 0.0 if builtin else model_upscale_guidance(upscaler.arch),
         "sampler": None,
         "strength": None,
         "n": 1,

@@ -8,7 +8,6 @@ still holds the lease before inserting image rows, and discards its files otherw
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import time
@@ -17,16 +16,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from PIL import Image as PILImage
 from sqlalchemy import select, update
 
 from studiolo.db.base import utcnow
 from studiolo.db.session import Database
 from studiolo.dispatch.base import JobDispatch
+from studiolo.domain.adapters.catalog import AdapterCatalog
+from studiolo.domain.adapters.requests import adapter_fields
 from studiolo.domain.gallery.service import GalleryService, StoredFiles
 from studiolo.domain.generation.catalog import ModelCatalog
 from studiolo.domain.generation.events import EventBus
 from studiolo.domain.generation.handlers import JobContext, KindHandler, Waiting
+from studiolo.domain.generation.job_request import generation_request
 from studiolo.domain.generation.models import Job
 from studiolo.domain.generation.outputs import Finished, commit_successes
 from studiolo.domain.generation.queue import JobQueue
@@ -44,7 +45,6 @@ from studiolo.engines.base import (
     ModelRef,
     Preview,
 )
-from studiolo.engines.noise import variation_seeds
 from studiolo.errors import ModelUnavailable
 from studiolo.logs import bind_job, unbind_job
 from studiolo.metrics import WorkerMetrics
@@ -81,6 +81,7 @@ class JobRunner:
         events: EventBus,
         dispatch: JobDispatch,
         handlers: dict[str, KindHandler] | None = None,
+        adapters: AdapterCatalog | None = None,
     ):
         self.db = db
         # Job kinds run by a handler rather than one engine call (handlers.py): "film" (issue 16).
@@ -88,6 +89,7 @@ class JobRunner:
         self.settings = settings
         self.queue = queue
         self.catalog = catalog
+        self.adapters = adapters or AdapterCatalog(db, settings)  # issue 19: LoRAs, ControlNets... (domain/adapters)
         self.engines = engines
         self.gallery = gallery
         self.store = store
@@ -261,32 +263,15 @@ class JobRunner:
     def _request(self, job: Job, model: ModelRef) -> GenerationRequest:
         if job.kind == "upscale":  # its source image is read now, from the gallery (upscale_jobs.py)
             return upscale_request(self.db, self.store, job, model)
-        p = job.params
-        init = mask = None
-        # Inputs were validated and normalised to PNG at submit time; only our own files are opened here.
-        if "init" in job.input_keys:
-            init = PILImage.open(io.BytesIO(self.store.get(job.input_keys["init"]))).convert("RGB")
-        if "mask" in job.input_keys:
-            mask = PILImage.open(io.BytesIO(self.store.get(job.input_keys["mask"]))).convert("L")
-        return GenerationRequest(
-            model=model,
-            prompt=p["final_prompt"],
-            negative_prompt=p["final_negative_prompt"],
-            seeds=list(job.seeds),
-            width=p["width"],
-            height=p["height"],
-            kind=job.kind,  # type: ignore[arg-type]
-            steps=p["steps"],
-            guidance=p["guidance"],
-            sampler=p["sampler"],
-            strength=p["strength"],
-            init_image=init,
-            mask_image=mask,
-            # Jobs queued before these options existed have none.
-            scheduler=p.get("scheduler"),
-            variation_seeds=variation_seeds(p.get("variation_seed"), len(job.seeds)),
-            variation_strength=float(p.get("variation_strength") or 0.0),
+        adapters = adapter_fields(
+            job.params,
+            job.input_keys,
+            adapters=self.adapters,
+            catalog=self.catalog,
+            engines=self.engines,
+            store=self.store,
         )
+        return generation_request(job, model, self.store, adapters)
 
     def _run(
         self, job: Job, state: RunState, shutdown: threading.Event, served: ServedModels | None
