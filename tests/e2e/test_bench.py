@@ -64,6 +64,16 @@ SMOKE: dict[str, tuple[list[str], list[str]]] = {
             rf"api key +p50 +{NUMBER} ms +p99 +{NUMBER} ms +\(p50 [+-]{NUMBER} ms vs no auth",
         ],
     ),
+    "adapters": (
+        ["--tiny", "--size", "64", "--runs", "1"],
+        [
+            rf"first use of a LoRA on the loaded model .*: {NUMBER} s",
+            r"a job without LoRA after LoRA jobs draws the base picture exactly: True",
+            rf"switching between two loaded LoRAs adds [+-]{NUMBER} s = [+-]{NUMBER}% of one 64x64 image",
+            r"base model loads during the run: 1 ",
+            rf"one ControlNet unit: {NUMBER} s vs plain {NUMBER} s = {NUMBER}x",
+        ],
+    ),
     "compat": (
         ["--rounds", "3"],
         [
