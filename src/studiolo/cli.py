@@ -21,6 +21,18 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from studiolo.cli_adapter_options import (
+    ControlIsMapOption,
+    ControlOption,
+    HiresOption,
+    HiresStepsOption,
+    HiresStrengthOption,
+    HiresUpscalerOption,
+    LoraOption,
+    ReferenceOption,
+    ReferenceStrengthOption,
+    adapter_values,
+)
 from studiolo.cli_billing import build_billing_app
 from studiolo.cli_describe import describe
 from studiolo.cli_film import build_film_app
@@ -339,6 +351,15 @@ def generate(
     init_image: Annotated[Path | None, typer.Option("--init-image", help="Image for img2img/inpaint.")] = None,
     mask: Annotated[Path | None, typer.Option(help="Mask for inpaint (white = repaint).")] = None,
     strength: Annotated[float, typer.Option(help="img2img strength, 0..1.")] = 0.75,
+    lora: LoraOption = None,
+    control: ControlOption = None,
+    control_is_map: ControlIsMapOption = False,
+    reference: ReferenceOption = None,
+    reference_strength: ReferenceStrengthOption = 0.6,
+    hires: HiresOption = None,
+    hires_upscaler: HiresUpscalerOption = "lanczos",
+    hires_strength: HiresStrengthOption = 0.5,
+    hires_steps: HiresStepsOption = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Also write the PNGs to this folder.")] = None,
     server: Annotated[str | None, typer.Option(envvar="STUDIOLO_SERVER", help="Run on this Studiolo server.")] = None,
     api_key: Annotated[str | None, typer.Option(envvar="STUDIOLO_API_KEY", help="The server's API key.")] = None,
@@ -361,6 +382,17 @@ def generate(
         "n": n,
         "model": model,
         "strength": strength,
+        **adapter_values(
+            loras=lora,
+            controls=control,
+            control_is_map=control_is_map,
+            reference=reference,
+            reference_strength=reference_strength,
+            hires=hires,
+            hires_upscaler=hires_upscaler,
+            hires_strength=hires_strength,
+            hires_steps=hires_steps,
+        ),
     }
     if server:
         return generate_remote(server, api_key, values, init_image, mask, out_dir)
