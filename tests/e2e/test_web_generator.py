@@ -273,7 +273,7 @@ def test_dropping_an_a1111_png_fills_the_form_and_says_what_was_read(browser: Br
     expect(page.locator("#size")).to_have_value("size:512x768")
     # What could not be used is said, not dropped silently.
     expect(loaded).to_contain_text("model v1-5-pruned-emaonly (not installed)")
-    expect(loaded).to_contain_text("Hires upscale: 2")
+    expect(loaded).to_contain_text("Clip skip: 2")
     expect(page.locator("#init-editor")).to_be_hidden()
     shoot(page, "generate-png-read", show="#settings-loaded")
     # "Start from this image instead" makes it the image-to-image input after all.

@@ -5,12 +5,48 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class ImageUrls(BaseModel):
     file: str
     thumbnails: dict[str, str]
+
+
+class ImageLora(BaseModel):
+    name: str
+    weight: float
+
+
+class ImageControl(BaseModel):
+    """A ControlNet unit an image was made with (its picture stays with the job: a regenerate reuses it)."""
+
+    type: str
+    model: str | None = None
+    strength: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    preprocess: bool = True
+
+
+class ImageReference(BaseModel):
+    model: str | None = None
+    strength: float
+
+
+class ImageHires(BaseModel):
+    """Hires fix: the request's width and height (the image's ``metadata``) were sampled, enlarged ``scale`` times,
+    then refined; the image is the final size."""
+
+    scale: float
+    upscaler: str
+    strength: float
+    steps: int | None = None
+
+
+# Issue 19: the adapter settings an image's metadata keeps (domain/generation/infotext.py adapter_meta), shown as
+# fields of their own; read from ``metadata`` so every place that builds an ImageView gets them.
+_ADAPTER_VIEW_FIELDS = ("loras", "embeddings", "controls", "reference", "hires")
 
 
 class ImageView(BaseModel):
@@ -51,6 +87,19 @@ class ImageView(BaseModel):
         default=None, description="The photo description it was rendered from (POST /api/v1/describe), if any"
     )
     urls: ImageUrls
+    loras: list[ImageLora] = Field(default_factory=list, description="The LoRAs and weights it was made with")
+    embeddings: list[str] = Field(default_factory=list, description="The embeddings its prompts used")
+    controls: list[ImageControl] = Field(default_factory=list, description="Its ControlNet units")
+    reference: ImageReference | None = Field(default=None, description="Its IP-Adapter reference (not the picture)")
+    hires: ImageHires | None = Field(default=None, description="Its hires fix; null when it had none")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _adapters_from_metadata(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(meta := data.get("metadata"), dict):
+            given = {k: meta[k] for k in _ADAPTER_VIEW_FIELDS if meta.get(k) is not None and k not in data}
+            return {**data, **given} if given else data
+        return data
 
 
 class ImagePage(BaseModel):

@@ -22,10 +22,11 @@ from studiolo.domain.gallery import imaging
 from studiolo.domain.gallery.models import Image
 from studiolo.domain.gallery.service import GalleryService, StoredFiles, search_text
 from studiolo.domain.generation.charges import ChargeGate
+from studiolo.domain.generation.infotext import a1111_prompts, adapter_meta, adapter_settings
 from studiolo.domain.generation.models import JOBS, Job
 from studiolo.domain.safety.outputs import OutputGuard
 from studiolo.domain.safety.ports import Claim
-from studiolo.engines.base import GeneratedImage, GenerationRequest
+from studiolo.engines.base import AdapterRef, GeneratedImage, GenerationRequest
 from studiolo.engines.schedules import A1111_LABELS
 from studiolo.settings import Settings
 
@@ -111,8 +112,13 @@ def write_outputs(
     # img2img / inpaint: the user's upload is the edit's parent in the Content Credentials.
     init_key = (job.input_keys or {}).get("init") if guard is not None and guard.credentials is not None else None
     parent = gallery.read(init_key) if init_key else None
+    refs = adapter_refs(request)
+    prompt, negative_prompt = a1111_prompts(p)
     for k, out in enumerate(outputs):
         sampler = out.sampler or request.sampler or "default"
+        # Hires fix: the settings' size is the first pass's (what the request asked, A1111's "Size"); the image is
+        # ``hires.scale`` times larger.
+        width, height = (p["width"], p["height"]) if p.get("hires") else (out.image.width, out.image.height)
         meta = {
             "job_id": job.id,
             "batch_index": k,
@@ -127,28 +133,30 @@ def write_outputs(
             "steps": p["steps"],
             "guidance": p["guidance"],
             "sampler": sampler,
-            "width": out.image.width,
-            "height": out.image.height,
+            "width": width,
+            "height": height,
             "strength": p["strength"] if job.kind != "txt2img" else None,
             # Issue 14; jobs queued before have none of these (automatic schedule, no variation).
             "scheduler": p.get("scheduler"),
             "variation_seed": out.variation_seed,
             "variation_strength": p.get("variation_strength") if out.variation_seed is not None else None,
             "generator": "studiolo",
+            # Issue 19: LoRAs, embeddings, ControlNet units (not their pictures), reference, hires fix; only when used.
+            **adapter_meta(p),
         }
         if out.cost is not None:  # a hosted provider's charge for this image, in US dollars (issue 18)
             meta["provider_cost"] = out.cost
         parameters = imaging.a1111_parameters(
-            prompt=p["final_prompt"],
-            negative_prompt=p["final_negative_prompt"],
+            prompt=prompt,
+            negative_prompt=negative_prompt,
             steps=p["steps"],
             sampler=imaging.a1111_sampler_name(sampler),
             cfg_scale=p["guidance"],
             seed=out.seed,
-            width=out.image.width,
-            height=out.image.height,
+            width=width,
+            height=height,
             model=job.model_id,
-            extra=a1111_extras(meta),
+            extra={**a1111_extras(meta), **adapter_settings(p, refs)},
         )
         row = store_image(
             gallery,
@@ -256,14 +264,25 @@ _CLAIMED = ("prompt", "negative_prompt", "style", "model", "seed", "steps", "gui
 
 def a1111_extras(meta: dict[str, Any]) -> dict[str, imaging.ParamValue]:
     """The settings A1111 writes after the standard ones, as it names them: the schedule when it is not automatic,
-    the variation seed and its strength when one was used."""
+    an image-to-image strength, the variation seed and its strength when one was used."""
     extras: dict[str, imaging.ParamValue] = {}
     if meta.get("scheduler"):
         extras["Schedule type"] = A1111_LABELS.get(meta["scheduler"], meta["scheduler"])
+    if meta.get("kind") in ("img2img", "inpaint") and meta.get("strength") is not None:
+        extras["Denoising strength"] = meta["strength"]
     if meta.get("variation_seed") is not None:
         extras["Variation seed"] = meta["variation_seed"]
         extras["Variation seed strength"] = meta["variation_strength"]
     return extras
+
+
+def adapter_refs(request: GenerationRequest) -> dict[str, AdapterRef]:
+    """The adapters a request applies, by id: whose hashes the A1111 text records."""
+    refs = [lora.adapter for lora in request.loras] + list(request.embeddings)
+    refs += [unit.adapter for unit in request.controls]
+    if request.reference is not None:
+        refs.append(request.reference.adapter)
+    return {ref.id: ref for ref in refs}
 
 
 def _success_values(settings: Settings, finished: Finished, now: datetime) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from studiolo.domain.gallery.imaging import A1111_SAMPLER_NAMES, PNG_MAGIC, parse_a1111_parameters
+from studiolo.domain.generation.infotext import read_adapter_settings
 from studiolo.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 Source = Literal["studiolo", "a1111", "comfyui"]
@@ -46,8 +47,11 @@ _STUDIOLO_FIELDS: Final = (
     "variation_seed",
     "variation_strength",
 )
-# Keys of an A1111 text that say nothing a generation could use again (hashes, versions): not "unmapped".
-_A1111_NOISE: Final = frozenset({"Model hash", "VAE hash", "Version", "Lora hashes", "TI hashes"})
+# A ControlNet unit's request fields that Studiolo's chunk keeps (its picture is not kept in a PNG).
+_CONTROL_FIELDS: Final = ("type", "model", "strength", "start", "end", "preprocess")
+# Keys of an A1111 text that say nothing a generation could use again (hashes, versions): not "unmapped". The LoRAs
+# and embeddings the hashes name are in the prompt, as tags and words.
+_A1111_NOISE: Final = frozenset({"Model hash", "VAE hash", "Version", "Lora hashes", "TI hashes", "Hashes"})
 
 
 class PngInfo(BaseModel):
@@ -56,7 +60,7 @@ class PngInfo(BaseModel):
     source: Source | None = Field(description="Which metadata was read; null when the PNG carries none we know")
     parameters: dict[str, Any] = Field(description="GenerationParams field names and their values")
     raw: str | None = Field(description="The text the settings came from (A1111 text, or the JSON of the others)")
-    unmapped: list[str] = Field(description="Settings found that have no Studiolo field (e.g. 'Hires upscale: 2')")
+    unmapped: list[str] = Field(description="Settings found that have no Studiolo field (e.g. 'Clip skip: 2')")
 
 
 def _text_chunks(data: bytes, max_bytes: int) -> dict[str, str]:
@@ -92,6 +96,7 @@ def read_png_info(data: bytes, *, max_bytes: int) -> PngInfo:
         params = {k: own[k] for k in _STUDIOLO_FIELDS if own.get(k) is not None}
         if params.get("sampler") == "default":
             del params["sampler"]
+        params.update(_own_adapters(own))
         return PngInfo(source="studiolo", parameters=params, raw=json.dumps(own, ensure_ascii=False), unmapped=[])
     if text := chunks.get("parameters"):
         params, unmapped = from_a1111(text)
@@ -101,6 +106,31 @@ def read_png_info(data: bytes, *, max_bytes: int) -> PngInfo:
         params, unmapped = found
         return PngInfo(source="comfyui", parameters=params, raw=chunks["prompt"], unmapped=unmapped)
     return PngInfo(source=None, parameters={}, raw=None, unmapped=[])
+
+
+def _own_adapters(own: Mapping[str, Any]) -> dict[str, Any]:
+    """Issue 19: the LoRAs, ControlNet units (their pictures are not in a PNG), reference and hires fix of Studiolo's
+    chunk, as request fields. Embeddings are prompt words: the prompt brings them back."""
+    params: dict[str, Any] = {}
+    if isinstance(loras := own.get("loras"), list) and loras:
+        params["loras"] = [
+            {"name": x["name"], "weight": x.get("weight", 1.0)}
+            for x in loras
+            if isinstance(x, dict) and isinstance(x.get("name"), str)
+        ]
+    if isinstance(controls := own.get("controls"), list) and controls:
+        params["controls"] = [
+            {k: x[k] for k in _CONTROL_FIELDS if x.get(k) is not None}
+            for x in controls
+            if isinstance(x, dict) and isinstance(x.get("type"), str)
+        ]
+    if isinstance(reference := own.get("reference"), dict):
+        params["reference_strength"] = reference.get("strength")
+        if reference.get("model"):
+            params["reference_model"] = reference["model"]
+    if isinstance(hires := own.get("hires"), dict):
+        params["hires"] = {k: hires[k] for k in ("scale", "upscaler", "strength", "steps") if hires.get(k) is not None}
+    return {k: v for k, v in params.items() if v is not None and v != [] and v != {}}
 
 
 def _json_object(text: str | None) -> dict[str, Any] | None:
@@ -152,12 +182,17 @@ def from_a1111(text: str) -> tuple[dict[str, Any], list[str]]:
     """GenerationParams fields from A1111 "parameters" text, and the settings that have no field (as "Key: value")."""
     parsed = parse_a1111_parameters(text)
     params: dict[str, Any] = {}
-    unmapped: list[str] = []
     if prompt := parsed.pop("prompt"):
         params["prompt"] = prompt
     if negative := parsed.pop("negative_prompt"):
         params["negative_prompt"] = negative
+    # Issue 19: hires fix (its "Denoising strength" is the second pass's) and ControlNet units. LoRAs stay as
+    # <lora:name:weight> tags in the prompt, which is how submit reads them.
+    adapters, used, unmapped = read_adapter_settings(parsed)
+    params.update(adapters)
     for key, value in parsed.items():
+        if key in used:
+            continue
         if key == "Size" and (size := _size(value)):
             params.update(size)
         elif key in _A1111_FIELDS and (read := _A1111_FIELDS[key][1](value)) is not None:

@@ -102,18 +102,48 @@ def sampling_params(p: GenerationParams) -> dict[str, Any]:
     }
 
 
+def _adapter_params(job_params: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """Issue 19: the LoRAs, ControlNet units, reference and hires fix of the job (else of the image's metadata) as
+    request fields. The units' and the reference's pictures are not fields: GenerationService.regenerate passes the
+    job's stored ones as inputs."""
+    source = job_params if any(k in job_params for k in ("loras", "controls", "reference", "hires")) else meta
+    fields: dict[str, Any] = {}
+    if source.get("loras"):
+        # With the prompt's own <lora:...> tags again too: the plan keeps each LoRA once, the tag's weight winning,
+        # so the new job has the same LoRAs in the same order.
+        fields["loras"] = [{"name": x["name"], "weight": x["weight"]} for x in source["loras"]]
+    if source.get("controls"):
+        fields["controls"] = [
+            {k: unit[k] for k in ("type", "model", "strength", "start", "end", "preprocess") if k in unit}
+            for unit in source["controls"]
+        ]
+    if reference := source.get("reference"):
+        fields["reference_model"] = reference.get("model")
+        fields["reference_strength"] = float(reference["strength"])
+    if hires := source.get("hires"):
+        fields["hires"] = {k: hires[k] for k in ("scale", "upscaler", "strength", "steps") if hires.get(k) is not None}
+    return fields
+
+
 def regenerate_params(img: Image, job: Job | None, req: RegenerateRequest) -> GenerationParams:
-    """The request that makes ``img`` again: its settings, with the seed asked for (the same one: the same picture)."""
+    """The request that makes ``img`` again: its settings, with the seed asked for (the same one: the same picture),
+    its adapters and hires fix (issue 19)."""
     seed: int | None = img.seed if req.seed == "same" else None if req.seed == "new" else int(req.seed)
     job_params = job.params if job else {}
     meta = img.meta or {}
+    adapters = _adapter_params(job_params, meta)
+    width, height = img.width, img.height
+    if "hires" in adapters:
+        # The first pass's size (the job's, or the settings kept with the image): the image itself is the final.
+        sized = job_params if "width" in job_params else meta
+        width, height = int(sized.get("width", width)), int(sized.get("height", height))
     return GenerationParams(
         prompt=img.prompt,
         negative_prompt=img.negative_prompt,
         style=img.style,
         model=img.model_id,
-        width=img.width,
-        height=img.height,
+        width=width,
+        height=height,
         steps=img.steps,
         guidance=img.guidance,
         sampler=img.sampler if img.sampler not in (None, "default") else None,
@@ -125,6 +155,7 @@ def regenerate_params(img: Image, job: Job | None, req: RegenerateRequest) -> Ge
         n=req.n,
         strength=float(job_params.get("strength", 0.75)),
         tags=list(img.tags or []),
+        **adapters,
     )
 
 
