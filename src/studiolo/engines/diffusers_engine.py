@@ -210,8 +210,17 @@ class DiffusersEngine:
             self._release(entry)
 
     def _run(
-        self, entry: _Loaded, request: GenerationRequest, on_step: StepCallback, should_cancel: CancelCheck
+        self,
+        entry: _Loaded,
+        request: GenerationRequest,
+        on_step: StepCallback,
+        should_cancel: CancelCheck,
+        *,
+        init_images: list[Any] | None = None,
+        output_type: str = "np",
     ) -> tuple[list[tuple[int, Any]], str]:
+        """``init_images`` (img2img): each image's own start (pictures at the size, or latents) instead of
+        ``request.init_image`` for all; ``output_type`` "latent" returns latents. Both for hires fix (hires.py)."""
         import torch
 
         if request.hires is not None:  # two sampling calls: small, then enlarged and refined (engines/hires.py)
@@ -244,7 +253,7 @@ class DiffusersEngine:
             "guidance_scale": request.guidance,
             "num_images_per_prompt": 1,
             "generator": generators,
-            "output_type": "np",
+            "output_type": output_type,
             "callback_on_step_end": on_step_end,
             "callback_on_step_end_tensor_inputs": ["latents"],
         }
@@ -252,9 +261,10 @@ class DiffusersEngine:
         if request.kind in ("txt2img", "inpaint"):
             kwargs["width"], kwargs["height"] = size
         if request.kind in ("img2img", "inpaint"):
-            assert request.init_image is not None  # checked by _validate_request
-            init = request.init_image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
-            kwargs["image"] = [init] * n
+            if init_images is None:
+                assert request.init_image is not None  # checked by _validate_request
+                init_images = [request.init_image.convert("RGB").resize(size, Image.Resampling.LANCZOS)] * n
+            kwargs["image"] = init_images
             kwargs["strength"] = request.strength
         if request.kind == "inpaint":
             assert request.mask_image is not None
