@@ -20,6 +20,7 @@ from studiolo.compat.openai_images import router as openai_images_router
 from studiolo.domain.accounts.oauth_router import router as oauth_router
 from studiolo.domain.accounts.router import admin_router
 from studiolo.domain.accounts.router import router as accounts_router
+from studiolo.domain.adapters.preview import router as control_preview_router
 from studiolo.domain.billing.router import admin_router as billing_admin_router
 from studiolo.domain.billing.router import router as billing_router
 from studiolo.domain.billing.stripe_router import router as stripe_router
@@ -201,6 +202,7 @@ def create_app(
     app.include_router(describe_router, prefix="/api/v1")
     app.include_router(links_router, prefix="/api/v1")
     app.include_router(webhooks_router, prefix="/api/v1")
+    app.include_router(control_preview_router, prefix="/api/v1")  # issue 19: POST /controls/preview
     # Issue 18: the APIs existing tools speak, mapped onto the same services (docs/compatibility.md).
     app.include_router(openai_images_router, prefix="/v1")
     app.include_router(a1111_router, prefix="/sdapi/v1")

@@ -23,6 +23,7 @@ from studiolo.engines.base import (
     LoraSpec,
     ReferenceSpec,
 )
+from studiolo.engines.preprocess import MODEL_TYPES, PREPROCESSORS_EXTRA
 from studiolo.errors import StudioloError
 from studiolo.storage.base import ObjectNotFound, ObjectStore
 
@@ -73,6 +74,9 @@ def adapter_fields(
                 )
                 for i, (ref, unit) in enumerate(zip(refs, controls, strict=True))
             ]
+            # Maps made by a model (depth) need the installed preprocessors (engines/preprocess.py).
+            if any(unit.get("preprocess", True) and unit["type"] in MODEL_TYPES for unit in controls):
+                fields["extra"] = {PREPROCESSORS_EXTRA: [a.ref() for a in adapters.adapters("preprocessor")]}
         if reference:
             (ref,) = adapters.refs([reference["model"]])
             fields["reference"] = ReferenceSpec(
