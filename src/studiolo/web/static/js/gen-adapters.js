@@ -103,7 +103,7 @@ export function createAdapters({ form, hasStartImage, changed }) {
         : !fits ? `made for ${a.family_label}, not this model: left out` : null;
       return el("li", { class: "lora-item" + (why ? " unusable" : "") },
         el("div", { class: "lora-head" }, el("label", { for: id, class: "lora-name" }, lora.name),
-          el("span", { class: "badge" }, a?.family_label ?? "?"), remove),
+          el("span", { class: "badge", title: a?.family_label }, a?.family_label ?? "?"), remove),
         el("div", { class: "weight-row" }, range, box),
         why ? el("span", { class: "hint cap-note" }, why) : null);
     }));
