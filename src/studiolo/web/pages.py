@@ -33,6 +33,7 @@ from studiolo.errors import Forbidden, NotFound, StudioloError, Unauthorized
 from studiolo.services import Services
 from studiolo.settings import Settings
 from studiolo.web import charts
+from studiolo.web.adapter_panels import catalog_tables, generator_adapters
 from studiolo.web.render import Assets, html_response, make_environment
 
 T = TypeVar("T")
@@ -260,6 +261,8 @@ async def generate_page(request: Request, viewer: ViewerDep, services: ServicesD
         groups.setdefault(style.category, []).append(style)
     # Upscalers and image-to-video models draw nothing: not offered to draw with (GET /upscalers, films' motion).
     models = [m for m in services.catalog.models() if draws_images(m.arch)]
+    # Issue 19: the adapter panels read the installed adapters here, so they need no API round trip.
+    adapter_data = await call(generator_adapters, services, models)
     return render(
         request,
         "generate.html",
@@ -272,7 +275,15 @@ async def generate_page(request: Request, viewer: ViewerDep, services: ServicesD
         cost_rate=services.settings.cost_per_megapixel_step,
         billing_formula=FORMULA,
         describer=services.describe.describer,  # the "From a photo" tab says which describer answers
+        adapter_data=adapter_data,
     )
+
+
+@router.get("/models")
+async def models_page(request: Request, viewer: ViewerDep, services: ServicesDep) -> Response:
+    """The model catalog: installed models, and adapters (LoRA, ControlNet, ...) with their kind and base family."""
+    tables = await call(catalog_tables, services)
+    return render(request, "models.html", viewer, **tables)
 
 
 @router.get("/queue")
@@ -446,6 +457,7 @@ _SHELL_ASSETS = [
     "js/gen-mask.js",
     "js/gen-history.js",
     "js/gen-cost.js",
+    "js/gen-adapters.js",
     "js/describe.js",
     "js/billing.js",
     "js/films.js",

@@ -4,6 +4,7 @@
 // (POST /png-info) and from the gallery (?init=, ?vary=); the selected model's capabilities decide which
 // controls are on, and say why one is off.
 import { api, ApiError, apiPath, clearFieldErrors, isId, showFieldErrors, toast } from "./app.js";
+import { createAdapters } from "./gen-adapters.js";
 import { createCost } from "./gen-cost.js";
 import { createDescribe } from "./describe.js";
 import { createHistory } from "./gen-history.js";
@@ -34,6 +35,8 @@ updateCount();
 $("seed-dice").addEventListener("click", () => { seed.value = String(crypto.getRandomValues(new Uint32Array(1))[0]); check(seed); summarize(); });
 
 const mask = createMaskEditor();
+// LoRA, ControlNet, reference image and hires fix (gen-adapters.js): what they add to a job, and their pictures.
+const adapters = createAdapters({ form, hasStartImage: () => Boolean(mask.kind()), changed: () => { summarize(); cost?.update(); } });
 const jobs = createJobs({
   box: $("jobs"), empty: $("jobs-empty"), olderButton: $("jobs-older"), clearButton: $("clear-finished"),
   restoreButton: $("jobs-restore"), user, actions: (kind, id, button) => act(kind, id, button),
@@ -43,7 +46,7 @@ const promptHistory = createHistory({ prompt, toggle: $("history-toggle"), panel
 // Billing on (the page carries the line): the cost of the job as set, and refusals by the plan next to the button.
 const cost = $("cost-line") ? createCost({
   line: $("cost-line"), text: $("cost-text"), refusal: $("billing-refusal"),
-  settings: () => (mask.kind() ? { ...params(), strength: mask.strength() } : params()),
+  settings: () => (mask.kind() ? { ...jobParams(), strength: mask.strength() } : jobParams()),
   kind: () => mask.kind(), batches: () => Number(form.batch_count.value) || 1,
 }) : null;
 
@@ -136,6 +139,7 @@ function summarize() {
   const batches = Number(form.batch_count.value) || 1;
   if (batches > 1) parts.push(`${batches} × ${Number(form.n.value) || 1} images`);
   $("adv-summary").textContent = parts.length ? parts.join(" · ") : "";
+  adapters.sync();
   const total = batches * (Number(form.n.value) || 1);
   $("gen-summary").textContent = batches > 1 ? `${batches} jobs, ${total} images.` : "";
 }
@@ -172,14 +176,21 @@ function params() {
   }
   return p;
 }
+// The whole job: the form's fields and the adapter panels' (the "From a photo" tab takes only the former).
+const jobParams = () => adapters.apply(params());
 
 async function send(p, kind) {
-  if (!kind) return api("generations", { method: "POST", body: p });
+  // ControlNet and reference pictures go as files: multipart even for txt2img (the API's control_image_<i>).
+  const files = adapters.files();
+  if (!kind && !files.length) return api("generations", { method: "POST", body: p });
   const body = new FormData();
-  body.append("params", JSON.stringify({ ...p, strength: mask.strength() }));
-  body.append("init_image", mask.file);
-  body.append("kind", kind);
-  if (kind === "inpaint") body.append("mask_image", await mask.maskBlob(), "mask.png");
+  body.append("params", JSON.stringify(kind ? { ...p, strength: mask.strength() } : p));
+  if (kind) {
+    body.append("init_image", mask.file);
+    body.append("kind", kind);
+    if (kind === "inpaint") body.append("mask_image", await mask.maskBlob(), "mask.png");
+  }
+  for (const [field, file] of files) body.append(field, file, file.name || `${field}.png`);
   return api("generations", { method: "POST", body });
 }
 
@@ -194,7 +205,7 @@ async function submit(p, batches = 1) {
       params: { ...item }, urls: a.urls, outputs: [], progress: { step: 0, total: 0 } });
   };
   try {
-    if (kind || batches === 1) {
+    if (kind || batches === 1 || adapters.files().length) {
       // One request per job (uploads cannot go through /generations/batch): each is shown as soon as it is queued.
       for (const item of items) show(await send(item, kind), item);
     } else {
@@ -213,6 +224,7 @@ async function submit(p, batches = 1) {
 function showError(error) {
   const field = error.details?.field ? form.elements[error.details.field] : null;
   if (field instanceof Element && $("advanced").contains(field)) $("advanced").open = true; // seen, and focusable
+  adapters.reveal(error.details?.field); // an adapter's field: its panel opens
   showFieldErrors(form, error);
   if (error.code === "content_rejected") {
     // A moderation refusal (docs/safety.md) is said in full by the button, where the eye is after pressing it;
@@ -243,11 +255,13 @@ form.addEventListener("submit", async (event) => {
     form.querySelector("[data-form-error]").textContent = "Check the field marked above.";
     return;
   }
+  const unready = adapters.problem();
+  if (unready) { form.querySelector("[data-form-error]").textContent = unready; return; }
   const button = $("generate");
   button.disabled = true;
   cost?.clearRefusal();
   try {
-    await submit(params(), Number(form.batch_count.value) || 1);
+    await submit(jobParams(), Number(form.batch_count.value) || 1);
     say("");
     // A typed seed stays as typed (the next press repeats it): "random" only when the box is empty.
   } catch (error) {
@@ -320,6 +334,9 @@ function fill(s) {
   $("variation-out").textContent = form.variation_strength.value;
   take("variation_seed", variation);
   if (typeof s.strength === "number" && s.strength >= 0 && s.strength <= 1) { mask.setStrength(s.strength); take("strength", true); }
+  const [adapterUsed, adapterSkipped] = adapters.fill(s);
+  used.push(...adapterUsed);
+  skipped.push(...adapterSkipped);
   for (const input of form.querySelectorAll("[aria-invalid]")) check(input);
   summarize();
   return [used, skipped];
@@ -365,7 +382,7 @@ async function vary(imageId, strength) {
   if (!(await startFrom(imageId, "img2img"))) return;
   mask.setStrength(strength);
   summarize();
-  await submit({ ...params(), n: 1 }, 1);
+  await submit({ ...jobParams(), n: 1 }, 1);
   say(`Varying “${img.prompt.slice(0, 60)}” at strength ${strength} with a new seed.`);
 }
 
