@@ -21,6 +21,17 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from studiolo.cli_adapters import (
+    CONTROL_TYPE_HELP,
+    FAMILY_HELP,
+    IMAGE_ENCODER_HELP,
+    KIND_HELP,
+    import_adapter,
+    is_model,
+    list_adapters,
+    normalised_kind,
+    remove_any,
+)
 from studiolo.cli_billing import build_billing_app
 from studiolo.cli_describe import describe
 from studiolo.cli_film import build_film_app
@@ -430,11 +441,16 @@ def _size(size_bytes: int) -> str:
 def models_list(
     server: Annotated[str | None, typer.Option(envvar="STUDIOLO_SERVER", help="List this server's models.")] = None,
     api_key: Annotated[str | None, typer.Option(envvar="STUDIOLO_API_KEY", help="The server's API key.")] = None,
+    kind: Annotated[str | None, typer.Option("--kind", help="Only adapters of this kind: " + KIND_HELP)] = None,
 ) -> None:
-    """List installed and built-in models; * marks the default (the model a request naming none gets)."""
+    """List installed and built-in models; * marks the default (the model a request naming none gets). Installed
+    adapters (LoRA, embeddings, ControlNets...) follow in their own table."""
     if server:
         return list_models_remote(server, api_key)
     with _command_services() as services:
+        if kind:
+            list_adapters(services, normalised_kind(kind), out, console)
+            return
         models = services.catalog.models()
         table = Table("", "id", "engine", "source", "arch", "size")
         for m in models:
@@ -459,6 +475,7 @@ def models_list(
                 "so a request that names no model is refused. Make an installed model the default with "
                 f"`studiolo models default ID`, or install it. {how_to_install(default)}"
             )
+        list_adapters(services, None, out, console)
 
 
 @models_app.command("pull")
@@ -482,16 +499,38 @@ def models_pull(
 
 @models_app.command("import")
 def models_import(
-    path: Annotated[Path, typer.Argument(help="A diffusers folder (with model_index.json) or a .safetensors file.")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A diffusers folder (with model_index.json) or a .safetensors checkpoint; or an adapter: a LoRA, "
+            "embedding, ControlNet or IP-Adapter .safetensors, a ControlNet or depth-preprocessor folder."
+        ),
+    ],
     model_id: Annotated[
         str | None, typer.Option("--id", help="Name to register it under (default: from the path).")
     ] = None,
     arch: Annotated[str | None, typer.Option(help="sd15, sd21 or sdxl for single files (default: detected).")] = None,
     link: Annotated[bool, typer.Option("--link", help="Use the files in place instead of copying them.")] = False,
     default: Annotated[bool, typer.Option("--default", help="Make it the default model.")] = False,
+    kind: Annotated[str | None, typer.Option("--kind", help="Import as an adapter of this kind: " + KIND_HELP)] = None,
+    family: Annotated[str | None, typer.Option("--family", help=FAMILY_HELP)] = None,
+    control_type: Annotated[str | None, typer.Option("--control-type", help=CONTROL_TYPE_HELP)] = None,
+    image_encoder: Annotated[Path | None, typer.Option("--image-encoder", help=IMAGE_ENCODER_HELP)] = None,
 ) -> None:
-    """Import a local model (no network needed)."""
+    """Import a local model or adapter (no network needed); what it is comes from its files."""
     with _command_services() as services:
+        adapter_options = (kind, family, control_type, image_encoder)
+        if any(o is not None for o in adapter_options) or not is_model(path.expanduser()):
+            options = {
+                "adapter_id": model_id,
+                "kind": normalised_kind(kind),
+                "family": family or arch,
+                "control_type": control_type,
+                "image_encoder": image_encoder,
+                "copy": not link,
+            }
+            import_adapter(services, path, options, console)
+            return
         info = services.catalog.import_path(path, model_id=model_id, arch=arch, copy=not link, default=default)
         console.print(f"[green]imported[/green] {info.id} ({info.source}, {info.arch or 'arch detected at load'})")
 
@@ -500,11 +539,12 @@ MODEL_ID_ARG = typer.Argument(help="An installed model's id, as `studiolo models
 
 
 @models_app.command("remove")
-def models_remove(model_id: Annotated[str, MODEL_ID_ARG]) -> None:
-    """Remove an installed model and the files Studiolo copied for it (built-in models stay)."""
+def models_remove(
+    model_id: Annotated[str, typer.Argument(help="An installed model's or adapter's name, as `models list` shows it.")],
+) -> None:
+    """Remove an installed model or adapter and the files Studiolo copied for it (built-in models stay)."""
     with _command_services() as services:
-        services.catalog.remove(model_id)
-        console.print(f"removed {model_id}")
+        remove_any(services, model_id, console)
 
 
 @models_app.command("default")
