@@ -21,6 +21,7 @@ from studiolo.domain.accounts.oauth_router import router as oauth_router
 from studiolo.domain.accounts.router import admin_router
 from studiolo.domain.accounts.router import router as accounts_router
 from studiolo.domain.adapters.preview import router as control_preview_router
+from studiolo.domain.adapters.router import router as adapters_router
 from studiolo.domain.billing.router import admin_router as billing_admin_router
 from studiolo.domain.billing.router import router as billing_router
 from studiolo.domain.billing.stripe_router import router as stripe_router
@@ -185,6 +186,7 @@ def create_app(
     app.add_middleware(HttpMetrics, metrics=metrics)  # outside BodyLimit: its 413s are counted too
     app.add_middleware(RequestId)  # added last = outermost, so even a 413 from BodyLimit carries the id
     app.include_router(generation_router, prefix="/api/v1")
+    app.include_router(adapters_router, prefix="/api/v1")
     app.include_router(gallery_router, prefix="/api/v1")
     app.include_router(accounts_router, prefix="/api/v1")
     app.include_router(oauth_router, prefix="/api/v1")

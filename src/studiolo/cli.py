@@ -18,8 +18,6 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from studiolo.cli_adapter_options import (
     ControlIsMapOption,
@@ -37,15 +35,15 @@ from studiolo.cli_billing import build_billing_app
 from studiolo.cli_describe import describe
 from studiolo.cli_film import build_film_app
 from studiolo.cli_images import build_images_app
+from studiolo.cli_models import register_models
 from studiolo.cli_options import SuggestingGroup
 from studiolo.cli_progress import failure_line, job_progress, report_done
 from studiolo.cli_remote import register_remote
-from studiolo.cli_server_mode import generate_remote, list_models_remote
+from studiolo.cli_server_mode import generate_remote
 from studiolo.cli_upscale import upscale
 from studiolo.cli_users import build_users_app
 from studiolo.cli_watermark import build_watermark_app
 from studiolo.domain.accounts.models import LOCAL_USER_ID
-from studiolo.domain.generation.catalog import how_to_install
 from studiolo.domain.generation.rules import GenerationLimits, params_error
 from studiolo.domain.generation.schemas import GenerationParams, JobProgress, JobView
 from studiolo.domain.generation.service import Upload
@@ -126,6 +124,7 @@ def _render_services() -> Any:
 
 
 app.add_typer(build_film_app(_command_services, _render_services, out, console, _fail), name="film")
+register_models(models_app, _command_services, out, console)  # models list|pull|import|remove|default
 register_remote(models_app, _command_services)  # models add-remote (cli_remote.py)
 
 
@@ -449,102 +448,6 @@ def generate(
 
 app.command()(upscale)  # cli_upscale.py; listed after generate
 app.command()(describe)  # cli_describe.py: photo -> character
-
-
-def _size(size_bytes: int) -> str:
-    """A model's size in decimal units, as file managers and the hub show them (15,852,893 bytes: 15.9 MB)."""
-    if size_bytes <= 0:
-        return "-"  # no files (the echo engine)
-    return f"{size_bytes / 1e9:.1f} GB" if size_bytes >= 1e9 else f"{size_bytes / 1e6:.1f} MB"
-
-
-@models_app.command("list")
-def models_list(
-    server: Annotated[str | None, typer.Option(envvar="STUDIOLO_SERVER", help="List this server's models.")] = None,
-    api_key: Annotated[str | None, typer.Option(envvar="STUDIOLO_API_KEY", help="The server's API key.")] = None,
-) -> None:
-    """List installed and built-in models; * marks the default (the model a request naming none gets)."""
-    if server:
-        return list_models_remote(server, api_key)
-    with _command_services() as services:
-        models = services.catalog.models()
-        table = Table("", "id", "engine", "source", "arch", "size")
-        for m in models:
-            source = f"remote: {m.remote_model}" if m.remote_model else m.source  # engine = the provider
-            table.add_row("*" if m.is_default else "", m.id, m.engine, source, m.arch or "", _size(m.size_bytes))
-        if models:
-            out.print(table)
-        else:
-            console.print("No models installed.")
-        default = services.catalog.default_model_id()
-        configured = services.settings.default_model
-        # One story, matching the * above (issue 13): which model a request naming none gets, and why.
-        if default == DEMO_MODEL_ID and configured != DEMO_MODEL_ID:
-            console.print(
-                f"* {DEMO_MODEL_ID}, the built-in demo model (64x64 toy world), is the default while no local model is "
-                f"installed. For real images, install the configured default, {configured} "
-                f"(STUDIOLO_DEFAULT_MODEL). {how_to_install(configured)}"
-            )
-        elif not any(m.id == default for m in models):
-            console.print(
-                f"No default model: the configured default {default} (STUDIOLO_DEFAULT_MODEL) is not installed, "
-                "so a request that names no model is refused. Make an installed model the default with "
-                f"`studiolo models default ID`, or install it. {how_to_install(default)}"
-            )
-
-
-@models_app.command("pull")
-def models_pull(
-    repo_id: Annotated[str, typer.Argument(help="Hugging Face hub id, e.g. stabilityai/sd-turbo.")],
-    default: Annotated[bool, typer.Option("--default", help="Make it the default model.")] = False,
-) -> None:
-    """Download a diffusers model from the Hugging Face hub (needs network)."""
-    with _command_services() as services:
-        with Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=console
-        ) as progress:
-            task = progress.add_task(f"pulling {repo_id}", total=None)
-
-            def on_progress(done: int, total: int) -> None:
-                progress.update(task, completed=done, total=total or None)
-
-            info = services.catalog.pull(repo_id, progress=on_progress, default=default)
-        console.print(f"[green]installed[/green] {info.id} ({_size(info.size_bytes)})")
-
-
-@models_app.command("import")
-def models_import(
-    path: Annotated[Path, typer.Argument(help="A diffusers folder (with model_index.json) or a .safetensors file.")],
-    model_id: Annotated[
-        str | None, typer.Option("--id", help="Name to register it under (default: from the path).")
-    ] = None,
-    arch: Annotated[str | None, typer.Option(help="sd15, sd21 or sdxl for single files (default: detected).")] = None,
-    link: Annotated[bool, typer.Option("--link", help="Use the files in place instead of copying them.")] = False,
-    default: Annotated[bool, typer.Option("--default", help="Make it the default model.")] = False,
-) -> None:
-    """Import a local model (no network needed)."""
-    with _command_services() as services:
-        info = services.catalog.import_path(path, model_id=model_id, arch=arch, copy=not link, default=default)
-        console.print(f"[green]imported[/green] {info.id} ({info.source}, {info.arch or 'arch detected at load'})")
-
-
-MODEL_ID_ARG = typer.Argument(help="An installed model's id, as `studiolo models list` shows it.")
-
-
-@models_app.command("remove")
-def models_remove(model_id: Annotated[str, MODEL_ID_ARG]) -> None:
-    """Remove an installed model and the files Studiolo copied for it (built-in models stay)."""
-    with _command_services() as services:
-        services.catalog.remove(model_id)
-        console.print(f"removed {model_id}")
-
-
-@models_app.command("default")
-def models_default(model_id: Annotated[str, MODEL_ID_ARG]) -> None:
-    """Set the model used when a request names none."""
-    with _command_services() as services:
-        services.catalog.set_default(model_id)
-        console.print(f"default model: {model_id}")
 
 
 @db_app.command("upgrade")

@@ -93,7 +93,8 @@ def list_models_remote(server: str, api_key: str | None) -> None:
     """`studiolo models list --server URL`: the server's models, in the local command's table."""
     from rich.table import Table
 
-    from studiolo.cli import _fail, _size, out
+    from studiolo.cli import _fail, out
+    from studiolo.cli_models import _size
 
     with Studiolo(server, api_key) as client:
         try:

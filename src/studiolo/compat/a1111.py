@@ -16,6 +16,7 @@ from fastapi import APIRouter, Body, Request
 from PIL import Image, ImageFilter, ImageOps
 from starlette.concurrency import run_in_threadpool
 
+from studiolo.compat import a1111_adapters
 from studiolo.compat import a1111_info as info
 from studiolo.compat.a1111_live import (
     LivePreviews,
@@ -269,8 +270,9 @@ def sd_vae(owner: OwnerId) -> list[dict[str, Any]]:
 
 
 @router.get("/loras")
-def loras(owner: OwnerId) -> list[dict[str, Any]]:
-    return []
+def loras(services: ServicesDep, owner: OwnerId) -> list[dict[str, Any]]:
+    """The installed LoRAs (what ``<lora:name:w>`` names; compat/a1111_adapters.py)."""
+    return a1111_adapters.loras(services.adapters)
 
 
 @router.get("/memory")
@@ -284,5 +286,10 @@ def scripts(owner: OwnerId) -> dict[str, list[str]]:
 
 
 @router.get("/embeddings")
-def embeddings(owner: OwnerId) -> dict[str, dict[str, Any]]:
-    return {"loaded": {}, "skipped": {}}
+def embeddings(services: ServicesDep, owner: OwnerId) -> dict[str, dict[str, Any]]:
+    """The installed embeddings: those fitting the caller's checkpoint loaded, the others skipped."""
+    try:
+        model = services.catalog.resolve(current_model(services, owner))
+    except StudioloError:
+        model = None  # no checkpoint to compare with: all are listed as loaded
+    return a1111_adapters.embeddings(services.adapters, model)

@@ -11,10 +11,12 @@ into the engine's AdapterRefs when the job runs.
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +25,10 @@ from sqlalchemy import select
 from studiolo.db.session import Database
 from studiolo.domain.adapters.models import InstalledAdapter
 from studiolo.domain.adapters.prompt import embedding_words, lora_tags
-from studiolo.engines.base import AdapterKind, AdapterRef, Capabilities, ModelRef
-from studiolo.errors import Conflict, InvalidInput
+from studiolo.domain.generation.catalog import _MODEL_ID, BUILTIN_MODEL_IDS
+from studiolo.domain.generation.models import InstalledModel
+from studiolo.engines.base import CONTROL_TYPES, AdapterKind, AdapterRef, Capabilities, ModelRef
+from studiolo.errors import Conflict, InvalidInput, NotFound, StudioloError
 from studiolo.settings import Settings
 
 FAMILY_NAMES = {"sd15": "SD 1.x", "sd21": "SD 2.x", "sdxl": "SDXL"}
@@ -50,6 +54,7 @@ class AdapterInfo:
     size_bytes: int
     sha256: str | None
     meta: Mapping[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None
 
     def ref(self) -> AdapterRef:
         return AdapterRef(
@@ -117,7 +122,16 @@ class AdapterCatalog:
         with self.db.session() as session:
             rows = {
                 r.id: AdapterInfo(
-                    r.id, r.kind, r.family, r.source, r.path, r.format, r.size_bytes, r.sha256, dict(r.meta or {})
+                    r.id,
+                    r.kind,
+                    r.family,
+                    r.source,
+                    r.path,
+                    r.format,
+                    r.size_bytes,
+                    r.sha256,
+                    dict(r.meta or {}),
+                    r.created_at,
                 )
                 for r in session.scalars(select(InstalledAdapter).order_by(InstalledAdapter.kind, InstalledAdapter.id))
             }
@@ -139,6 +153,158 @@ class AdapterCatalog:
 
     def ids(self) -> list[str]:
         return list(self._rows())
+
+    # -- installing and removing (the CLI's `models import` / `models remove`) -----------------------------------
+
+    def _check_new_id(self, adapter_id: str) -> None:
+        """An adapter's id follows the model ids' rules and is unique among adapters AND models: it is what
+        `<lora:NAME>`, a prompt's embedding word and `studiolo models remove NAME` name."""
+        if not _MODEL_ID.match(adapter_id) or ".." in adapter_id:
+            raise InvalidInput(
+                "Adapter ids use letters, digits, '.', '_', '-' and '/', start with a letter or digit, and are at "
+                "most 200 characters; give one with --id.",
+                code="invalid_model_id",
+                details={"adapter": adapter_id},
+            )
+        with self.db.session() as session:
+            if adapter_id in BUILTIN_MODEL_IDS or session.get(InstalledModel, adapter_id) is not None:
+                raise Conflict(
+                    f"A model named '{adapter_id}' is already installed; import the adapter under another name (--id).",
+                    code="model_exists",
+                    details={"adapter": adapter_id},
+                )
+            if session.get(InstalledAdapter, adapter_id) is not None:
+                raise Conflict(
+                    f"An adapter named '{adapter_id}' is already installed; remove it first "
+                    f"(`studiolo models remove {adapter_id}`) or import this one under another name (--id).",
+                    code="model_exists",
+                    details={"adapter": adapter_id},
+                )
+
+    def _dest(self, adapter_id: str) -> Path:
+        return self.settings.models_dir / "adapters" / adapter_id.replace("/", "--")
+
+    def import_path(
+        self,
+        path: Path,
+        *,
+        adapter_id: str | None = None,
+        kind: str | None = None,
+        family: str | None = None,
+        control_type: str | None = None,
+        image_encoder: Path | None = None,
+        copy: bool = True,
+    ) -> AdapterInfo:
+        """Install the adapter at ``path`` (a .safetensors file or a folder), copied under
+        ``<models_dir>/adapters/<id>/`` unless ``copy`` is False. Its kind and family come from its tensors;
+        ``kind`` refuses a file of another kind, ``family`` overrides what the tensors say (sd15, sd21, sdxl),
+        ``control_type`` a ControlNet's (else guessed from its name: 422 ``control_type_required`` when the name
+        does not say), ``image_encoder`` an IP-Adapter's CLIP vision folder (else ``image_encoder/`` beside it)."""
+        from studiolo.engines import adapter_files, model_files
+
+        path = Path(path).expanduser().resolve()
+        if family is not None and family not in FAMILY_NAMES:
+            raise InvalidInput(
+                f"Unknown family '{family}': use {', '.join(FAMILY_NAMES)}.",
+                code="invalid_family",
+                details={"family": family},
+            )
+        if control_type is not None and control_type not in CONTROL_TYPES:
+            raise InvalidInput(
+                f"Unknown control type '{control_type}': use one of {', '.join(CONTROL_TYPES)}.",
+                code="invalid_control_type",
+                details={"control_type": control_type, "accepted": list(CONTROL_TYPES)},
+            )
+        try:
+            found = adapter_files.inspect_adapter_path(path, kind, image_encoder=image_encoder)
+        except model_files.ModelFileError as exc:
+            raise _file_error(exc) from exc
+        meta = dict(found.meta)
+        if found.kind == "controlnet":
+            meta["control_type"] = control_type or meta.get("control_type")
+            if not meta["control_type"]:
+                raise InvalidInput(
+                    f"{path.name} is a ControlNet, but its name does not say which control maps it takes. Give it "
+                    f"with --control-type ({', '.join(CONTROL_TYPES)}).",
+                    code="control_type_required",
+                    details={"path": str(path), "accepted": list(CONTROL_TYPES)},
+                )
+        adapter_id = adapter_id or (path.name if path.is_dir() else path.stem)
+        self._check_new_id(adapter_id)
+        target = path
+        if copy:
+            dest = self._dest(adapter_id)
+            made_dest = not dest.exists()  # a folder left there by hand is not ours to delete on failure
+            try:
+                if path.is_dir():
+                    target = model_files.copy_into(path, dest)
+                else:
+                    target = model_files.copy_into(path, dest / path.name)
+                    if found.kind == "ip_adapter":
+                        # The encoder travels with the adapter, so removing a source folder later breaks nothing.
+                        encoder = model_files.copy_into(Path(meta["image_encoder"]), dest / "image_encoder")
+                        meta["image_encoder"] = str(encoder.resolve())
+            except BaseException:
+                if made_dest:
+                    shutil.rmtree(dest, ignore_errors=True)
+                raise
+        sha = adapter_files.sha256_file(found.weight_file) if found.weight_file else None
+        row = InstalledAdapter(
+            id=adapter_id,
+            kind=found.kind,
+            family=family or found.family,
+            source="folder" if path.is_dir() else "single_file",
+            path=str(target),
+            format=found.format,
+            size_bytes=found.size_bytes,
+            sha256=sha,
+            meta=meta,
+        )
+        try:
+            with self.db.session() as session:
+                session.add(row)
+        except BaseException:
+            if copy:
+                shutil.rmtree(self._dest(adapter_id), ignore_errors=True)
+            raise
+        self.invalidate()
+        info = self.get(adapter_id)
+        assert info is not None  # just written
+        return info
+
+    def remove(self, adapter_id: str) -> AdapterInfo:
+        """Uninstall ``adapter_id`` and delete the files Studiolo copied for it (an in-place import keeps its files).
+        A queued job that names it fails when it runs (``adapter_unavailable``)."""
+        with self.db.session() as session:
+            row = session.get(InstalledAdapter, adapter_id)
+            if row is None:
+                installed = [a.id for a in self.adapters(fresh=True)]
+                raise NotFound(
+                    f"No adapter named '{adapter_id}' is installed. Installed: {', '.join(installed) or 'none'}.",
+                    code="adapter_not_found",
+                    details={"adapter": adapter_id, "installed": installed},
+                )
+            info = AdapterInfo(
+                row.id,
+                row.kind,
+                row.family,
+                row.source,
+                row.path,
+                row.format,
+                row.size_bytes,
+                row.sha256,
+                dict(row.meta or {}),
+                row.created_at,
+            )
+            session.delete(row)
+        self.invalidate()
+        owned = self._dest(adapter_id).resolve()
+        adapters_dir = (self.settings.models_dir / "adapters").resolve()
+        path = Path(info.path).resolve()
+        # Only what we put under models_dir/adapters is ours to delete; an in-place import points elsewhere.
+        if adapters_dir in owned.parents and (path == owned or owned in path.parents):
+            shutil.rmtree(owned, ignore_errors=True)
+        return info
 
     # -- a request's adapters ---------------------------------------------------------------------------------
 
@@ -280,3 +446,9 @@ class AdapterGone(Exception):
     def __init__(self, ids: list[str]):
         super().__init__(f"Adapter(s) {', '.join(ids)} were removed before this job ran.")
         self.ids = ids
+
+
+def _file_error(exc: Exception) -> StudioloError:
+    """A ModelFileError as the API's error: 422 with its code (as the model catalog answers)."""
+    code = getattr(exc, "code", "model_file_invalid")
+    return InvalidInput(str(exc), code=code)

@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 
 from studiolo.db.base import utcnow
 from studiolo.db.session import Database
+from studiolo.domain.adapters.models import InstalledAdapter
 from studiolo.domain.generation.models import InstalledModel, Job
 from studiolo.engines.base import Capabilities, Engine, ModelRef
 from studiolo.engines.demo.engine import DEMO_MODEL_ID, DemoEngine
@@ -346,6 +347,9 @@ class ModelCatalog:
         with self.db.session() as session:
             if session.get(InstalledModel, model_id) is not None:
                 raise Conflict(f"A model named '{model_id}' is already installed.", code="model_exists")
+            # Adapters share the models' names (a `models remove NAME` must know which one it removes).
+            if session.get(InstalledAdapter, model_id) is not None:
+                raise Conflict(f"An adapter named '{model_id}' is already installed.", code="model_exists")
 
     def _dest(self, model_id: str) -> Path:
         return self.settings.models_dir / model_id.replace("/", "--")

@@ -481,9 +481,11 @@ def list_models(services: ServicesDep) -> ModelList:
             loaded=m.loaded,
             demo=m.demo,
             remote_model=m.remote_model,
-            capabilities=model_capabilities(catalog.capabilities(m), max_pixels),
+            capabilities=model_capabilities(caps, max_pixels),
+            adapters=list(caps.adapters),
+            hires=caps.hires,
         )
-        for m in catalog.models()
+        for m, caps in ((m, catalog.capabilities(m)) for m in catalog.models())
     ]
     return ModelList(default=catalog.default_model_id(), items=items)
 

@@ -441,6 +441,10 @@ class ModelView(BaseModel):
     # A hosted provider's model (source "remote", engine = the provider): its name there.
     remote_model: str | None = None
     capabilities: ModelCapabilities
+    # Issue 19: the adapter kinds the model takes (GET /adapters lists the installed ones) and whether it does a
+    # hires fix; a request using others is refused before it is queued.
+    adapters: list[str] = Field(default_factory=list, description="lora, embedding, controlnet, ip_adapter")
+    hires: bool = False
 
 
 class ModelList(BaseModel):
