@@ -64,6 +64,7 @@ def test_an_imported_esrgan_file_upscales_through_the_queue(
     for factor in (4, 2):  # 2x: the x4 net, then Lanczos down to the asked size
         job = _upscale(client, services, source_id, factor=factor, upscaler="tiny-esrgan")
         assert job["status"] == "succeeded" and job["model"] == "tiny-esrgan", job
+        assert (job["params"]["steps"], job["params"]["guidance"]) == (1, 0.0)  # one pass: no sampling steps
         child = client.get(f"/api/v1/images/{job['outputs'][0]['image_id']}").json()
         assert child["parent_id"] == source_id and (child["width"], child["height"]) == (64 * factor, 64 * factor)
         assert child["metadata"]["upscaler"] == "tiny-esrgan"
