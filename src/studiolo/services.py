@@ -91,6 +91,10 @@ def default_engines(settings: Settings) -> dict[str, Engine]:
     from studiolo.engines.upscale import LanczosUpscaleEngine
 
     engines[LanczosUpscaleEngine.name] = LanczosUpscaleEngine()
+    # ESRGAN-family upscaler files (engines/esrgan.py); torch is imported only when one is loaded.
+    from studiolo.engines.esrgan import EsrganUpscaleEngine
+
+    engines[EsrganUpscaleEngine.name] = EsrganUpscaleEngine(device=settings.device)
     # Hosted providers whose settings offer them (issue 18, engines/remote): imported only when offered.
     from studiolo.engines.remote import remote_engines
 

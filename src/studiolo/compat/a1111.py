@@ -104,8 +104,15 @@ def _submit(services: Services, owner: str, principal: Principal, req: A1111Requ
         mask = _mask(services, req)
         kind = "inpaint" if mask is not None else "img2img"
         strength = req.denoising_strength if req.denoising_strength is not None else 0.75
+    if isinstance(req, Txt2ImgRequest) and req.enable_hr and not _takes_hires(services, model):
+        req.skip_hires()
     params = to_params(
-        req, model=model, styles=styles, strength=strength, context=services.generation.validation_context
+        req,
+        model=model,
+        styles=styles,
+        strength=strength,
+        context=services.generation.validation_context,
+        upscalers=services.catalog.upscalers(),
     )
     accepted, _created = services.generation.submit(
         owner,
@@ -117,6 +124,13 @@ def _submit(services: Services, owner: str, principal: Principal, req: A1111Requ
         api_key_id=principal.api_key_id or None,
     )
     return accepted.id, [s.slug for s in styles]
+
+
+def _takes_hires(services: Services, model_id: str) -> bool:
+    """Whether ``model_id`` can do hires fix (a diffusers model; not the demo, echo or hosted ones)."""
+    ref = services.catalog.resolve(model_id)
+    engine = services.engines.get(ref.engine)
+    return engine is not None and engine.capabilities(ref).hires
 
 
 async def _generate(
@@ -261,7 +275,7 @@ def prompt_styles(services: ServicesDep, owner: OwnerId) -> list[dict[str, Any]]
 
 @router.get("/latent-upscale-modes")
 def latent_upscale_modes(owner: OwnerId) -> list[dict[str, Any]]:
-    return []  # Studiolo has no hires-fix pass to use them
+    return info.latent_upscale_modes()  # hires fix's "latent" upscaler takes any of them
 
 
 @router.get("/sd-vae")

@@ -12,7 +12,7 @@ from typing import Any, Final
 from PIL import Image
 
 from studiolo import __version__
-from studiolo.compat.a1111_models import A1111Request, Img2ImgRequest
+from studiolo.compat.a1111_models import LATENT_MODE_NAMES, A1111Request, Img2ImgRequest
 from studiolo.domain.gallery.imaging import A1111_SAMPLER_NAMES, a1111_sampler_name
 from studiolo.domain.generation.catalog import ModelInfo, UpscalerInfo, draws_images
 from studiolo.domain.generation.schemas import JobView, StyleView
@@ -67,11 +67,30 @@ def schedulers() -> list[dict[str, Any]]:
 
 
 def upscalers(items: Sequence[UpscalerInfo]) -> list[dict[str, Any]]:
-    """GET /upscalers: Studiolo's upscalers (POST /api/v1/upscale uses them; the A1111 face does not upscale)."""
-    return [
-        {"name": u.name, "model_name": u.id, "model_path": None, "model_url": None, "scale": float(max(u.factors))}
+    """GET /upscalers: A1111's "None" (hires fix then resizes with Lanczos), then Studiolo's upscalers (the built-in
+    Lanczos one and installed models), which txt2img's ``hr_upscaler`` and POST /api/v1/upscale take by name."""
+    none = {"name": "None", "model_name": None, "model_path": None, "model_url": None, "scale": 4.0}
+    return [none] + [
+        {
+            "name": u.name,
+            "model_name": u.id,
+            "model_path": None,
+            "model_url": None,
+            "scale": float(_native_scale(u.arch) or max(u.factors)),
+        }
         for u in items
     ]
+
+
+def _native_scale(arch: str | None) -> int | None:
+    """An upscaler model's own factor from its arch label ("esrgan-x4" -> 4), as A1111 reports ``scale``."""
+    tail = (arch or "").rpartition("-x")[2]
+    return int(tail) if tail.isdigit() else None
+
+
+def latent_upscale_modes() -> list[dict[str, Any]]:
+    """GET /latent-upscale-modes: A1111's latent modes; hires fix enlarges the latents the same way for each."""
+    return [{"name": name} for name in LATENT_MODE_NAMES]
 
 
 def prompt_styles(styles: Sequence[StyleView]) -> list[dict[str, Any]]:
@@ -106,6 +125,10 @@ def job_info(req: A1111Request, view: JobView, pngs: Sequence[bytes], *, styles:
     extra: dict[str, Any] = {}
     if p.get("scheduler"):
         extra["Schedule type"] = A1111_LABELS.get(p["scheduler"], p["scheduler"])
+    if hires := p.get("hires"):  # A1111's own keys for its hires fix
+        extra["Hires upscale"] = hires["scale"]
+        extra["Hires steps"] = hires["steps"]
+        extra["Hires upscaler"] = {"latent": "Latent", "lanczos": "Lanczos"}.get(hires["upscaler"], hires["upscaler"])
     if ignored := req.ignored():
         extra["Ignored by Studiolo"] = ", ".join(ignored)
     if len(view.outputs) < len(view.seeds) or view.blocked_outputs:
@@ -135,7 +158,7 @@ def job_info(req: A1111Request, view: JobView, pngs: Sequence[bytes], *, styles:
         "sd_vae_hash": None,
         "seed_resize_from_w": req.seed_resize_from_w,
         "seed_resize_from_h": req.seed_resize_from_h,
-        "denoising_strength": p["strength"] if view.kind != "txt2img" else None,
+        "denoising_strength": p["strength"] if view.kind != "txt2img" else (hires or {}).get("strength"),
         "extra_generation_params": extra,
         "index_of_first_image": 0,
         "infotexts": [infotext(png) for png in pngs],

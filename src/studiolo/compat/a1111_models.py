@@ -11,12 +11,14 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Sequence
 from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from studiolo.domain.gallery.imaging import A1111_SAMPLER_NAMES
 from studiolo.domain.generation import styles as st
+from studiolo.domain.generation.catalog import UpscalerInfo
 from studiolo.domain.generation.rules import params_error
 from studiolo.domain.generation.schemas import GenerationParams, StyleView
 from studiolo.engines.schedules import A1111_LABELS, normalize_schedule
@@ -85,15 +87,49 @@ class A1111Request(BaseModel):
 
 
 class Txt2ImgRequest(A1111Request):
-    """POST /sdapi/v1/txt2img."""
+    """POST /sdapi/v1/txt2img. ``enable_hr`` is Studiolo's hires fix (``GenerationParams.hires``, see hires_param)."""
 
     enable_hr: bool = False
     hr_scale: float = 2.0
     hr_upscaler: str | None = None
     hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    # Set when the checkpoint cannot do hires fix: clients send enable_hr whatever the model, so it is then named as
+    # ignored in ``info`` rather than refused.
+    _hires_skipped: bool = PrivateAttr(default=False)
+
+    def skip_hires(self) -> None:
+        self._hires_skipped = True
+
+    @property
+    def wants_hires(self) -> bool:
+        return self.enable_hr and not self._hires_skipped
+
+    def hires_scale(self) -> float:
+        """A1111's hires target as a scale of the first pass: ``hr_resize_x``/``hr_resize_y`` when given (one of
+        them: the other follows the aspect ratio; both: the scale that covers them both), else ``hr_scale``."""
+        if self.hr_resize_x <= 0 and self.hr_resize_y <= 0:
+            return self.hr_scale
+        by_x = self.hr_resize_x / max(self.width, 1)
+        by_y = self.hr_resize_y / max(self.height, 1)
+        return max(by_x, by_y)
 
     def ignored(self) -> list[str]:
-        return [*(["enable_hr"] if self.enable_hr else []), *super().ignored()]
+        names = super().ignored()
+        if self.enable_hr and self._hires_skipped:
+            return ["enable_hr", *names]
+        if not self.enable_hr:
+            return names
+        # Studiolo has one latent enlargement and one picture resize: other A1111 modes are named as replaced.
+        chosen = (self.hr_upscaler or "").strip().lower()
+        if chosen == "nearest" or (chosen.startswith("latent (") and chosen in HR_UPSCALERS):
+            names.append(f"hr_upscaler {self.hr_upscaler} ({'Lanczos' if chosen == 'nearest' else 'Latent'} used)")
+        if self.hr_resize_x > 0 and self.hr_resize_y > 0:
+            by_x, by_y = self.hr_resize_x / max(self.width, 1), self.hr_resize_y / max(self.height, 1)
+            if abs(by_x - by_y) > 1e-3:  # A1111 would crop to the asked aspect ratio; Studiolo keeps the first's
+                names.append("hr_resize crop")
+        return names
 
 
 class Img2ImgRequest(A1111Request):
@@ -183,8 +219,64 @@ def find_styles(names: list[str], catalog: list[StyleView]) -> list[st.Style]:
     return found
 
 
+# A1111's hires upscaler names (lower case) -> Studiolo's hires upscalers: its latent modes all enlarge the latents
+# ("latent"), "None" resizes the decoded picture (Lanczos here); an installed upscaler is found by id or name.
+LATENT_MODE_NAMES: Final = (
+    "Latent",
+    "Latent (antialiased)",
+    "Latent (bicubic)",
+    "Latent (bicubic antialiased)",
+    "Latent (nearest)",
+    "Latent (nearest-exact)",
+)
+HR_UPSCALERS: Final[dict[str, str]] = {
+    **{name.lower(): "latent" for name in LATENT_MODE_NAMES},
+    "none": "lanczos",
+    "lanczos": "lanczos",
+    "nearest": "lanczos",
+}
+
+
+def hr_upscaler_id(name: str | None, upscalers: Sequence[UpscalerInfo]) -> str:
+    """The Studiolo hires upscaler for A1111's ``hr_upscaler`` (None: A1111's default, "Latent"); 422
+    ``unknown_upscaler`` for a name neither A1111's nor installed here."""
+    key = (name or "latent").strip().lower()
+    if key in HR_UPSCALERS:
+        return HR_UPSCALERS[key]
+    for upscaler in upscalers:
+        if key in (upscaler.id.lower(), upscaler.name.lower()):
+            return upscaler.id
+    offered = ["Latent", "Lanczos", "None", *(u.name for u in upscalers if u.arch is not None)]
+    raise InvalidInput(
+        f"could not find upscaler named {name}. Upscalers: {', '.join(offered)} (GET /sdapi/v1/upscalers).",
+        code="unknown_upscaler",
+        details={"field": "hr_upscaler", "upscaler": name, "upscalers": offered},
+    )
+
+
+def hires_param(req: Txt2ImgRequest, upscalers: Sequence[UpscalerInfo]) -> dict[str, Any] | None:
+    """``GenerationParams.hires`` for a txt2img with ``enable_hr`` (None without): the scale (hr_scale or
+    hr_resize_x/y), the upscaler, the denoising strength (A1111's txt2img default 0.75) and second-pass steps (0:
+    the job's)."""
+    if not req.wants_hires:
+        return None
+    strength = req.denoising_strength if req.denoising_strength is not None else 0.75
+    return {
+        "scale": round(req.hires_scale(), 4),
+        "upscaler": hr_upscaler_id(req.hr_upscaler, upscalers),
+        "strength": strength,
+        "steps": req.hr_second_pass_steps or None,
+    }
+
+
 def to_params(
-    req: A1111Request, *, model: str | None, styles: list[st.Style], strength: float | None, context: dict[str, Any]
+    req: A1111Request,
+    *,
+    model: str | None,
+    styles: list[st.Style],
+    strength: float | None,
+    context: dict[str, Any],
+    upscalers: Sequence[UpscalerInfo] = (),
 ) -> GenerationParams:
     """The Studiolo request for an A1111 one. Several styles apply in A1111's order (each wraps the prompt made by
     the ones before): all but the last are applied here, the last is the job's own ``style`` (kept in the gallery)."""
@@ -212,6 +304,8 @@ def to_params(
         fields["variation_seed"] = None if req.subseed < 0 else req.subseed
     if strength is not None:
         fields["strength"] = strength
+    if isinstance(req, Txt2ImgRequest) and (hires := hires_param(req, upscalers)) is not None:
+        fields["hires"] = hires
     try:
         return GenerationParams.model_validate(fields, context=context)
     except ValidationError as exc:

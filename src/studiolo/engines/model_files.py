@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from studiolo.engines.esrgan_files import ESRGAN_UPSCALER_FACTORS, detect_esrgan
+
 IMPORT_HINT = "`studiolo models import PATH` (a diffusers folder or a .safetensors checkpoint)"
 
 # Pickle-based formats run arbitrary code when loaded; they are refused outright.
@@ -81,7 +83,8 @@ UPSCALE_PIPELINES: dict[str, tuple[str, tuple[int, ...]]] = {
     "StableDiffusionUpscalePipeline": ("sd-x4-upscaler", (4,)),
     "StableDiffusionLatentUpscalePipeline": ("sd-x2-latent-upscaler", (2,)),
 }
-UPSCALER_FACTORS: dict[str, tuple[int, ...]] = dict(UPSCALE_PIPELINES.values())
+# ESRGAN-family files (engines/esrgan_files.py) are upscalers too: "esrgan-x4", "compact-x2"...
+UPSCALER_FACTORS: dict[str, tuple[int, ...]] = dict(UPSCALE_PIPELINES.values()) | ESRGAN_UPSCALER_FACTORS
 
 # Image-to-video pipelines and the arch label the catalog stores for them: they animate an image (the film studio's
 # motion, engines/image_to_video.py) and draw none, so like upscalers they are never a generator's model.
@@ -208,9 +211,11 @@ def _inspect_single_file(path: Path) -> ModelInspection:
             "or a .safetensors checkpoint.",
             "model_format_unsupported",
         )
-    header = read_safetensors_header(path)
+    header, size = read_safetensors_header(path), path.stat().st_size
     keys = [k for k in header if k != "__metadata__"]
     arch = detect_arch(keys)
+    if arch is None and (esrgan := detect_esrgan(header)) is not None:  # an upscaler, run by engines/esrgan.py
+        return ModelInspection(format="single_file", arch=esrgan.arch, pipeline_class=None, size_bytes=size)
     if arch is None:
         raise ModelFileError(
             f"{path.name} is a valid .safetensors file but not a Stable Diffusion checkpoint Studiolo can run "
@@ -222,9 +227,7 @@ def _inspect_single_file(path: Path) -> ModelInspection:
     pipeline_class = "StableDiffusionXLPipeline" if arch == "sdxl" else "StableDiffusionPipeline"
     if _unet_in_channels(header) == 9:
         pipeline_class = pipeline_class.replace("Pipeline", "InpaintPipeline")
-    return ModelInspection(
-        format="single_file", arch=arch, pipeline_class=pipeline_class, size_bytes=path.stat().st_size
-    )
+    return ModelInspection(format="single_file", arch=arch, pipeline_class=pipeline_class, size_bytes=size)
 
 
 def read_safetensors_header(path: Path) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from studiolo.domain.adapters.models import InstalledAdapter
 from studiolo.domain.generation.models import InstalledModel, Job
 from studiolo.engines.base import Capabilities, Engine, ModelRef
 from studiolo.engines.demo.engine import DEMO_MODEL_ID, DemoEngine
+from studiolo.engines.esrgan_files import ESRGAN_ARCHS, ESRGAN_ENGINE
 from studiolo.engines.model_files import MOTION_ARCHS, UPSCALER_FACTORS
 from studiolo.engines.upscale import LANCZOS_UPSCALER_ID, LANCZOS_UPSCALER_NAME, UPSCALE_FACTORS
 from studiolo.errors import Conflict, InvalidInput, ModelUnavailable, NotFound, ServiceUnavailable, StudioloError
@@ -134,7 +135,8 @@ class UpscalerInfo:
     id: str
     name: str
     factors: tuple[int, ...]
-    arch: str | None = None  # an upscaler model's (model_files.UPSCALE_PIPELINES); None: built in
+    # An upscaler model's (model_files.UPSCALE_PIPELINES, esrgan_files.ESRGAN_ARCHS); None: built in.
+    arch: str | None = None
 
 
 @dataclass(frozen=True)
@@ -357,11 +359,11 @@ class ModelCatalog:
     def _register(
         self, model_id: str, source: str, path: Path, arch: str | None, size: int, default: bool
     ) -> ModelInfo:
+        # ESRGAN-family upscaler files run on their own engine (engines/esrgan.py); everything else is diffusers'.
+        engine = ESRGAN_ENGINE if arch in ESRGAN_ARCHS else "diffusers"
         with self.db.session() as session:
             session.add(
-                InstalledModel(
-                    id=model_id, engine="diffusers", source=source, path=str(path), arch=arch, size_bytes=size
-                )
+                InstalledModel(id=model_id, engine=engine, source=source, path=str(path), arch=arch, size_bytes=size)
             )
         self._invalidate()
         if default:
@@ -396,7 +398,9 @@ class ModelCatalog:
                 dest = dest / path.name
             target = model_files.copy_into(path, dest)
         source = "single_file" if info.format == "single_file" else "folder"
-        return self._register(model_id, source, target, arch or info.arch, info.size_bytes, default)
+        # An ESRGAN file's label comes from its tensors (a checkpoint's --arch hint means nothing to it).
+        arch = info.arch if info.arch in ESRGAN_ARCHS else arch or info.arch
+        return self._register(model_id, source, target, arch, info.size_bytes, default)
 
     def pull(self, repo_id: str, *, progress: ProgressFn | None = None, default: bool = False) -> ModelInfo:
         """Download a diffusers model from the Hugging Face hub into the models directory."""

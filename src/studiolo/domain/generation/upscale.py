@@ -21,6 +21,7 @@ from studiolo.domain.generation.catalog import UpscalerInfo
 from studiolo.domain.generation.schemas import JobAccepted, UpscaleRequest, UpscalerList, UpscalerView
 from studiolo.domain.generation.service import GenerationService
 from studiolo.domain.generation.submission import check_idempotency_key, queued_row, submit_hash
+from studiolo.engines.esrgan_files import ESRGAN_ARCHS
 from studiolo.errors import Conflict, InvalidInput
 
 # Sampling settings of model upscalers: the SD x4 upscaler's own guidance default; the latent upscaler is run
@@ -132,7 +133,8 @@ def _job_params(source: Image, upscaler: UpscalerInfo, factor: int, width: int, 
     """An upscale job's params: what it makes (the source, upscaler, factor, new size), how (steps, guidance), and
     the source's prompt and generation settings, which the new image keeps (upscale_jobs.py)."""
     meta = dict(source.meta or {})
-    builtin = upscaler.arch is None
+    # Lanczos and the ESRGAN-family nets (engines/esrgan.py) are one pass with no sampling steps nor guidance.
+    builtin = upscaler.arch is None or upscaler.arch in ESRGAN_ARCHS
     return {
         "source_image_id": source.id,
         "factor": factor,
