@@ -6,9 +6,8 @@ by ``meta.context_dim == 32``) and adapter rows written straight into the ``adap
 server-side (web/adapter_panels.py reads AdapterCatalog), so it needs no GET /api/v1/adapters. No worker runs jobs
 (``inline_workers=0``): what is checked is the request the page sends and the params of the job the server queued.
 
-The control map preview posts to POST /api/v1/controls/preview: on a server without that route the unit says so
-plainly; with it, the map is shown. Both are accepted here until the preview route and this page are merged (the
-integrator should then require the map).
+The control map preview posts to POST /api/v1/controls/preview (domain/adapters/preview.py): the canny map is made
+in-house and shown beside the picture.
 """
 
 from __future__ import annotations
@@ -179,14 +178,9 @@ def test_adapter_panels_send_loras_controls_and_hires_and_keep_them(browser: Bro
     expect(unit.locator(".slot-thumb").first).to_be_visible()
     with page.expect_response("**/api/v1/controls/preview") as preview:
         unit.get_by_role("button", name="Preview map").click()
-    status = unit.locator(".slot-status")
-    # Until the preview route is merged: a plain message; after: the map beside the picture (the integrator
-    # tightens this to the map only).
-    expect(status).to_have_text(re.compile(r"map, as the job will use it|^No preview: .+"))
-    if preview.value.ok:
-        expect(unit.locator(".map-thumb")).to_be_visible()
-    else:
-        expect(unit.locator(".map-thumb")).to_be_hidden()
+    assert preview.value.ok, preview.value.status
+    expect(unit.locator(".slot-status")).to_have_text(re.compile(r"map, as the job will use it"))
+    expect(unit.locator(".map-thumb")).to_be_visible()
     set_range(unit.get_by_label("Strength"), "0.8")
     page.locator("#reference-panel > summary").click()
     expect(page.locator("#reference-model option").first).to_have_text("Automatic (ip-tiny)")

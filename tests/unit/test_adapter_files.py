@@ -205,3 +205,30 @@ def test_a_kind_the_file_is_not_is_refused(tmp_path: Path) -> None:
 def test_sha256_streams_the_whole_file(tmp_path: Path) -> None:
     lora = fake.kohya_lora(tmp_path / "style.safetensors")
     assert sha256_file(lora) == hashlib.sha256(lora.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 100, 1 << 20])
+def test_the_addnet_hash_covers_the_tensor_data_only(
+    tmp_path: Path, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A1111 writes a LoRA's "Lora hashes" as the sha256 of the bytes after the .safetensors header (Civitai's AutoV3):
+    the file's header may change (its metadata) without changing that hash."""
+    import hashlib
+
+    import torch
+    from safetensors.torch import save_file
+
+    from studiolo.engines import adapter_files
+
+    path = tmp_path / "a.safetensors"
+    save_file({"x": torch.arange(3000, dtype=torch.float32), "y": torch.ones(7)}, str(path))
+    relabelled = tmp_path / "b.safetensors"
+    save_file({"x": torch.arange(3000, dtype=torch.float32), "y": torch.ones(7)}, str(relabelled), {"ss_note": "hi"})
+    monkeypatch.setattr(adapter_files, "_HASH_CHUNK", chunk)
+    data = path.read_bytes()
+    header = int.from_bytes(data[:8], "little")
+    full, addnet = adapter_files.file_hashes(path)
+    assert full == hashlib.sha256(data).hexdigest()
+    assert addnet == hashlib.sha256(data[8 + header :]).hexdigest()
+    other_full, other_addnet = adapter_files.file_hashes(relabelled)
+    assert other_full != full and other_addnet == addnet

@@ -110,11 +110,31 @@ def guess_control_type(name: str) -> str | None:
 
 def sha256_file(path: Path) -> str:
     """The sha256 of ``path``, read in chunks (a ControlNet is gigabytes: never read whole into memory)."""
-    digest = hashlib.sha256()
+    return file_hashes(path)[0]
+
+
+def file_hashes(path: Path) -> tuple[str, str | None]:
+    """The sha256 of ``path`` and, for a .safetensors file, the "addnet" hash: the sha256 of its tensor data alone
+    (the bytes after the header), which A1111 writes as a LoRA's "Lora hashes" and Civitai looks LoRAs up by
+    (AutoV3); one read of the file for both."""
+    full = hashlib.sha256()
+    data = hashlib.sha256() if path.suffix.lower() == ".safetensors" else None
     with path.open("rb") as f:
+        skip = 0
+        if data is not None:
+            head = f.read(8)
+            full.update(head)
+            skip = 8 + int.from_bytes(head, "little") if len(head) == 8 else 0
+            skip -= len(head)
         while chunk := f.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+            full.update(chunk)
+            if data is not None:
+                if skip >= len(chunk):
+                    skip -= len(chunk)
+                    continue
+                data.update(chunk[skip:])
+                skip = 0
+    return full.hexdigest(), data.hexdigest() if data is not None else None
 
 
 def inspect_adapter_path(

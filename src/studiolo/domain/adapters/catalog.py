@@ -248,7 +248,9 @@ class AdapterCatalog:
                 if made_dest:
                     shutil.rmtree(dest, ignore_errors=True)
                 raise
-        sha = adapter_files.sha256_file(found.weight_file) if found.weight_file else None
+        sha, addnet = adapter_files.file_hashes(found.weight_file) if found.weight_file else (None, None)
+        if addnet is not None and found.kind == "lora":
+            meta["addnet_hash"] = addnet  # what A1111 writes in "Lora hashes" (infotext.py)
         row = InstalledAdapter(
             id=adapter_id,
             kind=found.kind,

@@ -77,7 +77,14 @@ def _weight(value: float) -> str:
 
 
 def short_hash(adapter: AdapterRef | None, length: int) -> str | None:
-    return adapter.sha256[:length] if adapter is not None and adapter.sha256 else None
+    """The start of the hash A1111 writes for ``adapter``: a LoRA's "addnet" hash of its tensor data (what A1111's
+    "Lora hashes" and Civitai use), else the file's sha256 (embeddings' "TI hashes")."""
+    if adapter is None:
+        return None
+    addnet = adapter.meta.get("addnet_hash")
+    if adapter.kind == "lora" and isinstance(addnet, str):
+        return addnet[:length]
+    return adapter.sha256[:length] if adapter.sha256 else None
 
 
 # --------------------------------------------------------------------------- writing

@@ -347,8 +347,11 @@ function say(text) {
   box.textContent = text;
 }
 
+// A hires-fixed image is larger than the size it was sampled at: its metadata keeps that first-pass size.
+const firstPass = (img) => (img.metadata && img.metadata.hires && img.metadata.width ? img.metadata : img);
 const imageSettings = (img) => ({ ...img.metadata, prompt: img.prompt, negative_prompt: img.negative_prompt, style: img.style,
-  model: img.model, seed: img.seed, steps: img.steps, guidance: img.guidance, sampler: img.sampler, width: img.width, height: img.height });
+  model: img.model, seed: img.seed, steps: img.steps, guidance: img.guidance, sampler: img.sampler,
+  width: firstPass(img).width, height: firstPass(img).height });
 
 async function remix(imageId) {
   const img = await api(apiPath`images/${imageId}`);
