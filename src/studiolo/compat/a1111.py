@@ -113,6 +113,7 @@ def _submit(services: Services, owner: str, principal: Principal, req: A1111Requ
         strength=strength,
         context=services.generation.validation_context,
         upscalers=services.catalog.upscalers(),
+        adapters=services.generation.adapters.ids(),
     )
     accepted, _created = services.generation.submit(
         owner,

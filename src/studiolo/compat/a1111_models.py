@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
+from studiolo.compat.a1111_controlnet import controlnet_fields
 from studiolo.domain.gallery.imaging import A1111_SAMPLER_NAMES
 from studiolo.domain.generation import styles as st
 from studiolo.domain.generation.catalog import UpscalerInfo
@@ -73,14 +74,18 @@ class A1111Request(BaseModel):
     save_images: bool = False
     alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
     denoising_strength: float | None = None
+    # What of the ControlNet units was not taken (a1111_controlnet.py), set by to_params.
+    _controlnet_ignored: list[str] = PrivateAttr(default_factory=list)
 
     def ignored(self) -> list[str]:
         """The fields set to something Studiolo does not do (said in ``info``)."""
         names = [f for f in ("restore_faces", "tiling") if getattr(self, f)]
         if self.script_name:
             names.append("script_name")
-        if self.alwayson_scripts:
+        # sd-webui-controlnet's units are Studiolo's controls (issue 19); any other script is not run.
+        if any(name.lower() != "controlnet" for name in self.alwayson_scripts):
             names.append("alwayson_scripts")
+        names += self._controlnet_ignored
         if self.refiner_checkpoint:
             names.append("refiner_checkpoint")
         return names
@@ -277,6 +282,7 @@ def to_params(
     strength: float | None,
     context: dict[str, Any],
     upscalers: Sequence[UpscalerInfo] = (),
+    adapters: Sequence[str] = (),
 ) -> GenerationParams:
     """The Studiolo request for an A1111 one. Several styles apply in A1111's order (each wraps the prompt made by
     the ones before): all but the last are applied here, the last is the job's own ``style`` (kept in the gallery)."""
@@ -306,6 +312,9 @@ def to_params(
         fields["strength"] = strength
     if isinstance(req, Txt2ImgRequest) and (hires := hires_param(req, upscalers)) is not None:
         fields["hires"] = hires
+    if req.alwayson_scripts:  # sd-webui-controlnet's units (``adapters``: the installed adapter ids)
+        controlnet, req._controlnet_ignored = controlnet_fields(req.alwayson_scripts, adapters)
+        fields.update(controlnet)
     try:
         return GenerationParams.model_validate(fields, context=context)
     except ValidationError as exc:

@@ -241,7 +241,9 @@ def _unit_fields(text: str) -> dict[str, str]:
     return {key.strip(): value.strip() for key, value in _UNIT_PAIR.findall(text)}
 
 
-def _control_type(module: str, model: str) -> str | None:
+def control_type_of(module: str, model: str) -> str | None:
+    """Our control type for an sd-webui-controlnet Module (by prefix), or by the model's name when the Module is
+    "none" (a ready map)."""
     if module == "none":
         words = model.lower()
         return next((t for word, t in _MODEL_WORDS if word in words), None)
@@ -267,7 +269,7 @@ def read_control_unit(text: str) -> tuple[str, dict[str, Any]] | None:
         if weight > 1.0:
             return None
         return "reference", {"strength": weight, **({"model": model} if model else {})}
-    control_type = _control_type(module, model)
+    control_type = control_type_of(module, model)
     if control_type is None:
         return None
     unit: dict[str, Any] = {"type": control_type, "strength": weight, "start": start, "end": end}
