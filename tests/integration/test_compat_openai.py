@@ -366,3 +366,19 @@ def test_open_webui_request_shapes(studio: Studio) -> None:
     r = httpx.post(f"{studio.base}/v1/images/edits", data=data, files=files, headers=headers, timeout=30)
     assert r.status_code == 200, r.text
     assert decode(r.json()["data"][0]["b64_json"]).size == (64, 64)
+
+
+def test_adapter_extras_reach_the_request(studio: Studio) -> None:
+    """Issue 19's fields travel in extra_body like the other extras: the echo model takes no adapters, so a LoRA or a
+    hires fix is refused by the same check as on /api/v1 (its code in OpenAI's error shape)."""
+    client = studio.client()
+    for extra, code in (
+        ({"loras": [{"name": "ink", "weight": 0.5}]}, "adapters_unsupported"),
+        ({"hires": {}}, "hires_unsupported"),
+    ):
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.images.generate(prompt="a castle", size="64x64", extra_body={**FAST, **extra})
+        assert refused.value.code == code, refused.value.body
+    with pytest.raises(openai.BadRequestError) as typo:
+        client.images.generate(prompt="a castle", size="64x64", extra_body={"loras": [{"nme": "ink"}]})
+    assert typo.value.status_code == 400

@@ -20,7 +20,14 @@ from studiolo.domain.gallery import imaging
 from studiolo.domain.gallery.imaging import A1111_SAMPLER_NAMES
 from studiolo.domain.generation.catalog import draws_images
 from studiolo.domain.generation.rules import MAX_SIDE, MIN_SIDE, SIDE_MULTIPLE, SIZE_PATTERN, params_error
-from studiolo.domain.generation.schemas import GenerationParams
+from studiolo.domain.generation.schemas import (
+    MAX_CONTROLS,
+    MAX_LORAS,
+    ControlParam,
+    GenerationParams,
+    HiresParam,
+    LoraParam,
+)
 from studiolo.domain.generation.service import Upload
 from studiolo.errors import InvalidInput, NotFound
 from studiolo.services import Services
@@ -82,6 +89,12 @@ class OpenAIImageRequest(BaseModel):
     sampler: str | None = Field(default=None, max_length=32)
     scheduler: str | None = Field(default=None, max_length=32)
     strength: float | None = None
+    # Issue 19's adapters, as POST /api/v1/generations takes them (pictures as data: URLs or gallery image ids).
+    loras: list[LoraParam] | None = Field(default=None, max_length=MAX_LORAS)
+    controls: list[ControlParam] | None = Field(default=None, max_length=MAX_CONTROLS)
+    reference_image: str | None = Field(default=None, max_length=40_000_000)
+    reference_strength: float | None = Field(default=None, ge=0.0, le=1.0)
+    hires: HiresParam | None = None
 
     @property
     def format(self) -> Literal["png", "jpeg", "webp"]:
@@ -194,6 +207,10 @@ def generation_params(
     }
     if req.strength is not None:
         fields["strength"] = req.strength
+    for extra in ("loras", "controls", "reference_image", "reference_strength", "hires"):
+        value = getattr(req, extra)
+        if value is not None:
+            fields[extra] = value.model_dump() if isinstance(value, BaseModel) else value
     end_user = req.safety_identifier or req.user
     if end_user:
         fields["tags"] = [(USER_TAG_PREFIX + end_user)[:64]]
