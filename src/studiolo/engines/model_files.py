@@ -219,9 +219,9 @@ def _inspect_single_file(path: Path) -> ModelInspection:
     if arch is None:
         raise ModelFileError(
             f"{path.name} is a valid .safetensors file but not a Stable Diffusion checkpoint Studiolo can run "
-            "(SD 1.x, SD 2.x or SDXL base with UNet, VAE and text encoder in one file). LoRA, VAE-only, "
-            f"refiner and other partial files cannot be imported as models. Import a full checkpoint or a "
-            f"diffusers folder with {IMPORT_HINT}.",
+            "(SD 1.x, SD 2.x or SDXL base with UNet, VAE and text encoder in one file). LoRA, embedding and "
+            "ControlNet files are adapters (docs/adapters.md); VAE-only and refiner files cannot be imported. "
+            f"Import a full checkpoint or a diffusers folder with {IMPORT_HINT}.",
             "model_format_unsupported",
         )
     pipeline_class = "StableDiffusionXLPipeline" if arch == "sdxl" else "StableDiffusionPipeline"
