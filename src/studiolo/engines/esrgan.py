@@ -23,7 +23,6 @@ from PIL import Image
 from studiolo.engines.base import (
     CancelCheck,
     Capabilities,
-    EngineError,
     GeneratedImage,
     GenerationCanceled,
     GenerationRequest,
@@ -35,6 +34,7 @@ from studiolo.engines.esrgan_files import ESRGAN_ENGINE, EsrganLayout, detect_es
 from studiolo.engines.model_cache import evict_least_recent, free_device_memory
 from studiolo.engines.model_files import UNSAFE_SUFFIXES, ModelFileError, read_safetensors_header
 from studiolo.engines.threads import torch_threads
+from studiolo.engines.upscale import check_upscale_request
 
 if TYPE_CHECKING:
     import numpy as np
@@ -210,20 +210,13 @@ class EsrganUpscaleEngine:
     def generate(
         self, request: GenerationRequest, on_step: StepCallback, should_cancel: CancelCheck
     ) -> list[GeneratedImage]:
-        if request.kind != "upscale":
-            raise EngineError(f"An upscaler model cannot do {request.kind}.", code="unsupported_task")
-        if request.init_image is None:
-            raise EngineError("An upscale needs the image to enlarge.", code="invalid_request")
-        if not request.seeds:
-            raise EngineError("A generation needs at least one seed.", code="invalid_request")
-        if request.width <= 0 or request.height <= 0 or request.width * request.height > _MAX_PIXELS:
-            raise EngineError(f"Unsupported size {request.width}x{request.height}.", code="invalid_request")
+        source = check_upscale_request(request, "An upscaler model", _MAX_PIXELS)
         if should_cancel():
             raise GenerationCanceled()
         entry = self._acquire(request.model)
         try:
             with entry.run_lock, torch_threads(0):
-                image = self._upscale(entry, request.init_image.convert("RGB"), request, on_step, should_cancel)
+                image = self._upscale(entry, source.convert("RGB"), request, on_step, should_cancel)
         finally:
             self._release(entry)
         return [GeneratedImage(image=image, seed=seed, sampler=ESRGAN_ENGINE) for seed in request.seeds]

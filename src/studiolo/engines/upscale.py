@@ -42,6 +42,20 @@ def upscale_image(image: Image.Image, width: int, height: int) -> Image.Image:
     return enlarged.filter(ImageFilter.UnsharpMask(radius=0.5 * factor, percent=round(60 + 15 * factor), threshold=2))
 
 
+def check_upscale_request(request: GenerationRequest, who: str, max_pixels: int) -> Image.Image:
+    """The picture an upscale request enlarges, once the request is one an upscaler engine can run (``who``: the
+    engine, for the message); EngineError otherwise."""
+    if request.kind != "upscale":
+        raise EngineError(f"{who} cannot do {request.kind}.", code="unsupported_task")
+    if request.init_image is None:
+        raise EngineError("An upscale needs the image to enlarge.", code="invalid_request")
+    if not request.seeds:
+        raise EngineError("A generation needs at least one seed.", code="invalid_request")
+    if request.width <= 0 or request.height <= 0 or request.width * request.height > max_pixels:
+        raise EngineError(f"Unsupported size {request.width}x{request.height}.", code="invalid_request")
+    return request.init_image
+
+
 class LanczosUpscaleEngine:
     """Upscales ``request.init_image`` to ``request.width`` x ``request.height``; one output per seed (the seed
     changes nothing: the result depends on the image alone)."""
@@ -66,16 +80,9 @@ class LanczosUpscaleEngine:
     def generate(
         self, request: GenerationRequest, on_step: StepCallback, should_cancel: CancelCheck
     ) -> list[GeneratedImage]:
-        if request.kind != "upscale":
-            raise EngineError(f"The Lanczos upscaler cannot do {request.kind}.", code="unsupported_task")
-        if request.init_image is None:
-            raise EngineError("An upscale needs the image to enlarge.", code="invalid_request")
-        if not request.seeds:
-            raise EngineError("A generation needs at least one seed.", code="invalid_request")
-        if request.width <= 0 or request.height <= 0 or request.width * request.height > _MAX_PIXELS:
-            raise EngineError(f"Unsupported size {request.width}x{request.height}.", code="invalid_request")
+        source = check_upscale_request(request, "The Lanczos upscaler", _MAX_PIXELS)
         if should_cancel():
             raise GenerationCanceled()
-        image = upscale_image(request.init_image, request.width, request.height)
+        image = upscale_image(source, request.width, request.height)
         on_step(1, 1)
         return [GeneratedImage(image=image, seed=seed, sampler=LANCZOS_UPSCALER_ID) for seed in request.seeds]
