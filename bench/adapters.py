@@ -55,7 +55,7 @@ def write_kohya_lora(unet: Any, path: Path, seed: int, rank: int = LORA_RANK) ->
     save_file(tensors, str(path))
 
 
-def write_controlnet(unet: Any, dest: Path) -> Path:
+def write_controlnet(unet: Any, dest: Path, tiny: bool = False) -> Path:
     """A ControlNet shaped from ``unet`` (as trained ones are); its zero convolutions get random weights so it acts."""
     import torch
     from diffusers import ControlNetModel
@@ -63,7 +63,12 @@ def write_controlnet(unet: Any, dest: Path) -> Path:
     if (dest / "config.json").exists():
         return dest
     torch.manual_seed(1)
-    net = ControlNetModel.from_unet(unet)
+    # The tiny VAE shrinks pictures 2x, not 8x: the map's embedding then has one downsampling, not three.
+    net = (
+        ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
+        if tiny
+        else ControlNetModel.from_unet(unet)
+    )
     with torch.no_grad():
         for block in [*net.controlnet_down_blocks, net.controlnet_mid_block]:
             block.weight.normal_(0, 0.02)
@@ -105,7 +110,7 @@ def main() -> None:
         if not path.exists():
             write_kohya_lora(unet, path, seed=i)
         loras.append(AdapterRef(id=f"lora-{i}", kind="lora", path=path, format="kohya"))
-    controlnet_dir = write_controlnet(unet, args.cache / f"{name}-controlnet")
+    controlnet_dir = write_controlnet(unet, args.cache / f"{name}-controlnet", tiny=args.tiny)
     del unet
     print(f"model, LoRA and ControlNet files ready in {time.perf_counter() - t:.0f} s under {args.cache}")
     side = args.size
