@@ -85,3 +85,27 @@ def test_hires_on_img2img_or_past_the_pixel_limit_is_refused(client: TestClient,
     r = client.post(GEN, json={**params, "hires": {"scale": 2, "upscaler": "nearest"}})
     assert r.status_code == 422 and r.json()["error"]["code"] == "unknown_upscaler"
     assert _jobs(tiny) == 0
+
+
+def test_a_hires_job_enlarges_with_an_installed_esrgan_upscaler(
+    client: TestClient, tiny: Services, tmp_path: Path
+) -> None:
+    """The hires pass's enlargement by an upscaler model: the worker runs it on the engine that serves it (esrgan), and
+    its picture differs from a Lanczos enlargement's with everything else the same."""
+    from tests.tiny_esrgan import make_rrdb
+
+    tiny.catalog.import_path(make_rrdb(tmp_path / "4x_tiny.safetensors"), model_id="4x-tiny")
+    base = {"model": "tiny", "prompt": "a harbour", "size": "64x64", "steps": 2, "seed": 3}
+    pictures = []
+    for upscaler in ("4x-tiny", "lanczos"):
+        r = client.post(GEN, json={**base, "hires": {"scale": 2, "upscaler": upscaler, "strength": 0.3, "steps": 2}})
+        assert r.status_code == 202, r.text
+        drain(tiny)
+        job = client.get(f"/api/v1/jobs/{r.json()['id']}").json()
+        assert job["status"] == "succeeded", job
+        png = client.get(f"/api/v1/images/{job['outputs'][0]['image_id']}/file").content
+        picture = Image.open(io.BytesIO(png))
+        assert picture.size == (128, 128)
+        assert "Hires upscaler: " + ("4x-tiny" if upscaler == "4x-tiny" else "Lanczos") in picture.info["parameters"]
+        pictures.append(picture.convert("RGB").tobytes())
+    assert pictures[0] != pictures[1]
