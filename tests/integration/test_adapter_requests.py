@@ -48,6 +48,7 @@ def tiny(services: Services, tmp_path: Path) -> Services:
     """The tiny random SD model (32-wide text encoder, no family) and adapters rows that fit it."""
     services.catalog.import_path(make_tiny_sd_pipeline(tmp_path / "tiny"), model_id="tiny", copy=False)
     _adapter(services, "edges", "controlnet", control_type="canny")
+    _adapter(services, "poses", "controlnet", control_type="pose")
     _adapter(services, "look", "ip_adapter")
     _adapter(services, "ink", "lora")
     return services
@@ -127,6 +128,7 @@ def test_multipart_control_files_make_a_txt2img_job(client: TestClient, tiny: Se
         ({"controls": [{"type": "canny", "image": "data:image/png;base64,@@@"}]}, {}, 422, "invalid_image"),
         ({"controls": [{"type": "depth", "image": "DATA"}]}, {}, 422, "adapter_not_installed"),
         ({"controls": [{"type": "canny", "image": "DATA", "model": "ink"}]}, {}, 422, "unknown_adapter"),
+        ({"controls": [{"type": "pose", "image": "DATA"}]}, {}, 422, "preprocessor_unavailable"),
         ({"loras": [{"name": "nope"}]}, {}, 422, "unknown_adapter"),
         ({"model": "echo", "loras": [{"name": "ink"}]}, {}, 422, "adapters_unsupported"),
         ({"prompt": "a cat <lora:nope:0.5>"}, {}, 422, "unknown_adapter"),
@@ -147,6 +149,18 @@ def test_bad_adapter_requests_are_refused_before_anything_is_queued(
     assert r.status_code == status, r.text
     assert r.json()["error"]["code"] == code, r.text
     assert _jobs(tiny) == before
+
+
+def test_a_ready_map_needs_no_preprocessor_and_depth_needs_one(client: TestClient, tiny: Services) -> None:
+    ready = {"type": "pose", "image": _data_url(), "preprocess": False}
+    assert client.post(GEN, json=_body(controls=[ready])).status_code == 202
+    _adapter(tiny, "depths", "controlnet", control_type="depth")
+    depth = {"type": "depth", "image": _data_url()}
+    refused = client.post(GEN, json=_body(controls=[depth]))
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "preprocessor_unavailable", refused.text
+    assert refused.json()["error"]["details"]["field"] == "controls.0.preprocess"
+    _adapter(tiny, "dpt-tiny", "preprocessor", preprocessor="depth")
+    assert client.post(GEN, json=_body(controls=[depth])).status_code == 202
 
 
 def test_an_adapter_of_another_family_is_a_conflict(client: TestClient, tiny: Services) -> None:

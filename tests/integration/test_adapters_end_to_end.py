@@ -124,3 +124,21 @@ def test_imported_adapters_run_through_the_queue_and_are_recorded(
 
 def _run_params(client: TestClient, view: dict[str, object]) -> dict[str, object]:
     return dict(client.get(f"/api/v1/jobs/{view['id']}").json()["params"])
+
+
+def test_a_depth_unit_uses_the_installed_depth_preprocessor(
+    client: TestClient, services: Services, tmp_path: Path
+) -> None:
+    """The worker hands the installed preprocessors to the engine, which makes the depth map with the model."""
+    from tests.tiny_controlnet import make_tiny_depth_model
+
+    model = make_tiny_sd_pipeline(tmp_path / "tiny")
+    services.catalog.import_path(model, model_id="tiny", copy=False)
+    control = make_tiny_controlnet(tmp_path / "cn", model)
+    _import(services, str(control.folder), "--id", "cn-depth", "--control-type", "depth")
+    _import(services, str(make_tiny_depth_model(tmp_path / "dpt")), "--id", "dpt-tiny")
+    assert {a["id"]: a["kind"] for a in client.get("/api/v1/adapters").json()["items"]}["dpt-tiny"] == "preprocessor"
+    body = {"prompt": "a harbour", "model": "tiny", "size": "64x64", "steps": 2, "seed": 1}
+    view = _run(client, services, {**body, "controls": [{"type": "depth", "image": _edges()}]})
+    assert _run_params(client, view)["controls"][0]["model"] == "cn-depth"
+    assert not np.array_equal(_pixels(client, view), _pixels(client, _run(client, services, body)))

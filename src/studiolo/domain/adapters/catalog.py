@@ -28,6 +28,7 @@ from studiolo.domain.adapters.prompt import embedding_words, lora_tags
 from studiolo.domain.generation.catalog import _MODEL_ID, BUILTIN_MODEL_IDS
 from studiolo.domain.generation.models import InstalledModel
 from studiolo.engines.base import CONTROL_TYPES, AdapterKind, AdapterRef, Capabilities, ModelRef
+from studiolo.engines.preprocess import BUILTIN_TYPES, MODEL_TYPES
 from studiolo.errors import Conflict, InvalidInput, NotFound, StudioloError
 from studiolo.settings import Settings
 
@@ -341,6 +342,26 @@ class AdapterCatalog:
                 },
             )
 
+    def _check_map_maker(self, control_type: str, index: int) -> None:
+        """422 preprocessor_unavailable, before anything is queued, for a map Studiolo cannot make from a picture:
+        depth without an installed depth model, pose and the others at all (engines/preprocess.py)."""
+        if control_type in BUILTIN_TYPES:
+            return
+        installed = [a for a in self._rows().values() if a.kind == "preprocessor"]
+        if control_type in MODEL_TYPES and any(a.meta.get("preprocessor") == control_type for a in installed):
+            return
+        needs = (
+            f"an installed {control_type} preprocessor (`studiolo models import` a depth-estimation model folder)"
+            if control_type in MODEL_TYPES
+            else "a preprocessor Studiolo does not have"
+        )
+        raise InvalidInput(
+            f"Studiolo cannot make a {control_type} map from a picture here: that needs {needs}. Upload a ready "
+            f"{control_type} map with preprocess: false instead.",
+            code="preprocessor_unavailable",
+            details={"field": f"controls.{index}.preprocess", "type": control_type},
+        )
+
     def _default_for(self, kind: AdapterKind, model: ModelRef, model_dim: int | None, **meta: str) -> AdapterInfo:
         candidates = [
             a
@@ -412,6 +433,8 @@ class AdapterCatalog:
                 self._check_fits(net, model, model_dim)
             else:
                 net = self._default_for("controlnet", model, model_dim, control_type=str(unit["type"]))
+            if unit.get("preprocess", True):
+                self._check_map_maker(str(unit["type"]), i)
             planned_controls.append({**{k: v for k, v in unit.items() if k != "image"}, "model": net.id})
         planned_reference = None
         if reference is not None:
