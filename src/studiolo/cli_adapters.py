@@ -23,9 +23,12 @@ IMAGE_ENCODER_HELP = "An IP-Adapter's CLIP image-encoder folder (default: the im
 
 
 def size_text(size_bytes: int) -> str:
-    """Decimal units, as `models list` shows models (144,000,000 bytes: 144.0 MB)."""
+    """A model's or adapter's size in decimal units, as file managers and the hub show them (15,852,893 bytes:
+    15.9 MB; an embedding of 6,000 bytes: 6 kB, not "0.0 MB")."""
     if size_bytes <= 0:
-        return "-"
+        return "-"  # no files (the echo engine)
+    if size_bytes < 1e6:
+        return f"{max(1, round(size_bytes / 1e3))} kB"
     return f"{size_bytes / 1e9:.1f} GB" if size_bytes >= 1e9 else f"{size_bytes / 1e6:.1f} MB"
 
 

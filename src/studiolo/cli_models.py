@@ -24,19 +24,13 @@ from studiolo.cli_adapters import (
     list_adapters,
     normalised_kind,
     remove_any,
+    size_text,
 )
 from studiolo.cli_server_mode import list_models_remote
 from studiolo.domain.generation.catalog import how_to_install
 from studiolo.engines.demo.engine import DEMO_MODEL_ID
 
 MODEL_ID_ARG = typer.Argument(help="An installed model's id, as `studiolo models list` shows it.")
-
-
-def _size(size_bytes: int) -> str:
-    """A model's size in decimal units, as file managers and the hub show them (15,852,893 bytes: 15.9 MB)."""
-    if size_bytes <= 0:
-        return "-"  # no files (the echo engine)
-    return f"{size_bytes / 1e9:.1f} GB" if size_bytes >= 1e9 else f"{size_bytes / 1e6:.1f} MB"
 
 
 def register_models(
@@ -65,7 +59,9 @@ def register_models(
             table = Table("", "id", "engine", "source", "arch", "size")
             for m in models:
                 source = f"remote: {m.remote_model}" if m.remote_model else m.source  # engine = the provider
-                table.add_row("*" if m.is_default else "", m.id, m.engine, source, m.arch or "", _size(m.size_bytes))
+                table.add_row(
+                    "*" if m.is_default else "", m.id, m.engine, source, m.arch or "", size_text(m.size_bytes)
+                )
             if models:
                 out.print(table)
             else:
@@ -103,7 +99,7 @@ def register_models(
                     progress.update(task, completed=done, total=total or None)
 
                 info = services.catalog.pull(repo_id, progress=on_progress, default=default)
-            console.print(f"[green]installed[/green] {info.id} ({_size(info.size_bytes)})")
+            console.print(f"[green]installed[/green] {info.id} ({size_text(info.size_bytes)})")
 
     @models_app.command("import")
     def models_import(

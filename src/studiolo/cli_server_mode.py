@@ -94,7 +94,7 @@ def list_models_remote(server: str, api_key: str | None) -> None:
     from rich.table import Table
 
     from studiolo.cli import _fail, out
-    from studiolo.cli_models import _size
+    from studiolo.cli_adapters import size_text
 
     with Studiolo(server, api_key) as client:
         try:
@@ -106,5 +106,5 @@ def list_models_remote(server: str, api_key: str | None) -> None:
     table = Table("", "id", "engine", "source", "arch", "size")
     for m in listed.items:
         source = f"remote: {m.remote_model}" if m.remote_model else m.source
-        table.add_row("*" if m.is_default else "", m.id, m.engine, source, m.arch or "", _size(m.size_bytes))
+        table.add_row("*" if m.is_default else "", m.id, m.engine, source, m.arch or "", size_text(m.size_bytes))
     out.print(table)

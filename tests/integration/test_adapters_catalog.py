@@ -210,7 +210,7 @@ def test_the_cli_imports_lists_and_removes_adapters(cli_env: dict[str, str], tmp
     lora = fake.kohya_lora(tmp_path / "pixel-art.safetensors", 768, rank=8)
     imported = run("models", "import", str(lora))
     assert imported.exit_code == 0, imported.output
-    assert f"Imported LoRA 'pixel-art' (SD 1.x, rank 8, {lora.stat().st_size / 1e6:.1f} MB)" in imported.stderr
+    assert f"Imported LoRA 'pixel-art' (SD 1.x, rank 8, {round(lora.stat().st_size / 1e3)} kB)" in imported.stderr
     assert "<lora:pixel-art:0.8>" in imported.stderr
 
     untyped = run("models", "import", str(fake.controlnet_folder(tmp_path / "my-net", 768)))
@@ -228,7 +228,7 @@ def test_the_cli_imports_lists_and_removes_adapters(cli_env: dict[str, str], tmp
     assert listed.exit_code == 0
     table = listed.stdout[listed.stdout.index("Adapters") :]
     rows = [[c.strip() for c in line.split("│")[1:-1]] for line in table.splitlines() if "│" in line]
-    assert ["LoRA", "pixel-art", "SD 1.x", f"{lora.stat().st_size / 1e6:.1f} MB"] in rows
+    assert ["LoRA", "pixel-art", "SD 1.x", f"{round(lora.stat().st_size / 1e3)} kB"] in rows
     assert [r[:3] for r in rows] == [
         ["ControlNet (depth)", "depth-net", "SD 1.x"],
         ["LoRA", "pixel-art", "SD 1.x"],
