@@ -180,6 +180,23 @@ class Client(threading.Thread):
             self.error = exc
 
 
+def stuck_report(engine: Any, clients: list[Client], workers: list[Proc]) -> str:
+    """What a failure needs to be understood: the jobs not yet finished (status, attempts, lease, error), where each
+    client is, and the end of each worker's log."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                Job.id, Job.status, Job.model_id, Job.attempts, Job.lease_owner, Job.lease_expires_at, Job.error_code
+            )
+            .where(Job.status.in_(("queued", "running")))
+            .limit(20)
+        ).all()
+    lines = [f"unfinished jobs (first 20): {len(rows)}", *(str(tuple(r)) for r in rows)]
+    lines += [f"{c.name}: {len(c.accepted)} accepted, {len(c.outcome)} seen" for c in clients]
+    lines += [f"--- worker {w.pid} ---\n{w.output()[-3000:]}" for w in workers]
+    return "\n".join(lines)
+
+
 def running_job_of(engine: Any, pid: int) -> str | None:
     with engine.connect() as conn:
         return conn.scalar(select(Job.id).where(Job.status == "running", Job.lease_owner.contains(f":{pid}:")).limit(1))
@@ -237,7 +254,7 @@ def test_nothing_is_lost_when_a_worker_dies_redis_restarts_and_an_api_process_re
 
         for c in clients:
             c.join(240)
-            assert not c.is_alive(), f"{c.name} did not finish"
+            assert not c.is_alive(), f"{c.name} did not finish\n" + stuck_report(engine, clients, workers)
             assert c.error is None, f"{c.name}: {c.error!r}"
 
         accepted = [job_id for c in clients for job_id in c.accepted]
