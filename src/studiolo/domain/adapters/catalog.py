@@ -397,7 +397,10 @@ class AdapterCatalog:
         clean_negative, negative_tagged = lora_tags(negative_prompt)
         wanted: list[dict[str, Any]] = [{"name": str(x["name"]), "weight": float(x["weight"])} for x in loras]
         wanted += [{"name": str(x["name"]), "weight": float(str(x["weight"]))} for x in tagged + negative_tagged]
-        model_dim = model_context_dim(model)
+        rows = self._rows()
+        # Reading the model's UNet config is file I/O on the submit path: done only when some adapter is to be checked.
+        needs_dim = wanted or controls or reference is not None or any(a.kind == "embedding" for a in rows.values())
+        model_dim = model_context_dim(model) if needs_dim else None
         need: set[str] = set()
         if wanted:
             need.add("lora")
@@ -423,7 +426,7 @@ class AdapterCatalog:
         # as A1111 does with an embedding of another family).
         embeddings = []
         if "embedding" in capabilities.adapters:
-            candidates = [a for a in self._rows().values() if a.kind == "embedding" and fits(a, model, model_dim)]
+            candidates = [a for a in rows.values() if a.kind == "embedding" and fits(a, model, model_dim)]
             used = embedding_words(f"{clean_prompt}\n{clean_negative}", [a.id for a in candidates])
             embeddings = [a.id for a in candidates if a.id in used]
         planned_controls: list[dict[str, Any]] = []
