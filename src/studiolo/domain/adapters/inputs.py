@@ -12,6 +12,7 @@ import base64
 import binascii
 import re
 from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from studiolo.db.session import Database
 from studiolo.domain.gallery.models import Image
@@ -22,6 +23,7 @@ from studiolo.errors import InvalidInput
 from studiolo.storage.base import ObjectNotFound, ObjectStore
 
 REFERENCE_INPUT = "reference"
+Checked = TypeVar("Checked")
 _DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
 
 
@@ -67,8 +69,8 @@ def adapter_inputs(
     owner_id: str,
     p: GenerationParams,
     files: Mapping[str, bytes],
-    validate: Callable[[bytes, str], object],
-) -> dict[str, object]:
+    validate: Callable[[bytes, str], Checked],
+) -> dict[str, Checked]:
     """The validated pictures of ``p``'s ControlNet units and reference, by input name. ``files``: uploaded files by
     multipart field name; ``validate(data, field)`` checks one and returns what the job keeps (GenerationService's
     validate_upload). A unit with neither an image nor a file is 422 missing_control_image; a file for a unit
@@ -84,7 +86,7 @@ def adapter_inputs(
             code="unexpected_file",
             details={"field": stray[0]},
         )
-    found: dict[str, object] = {}
+    found: dict[str, Checked] = {}
     for name, value in wanted.items():
         field = upload_field(name)
         if field in files:

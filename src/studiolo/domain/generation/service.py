@@ -263,10 +263,9 @@ class GenerationService:
         return accepted[0], created
 
     def _adapter_inputs(self, owner_id: str, p: GenerationParams, files: Mapping[str, bytes]) -> dict[str, Upload]:
-        found = adapter_inputs(
+        return adapter_inputs(
             self.db, self.store, owner_id, p, files, lambda data, field: self.validate_upload(data, field=field)
         )
-        return {name: upload for name, upload in found.items() if isinstance(upload, Upload)}
 
     def _store_inputs(self, uploads: Mapping[str, bytes]) -> dict[str, str]:
         input_keys: dict[str, str] = {}
