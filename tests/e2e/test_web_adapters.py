@@ -174,6 +174,15 @@ def test_adapter_panels_send_loras_controls_and_hires_and_keep_them(browser: Bro
     unit = page.locator(".control-unit").first
     expect(unit.get_by_label("ControlNet model")).to_have_value("")  # automatic: the installed one that fits
     expect(unit.locator(".hint").first).to_have_text("Automatic uses cn-canny-tiny (custom base (32-wide)).")
+    # A pose map cannot be made here (no preprocessor): the box is off and locked, and says to upload a map.
+    unit.get_by_label("Type").select_option("pose")
+    made_here = unit.get_by_label("Make the map from the picture (off: the picture is already a map)")
+    expect(made_here).not_to_be_checked()
+    expect(made_here).to_be_disabled()
+    expect(unit.get_by_text("Studiolo cannot make a Pose map here: upload a ready-made map.")).to_be_visible()
+    unit.get_by_label("Type").select_option("canny")
+    expect(made_here).to_be_checked()
+    expect(made_here).to_be_enabled()
     unit.locator("input[type=file]").set_input_files({"name": "edges.png", "mimeType": "image/png", "buffer": png()})
     expect(unit.locator(".slot-thumb").first).to_be_visible()
     with page.expect_response("**/api/v1/controls/preview") as preview:

@@ -15,6 +15,7 @@ from studiolo.domain.adapters.catalog import FAMILY_NAMES, KIND_NAMES, AdapterIn
 from studiolo.domain.adapters.hires import BUILTIN_HIRES_UPSCALERS
 from studiolo.domain.generation.catalog import ModelInfo
 from studiolo.engines.base import CONTROL_TYPES, ModelRef
+from studiolo.engines.preprocess import BUILTIN_TYPES, MODEL_TYPES
 from studiolo.services import Services
 
 
@@ -81,6 +82,15 @@ def generator_adapters(services: Services, models: list[ModelInfo]) -> dict[str,
         "models": per_model,
         "upscalers": upscalers,
         "control_types": list(CONTROL_TYPES),
+        # The maps a unit may ask Studiolo to make (the others are refused at submit: upload them ready-made).
+        "map_types": [
+            *BUILTIN_TYPES,
+            *(
+                t
+                for t in MODEL_TYPES
+                if any(a.kind == "preprocessor" and a.meta.get("preprocessor") == t for a in adapters)
+            ),
+        ],
     }
 
 

@@ -141,7 +141,15 @@ export function createAdapters({ form, hasStartImage, changed }) {
     const nets = fitting("controlnet").filter((a) => a.control_type === unit.type);
     const typeSel = el("select", { id: `cn-type-${i}` }, ...data.control_types.map((t) => new Option(TYPE_NAMES[t] ?? t, t)));
     typeSel.value = unit.type;
-    typeSel.addEventListener("change", () => { unit.type = typeSel.value; unit.model = ""; unit.map = null; renderUnits(); save(); changed(); });
+    // A map Studiolo cannot make here (pose; depth without a depth model) must be uploaded ready-made: the server
+    // refuses preprocess for it (422 preprocessor_unavailable), so the box starts off and cannot be ticked.
+    const makesMap = (data.map_types ?? []).includes(unit.type);
+    if (!makesMap) unit.preprocess = false;
+    typeSel.addEventListener("change", () => {
+      unit.type = typeSel.value; unit.model = ""; unit.map = null;
+      unit.preprocess = (data.map_types ?? []).includes(unit.type);
+      renderUnits(); save(); changed();
+    });
     const modelSel = el("select", { id: `cn-model-${i}`, "aria-describedby": `cn-model-hint-${i}` },
       new Option("Automatic", ""), ...nets.map((a) => new Option(a.id, a.id)));
     if (unit.model && !nets.some((a) => a.id === unit.model)) modelSel.append(new Option(`${unit.model} (not usable here)`, unit.model));
@@ -171,7 +179,8 @@ export function createAdapters({ form, hasStartImage, changed }) {
         unit.file ? el("button", { type: "button", class: "btn btn-sm btn-danger", text: "Remove picture",
           onclick: () => { unit.file = null; unit.map = null; renderUnits(); save(); changed(); } }) : null),
       status, error);
-    const pre = el("input", { type: "checkbox", id: `cn-pre-${i}`, checked: unit.preprocess });
+    const pre = el("input", { type: "checkbox", id: `cn-pre-${i}`, checked: unit.preprocess, disabled: !makesMap,
+      "aria-describedby": `cn-pre-hint-${i}` });
     pre.addEventListener("change", () => { unit.preprocess = pre.checked; unit.map = null; renderUnits(); save(); changed(); });
     return el("fieldset", { class: "control-unit" },
       el("legend", {}, `Unit ${i + 1}`),
@@ -180,6 +189,8 @@ export function createAdapters({ form, hasStartImage, changed }) {
         el("div", { class: "field" }, el("label", { for: modelSel.id }, "ControlNet model"), modelSel, modelHint)),
       slot,
       el("label", { class: "check" }, pre, "Make the map from the picture (off: the picture is already a map)"),
+      el("span", { class: "hint", id: `cn-pre-hint-${i}` }, makesMap ? ""
+        : `Studiolo cannot make a ${TYPE_NAMES[unit.type] ?? unit.type} map here: upload a ready-made map.`),
       el("div", { class: "unit-ranges" }, rangeField(unit, "strength", "Strength", 0, 2, i),
         rangeField(unit, "start", "Start", 0, 1, i), rangeField(unit, "end", "End", 0, 1, i)),
       el("button", { type: "button", class: "btn btn-sm btn-ghost", text: `Remove unit ${i + 1}`,
