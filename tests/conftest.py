@@ -136,6 +136,10 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         # the safety tests turn it on (tests/unit/test_nsfw.py, tests/integration/test_review_queue.py) and the
         # end-to-end tests run the real `studiolo` with its defaults, the check included.
         "nsfw_check": False,
+        # Converting a model for the accelerated CPU path costs seconds per model (tiny ones included): tests of
+        # other features run fp32 as loaded; tests/unit/test_cpu_accel*.py, the engine contract suite and the
+        # end-to-end tests (the real `studiolo` with its defaults) run the accelerated paths.
+        "cpu_accel": "off",
     }
     values.update(overrides)
     return Settings(**values)

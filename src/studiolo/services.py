@@ -75,7 +75,12 @@ def default_engines(settings: Settings) -> dict[str, Engine]:
 
     engines: dict[str, Engine] = {
         "diffusers": DiffusersEngine(
-            device=settings.device, memory_budget_bytes=settings.model_memory_budget_mb * 2**20
+            device=settings.device,
+            memory_budget_bytes=settings.model_memory_budget_mb * 2**20,
+            cpu_accel=settings.cpu_accel,
+            accel_cache_dir=settings.accel_cache_dir,
+            threads=settings.torch_threads,
+            gpu_compile=settings.gpu_compile,
         )
     }
     if settings.enable_echo_engine:

@@ -87,6 +87,16 @@ class Settings(BaseSettings):
     # Pipelines kept in memory at once are evicted least-recently-used beyond this many bytes.
     model_memory_budget_mb: int = Field(default=8192, ge=256)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    # How Stable Diffusion models run on a CPU (issue 20, docs/performance.md): "auto" picks the fastest path this
+    # machine has (OpenVINO, else torch bf16 where the CPU computes bf16 natively) that passes the quality gate
+    # against fp32; "openvino" or "bf16" forces one; "off" runs fp32 as loaded. Conversions are cached under
+    # <data dir>/cache/accel.
+    cpu_accel: Literal["auto", "openvino", "bf16", "off"] = "auto"
+    # torch/OpenMP and OpenVINO threads per diffusers job (0: one per physical core this process may use).
+    torch_threads: int = Field(default=0, ge=0, le=1024)
+    # CUDA only: compile the UNet with torch.compile ("max-autotune" also captures CUDA graphs); off by default
+    # because compiling costs minutes at every start.
+    gpu_compile: Literal["off", "default", "max-autotune"] = "off"
     # torch threads per demo-model job (0: torch's default, one per core). One: its many small operations made
     # two threads wait for each other, 16x slower on a busy 2-core machine (issue 13, bench/demo.py).
     demo_threads: int = Field(default=1, ge=0, le=256)
@@ -325,6 +335,10 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def accel_cache_dir(self) -> Path:
+        return self.data_dir / "cache" / "accel"
 
     @property
     def files_dir(self) -> Path:

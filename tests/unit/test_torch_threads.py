@@ -20,6 +20,7 @@ from typing import TypeVar
 import pytest
 import torch
 
+from studiolo.engines.accel.cpu import physical_cores
 from studiolo.engines.base import GenerationRequest, ModelRef, Preview
 from studiolo.engines.demo.engine import DEMO_MODEL_ID, DemoEngine
 from studiolo.engines.diffusers_engine import DiffusersEngine
@@ -102,12 +103,14 @@ def test_the_demo_model_runs_on_one_thread_and_gives_the_thread_back(weights: Pa
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:diffusers.*")  # as in test_diffusers_engine.py
-def test_a_diffusers_job_runs_with_torchs_default_whatever_its_thread_had(tmp_path: Path) -> None:
+def test_a_diffusers_job_runs_with_one_thread_per_physical_core_whatever_its_thread_had(tmp_path: Path) -> None:
     # A worker thread's first torch operation takes the process-wide count of that moment, which a demo job
-    # in another worker thread may have set to 1: every engine sets its own count for its jobs.
-    default = process_default_threads()
+    # in another worker thread may have set to 1: every engine sets its own count for its jobs (issue 20: one
+    # per physical core unless STUDIOLO_TORCH_THREADS says otherwise).
     model = ModelRef(id="tiny", engine="diffusers", source="folder", path=make_tiny_sd_pipeline(tmp_path / "tiny"))
     engine = DiffusersEngine(device="cpu")
+    default = engine.threads
+    assert default == physical_cores()
 
     def body() -> tuple[set[int], int]:
         torch.set_num_threads(default + 1)
@@ -117,6 +120,11 @@ def test_a_diffusers_job_runs_with_torchs_default_whatever_its_thread_had(tmp_pa
         return seen, torch.get_num_threads()
 
     assert in_new_thread(body) == ({default}, default + 1)
+
+
+def test_the_torch_threads_setting_reaches_the_diffusers_engine(tmp_path: Path) -> None:
+    engine = default_engines(Settings(data_dir=tmp_path, torch_threads=3))["diffusers"]
+    assert isinstance(engine, DiffusersEngine) and engine.threads == 3
 
 
 def test_the_demo_threads_setting_reaches_the_engine(weights: Path, tmp_path: Path) -> None:

@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from studiolo.engines.accel.cache import AccelCache
+from studiolo.engines.accel.plan import CpuAccel
+from studiolo.engines.accel.setup import GpuCompile, accelerate, resolve_threads
 from studiolo.engines.base import (
     CancelCheck,
     Capabilities,
@@ -32,11 +35,11 @@ from studiolo.engines.base import (
     StepCallback,
 )
 from studiolo.engines.controlnet import control_pipeline
+from studiolo.engines.diffusers_checks import is_oom as _is_oom
+from studiolo.engines.diffusers_checks import validate_request as _validate_request
 from studiolo.engines.diffusers_entry import LoadedPipeline as _Loaded
 from studiolo.engines.diffusers_entry import module_bytes
 from studiolo.engines.diffusers_sampling import (
-    DEFAULT_SAMPLERS,
-    SAMPLERS,
     diffusers_capabilities,
     keep_unmasked,
     make_scheduler,
@@ -101,10 +104,27 @@ class DiffusersEngine:
 
     name = "diffusers"
 
-    def __init__(self, device: str = "auto", memory_budget_bytes: int = 8 * 2**30, *, config_root: Path | None = None):
+    def __init__(
+        self,
+        device: str = "auto",
+        memory_budget_bytes: int = 8 * 2**30,
+        *,
+        config_root: Path | None = None,
+        cpu_accel: CpuAccel = "off",
+        accel_cache_dir: Path | None = None,
+        threads: int = 0,
+        gpu_compile: GpuCompile = "off",
+    ):
         """``device``: "auto" (cuda > mps > cpu) or a torch device string. ``memory_budget_bytes`` bounds the
         parameter bytes of cached pipelines. ``config_root`` holds the ``<arch>/`` config folders used for
-        single-file checkpoints (default: the ones shipped in the package)."""
+        single-file checkpoints (default: the ones shipped in the package). ``cpu_accel`` picks the CPU path
+        (engines/accel; "off": fp32 as loaded), caching conversions under ``accel_cache_dir``; ``threads`` is
+        the torch/OpenVINO thread count per job (0: one per physical core); ``gpu_compile`` compiles UNets on
+        CUDA."""
+        self.cpu_accel: CpuAccel = cpu_accel
+        self.accel_cache = AccelCache(accel_cache_dir or _default_cache_root())
+        self.threads = resolve_threads(threads)
+        self.gpu_compile: GpuCompile = gpu_compile
         self._device_pref = device
         self._device: str | None = None
         self.memory_budget_bytes = memory_budget_bytes
@@ -203,8 +223,9 @@ class DiffusersEngine:
                     f"({entry.capabilities.max_pixels} pixels).",
                     code="invalid_request",
                 )
-            # torch's default thread count, set for this job: a demo job may have changed it (engines/threads.py).
-            with entry.run_lock, torch_threads(0):
+            # The engine's thread count, set for this job: a demo job may have changed it (engines/threads.py);
+            # the model's accelerated modules, when this job can use them (engines/accel).
+            with entry.run_lock, torch_threads(self.threads), entry.accel.active(entry.base, request):
                 return self._run(entry, request, on_step, should_cancel)
         finally:
             self._release(entry)
@@ -356,7 +377,16 @@ class DiffusersEngine:
 
     def _load_entry(self, model: ModelRef) -> _Loaded:
         try:
-            base = self._load_pipeline(model)
+            base, accel = accelerate(
+                self._load_pipeline(model),
+                model,
+                device=self.device,
+                cpu_accel=self.cpu_accel,
+                cache=self.accel_cache,
+                threads=self.threads,
+                gpu_compile=self.gpu_compile,
+                reload_fp32=lambda: self._load_pipeline(model),
+            )
         except (EngineError, GenerationCanceled):
             raise
         except Exception as exc:
@@ -372,12 +402,12 @@ class DiffusersEngine:
                 f"Could not load model '{model.id}' from {model.path}: {type(exc).__name__}: {exc}. The files "
                 f"may be damaged or not a supported diffusers model; re-import it with {IMPORT_HINT}."
             ) from exc
+        size = _pipeline_bytes(base)
         if is_upscaler(base):  # enlarges images and draws none (diffusers_upscale.py)
-            return _Loaded(base, {"upscale": base}, upscaler_capabilities(), _pipeline_bytes(base), self.device)
+            return _Loaded(base, {"upscale": base}, upscaler_capabilities(), size, self.device, accel=accel)
         if type(base).__name__ in MOTION_PIPELINES:  # image-to-video: run by image_to_video.py, draws none here
-            return _Loaded(
-                base, {}, Capabilities(txt2img=False, img2img=False, inpaint=False), _pipeline_bytes(base), self.device
-            )
+            no_tasks = Capabilities(txt2img=False, img2img=False, inpaint=False)
+            return _Loaded(base, {}, no_tasks, size, self.device, accel=accel)
         pipes: dict[JobKind, Any] = {}
         unet = getattr(base, "unet", None)
         inpaint_only = int(getattr(getattr(unet, "config", None), "in_channels", 4) or 4) == 9
@@ -389,9 +419,8 @@ class DiffusersEngine:
                 pipe.set_progress_bar_config(disable=True)
                 pipes[kind] = pipe
         capabilities = diffusers_capabilities("txt2img" in pipes, "img2img" in pipes, "inpaint" in pipes)
-        return _Loaded(
-            base=base, pipes=pipes, capabilities=capabilities, base_bytes=_pipeline_bytes(base), device=self.device
-        )
+        # OpenVINO's copy of the weights counts against the memory budget too.
+        return _Loaded(base, pipes, capabilities, size + accel.extra_bytes(), self.device, accel=accel)
 
     def _load_pipeline(self, model: ModelRef) -> Any:
         import torch
@@ -484,6 +513,12 @@ class DiffusersEngine:
 # --- helpers --------------------------------------------------------------------------------------------------
 
 
+def _default_cache_root() -> Path:
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / "studiolo-accel"
+
+
 def _resolve_device(preference: str) -> str:
     import torch
 
@@ -545,40 +580,3 @@ def _task_pipeline(base: Any, kind: JobKind) -> Any | None:
 
 def _pipeline_bytes(pipe: Any) -> int:
     return module_bytes(*pipe.components.values())
-
-
-def _validate_request(request: GenerationRequest) -> None:
-    if not request.seeds:
-        raise EngineError("A generation needs at least one seed.", code="invalid_request")
-    if request.steps < 1:
-        raise EngineError("steps must be at least 1.", code="invalid_request")
-    if request.width <= 0 or request.height <= 0 or request.width % 8 or request.height % 8:
-        raise EngineError(
-            f"Width and height must be positive multiples of 8 (got {request.width}x{request.height}).",
-            code="invalid_request",
-        )
-    if request.sampler not in DEFAULT_SAMPLERS and request.sampler not in SAMPLERS:
-        raise EngineError(
-            f"Unknown sampler {request.sampler!r}; choose one of: default, {', '.join(SAMPLERS)}.",
-            code="invalid_sampler",
-        )
-    if request.kind in ("img2img", "inpaint"):
-        if request.init_image is None:
-            raise EngineError(f"{request.kind} needs an init image.", code="invalid_request")
-        if not 0.0 < request.strength <= 1.0:
-            raise EngineError("strength must be in (0, 1].", code="invalid_request")
-    if request.kind == "inpaint" and request.mask_image is None:
-        raise EngineError("inpaint needs a mask image (white = repaint).", code="invalid_request")
-    if request.variation_seeds is not None and request.variation_strength > 0 and request.kind != "txt2img":
-        raise EngineError(
-            f"A variation seed works with txt2img only on diffusers models, not {request.kind}.",
-            code="unsupported_variation",
-        )
-
-
-def _is_oom(exc: BaseException) -> bool:
-    import torch
-
-    # MPS and older CUDA builds raise a plain RuntimeError("... out of memory ...").
-    oom = isinstance(exc, torch.cuda.OutOfMemoryError)
-    return oom or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())

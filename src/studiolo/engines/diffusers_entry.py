@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from studiolo.engines.accel.plan import Acceleration
 from studiolo.engines.base import Capabilities, JobKind
 
 
@@ -29,6 +30,8 @@ class LoadedPipeline:
     # Adapter state per adapter module, and the parameter bytes each holds (counted against the cache budget).
     extras: dict[str, Any] = field(default_factory=dict)
     extra_bytes: dict[str, int] = field(default_factory=dict)
+    # The path this model runs on (engines/accel): fp32 as loaded unless acceleration chose another.
+    accel: Acceleration = field(default_factory=lambda: Acceleration("fp32", 0))
 
     @property
     def size_bytes(self) -> int:

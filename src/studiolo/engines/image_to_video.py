@@ -229,9 +229,9 @@ class SVDImageToVideo:
         except (GenerationCanceled, EngineError):
             raise
         except Exception as exc:
-            from studiolo.engines.diffusers_engine import _is_oom
+            from studiolo.engines.diffusers_checks import is_oom
 
-            if _is_oom(exc):
+            if is_oom(exc):
                 self._free_memory()
                 raise EngineError(
                     f"Not enough memory on {self.device} to animate with '{model.id}'. Lower the decode chunk size "
@@ -333,9 +333,9 @@ class SVDImageToVideo:
         free_device_memory(self._device)
 
     def _load(self, model: MotionModel) -> _Loaded:
+        from studiolo.engines.diffusers_checks import is_oom as _is_oom
         from studiolo.engines.diffusers_engine import (
             _dtype_kwarg,
-            _is_oom,
             _only_fp16_variant_weights,
             _pipeline_bytes,
         )
