@@ -7,6 +7,7 @@ host. The same behaviour across real processes and a broker: tests/e2e/test_work
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import threading
@@ -228,3 +229,19 @@ def test_removing_a_model_fails_its_queued_jobs_and_retrying_one_is_refused(serv
         services.generation.retry(LOCAL_USER_ID, job_id)
     assert "studiolo models import" in refused.value.message
     assert job_row(services, job_id).status == "failed"
+
+
+def test_removing_a_model_deletes_its_accelerated_copies_only(services: Services, tmp_path: Path) -> None:
+    # A converted model is gigabytes under <data dir>/cache/accel (issue 20); nothing could ever use it again.
+    from studiolo.engines.accel.cache import AccelCache
+
+    install(services, tmp_path / "models" / MODEL)
+    install(services, tmp_path / "models" / "other", model_id="other")
+    cache = AccelCache(services.settings.accel_cache_dir)
+    for model_dir in (tmp_path / "models" / MODEL, tmp_path / "models" / "other"):
+        with cache.build(cache.key(model_dir, device="cpu")) as (folder, _manifest):
+            (folder / "unet.bin").write_bytes(b"converted weights")
+    assert len(list(cache.root.iterdir())) == 2
+    services.catalog.remove(MODEL)
+    left = [json.loads((entry / "manifest.json").read_text())["model_path"] for entry in cache.root.iterdir()]
+    assert left == [str(tmp_path / "models" / "other")]

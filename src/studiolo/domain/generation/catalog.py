@@ -21,6 +21,7 @@ from studiolo.db.base import utcnow
 from studiolo.db.session import Database
 from studiolo.domain.adapters.models import InstalledAdapter
 from studiolo.domain.generation.models import InstalledModel, Job
+from studiolo.engines.accel.cache import AccelCache
 from studiolo.engines.base import Capabilities, Engine, ModelRef
 from studiolo.engines.demo.engine import DEMO_MODEL_ID, DemoEngine
 from studiolo.engines.esrgan_files import ESRGAN_ARCHS, ESRGAN_ENGINE
@@ -450,6 +451,8 @@ class ModelCatalog:
                 )
             )
         self._invalidate()
+        if path is not None:  # its converted copies for the accelerated CPU path (engines/accel) go with it
+            AccelCache(self.settings.accel_cache_dir).forget_model(path)
         # Only files we put under models_dir are ours to delete; an in-place import points elsewhere.
         models_dir = self.settings.models_dir.resolve()
         if delete_files and path is not None and path.exists() and models_dir in path.resolve().parents:
