@@ -134,7 +134,9 @@ def main() -> None:
             )
         return time.perf_counter() - t, out.images[0]
 
-    with tempfile.TemporaryDirectory() as tmp, studiolo_server(Path(tmp)) as (base, proc):
+    # fp32 as loaded on both sides: this measures what Studiolo adds around the same computation (the accelerated
+    # CPU path, which changes the computation, is bench/cpu.py's subject).
+    with tempfile.TemporaryDirectory() as tmp, studiolo_server(Path(tmp), cpu_accel="off") as (base, proc):
         env = {"STUDIOLO_DATA_DIR": tmp}
         # Accounts came after this script: without signing in every request got 401 (issue 13).
         headers = sign_in(base, Path(tmp))
