@@ -121,6 +121,18 @@ SMOKE: dict[str, tuple[list[str], list[str]]] = {
             rf"^found 720p 1280x720 quality_check +{NUMBER} s",
         ],
     ),
+    "gpu": (
+        ["--tiny", "--runs", "1", "--batch", "2"],  # no GPU here: the script's logic on few-MB models, on the CPU
+        [
+            rf"^SDXL 32x32, 3 step\(s\), guidance 5 \(CFG: UNet batch 2 per image\): one image = {NUMBER} GFLOP "
+            rf"\(text encoders {NUMBER} GFLOP, UNet {NUMBER} GFLOP, VAE decode {NUMBER} GFLOP\)$",
+            r"^SD-Turbo batch 1: same seed, raw vs Studiolo: max pixel difference \d+$",
+            rf"^SD-Turbo batch 2 run 1: raw diffusers {NUMBER} s +Studiolo {NUMBER} s$",
+            rf"^SDXL +Studiolo +1 +{NUMBER} +{NUMBER} +{NUMBER}% +>= 50 % of peak: (not )?met$",
+            rf"^SD-Turbo +Studiolo +2 +{NUMBER} +{NUMBER} +{NUMBER}% +>= 40 images/s: (not )?met$",
+            rf"^  SD-Turbo batch 2, Studiolo: {NUMBER}$",
+        ],
+    ),
     "overhead": (
         ["--tiny", "--size", "64", "--runs", "1"],
         [
@@ -226,7 +238,7 @@ def bench_runs(
     for script in selected:
         tmp = tmp_path_factory.mktemp(f"bench-{script}")
         args, _ = SMOKE[script]
-        if script == "overhead":
+        if script in ("overhead", "gpu"):
             args = [*args, "--cache", str(tmp / "models")]
         if script == "demo":
             args = [*args, "--out", str(tmp / "sheets")]
@@ -262,3 +274,16 @@ def test_bench_script_runs_and_prints_its_figures(script: str, bench_runs: dict[
     assert code == 0, f"exit {code}\n{stdout[-3000:]}\n{stderr[-3000:]}"
     missing = [f for f in SMOKE[script][1] if not re.search(f, stdout, re.MULTILINE)]
     assert not missing, f"figures not printed: {missing}\n{stdout}"
+
+
+def test_gpu_bench_stops_with_one_line_without_a_gpu(tmp_path: Path) -> None:
+    """bench/gpu.py on a machine without CUDA (hidden here, should this one have a GPU) says so and exits 2."""
+    env = {**_env(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.gpu", "--runs", "1"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "bench/gpu.py needs a CUDA GPU; this machine has none (--tiny runs its logic on the CPU, figures meaningless)"
+    ]
+    assert out.stdout == ""
