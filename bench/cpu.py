@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +139,13 @@ def existing(path: Path) -> Path:
 
 def free_gb(path: Path) -> float:
     return shutil.disk_usage(existing(path)).free / 1e9
+
+
+def available_gb() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 2**20
+    return math.nan
 
 
 def server_log(pid: int) -> str:
@@ -347,7 +355,10 @@ def sd_turbo_paths(args: argparse.Namespace, model_dir: Path, cache_dir: Path) -
         engine.unload(MODEL_ID)
         del engine, accel
         gc.collect()
-    print(f"per path, in this process (load with the conversion cache warm; one image, median of {args.runs}):")
+    print(
+        f"per path, in this process (load: conversion cache warm, and a forced path's first load runs its quality "
+        f"gate; image: median of {args.runs}):"
+    )
     print(f"{'setting':<9} {'load':>9} {'image':>10}  {'PSNR vs off':>10}   chosen path")
     for line in lines:
         print(line)
@@ -432,6 +443,8 @@ def main() -> None:
     ap.add_argument("--skip-sdxl", action="store_true", help="leave out the SDXL-Turbo part (~14 GB of weights)")
     args = ap.parse_args()
     started = time.perf_counter()
+    # Line by line even into a pipe (| tee): a run killed for memory still shows what it measured.
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
 
     import torch
 
@@ -459,7 +472,12 @@ def main() -> None:
         sd_turbo_servers(args, report, model_dir, data_dir)
         sd_turbo_paths(args, model_dir, data_dir / "cache" / "accel")
     if not args.skip_sdxl:
-        sdxl_turbo(args, report)
+        print(f"memory available before the SDXL part: {available_gb():.1f} GB")
+        try:
+            sdxl_turbo(args, report)
+        except Exception as exc:  # noqa: BLE001 - printed in full; the SD-Turbo figures still get their table
+            traceback.print_exc()
+            report.note("SDXL-Turbo", f"failed: {type(exc).__name__}: {exc}")
     report.table()
     print(f"\ntotal {time.perf_counter() - started:.0f} s; this process's peak RSS {own_peak_mb():.0f} MB")
 
