@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import statistics
 import subprocess
@@ -23,77 +22,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
 from PIL import Image
 
+from bench._architectures import build_sd_turbo_architecture
 from bench._server import ok, rss_mb, sign_in, studiolo_server
 
-CONFIGS = Path(__file__).resolve().parents[1] / "src" / "studiolo" / "engines" / "configs" / "sd21"
 PROMPT = "a lighthouse at dusk, cinematic"
-
-
-# The same pipeline classes shrunk to a few MB (--tiny): what the smoke test runs, in seconds.
-TINY: dict[str, dict[str, Any]] = {
-    "unet": {
-        "block_out_channels": [32, 64],
-        "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
-        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
-        "attention_head_dim": [2, 4],
-        "layers_per_block": 1,
-        "cross_attention_dim": 32,
-    },
-    "vae": {
-        "block_out_channels": [32, 64],
-        "down_block_types": ["DownEncoderBlock2D"] * 2,
-        "up_block_types": ["UpDecoderBlock2D"] * 2,
-        "layers_per_block": 1,
-    },
-    "text_encoder": {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2},
-}
-
-
-def build_sd_turbo_architecture(dest: Path, tiny: bool = False) -> Path:
-    """SD-Turbo = the SD 2.1-base architecture (865M UNet, OpenCLIP ViT-H text encoder, SD VAE)."""
-    if (dest / "model_index.json").exists():
-        return dest
-    import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from studiolo.engines.diffusers_engine import clip_tokenizer_from_package
-
-    def cfg(name: str) -> dict[str, Any]:
-        values = {
-            k: v for k, v in json.loads((CONFIGS / name / "config.json").read_text()).items() if not k.startswith("_")
-        }
-        return {**values, **(TINY.get(name, {}) if tiny else {})}
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel.from_config({**cfg("unet"), "sample_size": 64})  # 512 px base, as SD-Turbo
-    vae = AutoencoderKL.from_config(cfg("vae"))
-    text_encoder = CLIPTextModel(CLIPTextConfig(**cfg("text_encoder")))
-    tokenizer_cfg = json.loads((CONFIGS / "tokenizer" / "tokenizer_config.json").read_text())
-    tokenizer = clip_tokenizer_from_package(tokenizer_cfg)
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="trailing"
-    )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    tmp = dest.with_name(dest.name + ".tmp")
-    pipe.save_pretrained(tmp, safe_serialization=True)
-    tmp.rename(dest)
-    return dest
 
 
 def main() -> None:

@@ -82,6 +82,27 @@ SMOKE: dict[str, tuple[list[str], list[str]]] = {
             rf"a1111 +p50 +{NUMBER} ms +p95 +{NUMBER} ms +added p50 [+-]{NUMBER} ms",
         ],
     ),
+    "cpu": (
+        ["--tiny", "--size", "64", "--runs", "1"],
+        [
+            rf"^SD-Turbo first load ever: conversion \+ quality gate, one-time per model version: {NUMBER} s$",
+            r"^server log: .* studiolo\.engines\.accel\.setup model sd-turbo-arch on cpu: path \w+, \d+ thread",
+            rf"^run 1: raw fp32 +{NUMBER} s +Studiolo job over HTTP +{NUMBER} s +ratio {NUMBER}$",
+            rf"^SD-Turbo Studiolo job / raw fp32 \(b/a\): {NUMBER} \(.*\) \(target <= 0.33\) (PASS|MISS)$",
+            rf"^SD-Turbo PSNR, job vs raw fp32, same seed: ({NUMBER} dB|identical) .* (PASS|MISS)$",
+            rf"^restart, cache warm: launch -> ready {NUMBER} s, launch -> first job succeeded {NUMBER} s, "
+            rf"ready -> first job succeeded {NUMBER} s",
+            rf"^SD-Turbo first image after a restart \(from submit\) / steady job: {NUMBER}x .* (PASS|MISS)$",
+            rf"^SD-Turbo server RSS, model loaded, accelerated \(after a restart\): {NUMBER} MB vs fp32 {NUMBER} MB",
+            *(
+                rf"^{path} +{NUMBER} s +{NUMBER} s +({NUMBER} dB|identical) +path "
+                for path in ("off", "bf16", "openvino")
+            ),
+            rf"^SDXL-Turbo raw fp32 / Studiolo engine: {NUMBER}x \(raw {NUMBER} s, engine {NUMBER} s\) .* (PASS|MISS)$",
+            rf"^SDXL-Turbo PSNR, engine vs raw fp32, same seed: ({NUMBER} dB|identical) .* (PASS|MISS)$",
+            r"^summary$",
+        ],
+    ),
     "demo": (
         ["--smoke"],
         [
@@ -238,7 +259,7 @@ def bench_runs(
     for script in selected:
         tmp = tmp_path_factory.mktemp(f"bench-{script}")
         args, _ = SMOKE[script]
-        if script in ("overhead", "gpu"):
+        if script in ("overhead", "gpu", "cpu"):
             args = [*args, "--cache", str(tmp / "models")]
         if script == "demo":
             args = [*args, "--out", str(tmp / "sheets")]
