@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from studiolo.engines.accel import gate, plan
+from studiolo.engines.accel import gate, openvino_modules, plan
 from studiolo.engines.accel.cache import MANIFEST, AccelCache, model_fingerprint
 from studiolo.engines.accel.openvino_modules import OV_CACHE_DIR, UNET_IR
-from studiolo.engines.base import GenerationRequest, ModelRef
+from studiolo.engines.base import GenerationRequest, ModelRef, Preview
 from studiolo.engines.diffusers_engine import DiffusersEngine
 from tests.tiny_pipeline import make_tiny_sd_pipeline
 
@@ -45,7 +45,7 @@ class Counts:
 def _counting(monkeypatch: pytest.MonkeyPatch) -> Counts:
     """Count ``plan.convert`` and ``gate.render`` calls (the real functions still run)."""
     counts = Counts()
-    real_convert, real_render = plan.convert, gate.render
+    real_convert, real_render = openvino_modules.convert, gate.render
 
     def convert(base: Any, folder: Path) -> None:
         counts.converts += 1
@@ -60,13 +60,17 @@ def _counting(monkeypatch: pytest.MonkeyPatch) -> Counts:
     return counts
 
 
+def _ignore(step: int, total: int, preview: Preview | None = None, image: int = 0) -> None:
+    """An on_step that takes everything an engine may pass."""
+
+
 def _engine(cache_dir: Path) -> DiffusersEngine:
     return DiffusersEngine(device="cpu", cpu_accel="openvino", accel_cache_dir=cache_dir, threads=1)
 
 
 def _generate(engine: DiffusersEngine, model: ModelRef) -> np.ndarray:
     request = GenerationRequest(model=model, prompt="a lighthouse", seeds=[3], width=64, height=64, steps=2)
-    ((_seed, array),) = engine.generate_arrays(request, lambda step, total, **_: None, lambda: False)
+    ((_seed, array),) = engine.generate_arrays(request, _ignore, lambda: False)
     return np.asarray(array)
 
 
