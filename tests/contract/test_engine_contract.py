@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from studiolo.engines.accel.openvino_modules import openvino_available
+from studiolo.engines.accel.plan import CpuAccel
 from studiolo.engines.base import (
     Capabilities,
     Engine,
@@ -49,6 +51,8 @@ class EngineCase:
     model: ModelRef
     limited_engine: Engine | None = None
     limited_model: ModelRef | None = None
+    # The accelerated CPU path the engine was asked for (issue 20); None for engines without one.
+    path: str | None = None
 
 
 def _echo_case(tmp: Path) -> EngineCase:
@@ -75,6 +79,38 @@ def _diffusers_case(tmp: Path) -> EngineCase:
     )
 
 
+def _accelerated_case(cpu_accel: CpuAccel) -> Callable[[Path], EngineCase]:
+    """The diffusers engine on one accelerated CPU path (issue 20), with the tiny models of ``_diffusers_case``.
+
+    The tiny SD model passes the quality gate on both paths (measured: PSNR 54 dB), so the engine really runs it
+    on that path (``test_accelerated_cases_run_on_their_path``). The inpaint-only model has no accelerated path
+    (an inpainting pipeline class) and runs fp32 as loaded, which the limited case checks too.
+    """
+
+    def factory(tmp: Path) -> EngineCase:
+        from studiolo.engines.diffusers_engine import DiffusersEngine
+
+        engine = DiffusersEngine(device="cpu", cpu_accel=cpu_accel, accel_cache_dir=tmp / "accel-cache")
+        full = make_tiny_sd_pipeline(tmp / "tiny", seed=0)
+        inpaint_only = make_tiny_sd_pipeline(tmp / "tiny-inpaint", seed=1, inpaint=True)
+        return EngineCase(
+            engine=engine,
+            model=ModelRef(id="tiny", engine="diffusers", source="folder", path=full),
+            limited_engine=engine,
+            limited_model=ModelRef(id="tiny-inpaint", engine="diffusers", source="folder", path=inpaint_only),
+            path=cpu_accel,
+        )
+
+    return factory
+
+
+# The OpenVINO path exists only where the package is installed (it is a dependency here, so it runs here).
+ACCELERATED = [
+    *([pytest.param(_accelerated_case("openvino"), id="diffusers-openvino")] if openvino_available() else []),
+    pytest.param(_accelerated_case("bf16"), id="diffusers-bf16"),
+]
+
+
 def _demo_tiny_case(tmp: Path) -> EngineCase:
     # Every kind, and no model of it lacks one: no limited case.
     engine = DemoEngine(weights=make_tiny_demo_weights(tmp / "demo"))
@@ -88,13 +124,14 @@ def _demo_case(tmp: Path) -> EngineCase:
 ADAPTERS = [
     pytest.param(_echo_case, id="echo"),
     pytest.param(_diffusers_case, id="diffusers"),
+    *ACCELERATED,
     pytest.param(_demo_tiny_case, id="demo-tiny"),
     # The trained weights ship in the package; a checkout that has not exported them yet still runs demo-tiny.
     *([pytest.param(_demo_case, id="demo")] if weights_available() else []),
 ]
 
 
-LIMITED_ADAPTERS = [pytest.param(_echo_case, id="echo"), pytest.param(_diffusers_case, id="diffusers")]
+LIMITED_ADAPTERS = [pytest.param(_echo_case, id="echo"), pytest.param(_diffusers_case, id="diffusers"), *ACCELERATED]
 
 
 @pytest.fixture(scope="module", params=ADAPTERS)
@@ -376,3 +413,27 @@ def test_model_is_loaded_after_load_and_generate(case: EngineCase) -> None:
     case.engine.generate(_request(case.model), _ignore, lambda: False)
     assert case.engine.is_loaded(case.model.id)
     assert not case.engine.is_loaded("no-such-model")
+
+
+def _accel_path(engine: Engine, model: ModelRef) -> tuple[str, bool]:
+    """The CPU path the diffusers engine loaded ``model`` on, and whether it passed the quality gate (or ran none)."""
+    from studiolo.engines.diffusers_engine import DiffusersEngine
+
+    assert isinstance(engine, DiffusersEngine)
+    engine.load(model)
+    accel = engine._cache[model.id].accel
+    return str(accel.path), accel.quality is None or accel.quality.passed
+
+
+def test_accelerated_cases_run_on_their_path(case: EngineCase) -> None:
+    """The accelerated cases hold the contract on the path they name, not on an fp32 fallback: the tiny model passes
+    the quality gate, so the forced path is the one it runs on (a forced path that failed would still run, with a
+    warning: tests/unit/test_cpu_accel.py)."""
+    if case.path is not None:
+        assert _accel_path(case.engine, case.model) == (case.path, True)
+
+
+def test_a_limited_model_without_an_accelerated_path_runs_as_loaded(limited_case: EngineCase) -> None:
+    if limited_case.path is not None:
+        assert limited_case.limited_engine is not None and limited_case.limited_model is not None
+        assert _accel_path(limited_case.limited_engine, limited_case.limited_model) == ("fp32", True)

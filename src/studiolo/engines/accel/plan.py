@@ -133,7 +133,10 @@ def choose_cpu_path(
     results = quality.read_results(folder)
     side = quality.gate_side(base)
     reference = None if all(c in results for c in candidates) else quality.render(base, side)
-    if bf16:
+    # The torch modules run in bf16 wherever the CPU has bf16 arithmetic, and on the bf16 path anyway: forced on a
+    # CPU that emulates bf16 it is slow (its reason says so), but it is still the path asked for, not fp32.
+    cast = bf16 or "bf16" in candidates
+    if cast:
         _cast_bf16(base)
     chosen: Acceleration | None = None
     for path in candidates:
@@ -154,7 +157,7 @@ def choose_cpu_path(
             break
         log.warning("path %s fails the quality gate (%s); not using it", path, accel.quality.describe())
     if chosen is None:
-        return Acceleration("fp32", threads, "no accelerated path passed the quality gate", needs_fp32_reload=bf16)
+        return Acceleration("fp32", threads, "no accelerated path passed the quality gate", needs_fp32_reload=cast)
     if chosen.path == "openvino" and not bf16:
         chosen.reason = "fp32 inside OpenVINO: this CPU has no bf16 arithmetic"
     return chosen
