@@ -9,8 +9,11 @@ folder is built once, saved as fp32 safetensors, and reused: the caller passes a
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 CONFIGS = Path(__file__).resolve().parents[1] / "src" / "studiolo" / "engines" / "configs"
 
@@ -107,15 +110,22 @@ def build_sd_turbo_architecture(dest: Path, tiny: bool = False) -> Path:
     return _save(pipe, dest)
 
 
-def build_sdxl_turbo_architecture(dest: Path, tiny: bool = False) -> Path:
-    """SDXL-Turbo = the SDXL base architecture (2.6B UNet, CLIP ViT-L and OpenCLIP ViT-bigG text encoders, SDXL
-    VAE) at a 512 px native size, with SDXL-Turbo's scheduler (Euler ancestral, trailing timesteps); ~14 GB fp32."""
+def build_sdxl_architecture(
+    dest: Path, tiny: bool = False, *, turbo: bool = False, device: str = "cpu", half: bool = False
+) -> Path:
+    """The SDXL base architecture (2.6B UNet, CLIP ViT-L and OpenCLIP ViT-bigG text encoders, SDXL VAE), ~14 GB fp32.
+
+    ``turbo``: SDXL-Turbo (the same architecture at a 512 px native size, with its scheduler: Euler ancestral,
+    trailing timesteps); else SDXL base's config (1024 px, Euler). ``device`` initialises the random weights (on a GPU
+    in seconds, on one CPU thread in minutes); ``half`` saves them in fp16 (bench/gpu.py: half the disk and load).
+    """
     if (dest / "model_index.json").exists():
         return dest
     import torch
     from diffusers import (
         AutoencoderKL,
         EulerAncestralDiscreteScheduler,
+        EulerDiscreteScheduler,
         StableDiffusionXLPipeline,
         UNet2DConditionModel,
     )
@@ -123,12 +133,19 @@ def build_sdxl_turbo_architecture(dest: Path, tiny: bool = False) -> Path:
 
     shrink = TINY_SDXL if tiny else None
     torch.manual_seed(0)
-    unet = UNet2DConditionModel.from_config({**_config("sdxl", "unet", shrink), "sample_size": 64})  # 512 px base
-    vae = AutoencoderKL.from_config(_config("sdxl", "vae", shrink))
-    text_encoder = CLIPTextModel(CLIPTextConfig(**_config("sdxl", "text_encoder", shrink)))
-    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**_config("sdxl", "text_encoder_2", shrink)))
-    scheduler = EulerAncestralDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="trailing"
+    unet_config = _config("sdxl", "unet", shrink)
+    if turbo:
+        unet_config["sample_size"] = 64  # 512 px base
+    with torch.device(device):
+        unet = UNet2DConditionModel.from_config(unet_config)
+        vae = AutoencoderKL.from_config(_config("sdxl", "vae", shrink))
+        text_encoder = CLIPTextModel(CLIPTextConfig(**_config("sdxl", "text_encoder", shrink)))
+        text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**_config("sdxl", "text_encoder_2", shrink)))
+    schedule: dict[str, Any] = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
+    scheduler = (
+        EulerAncestralDiscreteScheduler(**schedule, timestep_spacing="trailing")
+        if turbo
+        else EulerDiscreteScheduler(**schedule, timestep_spacing="leading", steps_offset=1)
     )
     pipe = StableDiffusionXLPipeline(
         vae=vae,
@@ -141,4 +158,29 @@ def build_sdxl_turbo_architecture(dest: Path, tiny: bool = False) -> Path:
         force_zeros_for_empty_prompt=True,
         add_watermarker=False,
     )
+    if half and not tiny:
+        pipe.to(torch.float16)
     return _save(pipe, dest)
+
+
+def build_sdxl_turbo_architecture(dest: Path, tiny: bool = False) -> Path:
+    """SDXL-Turbo's architecture, fp32 on the CPU (bench/cpu.py)."""
+    return build_sdxl_architecture(dest, tiny, turbo=True)
+
+
+def call_pipeline(pipe: Any, side: int, seed: int, prompt: str) -> tuple[float, np.ndarray]:
+    """One raw diffusers call, as a user of the library makes it; (seconds, float HxWx3 picture)."""
+    import torch
+
+    t = time.perf_counter()
+    with torch.inference_mode():
+        out = pipe(
+            prompt,
+            num_inference_steps=1,
+            guidance_scale=0.0,
+            height=side,
+            width=side,
+            generator=torch.Generator("cpu").manual_seed(seed),
+            output_type="np",
+        )
+    return time.perf_counter() - t, out.images[0]

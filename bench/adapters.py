@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from bench._architectures import build_sd_turbo_architecture
 from bench._server import rss_mb
-from bench.overhead import PROMPT, build_sd_turbo_architecture
+from bench.overhead import PROMPT
 
 LORA_RANK = 16
 

@@ -49,7 +49,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from bench._architectures import build_sd_turbo_architecture, build_sdxl_turbo_architecture
+from bench._architectures import build_sd_turbo_architecture, build_sdxl_turbo_architecture, call_pipeline
 from bench._server import ok, rss_mb, sign_in, studiolo_server
 from bench.overhead import PROMPT
 
@@ -162,24 +162,6 @@ def path_line(pid: int) -> str:
     return lines[-1].strip() if lines else "(no 'on cpu: path' line in the server's log)"
 
 
-def call_pipeline(pipe: Any, side: int, seed: int) -> tuple[float, np.ndarray]:
-    """One raw diffusers call, as a user of the library makes it; (seconds, float HxWx3 picture)."""
-    import torch
-
-    t = time.perf_counter()
-    with torch.inference_mode():
-        out = pipe(
-            PROMPT,
-            num_inference_steps=1,
-            guidance_scale=0.0,
-            height=side,
-            width=side,
-            generator=torch.Generator("cpu").manual_seed(seed),
-            output_type="np",
-        )
-    return time.perf_counter() - t, out.images[0]
-
-
 def call_engine(engine: Any, model: Any, side: int, seed: int) -> tuple[float, np.ndarray]:
     """One image from Studiolo's engine in this process, no HTTP; (seconds, float HxWx3 picture)."""
     from studiolo.engines.base import GenerationRequest
@@ -258,7 +240,7 @@ def sd_turbo_servers(args: argparse.Namespace, report: Report, model_dir: Path, 
         raw = StableDiffusionPipeline.from_pretrained(model_dir, local_files_only=True)
         raw.set_progress_bar_config(disable=True)
         print(f"raw fp32 pipeline loaded in {time.perf_counter() - t:.1f} s")
-        _, raw_img = call_pipeline(raw, side, seed=1)  # warm-up (one-time costs), and the quality reference
+        _, raw_img = call_pipeline(raw, side, 1, PROMPT)  # warm-up (one-time costs), and the quality reference
         raw_u8 = to_u8(raw_img)
         quality = psnr(raw_u8, job_img)
         print(
@@ -266,7 +248,7 @@ def sd_turbo_servers(args: argparse.Namespace, report: Report, model_dir: Path, 
         )
         a, b = [], []
         for i in range(args.runs):
-            a.append(call_pipeline(raw, side, 100 + i)[0])
+            a.append(call_pipeline(raw, side, 100 + i, PROMPT)[0])
             b.append(http_job(client, side, 100 + i)[0])
             print(
                 f"run {i + 1}: raw fp32 {a[-1]:6.2f} s   Studiolo job over HTTP {b[-1]:6.2f} s   "
@@ -396,8 +378,8 @@ def sdxl_turbo(args: argparse.Namespace, report: Report) -> None:
     raw = StableDiffusionXLPipeline.from_pretrained(model_dir, local_files_only=True)
     raw.set_progress_bar_config(disable=True)
     print(f"SDXL raw fp32 pipeline loaded in {time.perf_counter() - t:.1f} s")
-    _, raw_img = call_pipeline(raw, side, seed=1)  # warm-up, and the quality reference
-    raw_median = timed_runs(functools.partial(call_pipeline, raw, side), args.runs)
+    _, raw_img = call_pipeline(raw, side, 1, PROMPT)  # warm-up, and the quality reference
+    raw_median = timed_runs(functools.partial(call_pipeline, raw, side, prompt=PROMPT), args.runs)
     print(f"SDXL raw fp32: median {raw_median:.2f} s; this process's peak RSS so far {own_peak_mb():.0f} MB")
     # Never both in memory: fp32 SDXL alone is ~14 GB.
     del raw

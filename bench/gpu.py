@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import re
 import statistics
 import sys
@@ -35,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.overhead import PROMPT, TINY, build_sd_turbo_architecture
+from bench._architectures import build_sd_turbo_architecture, build_sdxl_architecture
+from bench.overhead import PROMPT
 
-SDXL_CONFIGS = Path(__file__).resolve().parents[1] / "src" / "studiolo" / "engines" / "configs" / "sdxl"
 NO_GPU = "bench/gpu.py needs a CUDA GPU; this machine has none (--tiny runs its logic on the CPU, figures meaningless)"
 TARGET_SDXL_PEAK_PERCENT = 50.0
 TARGET_TURBO_IMAGES_PER_S = 40.0
@@ -56,26 +55,6 @@ PEAK_TFLOPS: tuple[tuple[tuple[str, ...], tuple[str, ...], float], ...] = (
     (("l4",), (), 121.0),
     (("rtx", "4090"), ("d",), 165.2),
 )
-
-# SDXL's classes shrunk to a few MB (--tiny). The UNet's cross-attention width is both text encoders' widths
-# together (32 + 32), and its added-condition input is text_encoder_2's projection (32) + 6 size/crop numbers
-# embedded to 8 each.
-TINY_SDXL: dict[str, dict[str, Any]] = {
-    "unet": {
-        "block_out_channels": [32, 64],
-        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
-        "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
-        "attention_head_dim": [2, 4],
-        "transformer_layers_per_block": [1, 1],
-        "layers_per_block": 1,
-        "cross_attention_dim": 64,
-        "addition_time_embed_dim": 8,
-        "projection_class_embeddings_input_dim": 80,
-    },
-    "vae": TINY["vae"],
-    "text_encoder": TINY["text_encoder"],
-    "text_encoder_2": {**TINY["text_encoder"], "projection_dim": 32},
-}
 
 
 @dataclass(frozen=True)
@@ -129,47 +108,6 @@ def measured_matmul_peak(device: str, side: int, iterations: int, dtype_name: st
         a @ b
     _sync(device)
     return 2 * side**3 * iterations / (time.perf_counter() - start)
-
-
-def build_sdxl_architecture(dest: Path, tiny: bool = False, device: str = "cpu") -> Path:
-    """SDXL base 1.0's architecture (2.6B UNet, CLIP ViT-L + OpenCLIP ViT-bigG text encoders, SDXL VAE) with
-    random weights, saved in fp16 (full size) to halve the disk and load time; ``device`` initialises them."""
-    if (dest / "model_index.json").exists():
-        return dest
-    import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    from studiolo.engines.diffusers_engine import clip_tokenizer_from_package
-
-    def cfg(name: str, file: str = "config.json") -> dict[str, Any]:
-        values = json.loads((SDXL_CONFIGS / name / file).read_text())
-        values = {k: v for k, v in values.items() if not k.startswith("_")}
-        return {**values, **(TINY_SDXL.get(name, {}) if tiny else {})}
-
-    torch.manual_seed(0)
-    # Random initialisation of 3.5B parameters takes a while on one CPU thread; on the GPU it is instant.
-    with torch.device(device):
-        unet = UNet2DConditionModel.from_config(cfg("unet"))
-        vae = AutoencoderKL.from_config(cfg("vae"))
-        text_encoder = CLIPTextModel(CLIPTextConfig(**cfg("text_encoder")))
-        text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**cfg("text_encoder_2")))
-    pipe = StableDiffusionXLPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        text_encoder_2=text_encoder_2,
-        tokenizer=clip_tokenizer_from_package(cfg("tokenizer", "tokenizer_config.json")),
-        tokenizer_2=clip_tokenizer_from_package(cfg("tokenizer_2", "tokenizer_config.json")),
-        unet=unet,
-        scheduler=EulerDiscreteScheduler.from_config(cfg("scheduler", "scheduler_config.json")),
-        force_zeros_for_empty_prompt=True,
-    )
-    if not tiny:
-        pipe.to(torch.float16)
-    tmp = dest.with_name(dest.name + ".tmp")
-    pipe.save_pretrained(tmp, safe_serialization=True)
-    tmp.rename(dest)
-    return dest
 
 
 def count_flops(pipe: Any, case: Case, device: str) -> tuple[int, dict[str, int]]:
@@ -396,7 +334,9 @@ def main() -> None:
     for key in [args.only] if args.only else ["sdxl", "turbo"]:
         start = time.perf_counter()
         if key == "sdxl":
-            folder = build_sdxl_architecture(args.cache / f"sdxl-architecture-fp16{suffix}", args.tiny, device)
+            folder = build_sdxl_architecture(
+                args.cache / f"sdxl-architecture-fp16{suffix}", args.tiny, device=device, half=True
+            )
         else:
             with torch.device(device):  # random initialisation on the GPU: seconds instead of a minute
                 folder = build_sd_turbo_architecture(args.cache / f"sd-turbo-architecture{suffix}", tiny=args.tiny)

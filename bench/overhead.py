@@ -27,7 +27,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from bench._architectures import build_sd_turbo_architecture
+from bench._architectures import build_sd_turbo_architecture, call_pipeline
 from bench._server import ok, rss_mb, sign_in, studiolo_server
 
 PROMPT = "a lighthouse at dusk, cinematic"
@@ -58,18 +58,7 @@ def main() -> None:
     raw.set_progress_bar_config(disable=True)
 
     def run_raw(seed: int) -> tuple[float, np.ndarray]:
-        t = time.perf_counter()
-        with torch.inference_mode():
-            out = raw(
-                PROMPT,
-                num_inference_steps=1,
-                guidance_scale=0.0,
-                height=side,
-                width=side,
-                generator=torch.Generator("cpu").manual_seed(seed),
-                output_type="np",
-            )
-        return time.perf_counter() - t, out.images[0]
+        return call_pipeline(raw, side, seed, PROMPT)
 
     # fp32 as loaded on both sides: this measures what Studiolo adds around the same computation (the accelerated
     # CPU path, which changes the computation, is bench/cpu.py's subject).
