@@ -461,3 +461,33 @@ def test_the_settings_reach_the_diffusers_engine(tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("STUDIOLO_TORCH_THREADS", "2")
     from_env = Settings(data_dir=tmp_path)
     assert (from_env.cpu_accel, from_env.torch_threads) == ("openvino", 2)
+
+
+def test_the_openvino_path_releases_the_torch_unet_and_reads_it_back_for_a_lora_job(
+    warm: Warm, cache_copy: Path, tmp_path: Path
+) -> None:
+    # OpenVINO holds the UNet itself; torch's copy would make the accelerated model bigger than the fp32 one.
+    from tests.tiny_lora import make_kohya_lora
+
+    lora_file = make_kohya_lora(tmp_path / "kohya.safetensors", seed=0)
+    lora = LoraSpec(AdapterRef(id="kohya", kind="lora", path=lora_file, format="kohya", sha256="kohya"), 1.0)
+    engine = _engine("openvino", cache_copy)
+    accel = _accel(engine, warm.model)
+    entry = engine._cache[warm.model.id]
+    unet = entry.base.unet
+    assert accel.torch_unet is not None and accel.torch_unet.released_bytes > 0
+    assert all(p.numel() == 0 for p in unet.parameters())
+    loaded = entry.size_bytes
+    plain = _arrays(engine, _request(warm.model))
+    assert all(p.numel() == 0 for p in unet.parameters())  # drawn by OpenVINO: still released
+
+    with_lora = _arrays(engine, _request(warm.model, loras=[lora]))
+    assert all(p.numel() > 0 for p in unet.parameters())
+    assert not np.array_equal(with_lora[0], plain[0])
+    # The budget sees the weights that came back (besides the LoRA's own bytes).
+    assert entry.size_bytes - entry.extra_bytes.get("lora", 0) == loaded + module_bytes(unet)
+    # They are the model's weights: the bf16 path, whose UNet never left, draws the same LoRA job identically.
+    bf16 = _engine("bf16", cache_copy)
+    assert np.array_equal(_arrays(bf16, _request(warm.model, loras=[lora]))[0], with_lora[0])
+    # And a plain job afterwards is OpenVINO's picture again.
+    assert np.array_equal(_arrays(engine, _request(warm.model))[0], plain[0])

@@ -419,8 +419,8 @@ class DiffusersEngine:
                 pipe.set_progress_bar_config(disable=True)
                 pipes[kind] = pipe
         capabilities = diffusers_capabilities("txt2img" in pipes, "img2img" in pipes, "inpaint" in pipes)
-        # OpenVINO's copy of the weights counts against the memory budget too.
-        return _Loaded(base, pipes, capabilities, size + accel.extra_bytes(), self.device, accel=accel)
+        # OpenVINO's copy of the weights counts against the memory budget too (LoadedPipeline.size_bytes).
+        return _Loaded(base, pipes, capabilities, size, self.device, accel=accel)
 
     def _load_pipeline(self, model: ModelRef) -> Any:
         import torch

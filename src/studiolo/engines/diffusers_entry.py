@@ -35,7 +35,8 @@ class LoadedPipeline:
 
     @property
     def size_bytes(self) -> int:
-        return self.base_bytes + sum(self.extra_bytes.values())
+        # The accelerated path's own bytes change when a job reads released torch weights back (engines/accel).
+        return self.base_bytes + sum(self.extra_bytes.values()) + self.accel.extra_bytes()
 
 
 def module_bytes(*modules: Any) -> int:

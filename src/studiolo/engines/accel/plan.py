@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,42 @@ OPENVINO_MISSING = (
 
 
 @dataclass
+class TorchUNetWeights:
+    """The torch UNet's weights, released while OpenVINO draws every picture and read back for jobs that need them.
+
+    On the openvino path OpenVINO holds its own copy of the UNet (two, in fact: the stored weights and the ones it
+    repacks for its kernels), so keeping torch's too would make the accelerated model use more memory than the fp32
+    one. Each tensor keeps its identity (only its storage goes), so the pipelines sharing the module and the
+    adapter code that hooks into it see the same objects once the weights are back (``restore``, from the model's
+    files: a memory-mapped load, then cast like the rest).
+    """
+
+    module: Any
+    reload: Callable[[], Any]  # -> a freshly loaded fp32 pipeline of the same model (lazily, memory-mapped)
+    released_bytes: int = 0
+
+    def release(self) -> None:
+        import torch
+
+        for tensor in (*self.module.parameters(), *self.module.buffers()):
+            self.released_bytes += tensor.numel() * tensor.element_size()
+            tensor.data = torch.empty(0, dtype=tensor.dtype)
+
+    def restore(self) -> None:
+        """Read the weights back (no-op when they are here)."""
+        if not self.released_bytes:
+            return
+        import torch
+
+        fresh = self.reload().unet.state_dict()
+        for name, tensor in self.module.state_dict(keep_vars=True).items():
+            tensor.data = fresh[name].to(dtype=tensor.dtype)
+        self.module.to(memory_format=torch.channels_last)
+        log.info("read the torch UNet's weights back for a job with adapters (%d MB)", self.released_bytes >> 20)
+        self.released_bytes = 0
+
+
+@dataclass
 class Acceleration:
     """The path one loaded model runs on, and why."""
 
@@ -44,6 +80,7 @@ class Acceleration:
     needs_fp32_reload: bool = False  # every candidate failed after the modules were cast: load fp32 again
     # GPUs: decode pictures above this many pixels tile by tile (VAE tiling), which bounds the decoder's memory.
     tile_vae_above: int | None = None
+    torch_unet: TorchUNetWeights | None = None  # openvino path: the torch UNet's weights, released until needed
 
     def describe(self) -> str:
         text = f"path {self.path}, {self.threads} thread(s)"
@@ -52,7 +89,10 @@ class Acceleration:
         return text + (f" ({self.reason})" if self.reason else "")
 
     def extra_bytes(self) -> int:
-        return self.openvino.size_bytes if self.openvino is not None else 0
+        """Bytes beyond the torch modules' current ones: OpenVINO's weights, and a restored torch UNet's."""
+        ov = self.openvino.size_bytes if self.openvino is not None else 0
+        restored = self.torch_unet is not None and not self.torch_unet.released_bytes
+        return ov + (_unet_bytes(self.torch_unet.module) if restored and self.torch_unet is not None else 0)
 
     @contextmanager
     def active(self, base: Any, request: GenerationRequest) -> Iterator[bool]:
@@ -62,6 +102,8 @@ class Acceleration:
         with any of them runs on those (in bf16 on this path).
         """
         usable = not request.loras and not request.controls and request.reference is None
+        if not usable and self.torch_unet is not None:
+            self.torch_unet.restore()
         vae: Any = getattr(base, "vae", None)
         tile = (
             self.tile_vae_above is not None
@@ -83,6 +125,10 @@ class Acceleration:
         use = accelerated and self.openvino is not None
         with self.openvino.patched(base) if use and self.openvino is not None else nullcontext():
             yield use
+
+
+def _unet_bytes(module: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
 
 
 def _cast_bf16(base: Any) -> None:
@@ -132,7 +178,8 @@ def choose_cpu_path(
     compiled = _compile(base, cache, key, threads=threads, bf16=bf16) if "openvino" in candidates else None
     results = quality.read_results(folder)
     side = quality.gate_side(base)
-    reference = None if all(c in results for c in candidates) else quality.render(base, side)
+    # The fp32 reference costs an fp32 picture: drawn only when a path that would be tried has no figures yet.
+    reference = quality.render(base, side) if _must_measure(candidates, results, forced) else None
     # The torch modules run in bf16 wherever the CPU has bf16 arithmetic, and on the bf16 path anyway: forced on a
     # CPU that emulates bf16 it is slow (its reason says so), but it is still the path asked for, not fp32.
     cast = bf16 or "bf16" in candidates
@@ -161,6 +208,16 @@ def choose_cpu_path(
     if chosen.path == "openvino" and not bf16:
         chosen.reason = "fp32 inside OpenVINO: this CPU has no bf16 arithmetic"
     return chosen
+
+
+def _must_measure(candidates: list[CpuPath], results: dict[str, quality.GateResult], forced: bool) -> bool:
+    """Whether trying ``candidates`` in order reaches one without stored gate figures."""
+    for path in candidates:
+        if path not in results:
+            return True
+        if results[path].passed or forced:
+            return False
+    return False
 
 
 def _entry(base: Any, cache: AccelCache, key: str, *, converted: bool) -> Path:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from studiolo.engines.accel.cache import AccelCache
 from studiolo.engines.accel.cpu import physical_cores
-from studiolo.engines.accel.plan import Acceleration, CpuAccel, choose_cpu_path
+from studiolo.engines.accel.plan import Acceleration, CpuAccel, TorchUNetWeights, choose_cpu_path
 from studiolo.engines.base import ModelLoadError, ModelRef
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,9 @@ def accelerate(
             accel = Acceleration("fp32", threads, f"acceleration failed: {type(exc).__name__}", needs_fp32_reload=True)
         if accel.needs_fp32_reload:
             base = reload_fp32()
+        elif accel.openvino is not None:
+            accel.torch_unet = TorchUNetWeights(base.unet, reload_fp32)
+            accel.torch_unet.release()
     else:
         accel = Acceleration(f"{device}-{str(getattr(base, 'dtype', '')).removeprefix('torch.')}", threads)
     log.info(
