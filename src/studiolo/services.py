@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +55,7 @@ from studiolo.engines.ffmpeg import find_ffmpeg
 from studiolo.engines.image_to_video import SVDImageToVideo
 from studiolo.engines.music import MOODS, build_music_engine
 from studiolo.engines.speech import build_speech_catalog
+from studiolo.errors import StudioloError
 from studiolo.settings import Settings
 from studiolo.storage.base import ObjectStore
 from studiolo.storage.factory import build_object_store
@@ -161,10 +164,35 @@ class Services:
         )
         pool.start(count, claim_loops=claim_loops)
         self.pools.append(pool)
+        if self.settings.preload_default_model and claim_loops:
+            threading.Thread(target=self.preload_default_model, args=(served,), name="preload", daemon=True).start()
         if self.deliverer is None and self.settings.webhooks_enabled:
             self.deliverer = self.build_deliverer()
             self.deliverer.start()
         return pool
+
+    def preload_default_model(self, served: ServedModels | None = None) -> bool:
+        """Load the default model now if it is a local diffusers model this process serves; True if it loaded.
+
+        Run in the background when workers start: the first job then finds torch, diffusers and the model (and
+        its accelerated CPU path) ready instead of waiting for them. Failures are only logged: the first job that
+        needs the model loads it again and reports what is wrong.
+        """
+        try:
+            model = self.catalog.resolve(None)
+        except StudioloError:
+            return False  # no default model installed: nothing to warm up
+        engine = self.engines.get(model.engine)
+        if model.engine != "diffusers" or engine is None or (served is not None and not served.serves(model.id)):
+            return False
+        started = time.monotonic()
+        try:
+            engine.load(model)
+        except Exception as exc:  # noqa: BLE001 - logged: a background warm-up must not take the process down
+            log.warning("preloading default model %s failed: %s", model.id, exc)
+            return False
+        log.info("default model %s loaded in the background in %.1f s", model.id, time.monotonic() - started)
+        return True
 
     def build_deliverer(self, **overrides: Any) -> Deliverer:
         """The webhook deliverer of this process (tests pass a clock, a transport or a random source)."""

@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     cpu_accel: Literal["auto", "openvino", "bf16", "off"] = "auto"
     # torch/OpenMP and OpenVINO threads per diffusers job (0: one per physical core this process may use).
     torch_threads: int = Field(default=0, ge=0, le=1024)
+    # Workers load the default model in the background as they start (a local diffusers model only), so the first
+    # job does not wait for torch, diffusers and the model to load (issue 20: ~7 s for SD-Turbo on a 2-core CPU).
+    preload_default_model: bool = True
     # CUDA only: compile the UNet with torch.compile ("max-autotune" also captures CUDA graphs); off by default
     # because compiling costs minutes at every start.
     gpu_compile: Literal["off", "default", "max-autotune"] = "off"

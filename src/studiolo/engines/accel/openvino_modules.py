@@ -191,9 +191,11 @@ class OpenVinoModules:
         def decode(z: Any, return_dict: bool = True, generator: Any = None) -> Any:
             if getattr(vae, "use_tiling", False) or getattr(vae, "use_slicing", False):
                 return vae_decode(z, return_dict=return_dict, generator=generator)
+            import torch
             from diffusers.models.autoencoders.vae import DecoderOutput
 
-            out = self._run(self.vae_decoder, [z], z.dtype)
+            # The picture stays float32 (torch's bf16 would round it to about half a level of 255).
+            out = self._run(self.vae_decoder, [z], torch.float32)
             return DecoderOutput(sample=out) if return_dict else (out,)
 
         unet.forward, vae.decode = forward, decode

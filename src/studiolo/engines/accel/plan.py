@@ -159,9 +159,18 @@ def _candidates(setting: CpuAccel) -> tuple[list[CpuPath], bool]:
 
 
 def choose_cpu_path(
-    base: Any, model_path: Path | None, *, setting: CpuAccel, cache: AccelCache, threads: int
+    base: Any,
+    model_path: Path | None,
+    *,
+    setting: CpuAccel,
+    cache: AccelCache,
+    threads: int,
+    reload: Callable[[], Any] | None = None,
 ) -> Acceleration:
-    """Pick and set up the path for ``base`` (an fp32 pipeline on the CPU, as loaded); may cast it to bf16."""
+    """Pick and set up the path for ``base`` (an fp32 pipeline on the CPU, as loaded); may cast it to bf16.
+
+    ``reload`` loads the same pipeline again (fp32, memory-mapped): on the openvino path the torch UNet's weights
+    are then released and read back from it when a job needs them (``TorchUNetWeights``)."""
     if setting == "off":
         return Acceleration("fp32", threads, "STUDIOLO_CPU_ACCEL=off")
     if type(base).__name__ not in ACCELERATED_PIPELINES:
@@ -183,6 +192,13 @@ def choose_cpu_path(
     # The torch modules run in bf16 wherever the CPU has bf16 arithmetic, and on the bf16 path anyway: forced on a
     # CPU that emulates bf16 it is slow (its reason says so), but it is still the path asked for, not fp32.
     cast = bf16 or "bf16" in candidates
+    # Known from stored figures to end on openvino: the UNet goes before the cast, which then never reads it.
+    release_first = (
+        compiled is not None and reference is None and _first_passing(candidates, results, forced) == ("openvino")
+    )
+    unet_weights = TorchUNetWeights(base.unet, reload) if reload is not None and compiled is not None else None
+    if release_first and unet_weights is not None:
+        unet_weights.release()
     if cast:
         _cast_bf16(base)
     chosen: Acceleration | None = None
@@ -205,8 +221,14 @@ def choose_cpu_path(
         log.warning("path %s fails the quality gate (%s); not using it", path, accel.quality.describe())
     if chosen is None:
         return Acceleration("fp32", threads, "no accelerated path passed the quality gate", needs_fp32_reload=cast)
-    if chosen.path == "openvino" and not bf16:
-        chosen.reason = "fp32 inside OpenVINO: this CPU has no bf16 arithmetic"
+    if chosen.path == "openvino":
+        if not bf16:
+            chosen.reason = "fp32 inside OpenVINO: this CPU has no bf16 arithmetic"
+        chosen.torch_unet = unet_weights
+        if unet_weights is not None and not release_first:
+            unet_weights.release()
+    elif release_first and unet_weights is not None:  # cannot happen (figures said openvino), but never leave it out
+        unet_weights.restore()
     return chosen
 
 
@@ -218,6 +240,16 @@ def _must_measure(candidates: list[CpuPath], results: dict[str, quality.GateResu
         if results[path].passed or forced:
             return False
     return False
+
+
+def _first_passing(candidates: list[CpuPath], results: dict[str, quality.GateResult], forced: bool) -> str | None:
+    """The path stored figures choose (None when they choose none or lack one on the way)."""
+    for path in candidates:
+        if path not in results:
+            return None
+        if results[path].passed or forced:
+            return path
+    return None
 
 
 def _entry(base: Any, cache: AccelCache, key: str, *, converted: bool) -> Path:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from studiolo.engines.accel.cache import AccelCache
 from studiolo.engines.accel.cpu import physical_cores
-from studiolo.engines.accel.plan import Acceleration, CpuAccel, TorchUNetWeights, choose_cpu_path
+from studiolo.engines.accel.plan import Acceleration, CpuAccel, choose_cpu_path
 from studiolo.engines.base import ModelLoadError, ModelRef
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,9 @@ def accelerate(
         accel = _gpu(base, gpu_compile, threads)
     elif device == "cpu":
         try:
-            accel = choose_cpu_path(base, model.path, setting=cpu_accel, cache=cache, threads=threads)
+            accel = choose_cpu_path(
+                base, model.path, setting=cpu_accel, cache=cache, threads=threads, reload=reload_fp32
+            )
         except ModelLoadError:
             raise
         except Exception as exc:  # a model the converter cannot trace: run it as loaded, unless a path is forced
@@ -53,9 +55,6 @@ def accelerate(
             accel = Acceleration("fp32", threads, f"acceleration failed: {type(exc).__name__}", needs_fp32_reload=True)
         if accel.needs_fp32_reload:
             base = reload_fp32()
-        elif accel.openvino is not None:
-            accel.torch_unet = TorchUNetWeights(base.unet, reload_fp32)
-            accel.torch_unet.release()
     else:
         accel = Acceleration(f"{device}-{str(getattr(base, 'dtype', '')).removeprefix('torch.')}", threads)
     log.info(
