@@ -491,3 +491,33 @@ def test_the_openvino_path_releases_the_torch_unet_and_reads_it_back_for_a_lora_
     assert np.array_equal(_arrays(bf16, _request(warm.model, loras=[lora]))[0], with_lora[0])
     # And a plain job afterwards is OpenVINO's picture again.
     assert np.array_equal(_arrays(engine, _request(warm.model))[0], plain[0])
+
+
+def _resident_bytes(path: Path) -> int:
+    """Resident bytes of this process's mappings of ``path`` (from /proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if "-" in line.split(" ", 1)[0]:
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1]) * 1024
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="Linux-only: the release reads /proc/self/maps")
+def test_mapped_weights_are_released_after_a_call_and_read_back_when_touched(tmp_path: Path) -> None:
+    import mmap
+
+    from studiolo.engines.accel.openvino_modules import release_mapped_pages
+
+    folder = tmp_path / "ov-cache"
+    folder.mkdir()
+    blob = folder / "weights.blob"
+    blob.write_bytes(bytes(range(256)) * 4096 * 8)  # 8 MiB
+    with blob.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        checksum = sum(mapped[i] for i in range(0, len(mapped), 4096))  # touch every page
+        assert _resident_bytes(blob) >= 8 * 2**20
+        assert release_mapped_pages(folder) >= 8 * 2**20
+        assert _resident_bytes(blob) == 0
+        assert sum(mapped[i] for i in range(0, len(mapped), 4096)) == checksum  # read back from the file, intact
+        assert release_mapped_pages(tmp_path / "elsewhere") == 0

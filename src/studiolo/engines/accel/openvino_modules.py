@@ -25,6 +25,7 @@ from typing import Any
 UNET_IR = "unet.xml"
 VAE_DECODER_IR = "vae_decoder.xml"
 OV_CACHE_DIR = "ov-cache"
+MADV_DONTNEED = 4  # <sys/mman.h>, the same on every Linux architecture
 # The example inputs only fix ranks and dtypes (sizes stay dynamic); small ones keep tracing fast.
 EXAMPLE_LATENT_SIDE = 16
 
@@ -121,6 +122,32 @@ def convert(base: Any, folder: Path) -> None:
         gc.collect()
 
 
+def release_mapped_pages(folder: Path) -> int:
+    """Drop this process's resident pages of the files under ``folder`` that it has memory-mapped; returns bytes.
+
+    OpenVINO maps its compiled blob (the weights, as stored) and repacks the weights into its kernels' own layout
+    at the first call of each shape; the mapped copy then sits in the process's memory unused, ~1.7 GB for SD 2.1's
+    UNet. ``madvise(MADV_DONTNEED)`` on a read-only file mapping just unmaps those pages: a later read (a new shape)
+    faults them back in from the file. Linux only; elsewhere nothing happens.
+    """
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        return 0
+    import ctypes
+
+    prefix = str(folder.resolve()) + "/"
+    madvise = ctypes.CDLL(None, use_errno=True).madvise
+    released = 0
+    for line in maps.read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) < 6 or not fields[5].startswith(prefix) or "w" in fields[1]:
+            continue
+        start, end = (int(v, 16) for v in fields[0].split("-"))
+        if madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), MADV_DONTNEED) == 0:
+            released += end - start
+    return released
+
+
 class OpenVinoModules:
     """The compiled UNet and VAE decoder of one model, and the patches that route a pipeline's calls to them."""
 
@@ -145,14 +172,15 @@ class OpenVinoModules:
         stored = sum(p.stat().st_size for p in self.folder.glob("*.bin"))
         return stored if self.precision == "bf16" else 2 * stored
 
-    @staticmethod
-    def _run(request: Any, inputs: list[Any], dtype: Any) -> Any:
+    def _run(self, request: Any, inputs: list[Any], dtype: Any) -> Any:
         import numpy as np
         import torch
 
         request.infer([x.detach().float().contiguous().numpy() for x in inputs])
         # The output buffer belongs to the request and is overwritten by its next call: copy it out.
-        return torch.from_numpy(np.array(request.get_output_tensor(0).data, copy=True)).to(dtype)
+        out = torch.from_numpy(np.array(request.get_output_tensor(0).data, copy=True)).to(dtype)
+        release_mapped_pages(self.folder / OV_CACHE_DIR)
+        return out
 
     @contextmanager
     def patched(self, base: Any) -> Iterator[None]:
