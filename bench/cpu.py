@@ -279,12 +279,30 @@ def sd_turbo_servers(args: argparse.Namespace, report: Report, model_dir: Path, 
         )
         print(f"server log after the restart: {path_line(proc.pid)}")
         report.check(
-            "SD-Turbo first image after a restart (from submit) / steady job",
+            "SD-Turbo first image after a restart, submitted when ready (from submit) / steady job",
             f"{first_image / mb:.2f}x ({first_image:.1f} s; {done - launched:.1f} s from launching the process)",
             f"<= {FIRST_IMAGE_TARGET:.0f}x",
             first_image / mb <= FIRST_IMAGE_TARGET,
         )
         rss_restart = rss_mb(proc.pid)
+
+    # Workers preload the default model in the background as they start (STUDIOLO_PRELOAD_DEFAULT_MODEL): a user who
+    # submits a few seconds after opening the studio finds it loaded. Wait for that, then submit.
+    launched = time.perf_counter()
+    with studiolo_server(data_dir, **SERVE) as (base, proc):
+        deadline = time.monotonic() + 600
+        while "loaded in the background" not in server_log(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        preloaded = time.perf_counter()
+        with client_for(base, data_dir) as client:
+            after_preload, _ = http_job(client, side, seed=3)
+        print(f"restart, cache warm: launch -> background preload done {preloaded - launched:.1f} s")
+        report.check(
+            "SD-Turbo first image after a restart, once the background preload is done / steady job",
+            f"{after_preload / mb:.2f}x ({after_preload:.1f} s)",
+            f"<= {FIRST_IMAGE_TARGET:.0f}x",
+            after_preload / mb <= FIRST_IMAGE_TARGET,
+        )
 
     with studiolo_server(data_dir, **SERVE, cpu_accel="off") as (base, proc), client_for(base, data_dir) as client:
         fp32_time, fp32_img = http_job(client, side, seed=1)

@@ -92,7 +92,10 @@ SMOKE: dict[str, tuple[list[str], list[str]]] = {
             rf"^SD-Turbo PSNR, job vs raw fp32, same seed: ({NUMBER} dB|identical) .* (PASS|MISS)$",
             rf"^restart, cache warm: launch -> ready {NUMBER} s, launch -> first job succeeded {NUMBER} s, "
             rf"ready -> first job succeeded {NUMBER} s",
-            rf"^SD-Turbo first image after a restart \(from submit\) / steady job: {NUMBER}x .* (PASS|MISS)$",
+            rf"^SD-Turbo first image after a restart, submitted when ready \(from submit\) / steady job: {NUMBER}x .* "
+            r"(PASS|MISS)$",
+            rf"^SD-Turbo first image after a restart, once the background preload is done / steady job: {NUMBER}x .* "
+            r"(PASS|MISS)$",
             rf"^SD-Turbo server RSS, model loaded, accelerated \(after a restart\): {NUMBER} MB vs fp32 {NUMBER} MB",
             *(
                 rf"^{path} +{NUMBER} s +{NUMBER} s +({NUMBER} dB|identical) +path "
