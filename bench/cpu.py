@@ -441,6 +441,7 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="a few-MB pipeline of the same classes (a smoke run)")
     ap.add_argument("--size", type=int, default=512, help="image side in pixels")
     ap.add_argument("--skip-sdxl", action="store_true", help="leave out the SDXL-Turbo part (~14 GB of weights)")
+    ap.add_argument("--only-sdxl", action="store_true", help="only the SDXL-Turbo part")
     args = ap.parse_args()
     started = time.perf_counter()
     # Line by line even into a pipe (| tee): a run killed for memory still shows what it measured.
@@ -463,14 +464,15 @@ def main() -> None:
         f"{args.size}x{args.size}, 1 step, guidance 0"
     )
     report = Report()
-    t = time.perf_counter()
-    name = "sd-turbo-architecture" + ("-tiny" if args.tiny else "")
-    model_dir = build_sd_turbo_architecture(args.cache / name, tiny=args.tiny)
-    print(f"SD-Turbo architecture ready in {time.perf_counter() - t:.0f} s: {model_dir}")
-    with tempfile.TemporaryDirectory(prefix="studiolo-bench-cpu-") as tmp:
-        data_dir = Path(tmp)
-        sd_turbo_servers(args, report, model_dir, data_dir)
-        sd_turbo_paths(args, model_dir, data_dir / "cache" / "accel")
+    if not args.only_sdxl:
+        t = time.perf_counter()
+        name = "sd-turbo-architecture" + ("-tiny" if args.tiny else "")
+        model_dir = build_sd_turbo_architecture(args.cache / name, tiny=args.tiny)
+        print(f"SD-Turbo architecture ready in {time.perf_counter() - t:.0f} s: {model_dir}")
+        with tempfile.TemporaryDirectory(prefix="studiolo-bench-cpu-") as tmp:
+            data_dir = Path(tmp)
+            sd_turbo_servers(args, report, model_dir, data_dir)
+            sd_turbo_paths(args, model_dir, data_dir / "cache" / "accel")
     if not args.skip_sdxl:
         print(f"memory available before the SDXL part: {available_gb():.1f} GB")
         try:

@@ -55,6 +55,7 @@ def accelerate(
             accel = Acceleration("fp32", threads, f"acceleration failed: {type(exc).__name__}", needs_fp32_reload=True)
         if accel.needs_fp32_reload:
             base = reload_fp32()
+        return_freed_memory()
     else:
         accel = Acceleration(f"{device}-{str(getattr(base, 'dtype', '')).removeprefix('torch.')}", threads)
     log.info(
@@ -65,6 +66,20 @@ def accelerate(
         physical_cores(),
     )
     return base, accel
+
+
+def return_freed_memory() -> None:
+    """Hand the memory a load freed back to the system (glibc only; elsewhere nothing happens).
+
+    Casting fp32 weights to bf16 and tracing a model for OpenVINO free gigabytes in many blocks, which glibc keeps
+    for reuse: measured on SD-Turbo's first load, the server stayed ~3 GB larger than after a restart without this.
+    """
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not Linux with glibc
+        return
 
 
 def _gpu(base: Any, compile_mode: GpuCompile, threads: int) -> Acceleration:
