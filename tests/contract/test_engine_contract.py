@@ -65,10 +65,10 @@ def _echo_case(tmp: Path) -> EngineCase:
     )
 
 
-def _diffusers_case(tmp: Path) -> EngineCase:
+def _diffusers_case(tmp: Path, cpu_accel: CpuAccel = "off") -> EngineCase:
     from studiolo.engines.diffusers_engine import DiffusersEngine
 
-    engine = DiffusersEngine(device="cpu")
+    engine = DiffusersEngine(device="cpu", cpu_accel=cpu_accel, accel_cache_dir=tmp / "accel-cache")
     full = make_tiny_sd_pipeline(tmp / "tiny", seed=0)
     inpaint_only = make_tiny_sd_pipeline(tmp / "tiny-inpaint", seed=1, inpaint=True)
     return EngineCase(
@@ -88,18 +88,7 @@ def _accelerated_case(cpu_accel: CpuAccel) -> Callable[[Path], EngineCase]:
     """
 
     def factory(tmp: Path) -> EngineCase:
-        from studiolo.engines.diffusers_engine import DiffusersEngine
-
-        engine = DiffusersEngine(device="cpu", cpu_accel=cpu_accel, accel_cache_dir=tmp / "accel-cache")
-        full = make_tiny_sd_pipeline(tmp / "tiny", seed=0)
-        inpaint_only = make_tiny_sd_pipeline(tmp / "tiny-inpaint", seed=1, inpaint=True)
-        return EngineCase(
-            engine=engine,
-            model=ModelRef(id="tiny", engine="diffusers", source="folder", path=full),
-            limited_engine=engine,
-            limited_model=ModelRef(id="tiny-inpaint", engine="diffusers", source="folder", path=inpaint_only),
-            path=cpu_accel,
-        )
+        return _diffusers_case(tmp, cpu_accel)
 
     return factory
 

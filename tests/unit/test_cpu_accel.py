@@ -334,11 +334,11 @@ def ov_runs(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Runs]:
     runs = _Runs()
     real = OpenVinoModules._run
 
-    def counting(request: Any, inputs: list[Any], dtype: Any) -> Any:
+    def counting(self: OpenVinoModules, request: Any, inputs: list[Any], dtype: Any) -> Any:
         runs.count += 1
-        return real(request, inputs, dtype)
+        return real(self, request, inputs, dtype)
 
-    monkeypatch.setattr(OpenVinoModules, "_run", staticmethod(counting))
+    monkeypatch.setattr(OpenVinoModules, "_run", counting)
     yield runs
 
 
