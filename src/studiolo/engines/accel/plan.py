@@ -188,14 +188,13 @@ def choose_cpu_path(
     results = quality.read_results(folder)
     side = quality.gate_side(base)
     # The fp32 reference costs an fp32 picture: drawn only when a path that would be tried has no figures yet.
-    reference = quality.render(base, side) if _must_measure(candidates, results, forced) else None
+    must_measure, stored = _stored_choice(candidates, results, forced)
+    reference = quality.render(base, side) if must_measure else None
     # The torch modules run in bf16 wherever the CPU has bf16 arithmetic, and on the bf16 path anyway: forced on a
     # CPU that emulates bf16 it is slow (its reason says so), but it is still the path asked for, not fp32.
     cast = bf16 or "bf16" in candidates
     # Known from stored figures to end on openvino: the UNet goes before the cast, which then never reads it.
-    release_first = (
-        compiled is not None and reference is None and _first_passing(candidates, results, forced) == ("openvino")
-    )
+    release_first = compiled is not None and stored == "openvino"
     unet_weights = TorchUNetWeights(base.unet, reload) if reload is not None and compiled is not None else None
     if release_first and unet_weights is not None:
         unet_weights.release()
@@ -227,29 +226,20 @@ def choose_cpu_path(
         chosen.torch_unet = unet_weights
         if unet_weights is not None and not release_first:
             unet_weights.release()
-    elif release_first and unet_weights is not None:  # cannot happen (figures said openvino), but never leave it out
-        unet_weights.restore()
     return chosen
 
 
-def _must_measure(candidates: list[CpuPath], results: dict[str, quality.GateResult], forced: bool) -> bool:
-    """Whether trying ``candidates`` in order reaches one without stored gate figures."""
+def _stored_choice(
+    candidates: list[CpuPath], results: dict[str, quality.GateResult], forced: bool
+) -> tuple[bool, str | None]:
+    """Trying ``candidates`` in order on stored figures: (whether it reaches a path without figures, which must
+    then be measured; the path the figures choose, if they settle it)."""
     for path in candidates:
         if path not in results:
-            return True
+            return True, None
         if results[path].passed or forced:
-            return False
-    return False
-
-
-def _first_passing(candidates: list[CpuPath], results: dict[str, quality.GateResult], forced: bool) -> str | None:
-    """The path stored figures choose (None when they choose none or lack one on the way)."""
-    for path in candidates:
-        if path not in results:
-            return None
-        if results[path].passed or forced:
-            return path
-    return None
+            return False, path
+    return False, None
 
 
 def _entry(base: Any, cache: AccelCache, key: str, *, converted: bool) -> Path:
