@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CpuAccel = Literal["auto", "openvino", "bf16", "off"]
-CPU_ACCEL_CHOICES: tuple[CpuAccel, ...] = ("auto", "openvino", "bf16", "off")
 CpuPath = Literal["openvino", "bf16", "fp32"]
 # Pipelines whose UNet and VAE the accelerated paths cover (SD 1.x/2.x incl. SD-Turbo, SDXL incl. SDXL-Turbo).
 ACCELERATED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")

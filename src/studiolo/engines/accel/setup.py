@@ -14,7 +14,6 @@ from studiolo.engines.base import ModelLoadError, ModelRef
 log = logging.getLogger(__name__)
 
 GpuCompile = Literal["off", "default", "max-autotune"]
-GPU_COMPILE_CHOICES: tuple[GpuCompile, ...] = ("off", "default", "max-autotune")
 # Above this many pixels a GPU decodes the picture tile by tile (the decoder's activations grow with the area).
 GPU_VAE_TILING_PIXELS = 1024 * 1024
 
